@@ -1,0 +1,157 @@
+"""Image I/O and colour conversion: PIL <-> tensor, RGB <-> YCbCr (BT.601 as MATLAB's rgb2ycbcr).
+
+Every image entering srweb goes through :func:`load_image`, which turns every way a file
+can be bad into one :class:`ImageError` with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+
+# MATLAB rgb2ycbcr on [0,1] input: offsets and matrix (rows Y, Cb, Cr), output in [0,255].
+_YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0])
+_YCBCR_MATRIX = torch.tensor(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
+)
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and the reason."""
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or "uploaded image"
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file name has an image suffix srweb reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image, with EXIF orientation applied.
+
+    Args:
+        source: a path, a binary file object, or an already opened PIL image.
+        max_pixels: refuse images whose header declares more pixels (decompression bombs).
+
+    Raises:
+        ImageError: missing, empty, not an image, truncated, zero-size or too large.
+    """
+    name = _describe(source)
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.exists():
+                raise ImageError(f"{name}: file not found")
+            if path.is_dir():
+                raise ImageError(f"{name}: is a directory, not an image")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{name}: empty file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(source)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{name}: image too large ({exc})") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a readable image file") from None
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot open image ({exc})") from None
+    width, height = img.size
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: image has zero size ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
+        )
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    return img
+
+
+def image_to_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    """Encode an image (PNG by default) to bytes."""
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """Any mode -> 8-bit RGB (16-bit scaled down, alpha dropped, CMYK/P converted)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image -> float32 (C, H, W) in [0, 1]; 1 channel for L, 3 for everything else."""
+    if img.mode == "L":
+        arr = np.asarray(img, dtype=np.float32)[None] / 255.0
+    else:
+        arr = np.asarray(to_rgb8(img), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """float (C, H, W) or (1, C, H, W) in [0, 1] -> 8-bit L or RGB image (rounded, clamped)."""
+    if t.dim() == 4:
+        t = t[0]
+    arr = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0], mode="L")
+    return Image.fromarray(arr.transpose(1, 2, 0), mode="RGB")
+
+
+def rgb_to_ycbcr(t: torch.Tensor) -> torch.Tensor:
+    """RGB (..., 3, H, W) in [0, 1] -> YCbCr in [0, 1] exactly as MATLAB's ``rgb2ycbcr`` / 255."""
+    m = _YCBCR_MATRIX.to(t.device, t.dtype)
+    off = _YCBCR_OFFSET.to(t.device, t.dtype)
+    out = torch.einsum("ij,...jhw->...ihw", m, t) + off[:, None, None]
+    return out / 255.0
+
+
+def ycbcr_to_rgb(t: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr` (not clamped)."""
+    m_inv = torch.linalg.inv(_YCBCR_MATRIX.double()).to(t.device, t.dtype)
+    off = _YCBCR_OFFSET.to(t.device, t.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m_inv, t * 255.0 - off[:, None, None])
+
+
+def rgb_to_y(t: torch.Tensor) -> torch.Tensor:
+    """RGB (..., 3, H, W) in [0, 1] -> Y (..., 1, H, W) in [0, 1]: (16 + 65.481 R + 128.553 G + 24.966 B) / 255."""
+    w = _YCBCR_MATRIX[0].to(t.device, t.dtype)
+    y = torch.einsum("j,...jhw->...hw", w, t) + 16.0
+    return (y / 255.0).unsqueeze(-3)
+
+
+def rgb_to_y_np(a: np.ndarray) -> np.ndarray:
+    """RGB HxWx3 in [0, 255] -> Y HxW float64 in [0, 255] (MATLAB ``rgb2ycbcr`` Y channel)."""
+    a = np.asarray(a, dtype=np.float64) / 255.0
+    return 16.0 + a @ _YCBCR_MATRIX[0].double().numpy()
