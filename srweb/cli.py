@@ -1,0 +1,204 @@
+"""Command line: ``srweb models | upscale | eval | prepare | train | jobs | bench``.
+
+On bad input every command exits non-zero with one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class CLIError(Exception):
+    """A user error reported as one line."""
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from srweb.models import create_model, get_model_info, list_models
+    from srweb.weights import count_params, list_weights
+
+    archs = []
+    for name in list_models():
+        info = get_model_info(name)
+        params = {str(s): count_params(create_model(name, s)) for s in info.scales} if args.json or info.trainable else {}
+        archs.append({
+            "name": name, "paper": info.paper, "year": info.year, "input_kind": info.input_kind,
+            "upsampling": info.upsampling, "scales": list(info.scales), "trainable": info.trainable,
+            "params": params, "defaults": info.defaults,
+        })
+    cards = [card.to_dict() for card in list_weights()]
+    if args.json:
+        _print_json({"architectures": archs, "weights": cards})
+        return 0
+    print(f"{'architecture':<15}{'input':<7}{'upsampling':<12}{'params (x2/x3/x4)':<34}paper")
+    for a in archs:
+        params = " / ".join(f"{int(v):,}" for v in a["params"].values()) or "-"
+        print(f"{a['name']:<15}{a['input_kind']:<7}{a['upsampling']:<12}{params:<34}{a['paper']} ({a['year']})")
+    print(f"\n{'weights':<34}{'scale':<7}{'params':>12}  Set5 PSNR/SSIM")
+    for c in cards:
+        set5 = next((m for m in c["metrics"] if str(m.get("dataset", "")).lower() == "set5"), None)
+        score = f"{set5['psnr']:.2f} / {set5['ssim']:.4f}" if set5 else "-"
+        print(f"{c['name']:<34}x{c['scale']:<6}{c['num_params']:>12,}  {score}")
+    return 0
+
+
+def _collect_inputs(inputs: Sequence[str]) -> list[Path]:
+    from srweb.imaging import is_image_file
+
+    files: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+            if not found:
+                print(f"srweb: warning: {path}: no image files", file=sys.stderr)
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from srweb.config import get_settings
+    from srweb.imaging import ImageError
+    from srweb.inference import Upscaler, upscale_file
+
+    upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
+                        tile_size=args.tile)
+    files = _collect_inputs(args.inputs)
+    if not files:
+        raise CLIError("no input images")
+    failures = 0
+    for path in tqdm(files, desc=f"upscale x{upscaler.scale}", unit="img", disable=args.quiet or len(files) < 2):
+        try:
+            target = upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels)
+            if not args.quiet:
+                tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
+        except (ImageError, ValueError, OSError) as exc:
+            failures += 1
+            print(f"srweb: error: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from srweb.data.samples import benchmark_path
+    from srweb.evaluate import bicubic_sr, evaluate
+    from srweb.inference import Upscaler
+
+    dataset = benchmark_path(args.dataset)
+    if args.weights in {"bicubic", "nearest"} and args.weights == "bicubic":
+        sr_fn, name, scale = bicubic_sr(args.scale), "bicubic", args.scale
+    else:
+        upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision)
+        sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
+    result = evaluate(sr_fn, dataset, scale, name=name, progress=not args.json)
+    if args.store:
+        from srweb.track.db import session_scope
+        from srweb.track.evals import record_evaluation
+
+        with session_scope() as session:
+            record_evaluation(session, result)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        for row in result.per_image:
+            print(f"{row['image']:<24}{row['psnr']:8.3f} dB  {row['ssim']:.4f}")
+        print(f"{name} x{scale} on {result.dataset}: PSNR {result.psnr:.3f} dB, SSIM {result.ssim:.4f} "
+              f"(Y channel, crop border {scale}, MATLAB bicubic LR)")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from srweb.data.prepare import prepare_dataset
+
+    summary = prepare_dataset(args.src, args.dst, scales=tuple(args.scales), split=args.split)
+    _print_json(summary) if args.json else print(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srweb", description="Super-resolution studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list architectures and shipped weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("upscale", help="upscale image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--weights", required=True, help="weights name, .safetensors path, or bicubic/nearest")
+    p.add_argument("--scale", type=int)
+    p.add_argument("--out", required=True, help="output folder (writes <stem>.png)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--tile", type=int, help="input tile size in pixels (default: automatic)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM under the classic SR protocol")
+    p.add_argument("--weights", required=True, help="weights name or path, or bicubic")
+    p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--dataset", required=True, help="HR folder, or a benchmark name (Set5, sample)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--no-store", dest="store", action="store_false", help="do not record in the database")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("prepare", help="turn a folder of HR images into the DIV2K layout")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--split", default="train", choices=["train", "valid"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list:
+    """Commands that live next to the code they drive (training, jobs, benchmarks)."""
+    registrars = []
+    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register")):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("srweb"):
+                continue
+            raise
+        registrars.append(getattr(mod, attr))
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("srweb: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"srweb: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        print(f"srweb: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Upscaler: any PIL image in, the same mode family out, ``scale`` times larger.
+
+Handles pre-upsampling models (fed a MATLAB-bicubic upscale), Y-only models (run on Y,
+CbCr upscaled bicubically), alpha (upscaled on its own, never a black background), 16-bit
+and odd modes, and tiles large inputs with an overlap so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from srweb.config import resolve_device
+from srweb.imaging import rgb_to_ycbcr, ycbcr_to_rgb
+from srweb.models import create_model, get_model_info, list_models
+from srweb.resize import imresize
+from srweb.weights import WeightsCard, load_weights, resolve_weights
+
+ProgressFn = Callable[[int, int], None]
+
+# Activation budget per tile in float elements (~256 MB in fp32): bounds peak memory.
+TILE_BUDGET_ELEMENTS = 64_000_000
+MAX_OVERLAP = 32
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What tiling needs to know about a model, measured once with hooks on a tiny input."""
+
+    receptive_radius: int  # input pixels that influence an output pixel, per side
+    elements_per_pixel: int  # largest activation (channels x area ratio) per input pixel
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 math (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_precision(device: str, requested: str = "auto") -> str:
+    """Resolve ``auto`` to the fastest safe precision for a device: bf16 / fp16 / fp32."""
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "cpu" and cpu_supports_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def profile_model(model: nn.Module, in_channels: int, upsampling: str) -> ModelProfile:
+    """Measure the receptive radius and peak activation size of ``model`` with forward hooks."""
+    size = 16
+    radius = 0.0
+    peak = float(in_channels)
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        nonlocal radius, peak
+        ratio = args[0].shape[-1] / size
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            k = module.kernel_size[0]
+            radius += (k // 2) * module.dilation[0] / ratio
+        out_ratio = output.shape[-1] / size
+        peak = max(peak, output.shape[1] * out_ratio * out_ratio)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            param = next(model.parameters(), None)
+            x = torch.rand(1, in_channels, size, size, device=param.device if param is not None else "cpu")
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    # Bicubic resampling (baselines, pre-upsampling) reaches 2 pixels further.
+    return ModelProfile(receptive_radius=math.ceil(radius) + 2, elements_per_pixel=math.ceil(peak))
+
+
+@lru_cache(maxsize=8)
+def _cached_weights(path: str, mtime: float) -> tuple[nn.Module, WeightsCard]:
+    return load_weights(path)
+
+
+def load_cached(name_or_path: str) -> tuple[nn.Module, WeightsCard]:
+    """``load_weights`` with a small cache keyed on the file and its modification time."""
+    tensors, _ = resolve_weights(name_or_path)
+    return _cached_weights(str(tensors), tensors.stat().st_mtime)
+
+
+class Upscaler:
+    """Upscale PIL images with an SR model.
+
+    Args:
+        model: an ``nn.Module`` from :func:`srweb.create_model`, a weights name or path, or a
+            baseline name (``bicubic``, ``nearest``).
+        scale: required for baselines; otherwise must match the model's scale if given.
+        device: ``auto`` (cuda > mps > cpu) or a torch device string.
+        precision: ``auto`` (bf16 where the hardware has it, unless the card says the model
+            loses quality in it), ``fp32``, ``bf16`` or ``fp16``.
+        tile_size: input tile side in pixels; ``None`` picks one from the activation budget.
+        tile_overlap: context pixels around each tile; ``None`` uses the receptive radius.
+        channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        scale: int | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        self.card: WeightsCard | None = None
+        if isinstance(model, str):
+            model = self._resolve(model, scale)
+        if scale is not None and int(scale) != int(model.scale):
+            raise ValueError(f"{getattr(model, 'arch', 'model')} is a x{model.scale} model, not x{scale}")
+        self.scale = int(model.scale)
+        self.device = resolve_device(device)
+        guard = (self.card.inference if self.card else {}).get("fast_path_ok", True)
+        self.precision = pick_precision(self.device, precision if guard or precision != "auto" else "fp32")
+        self.channels_last = channels_last
+        self.model = model.eval().to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        in_channels = int(model.in_channels)
+        self.profile = profile_model(self.model, in_channels, model.upsampling)
+        self.tile_overlap = tile_overlap if tile_overlap is not None else min(self.profile.receptive_radius, MAX_OVERLAP)
+        self.tile_size = tile_size or self._auto_tile_size()
+        self._lock = threading.Lock()
+        self.last_seconds = 0.0
+
+    def _resolve(self, name: str, scale: int | None) -> nn.Module:
+        if name in list_models() and not get_model_info(name).trainable:
+            if scale is None:
+                raise ValueError(f"baseline {name!r} needs a scale")
+            return create_model(name, int(scale))
+        model, card = load_cached(name)
+        self.card = card
+        return model
+
+    @property
+    def name(self) -> str:
+        return self.card.name if self.card else getattr(self.model, "arch", "model")
+
+    def _auto_tile_size(self) -> int:
+        # Three live activations of the largest size must fit the budget.
+        per_pixel = 3 * self.profile.elements_per_pixel
+        side = int(math.sqrt(TILE_BUDGET_ELEMENTS / per_pixel))
+        if self.model.upsampling == "pre":
+            side = max(side, 64)
+        return max(32, min(1024, side))
+
+    def _autocast(self):
+        if self.precision == "fp32" or self.device == "mps":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            y = self.model(x)
+        return y.float().clamp_(0, 1).cpu()
+
+    @torch.inference_mode()
+    def forward_tensor(self, x: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        """Model-space forward of ``x`` (1, C, H, W) in [0, 1] with tiling; returns (1, C, sH, sW)."""
+        if self.model.upsampling == "pre":
+            x = imresize(x, scale=self.scale).clamp_(0, 1)
+            out_scale = 1
+        else:
+            out_scale = self.scale
+        _, _, h, w = x.shape
+        tile, pad = self.tile_size, self.tile_overlap
+        rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+        if rows * cols == 1:
+            out = self._forward(x)
+            if progress:
+                progress(1, 1)
+            return out
+        th, tw = math.ceil(h / rows), math.ceil(w / cols)
+        out = None
+        for index in range(rows * cols):
+            y0, x0 = (index // cols) * th, (index % cols) * tw
+            y1, x1 = min(y0 + th, h), min(x0 + tw, w)
+            py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
+            py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
+            res = self._forward(x[..., py0:py1, px0:px1])
+            if out is None:
+                out = torch.empty(1, res.shape[1], h * out_scale, w * out_scale)
+            s = out_scale
+            out[..., y0 * s : y1 * s, x0 * s : x1 * s] = res[
+                ..., (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s
+            ]
+            if progress:
+                progress(index + 1, rows * cols)
+        return out
+
+    def upscale_tensor(self, x: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        """Image-space upscale of ``x`` (C, H, W), C in {1, 3}, values in [0, 1]."""
+        channels = x.shape[0]
+        rgb = x.expand(3, -1, -1) if channels == 1 else x
+        if self.model.input_kind == "y":
+            ycc = rgb_to_ycbcr(rgb[None])
+            y = self.forward_tensor(ycc[:, :1], progress)
+            cbcr = imresize(ycc[:, 1:], scale=self.scale)
+            out = ycbcr_to_rgb(torch.cat([y, cbcr], dim=1))[0]
+        else:
+            out = self.forward_tensor(rgb[None].contiguous(), progress)[0]
+        out = out.clamp(0, 1)
+        return out.mean(dim=0, keepdim=True) if channels == 1 else out
+
+    def upscale(self, img: Image.Image, progress: ProgressFn | None = None) -> Image.Image:
+        """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth)."""
+        start = time.perf_counter()
+        img = ImageOps.exif_transpose(img)
+        if img.width == 0 or img.height == 0:
+            raise ValueError(f"image has zero size ({img.width}x{img.height})")
+        with self._lock:
+            result = _upscale_any_mode(self, img, progress)
+        self.last_seconds = time.perf_counter() - start
+        return result
+
+
+def _to_array(img: Image.Image) -> tuple[np.ndarray, float]:
+    """Image -> (H, W, C) float array in [0, 1] and the peak value of its bit depth."""
+    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return (arr / peak)[..., None], peak
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 255.0 if arr.max() > 1.0 else 1.0
+        return (arr / peak)[..., None], peak
+    arr = np.asarray(img, dtype=np.float64) / 255.0
+    return (arr[..., None] if arr.ndim == 2 else arr), 255.0
+
+
+def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(channel, dtype=np.float32))[None, None]
+    return imresize(t, scale=scale)[0, 0].clamp(0, 1).numpy()
+
+
+def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn | None) -> Image.Image:
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode not in {"L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"}:
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV: processed in RGB, converted back below
+    alpha = None
+    if img.mode in {"RGBA", "LA"}:
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")
+    arr, peak = _to_array(img)
+    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
+    out = upscaler.upscale_tensor(x, progress).numpy().transpose(1, 2, 0)
+    if img.mode == "F":
+        result = Image.fromarray((out[..., 0] * peak).astype(np.float32), mode="F")
+    elif peak > 255:
+        result = Image.fromarray(np.round(out[..., 0] * peak).astype(np.uint16))
+    else:
+        u8 = np.round(out * 255.0).astype(np.uint8)
+        result = Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8)
+    if alpha is not None:
+        a = Image.fromarray(np.round(_resize_channel(alpha, upscaler.scale) * 255).astype(np.uint8))
+        result = result.convert("RGBA" if result.mode == "RGB" else "LA")
+        result.putalpha(a)
+    if mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
+        result = result.convert(mode)
+    return result
+
+
+def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.PathLike, *, max_pixels: int | None = None) -> Path:
+    """Load, upscale and write ``out_dir/<stem>.png``; returns the output path."""
+    from srweb.imaging import load_image
+
+    img = load_image(path, max_pixels=max_pixels)
+    result = upscaler.upscale(img)
+    target = Path(out_dir) / f"{Path(path).stem}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result.save(target)
+    return target

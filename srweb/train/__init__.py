@@ -1,0 +1,1 @@
+"""Training: :class:`TrainConfig`, the :class:`Trainer` loop, and background jobs."""

@@ -1,0 +1,380 @@
+"""The training loop: mixed precision, channels_last, resume, validation, export, DDP.
+
+One command runs single-process or under ``torchrun`` (DistributedDataParallel with a
+DistributedSampler; gloo on CPU, nccl on CUDA). Only rank 0 validates, logs and saves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_model
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from srweb.config import resolve_device
+from srweb.inference import Upscaler, pick_precision
+from srweb.models import create_discriminator, create_model
+from srweb.train.config import ConfigError, TrainConfig
+from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
+from srweb.weights import WeightsCard, count_params, load_weights, save_weights
+
+LOG_INTERVAL = 10
+
+
+class MetricLogger(Protocol):
+    def log(self, step: int, values: dict[str, float]) -> None: ...
+    def flush(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    status: str  # finished | cancelled
+    step: int
+    best_psnr: float | None
+    wall_seconds: float
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    card: WeightsCard | None = None
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temp file then rename, so a crash or full disk never damages the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of the base learning rate at ``step`` for the configured schedule."""
+    if cfg.schedule == "step":
+        return cfg.lr_gamma ** (step // (cfg.lr_step or max(1, cfg.iterations // 2)))
+    if cfg.schedule == "cosine":
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, cfg.iterations) / cfg.iterations))
+    return 1.0
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def build_datasets(cfg: TrainConfig, model: nn.Module):
+    """Training patches and the validation folder for ``model`` (channels and pre-upsampling)."""
+    from srweb.data.pairs import PatchPairs
+    from srweb.data.samples import benchmark_path
+
+    channels = "y" if model.in_channels == 1 else "rgb"
+    train_set = PatchPairs(
+        benchmark_path(cfg.data), cfg.scale, cfg.patch_size, channels=channels,
+        pre_upsample=model.upsampling == "pre", augment=cfg.augment,
+        scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
+    )
+    val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
+    return train_set, val_dir
+
+
+class Trainer:
+    """Train one run of ``config`` in ``run_dir`` (checkpoints ``last.pt``, ``best.safetensors``).
+
+    Args:
+        config: the run's hyperparameters (defaults are resolved and validated here).
+        run_dir: folder for checkpoints and exports; reused by :meth:`train` to resume.
+        logger: receives metrics (loss, lr, val_psnr, ...); e.g. the tracker's buffer.
+        should_stop: polled every step; when it returns True the trainer saves and stops.
+        export_dir: where final weights + card go (default: ``run_dir/export``).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike, *, logger: MetricLogger | None = None,
+                 should_stop: Callable[[], bool] | None = None, export_dir: str | os.PathLike | None = None,
+                 run_id: int | None = None, progress: bool = True) -> None:
+        self.cfg = config.resolved().validate()
+        self.run_dir = Path(run_dir)
+        self.export_dir = Path(export_dir) if export_dir else self.run_dir / "export"
+        self.logger = logger
+        self.should_stop = should_stop or (lambda: False)
+        self.run_id = run_id
+        self.progress = progress
+        self.rank, self.local_rank, self.world = _distributed()
+        self.device = resolve_device(self.cfg.device)
+        if self.device == "cuda" and self.world > 1:
+            self.device = f"cuda:{self.local_rank}"
+        self.precision = pick_precision(self.device, self.cfg.precision)
+
+    # ---- setup -------------------------------------------------------------------------
+    def _seed(self) -> None:
+        seed = self.cfg.seed + self.rank
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg
+        if cfg.pretrained:
+            model, card = load_weights(cfg.pretrained)
+            if card.arch != cfg.model or card.scale != cfg.scale:
+                raise ConfigError(f"pretrained {card.name} is {card.arch} x{card.scale}, not {cfg.model} x{cfg.scale}")
+            model.train()
+        else:
+            model = create_model(cfg.model, cfg.scale, **cfg.overrides)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+
+    def _autocast(self):
+        if self.precision == "fp32" or self.device == "mps":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def _state(self, step: int, best: float | None) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {
+            "step": step, "best_psnr": best, "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+            "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.disc is not None:
+            state["disc"] = self.disc.state_dict()
+            state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        return state
+
+    def save_checkpoint(self, step: int, best: float | None) -> Path:
+        path = self.run_dir / "last.pt"
+        _atomic_torch_save(self._state(step, best), path)
+        return path
+
+    def _restore(self) -> tuple[int, float | None]:
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            return 0, None
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.disc is not None and "disc" in state:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        random.setstate(state["rng_python"])
+        kind, key, *rest = state["rng_numpy"]
+        np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        return int(state["step"]), state["best_psnr"]
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """PSNR/SSIM of the current model on the validation folder under the SR protocol."""
+        from srweb.evaluate import evaluate
+
+        if self.val_dir is None:
+            return {}
+        upscaler = Upscaler(self.model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
+        try:
+            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=self.cfg.name or "")
+        finally:
+            self.model.train()
+        self.last_eval = result
+        return {"val_psnr": result.psnr, "val_ssim": result.ssim}
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _log(self, step: int, values: dict[str, float]) -> None:
+        if self.logger is not None and self.rank == 0:
+            self.logger.log(step, values)
+
+    def train(self) -> TrainResult:
+        """Run (or resume) until ``iterations`` or a stop request; export weights when finished."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+        self._seed()
+        self.model = self._build_model()
+        self.train_set, self.val_dir = build_datasets(cfg, self.model)
+        self.optimizer = self._optimizer(self.model.parameters())
+        self.disc = self.disc_optimizer = self.vgg = None
+        if cfg.loss.startswith("srgan"):
+            self.disc = create_discriminator().to(self.device)
+            self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+            if cfg.loss == "srgan-vgg54":
+                self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
+        start_step, best = self._restore()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
+        for _ in range(start_step):
+            scheduler.step()  # replays the schedule so a resumed run continues its lr curve
+
+        net = self.model
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
+        else:
+            sampler = RandomSampler(self.train_set, replacement=True, num_samples=10**8)
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=cfg.num_workers, pin_memory=self.device.startswith("cuda"),
+                            persistent_workers=cfg.num_workers > 0)
+        scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
+        criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
+        supervised = hasattr(self.model, "forward_with_supervision")
+
+        epoch, step, started = 0, start_step, time.perf_counter()
+        data_iter = iter(loader)
+        window: dict[str, float] = {}
+        window_n, window_start, wait = 0, time.perf_counter(), 0.0
+        bar = tqdm(total=cfg.iterations, initial=step, desc=cfg.name, disable=not self.progress or self.rank != 0,
+                   dynamic_ncols=True)
+        status = "finished"
+        metrics: dict[str, float] = {}
+        self.model.train()
+        while step < cfg.iterations:
+            if self.should_stop():
+                status = "cancelled"
+                break
+            t0 = time.perf_counter()
+            try:
+                batch = next(data_iter)
+            except StopIteration:
+                epoch += 1
+                if isinstance(sampler, DistributedSampler):
+                    sampler.set_epoch(epoch)
+                data_iter = iter(loader)
+                batch = next(data_iter)
+            wait += time.perf_counter() - t0
+            lr_img = batch["lr"].to(self.device, non_blocking=True)
+            hr_img = batch["hr"].to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+            losses = self._step(net, lr_img, hr_img, criterion, scaler, supervised, step)
+            scheduler.step()
+            step += 1
+            for k, v in losses.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
+            if step % LOG_INTERVAL == 0 or step == cfg.iterations:
+                elapsed = time.perf_counter() - window_start
+                metrics = {k: v / window_n for k, v in window.items()}
+                metrics.update(lr=self.optimizer.param_groups[0]["lr"], it_per_s=window_n / max(elapsed, 1e-9),
+                               loader_wait=wait / max(elapsed, 1e-9))
+                self._log(step, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", psnr=f"{best or 0:.2f}")
+                window, window_n, window_start, wait = {}, 0, time.perf_counter(), 0.0
+            bar.update(1)
+            if self.rank == 0 and (step % cfg.val_interval == 0 or step == cfg.iterations):
+                val = self.validate()
+                if val:
+                    self._log(step, val)
+                    metrics.update(val)
+                    if best is None or val["val_psnr"] > best:
+                        best = val["val_psnr"]
+                        self._save_best()
+                    bar.set_postfix(loss=f"{metrics.get('loss', 0):.4g}", psnr=f"{best:.2f}")
+            if self.rank == 0 and step % cfg.ckpt_interval == 0:
+                self.save_checkpoint(step, best)
+        bar.close()
+        card = None
+        if self.rank == 0:
+            self.save_checkpoint(step, best)
+            if status == "finished":
+                card = self.export(step, best, time.perf_counter() - started)
+        if self.logger is not None:
+            self.logger.flush()
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return TrainResult(status, step, best, time.perf_counter() - started, metrics, card)
+
+    def _step(self, net, lr_img, hr_img, criterion, scaler, supervised: bool, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        out: dict[str, float] = {}
+        with self._autocast():
+            if supervised and self.world == 1:
+                sr, intermediates = self.model.forward_with_supervision(lr_img)
+                alpha = cfg.recursive_alpha * max(0.0, 1.0 - step / (0.5 * cfg.iterations))
+                inter = torch.stack([criterion(i.float(), hr_img) for i in intermediates]).mean()
+                loss = alpha * inter + (1 - alpha) * criterion(sr.float(), hr_img)
+            else:
+                sr = net(lr_img)
+                loss = criterion(sr.float(), hr_img)
+            if self.disc is not None:
+                out["content"] = float(loss.detach())
+                if self.vgg is not None:
+                    loss = self.vgg(sr.float(), hr_img)
+                adv = adversarial_loss(self.disc(sr), real=True)
+                loss = loss + cfg.adv_weight * adv
+                out["adv"] = float(adv.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(self.optimizer)
+            if cfg.clip_mode == "adjustable":  # VDSR: clip to theta / current lr
+                bound = cfg.grad_clip / self.optimizer.param_groups[0]["lr"]
+                torch.nn.utils.clip_grad_value_(self.model.parameters(), bound)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        scaler.step(self.optimizer)
+        scaler.update()
+        out["loss"] = float(loss.detach())
+        if self.disc is not None:
+            with self._autocast():
+                d_loss = adversarial_loss(self.disc(hr_img), True) + adversarial_loss(self.disc(sr.detach()), False)
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_optimizer.step()
+            out["d_loss"] = float(d_loss.detach())
+        return out
+
+    def _save_best(self) -> None:
+        path = self.run_dir / "best.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        save_model(self.model, tmp)
+        os.replace(tmp, path)
+
+    def export(self, step: int, best: float | None, wall: float) -> WeightsCard:
+        """Write the final weights (best validation checkpoint if any) with a complete card."""
+        from safetensors.torch import load_model
+
+        cfg = self.cfg
+        if (self.run_dir / "best.safetensors").exists():
+            load_model(self.model, str(self.run_dir / "best.safetensors"))
+        self.model.eval()
+        val = self.validate() if self.val_dir is not None else {}
+        metrics = [self.last_eval.to_dict(summary=True)] if val else []
+        training = {
+            "config": cfg.to_dict(), "iterations": step, "wall_seconds": round(wall, 1),
+            "device": self.device, "precision": self.precision, "host": socket.gethostname(),
+            "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
+            "torch": torch.__version__, "num_params": count_params(self.model),
+        }
+        return save_weights(self.model, f"{cfg.model}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
+                            training=training, metrics=metrics)

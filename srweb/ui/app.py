@@ -1,0 +1,27 @@
+"""Assemble the tabs into one Gradio app and launch it (localhost:7860 by default)."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from srweb.ui import upscale
+
+TITLE = "srweb · super-resolution studio"
+
+
+def build_app() -> gr.Blocks:
+    """The full app: every tab of srweb in one Blocks."""
+    with gr.Blocks(title=TITLE) as blocks:
+        gr.Markdown(f"# {TITLE}")
+        with gr.Tab("Upscale", id="upscale"):
+            upscale.build_tab()
+    return blocks
+
+
+def launch(**kwargs) -> None:
+    """Start the app; Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    blocks = build_app()
+    blocks.queue(default_concurrency_limit=int(os.environ.get("SRWEB_CONCURRENCY", 4)))
+    blocks.launch(**kwargs)

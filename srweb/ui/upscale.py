@@ -1,0 +1,156 @@
+"""Upscale tab: upload, pick weights, compare bicubic and SR on a slider, download the PNG."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from srweb.config import get_settings
+from srweb.imaging import ImageError, load_image, to_rgb8
+from srweb.inference import Upscaler
+from srweb.metrics import psnr, ssim
+from srweb.weights import WeightsError, list_weights
+
+BASELINE_SCALES = (2, 3, 4)
+
+
+@dataclass
+class UpscaleResult:
+    sr: Image.Image
+    bicubic: Image.Image
+    seconds: float
+    device: str
+    precision: str
+    tiles: int
+    sr_path: Path
+
+
+def weights_choices() -> list[tuple[str, str]]:
+    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines."""
+    choices = []
+    for card in list_weights():
+        set5 = card.metric("Set5")
+        score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
+        choices.append((f"{card.arch} · x{card.scale} · {card.name}{score}", card.name))
+    choices += [(f"bicubic · x{s} (baseline)", f"bicubic-x{s}") for s in BASELINE_SCALES]
+    return choices
+
+
+def parse_choice(value: str) -> tuple[str, int | None]:
+    """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None)."""
+    for base in ("bicubic", "nearest"):
+        if value.startswith(f"{base}-x") and value[len(base) + 2 :].isdigit():
+            return base, int(value[len(base) + 2 :])
+    return value, None
+
+
+@lru_cache(maxsize=8)
+def get_upscaler(name: str, scale: int | None) -> Upscaler:
+    """Cached Upscaler per weights entry, so a model loads once per process."""
+    return Upscaler(name, scale)
+
+
+def upscale_image(image: Image.Image, choice: str, progress=None) -> UpscaleResult:
+    """Run SR and the bicubic reference on ``image``; write the SR PNG to a temp file."""
+    name, scale = parse_choice(choice)
+    upscaler = get_upscaler(name, scale)
+    tiles_seen = [1]
+
+    def report(done: int, total: int) -> None:
+        tiles_seen[0] = total
+        if progress is not None:
+            progress(done / total, desc=f"tile {done}/{total}")
+
+    sr = upscaler.upscale(image, progress=report)
+    seconds = upscaler.last_seconds
+    bicubic = get_upscaler("bicubic", upscaler.scale).upscale(image)
+    out_dir = Path(tempfile.mkdtemp(prefix="srweb-upscale-"))
+    sr_path = out_dir / f"{upscaler.name}.png"
+    sr.save(sr_path)
+    return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path)
+
+
+def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str:
+    """PSNR/SSIM (Y channel, border = scale) of SR and bicubic against an HR reference."""
+    ref = to_rgb8(reference)
+    scale = round(result.sr.width / max(1, result.bicubic.width)) or 1
+    if ref.size != result.sr.size:
+        raise ImageError(f"reference is {ref.width}x{ref.height}, the output is {result.sr.width}x{result.sr.height}")
+    border = max(1, scale)
+    rows = []
+    for label, img in (("SR", result.sr), ("bicubic", result.bicubic)):
+        img = to_rgb8(img)
+        rows.append(f"| {label} | {psnr(img, ref, crop_border=border, y_channel=True):.2f} dB | "
+                    f"{ssim(img, ref, crop_border=border, y_channel=True):.4f} |")
+    return "| | PSNR (Y) | SSIM (Y) |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def _slider_view(img: Image.Image) -> Image.Image:
+    return img if img.mode in {"RGB", "RGBA", "L"} else to_rgb8(img)
+
+
+def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None, progress=gr.Progress()):
+    """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
+    if not image_path:
+        raise gr.Error("Upload an image first.")
+    if not choice:
+        raise gr.Error("Pick a model.")
+    limit = get_settings().max_input_pixels
+    try:
+        image = load_image(image_path, max_pixels=limit)
+        result = upscale_image(image, choice, progress)
+        report = (f"**{image.width}x{image.height} {image.mode} → {result.sr.width}x{result.sr.height}** "
+                  f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
+                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})")
+        if reference_path:
+            report += "\n\n" + compare_with_reference(result, load_image(reference_path, max_pixels=4 * limit * 16))
+    except (ImageError, WeightsError, ValueError) as exc:
+        raise gr.Error(str(exc).replace(str(Path(image_path).parent), "").lstrip("/")) from None
+    return str(result.sr_path), (_slider_view(result.bicubic), _slider_view(result.sr)), report
+
+
+def example_images() -> list[str]:
+    """Example inputs that ship inside an installed package (scikit-image), no download."""
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    names = ("chelsea.png", "coffee.png", "astronaut.png", "camera.png")
+    return [str(data / n) for n in names if (data / n).exists()]
+
+
+def build_tab() -> None:
+    """Lay out the Upscale tab inside the current Blocks context."""
+    choices = weights_choices()
+    default = next((v for _, v in choices if not v.startswith("bicubic")), choices[-1][1])
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="Input image", type="filepath", image_mode=None, format="png", height=320)
+            weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)")
+            with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
+                reference = gr.Image(label="HR reference", type="filepath", image_mode=None, format="png")
+            button = gr.Button("Upscale", variant="primary")
+            examples = example_images()
+            if examples:
+                gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
+        with gr.Column(scale=2):
+            slider = gr.ImageSlider(label="Bicubic ◀ ▶ SR", format="png", type="pil", image_mode=None,
+                                    max_height=640, elem_id="sr-slider")
+            report = gr.Markdown(elem_id="upscale-report")
+            download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
+    button.click(run_upscale, inputs=[image, weights, reference], outputs=[download, slider, report],
+                 api_name="upscale", concurrency_limit=2)
+
+
+def demo() -> gr.Blocks:
+    with gr.Blocks(title="srweb · Upscale") as blocks:
+        build_tab()
+    return blocks
+
+
+if __name__ == "__main__":
+    demo().launch()

@@ -1,0 +1,235 @@
+"""Checkpoints in safetensors with a JSON model card beside them.
+
+``weights/NAME.safetensors`` holds the tensors, ``weights/NAME.json`` the card: architecture,
+scale, config, input kind, training provenance, metrics with their protocol, parameter count
+and the file's sha256. Nothing is ever unpickled: foreign ``.pth`` files are imported with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from srweb.config import get_settings
+from srweb.models import create_model, get_model_info
+
+NAME_PATTERN = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d)\.(?P<tag>[A-Za-z0-9_.-]+)$")
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be found or do not match their card."""
+
+
+@dataclass
+class WeightsCard:
+    """Metadata that travels with a checkpoint."""
+
+    name: str
+    arch: str
+    scale: int
+    config: dict[str, Any]
+    input_kind: str
+    upsampling: str
+    num_params: int
+    sha256: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    inference: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WeightsCard":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def metric(self, dataset: str = "Set5") -> dict[str, Any] | None:
+        """The card's result on ``dataset`` (case-insensitive), if any."""
+        for entry in self.metrics:
+            if str(entry.get("dataset", "")).lower() == dataset.lower():
+                return entry
+        return None
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameters (shared weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(
+    model: nn.Module,
+    name: str,
+    *,
+    weights_dir: Path | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+    inference: dict[str, Any] | None = None,
+    notes: str = "",
+) -> WeightsCard:
+    """Write ``NAME.safetensors`` and ``NAME.json`` atomically; return the card.
+
+    ``model`` must come from :func:`srweb.create_model` (it carries arch, scale and config).
+    """
+    directory = Path(weights_dir or get_settings().weights_dir)
+    target = directory / f"{name}.safetensors"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_model(model, tmp, metadata={"arch": model.arch, "scale": str(model.scale)})
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    card = WeightsCard(
+        name=name,
+        arch=model.arch,
+        scale=int(model.scale),
+        config=dict(model.config),
+        input_kind=model.input_kind,
+        upsampling=model.upsampling,
+        num_params=count_params(model),
+        sha256=file_sha256(target),
+        training=training or {},
+        metrics=metrics or [],
+        inference=inference or {},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        notes=notes,
+    )
+    write_card(card, directory / f"{name}.json")
+    return card
+
+
+def write_card(card: WeightsCard, path: Path) -> None:
+    _atomic_write_bytes(Path(path), (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+
+
+def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = None) -> tuple[Path, Path]:
+    """Find ``(safetensors_path, card_path)`` for a shipped name or a path to either file."""
+    raw = str(name_or_path)
+    candidate = Path(raw).expanduser()
+    if candidate.suffix in {".safetensors", ".json"} and candidate.exists():
+        stem = candidate.with_suffix("")
+    else:
+        stem = Path(weights_dir or get_settings().weights_dir) / raw
+    tensors, card = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if not tensors.exists() or not card.exists():
+        known = ", ".join(c.name for c in list_weights(weights_dir)) or "none"
+        raise WeightsError(f"weights {raw!r} not found (need {tensors.name} and {card.name}); shipped: {known}")
+    return tensors, card
+
+
+def read_card(path: Path) -> WeightsCard:
+    try:
+        return WeightsCard.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as exc:
+        raise WeightsError(f"{path}: unreadable model card ({exc})") from None
+
+
+def load_weights(name_or_path: str | os.PathLike, *, weights_dir: Path | None = None, verify: bool = True) -> tuple[nn.Module, WeightsCard]:
+    """Build the model a card describes and load its tensors (in eval mode, on CPU).
+
+    Raises:
+        WeightsError: missing files, or a card that disagrees with its tensors.
+    """
+    tensors, card_path = resolve_weights(name_or_path, weights_dir)
+    card = read_card(card_path)
+    if verify and card.sha256 and file_sha256(tensors) != card.sha256:
+        raise WeightsError(f"{tensors}: sha256 differs from its card (file changed or corrupt)")
+    try:
+        model = create_model(card.arch, card.scale, **card.config)
+    except ValueError as exc:
+        raise WeightsError(f"{card_path}: card describes no buildable model ({exc})") from None
+    try:
+        missing, unexpected = load_model(model, str(tensors), strict=False)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise WeightsError(f"{tensors}: tensors do not fit {card.arch} x{card.scale} ({_first_line(exc)})") from None
+    if missing or unexpected:
+        raise WeightsError(
+            f"{tensors}: tensors do not fit {card.arch} x{card.scale} "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    if count_params(model) != card.num_params:
+        raise WeightsError(f"{card_path}: card says {card.num_params} params, model has {count_params(model)}")
+    model.eval()
+    model.weights_name = card.name
+    return model, card
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
+    """Cards of every checkpoint in the weights folder, sorted by architecture, scale, name."""
+    directory = Path(weights_dir or get_settings().weights_dir)
+    cards = []
+    for card_path in sorted(directory.glob("*.json")):
+        if card_path.with_suffix(".safetensors").exists():
+            try:
+                cards.append(read_card(card_path))
+            except WeightsError:
+                continue
+    return sorted(cards, key=lambda c: (c.arch, c.scale, c.name))
+
+
+def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key: str | None = None, **config: Any) -> WeightsCard:
+    """Convert a foreign PyTorch checkpoint into srweb's format without executing pickled code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for hostile or broken pickles
+        raise WeightsError(f"{path}: refused to load as weights ({_first_line(exc)})") from None
+    if key:
+        state = state[key]
+    elif isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    model = create_model(arch, scale, **config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as exc:
+        raise WeightsError(f"{path}: tensors do not fit {arch} x{scale} ({_first_line(exc)})") from None
+    return save_weights(model, name, training={"imported_from": str(path)})
+
+
+def default_weights_name(arch: str, scale: int, tag: str) -> str:
+    get_model_info(arch)
+    return f"{arch}-x{scale}.{tag}"
