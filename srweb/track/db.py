@@ -214,12 +214,14 @@ def init_db(url: str | None = None) -> None:
     _initialized.add(key)
 
 
-def dispose_all() -> None:
-    """Close every pooled connection this process holds (tests, shutdown)."""
+def dispose_engine(url: str | None = None) -> None:
+    """Close this process's pooled connections to ``url`` and forget its engine (tests, shutdown)."""
+    resolved = _resolve_url(url)
+    pid = os.getpid()
     with _lock:
-        for (_, pid), engine in list(_engines.items()):
-            if pid == os.getpid():
-                engine.dispose()
-        _engines.clear()
-        _sessionmakers.clear()
-        _initialized.clear()
+        engine = _engines.pop((resolved, pid), None)
+        for write in (True, False):
+            _sessionmakers.pop((resolved, pid, write), None)
+        _initialized.discard((resolved, pid))
+    if engine is not None:
+        engine.dispose()

@@ -1,0 +1,185 @@
+"""Evaluations (PSNR/SSIM with their protocol) and speed results of weights entries.
+
+Repository functions take a Session and never commit: callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from srweb.track.schema import EVAL_SOURCES, Evaluation, SpeedResult, utcnow
+
+PROTOCOL_KEYS = ("channel", "crop_border", "degradation")
+DEFAULT_DEGRADATION = "matlab-bicubic"
+
+
+def _protocol(protocol: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    missing = [key for key in PROTOCOL_KEYS if key not in protocol]
+    if missing:
+        raise ValueError(f"protocol is missing {missing}; it needs {PROTOCOL_KEYS}")
+    return {**protocol, "dataset": dataset}
+
+
+def record_evaluation(
+    session: Session,
+    *,
+    weights_name: str,
+    arch: str,
+    scale: int,
+    dataset: str,
+    psnr: float,
+    ssim: float | None,
+    protocol: Mapping[str, Any],
+    per_image: list[dict[str, Any]] | None = None,
+    num_params: int | None = None,
+    source: str = "eval",
+) -> Evaluation:
+    """Store one evaluation result.
+
+    Args:
+        protocol: must hold ``channel`` (e.g. ``"y"``), ``crop_border`` and ``degradation``;
+            ``dataset`` is added.
+        per_image: optional rows such as ``{"image": "baby", "psnr": ..., "ssim": ...}``.
+        num_params: the model's parameter count (from its card); the leaderboard shows it.
+        source: ``"eval"`` for a measurement, ``"card"`` for a number copied from a weights card.
+    """
+    if source not in EVAL_SOURCES:
+        raise ValueError(f"source must be one of {EVAL_SOURCES}, got {source!r}")
+    evaluation = Evaluation(
+        weights_name=weights_name,
+        arch=arch,
+        scale=int(scale),
+        dataset=dataset,
+        protocol=_protocol(protocol, dataset),
+        psnr=float(psnr),
+        ssim=None if ssim is None else float(ssim),
+        per_image=per_image,
+        num_params=num_params,
+        source=source,
+        created_at=utcnow(),
+    )
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def best_evaluations(
+    session: Session,
+    *,
+    scale: int | None = None,
+    dataset: str | None = None,
+    weights_name: str | None = None,
+    channel: str | None = None,
+) -> list[Evaluation]:
+    """The highest-PSNR evaluation per (weights, dataset, scale), newest first on ties.
+
+    ``channel`` (e.g. ``"y"``) keeps only results measured on that channel, so Y and RGB
+    numbers are never ranked together. Sorted by scale, dataset, then PSNR descending.
+    """
+    query = select(Evaluation)
+    if scale is not None:
+        query = query.where(Evaluation.scale == scale)
+    if dataset is not None:
+        query = query.where(Evaluation.dataset == dataset)
+    if weights_name is not None:
+        query = query.where(Evaluation.weights_name == weights_name)
+    query = query.order_by(Evaluation.psnr.desc(), Evaluation.created_at.desc(), Evaluation.id.desc())
+    best: dict[tuple[str, str, int], Evaluation] = {}
+    for evaluation in session.scalars(query):
+        if channel is not None and str(evaluation.protocol.get("channel", "")).lower() != channel.lower():
+            continue
+        best.setdefault((evaluation.weights_name, evaluation.dataset, evaluation.scale), evaluation)
+    return sorted(best.values(), key=lambda e: (e.scale, e.dataset, -e.psnr))
+
+
+def _card_dict(card: Any) -> dict[str, Any]:
+    if isinstance(card, Mapping):
+        return dict(card)
+    if hasattr(card, "to_dict"):
+        return card.to_dict()
+    raise TypeError(f"expected a card dict or WeightsCard, got {type(card).__name__}")
+
+
+def _card_metrics(card: dict[str, Any]) -> list[dict[str, Any]]:
+    metrics = card.get("metrics") or []
+    if isinstance(metrics, Mapping):  # {"Set5": {"psnr": ..}} as well as [{"dataset": "Set5", ..}]
+        metrics = [{"dataset": name, **entry} for name, entry in metrics.items()]
+    return [dict(entry) for entry in metrics if entry.get("dataset") and entry.get("psnr") is not None]
+
+
+def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) -> int:
+    """Copy the metrics of weights cards into evaluations with ``source="card"``; idempotent.
+
+    A card is a dict (or ``WeightsCard``) with ``name, arch, scale, num_params`` and ``metrics``:
+    a list of ``{"dataset", "psnr", "ssim", "protocol": {...}}`` (protocol keys may also sit at
+    the top level of the entry). Missing protocol keys default to the project's protocol: Y
+    channel, ``crop_border = scale``, MATLAB bicubic degradation. One card row is kept per
+    (weights, dataset, scale); it is updated when the card changes. Returns rows inserted or updated.
+    """
+    existing = {
+        (e.weights_name, e.dataset, e.scale): e
+        for e in session.scalars(select(Evaluation).where(Evaluation.source == "card"))
+    }
+    changed = 0
+    for raw in cards:
+        card = _card_dict(raw)
+        scale = int(card["scale"])
+        for entry in _card_metrics(card):
+            dataset = str(entry["dataset"])
+            protocol = {
+                "channel": "y",
+                "crop_border": scale,
+                "degradation": DEFAULT_DEGRADATION,
+                **{key: entry[key] for key in PROTOCOL_KEYS if key in entry},
+                **dict(entry.get("protocol") or {}),
+                "dataset": dataset,
+            }
+            values = {
+                "arch": card["arch"],
+                "protocol": protocol,
+                "psnr": float(entry["psnr"]),
+                "ssim": None if entry.get("ssim") is None else float(entry["ssim"]),
+                "num_params": card.get("num_params"),
+            }
+            row = existing.get((card["name"], dataset, scale))
+            if row is None:
+                row = Evaluation(
+                    weights_name=card["name"], scale=scale, dataset=dataset, source="card", created_at=utcnow(), **values
+                )
+                session.add(row)
+                existing[(card["name"], dataset, scale)] = row
+                changed += 1
+            elif any(getattr(row, key) != value for key, value in values.items()):
+                for key, value in values.items():
+                    setattr(row, key, value)
+                changed += 1
+    session.flush()
+    return changed
+
+
+def record_speed(
+    session: Session,
+    *,
+    weights_name: str,
+    device: str,
+    ms_per_mpix: float,
+    fast_path: bool = False,
+    host: str | None = None,
+) -> SpeedResult:
+    """Store a speed measurement: milliseconds per output megapixel on ``device``."""
+    result = SpeedResult(
+        weights_name=weights_name,
+        device=device,
+        host=host or socket.gethostname(),
+        ms_per_mpix=float(ms_per_mpix),
+        fast_path=bool(fast_path),
+        created_at=utcnow(),
+    )
+    session.add(result)
+    session.flush()
+    return result

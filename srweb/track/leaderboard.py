@@ -1,0 +1,131 @@
+"""The leaderboard: fidelity, speed and crowd ratings of every weights entry in one table.
+
+A pure function of the database: parameter counts come from ``Evaluation.num_params`` (copied
+from the weights cards by ``evals.seed_from_cards`` or given to ``evals.record_evaluation``),
+with an optional ``params`` callable as a fallback for entries that have no evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from srweb.track.evals import best_evaluations
+from srweb.track.ratings import REFERENCE_ENTRIES, rating_stats
+from srweb.track.schema import Evaluation, SpeedResult
+
+_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d+)\.")
+RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
+                  "bt", "bt_lo", "bt_hi"]
+
+
+def protocol_label(protocol: dict[str, Any]) -> str:
+    """Short text for a protocol, e.g. ``"Y, crop 4, matlab-bicubic"``."""
+    channel = str(protocol.get("channel", "?"))
+    return f"{channel.upper() if len(channel) == 1 else channel}, crop {protocol.get('crop_border', '?')}, " \
+           f"{protocol.get('degradation', '?')}"
+
+
+def _parse_name(name: str) -> tuple[str, int | None]:
+    match = _NAME.match(name)
+    return (match["arch"], int(match["scale"])) if match else (name, None)
+
+
+def _latest_speed(session: Session, device: str | None) -> dict[str, SpeedResult]:
+    query = select(SpeedResult).order_by(SpeedResult.created_at, SpeedResult.id)
+    if device is not None:
+        query = query.where(SpeedResult.device == device)
+    return {result.weights_name: result for result in session.scalars(query)}
+
+
+def leaderboard(
+    session: Session,
+    scale: int | None = None,
+    dataset: str | None = None,
+    *,
+    device: str | None = None,
+    channel: str | None = None,
+    params: Callable[[str], int | None] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per weights entry x scale, with reference rows (bicubic, nearest, hr) when rated.
+
+    Columns: ``weights, kind ("model"|"reference"), arch, scale, params``; for each dataset D:
+    ``psnr_D, ssim_D, protocol_D`` (best result per weights/dataset/scale); ``ms_per_mpix,
+    speed_device, fast_path`` (latest speed result, on ``device`` if given); then the rating
+    columns of :func:`srweb.track.ratings.rating_stats` (``mos, mos_lo, mos_hi, n_ratings,
+    n_raters, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``).
+
+    Args:
+        scale, dataset: keep only that scale / that dataset's columns.
+        device: speed results from this device only.
+        channel: PSNR/SSIM measured on this channel only (e.g. ``"y"``).
+        params: fallback parameter count for a weights name without ``num_params`` stored.
+        n_boot, seed: bootstrap of the Bradley-Terry intervals.
+
+    Sorted by scale, then PSNR on the main dataset (``dataset``, else Set5, else the first) descending.
+    """
+    evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel)
+    num_params: dict[str, int] = {}
+    for name, count in session.execute(
+        select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
+    ):
+        num_params[name] = max(count, num_params.get(name, 0))
+    ratings = rating_stats(session, scale=scale, n_boot=n_boot, seed=seed)
+    speeds = _latest_speed(session, device)
+
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def row(weights: str, s: int, arch: str | None = None) -> dict[str, Any]:
+        entry = rows.get((weights, s))
+        if entry is None:
+            entry = rows[(weights, s)] = {
+                "weights": weights,
+                "kind": "reference" if weights in REFERENCE_ENTRIES else "model",
+                "arch": arch or _parse_name(weights)[0],
+                "scale": s,
+            }
+        return entry
+
+    for evaluation in evaluations:
+        entry = row(evaluation.weights_name, evaluation.scale, evaluation.arch)
+        entry[f"psnr_{evaluation.dataset}"] = evaluation.psnr
+        entry[f"ssim_{evaluation.dataset}"] = evaluation.ssim
+        entry[f"protocol_{evaluation.dataset}"] = protocol_label(evaluation.protocol)
+    for record in ratings.to_dict("records"):
+        row(record["entry"], record["scale"]).update({column: record[column] for column in RATING_COLUMNS})
+    for name in speeds:
+        parsed_scale = _parse_name(name)[1]
+        if parsed_scale is not None and (scale is None or parsed_scale == scale):
+            row(name, parsed_scale)
+    for entry in rows.values():
+        count = num_params.get(entry["weights"])
+        entry["params"] = count if count is not None else (params(entry["weights"]) if params else None)
+        speed = speeds.get(entry["weights"])
+        entry["ms_per_mpix"] = speed.ms_per_mpix if speed else math.nan
+        entry["speed_device"] = speed.device if speed else None
+        entry["fast_path"] = speed.fast_path if speed else None
+
+    datasets = sorted({e.dataset for e in evaluations}, key=lambda d: (d.lower() != "set5", d.lower()))
+    if dataset is not None:
+        datasets = [dataset]
+    metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "ssim", "protocol")]
+    columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
+               "fast_path", *RATING_COLUMNS]
+    frame = pd.DataFrame(list(rows.values()), columns=columns)
+    for column in RATING_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("n_ratings", "n_raters"):
+        frame[column] = frame[column].fillna(0).astype(int)
+    frame["params"] = frame["params"].astype("Int64")
+    sort_by = ["scale"] + ([f"psnr_{datasets[0]}"] if datasets else []) + ["bt"]
+    ascending = [True] + [False] * (len(sort_by) - 1)
+    frame = frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    return frame.reset_index(drop=True)
