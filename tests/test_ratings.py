@@ -1,0 +1,308 @@
+"""Crowd rating: vote validation, rater flagging and the statistics (MOS, Wilson, Bradley-Terry)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from srweb.track.db import dispose_engine, init_db, session_scope
+from srweb.track.ratings import (
+    VoteRejected,
+    assess_rater,
+    bradley_terry,
+    create_trial,
+    flag_rater,
+    get_or_create_rater,
+    mean_ci,
+    rating_stats,
+    submit_vote,
+    votes_frame,
+    wilson_interval,
+)
+from srweb.track.schema import Vote, utcnow
+
+
+@pytest.fixture
+def url(tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'ratings.sqlite'}"
+    init_db(database_url)
+    yield database_url
+    dispose_engine(database_url)
+
+
+def _vote(session, trial, rater, sr=4, ref=3, preferred="sr", **kwargs):
+    kwargs.setdefault("rate_limit", None)
+    return submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
+                       preferred=preferred, **kwargs)
+
+
+# --- hand-computed statistics --------------------------------------------------------------------
+
+
+def test_mean_ci_by_hand():
+    # mean 3, s = sqrt(2.5), se = s / sqrt(5), t(0.975, 4) = 2.776445
+    mean, lo, hi = mean_ci([1, 2, 3, 4, 5])
+    assert mean == 3.0
+    assert lo == pytest.approx(3 - 2.776445 * np.sqrt(2.5 / 5), abs=1e-6)
+    assert (lo, hi) == pytest.approx((1.036757, 4.963243), abs=1e-6)
+    assert mean_ci([4, 4, 4]) == (4.0, 4.0, 4.0)
+    single = mean_ci([5])
+    assert single[0] == 5 and np.isnan(single[1]) and np.isnan(single[2])
+    assert all(np.isnan(v) for v in mean_ci([]))
+
+
+def test_wilson_interval_by_hand():
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert all(np.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_bradley_terry_two_players_and_ties():
+    p = bradley_terry(np.array([[0, 3], [1, 0]]))
+    assert p[0] / p[1] == pytest.approx(3.0, rel=1e-6) and p.sum() == pytest.approx(1.0)
+    tie = bradley_terry(np.array([[0, 0.5], [0.5, 0]]))
+    assert tie == pytest.approx([0.5, 0.5])
+
+
+def test_bradley_terry_matches_maximum_likelihood():
+    # A tiny round robin: A-B 2:1, B-C 2:1, A-C 3:0 plus one A-C tie (half a win each).
+    wins = np.array([[0, 2, 3.5], [1, 0, 2], [0.5, 1, 0]])
+    p = bradley_terry(wins)
+    n = wins + wins.T
+    # MLE score equations: each player's wins equal its expected wins.
+    expected = (n * p[:, None] / (p[:, None] + p[None, :])).sum(1)
+    assert expected == pytest.approx(wins.sum(1), rel=1e-7)
+
+    def nll(theta):
+        theta = np.concatenate([[0.0], theta])
+        diff = theta[:, None] - theta[None, :]
+        return -(wins * (diff - np.logaddexp(0, diff))).sum()
+
+    theta = minimize(nll, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    assert np.log(p[1:] / p[0]) == pytest.approx(theta, abs=1e-5)
+    assert p[0] > p[1] > p[2]
+
+
+def test_bradley_terry_prior_batch_and_unplayed():
+    unbeaten = bradley_terry(np.array([[0, 4], [0, 0]]), prior=1.0)
+    assert np.all(np.isfinite(unbeaten)) and unbeaten[0] / unbeaten[1] == pytest.approx(9.0)  # 4.5 : 0.5
+    batch = bradley_terry(np.stack([np.array([[0, 3], [1, 0]]), np.array([[0, 1], [3, 0]])]))
+    assert batch.shape == (2, 2) and batch[0, 0] / batch[0, 1] == pytest.approx(3) and batch[1, 1] > batch[1, 0]
+    lonely = bradley_terry(np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]]))
+    assert lonely[:2] == pytest.approx([0.5, 0.5]) and np.isnan(lonely[2])
+
+
+# --- repository functions ------------------------------------------------------------------------
+
+
+def test_raters_and_trials(url):
+    with session_scope(url) as session:
+        rater = get_or_create_rater(session)
+        assert len(rater.id) >= 16 and not rater.flagged
+        assert get_or_create_rater(session, rater.id) is rater
+        with pytest.raises(ValueError):
+            get_or_create_rater(session, "bad token!")
+        trial = create_trial(session, image_id="set5/baby/0", scale=4, weights_name="edsr-x4.div2k")
+        assert trial.kind == "model" and isinstance(trial.left_is_sr, bool)
+        anchor = create_trial(session, image_id="set5/baby/0", scale=4, kind="hr", weights_name="ignored",
+                              left_is_sr=False)
+        assert anchor.weights_name is None and anchor.left_is_sr is False
+        with pytest.raises(ValueError):
+            create_trial(session, image_id="x", scale=4)  # model trial without weights
+        with pytest.raises(ValueError):
+            create_trial(session, image_id="x", scale=4, kind="bilinear")
+        sides = {create_trial(session, image_id="x", scale=2, weights_name="w").left_is_sr for _ in range(40)}
+        assert sides == {True, False}
+
+
+def test_submit_vote_rejections(url):
+    now = utcnow()
+    with session_scope(url) as session:
+        rater = get_or_create_rater(session, "rater-aaaa").id
+        other = get_or_create_rater(session, "rater-bbbb").id
+        trial = create_trial(session, image_id="i", scale=2, weights_name="w", now=now)
+        mine = create_trial(session, image_id="i", scale=2, weights_name="w", rater_id=other, now=now)
+        old = create_trial(session, image_id="i", scale=2, weights_name="w", now=now - timedelta(hours=3))
+
+        def rejected(reason, **kwargs):
+            args = dict(trial_id=trial.id, rater_id=rater, score_sr=4, score_ref=3, preferred="sr",
+                        rate_limit=None, now=now)
+            args.update(kwargs)
+            with pytest.raises(VoteRejected) as info:
+                submit_vote(session, **args)
+            assert info.value.reason == reason
+
+        for bad in (0, 6, 3.5, True, "4", None):
+            rejected("invalid", score_sr=bad)
+        rejected("invalid", score_ref=9)
+        rejected("invalid", preferred="left")
+        rejected("unknown rater", rater_id="nobody-known")
+        rejected("unknown trial", trial_id=10_000)
+        rejected("wrong rater", trial_id=mine.id)
+        rejected("stale trial", trial_id=old.id)
+        submit_vote(session, trial_id=old.id, rater_id=rater, score_sr=4, score_ref=3, preferred="sr",
+                    max_trial_age=None, now=now, rate_limit=None)
+        vote = _vote(session, trial, rater, now=now)
+        assert vote.id and vote.created_at == now
+        rejected("duplicate")
+        assert _vote(session, mine, other, preferred="tie", now=now).preferred == "tie"
+        assert session.query(Vote).count() == 3
+
+
+def test_rate_limit_window(url):
+    now = utcnow()
+    with session_scope(url) as session:
+        rater = get_or_create_rater(session, "fast-rater").id
+        trials = [create_trial(session, image_id=f"i{i}", scale=2, weights_name="w", now=now) for i in range(5)]
+        for i in range(3):
+            _vote(session, trials[i], rater, now=now + timedelta(seconds=i), rate_limit=(3, 10.0))
+        with pytest.raises(VoteRejected) as info:
+            _vote(session, trials[3], rater, now=now + timedelta(seconds=5), rate_limit=(3, 10.0))
+        assert info.value.reason == "rate limited"
+        _vote(session, trials[3], rater, now=now + timedelta(seconds=10.5), rate_limit=(3, 10.0))
+
+
+def test_votes_are_append_only_in_the_database(url):
+    with session_scope(url) as session:
+        rater = get_or_create_rater(session, "rater-append").id
+        _vote(session, create_trial(session, image_id="i", scale=2, weights_name="w"), rater)
+    for statement in ("UPDATE votes SET score_sr = 1", "DELETE FROM votes"):
+        with pytest.raises(IntegrityError, match="append-only"):
+            with session_scope(url) as session:
+                session.execute(text(statement))
+
+
+def test_anchor_flagging(url):
+    with session_scope(url) as session:
+        honest = get_or_create_rater(session, "honest-rater").id
+        spammer = get_or_create_rater(session, "spammer-rater").id
+        sloppy = get_or_create_rater(session, "sloppy-rater").id
+        manual = get_or_create_rater(session, "manual-rater").id
+
+        def anchor(kind):
+            return create_trial(session, image_id="a", scale=2, kind=kind)
+
+        _vote(session, anchor("hr"), honest, sr=5, ref=3)
+        _vote(session, anchor("nearest"), honest, sr=2, ref=3, preferred="bicubic")
+        _vote(session, anchor("nearest"), spammer, sr=5, ref=3)
+        assert assess_rater(session, spammer) is None  # one anchor kind alone proves nothing
+        _vote(session, anchor("hr"), spammer, sr=3, ref=3, preferred="tie")
+        _vote(session, anchor("hr"), sloppy, sr=2, ref=4, preferred="bicubic")
+        flag_rater(session, manual, "abusive comments")
+        _vote(session, anchor("hr"), manual, sr=1, ref=5, preferred="bicubic")
+    with session_scope(url) as session:
+        raters = {r: get_or_create_rater(session, r) for r in (honest, spammer, sloppy, manual)}
+        assert not raters[honest].flagged
+        assert raters[spammer].flagged and "nearest-neighbour anchor rated above HR" in raters[spammer].flag_reason
+        assert raters[sloppy].flagged and "below bicubic" in raters[sloppy].flag_reason
+        assert raters[manual].flag_reason == "abusive comments"  # manual flags are not overwritten
+        # The spammer's votes stay stored but leave the statistics.
+        assert spammer in set(votes_frame(session, include_flagged=True)["rater_id"])
+        assert spammer not in set(votes_frame(session)["rater_id"])
+        flag_rater(session, sloppy, None)
+        assert not raters[sloppy].flagged
+
+
+def test_rating_stats_small_example(url):
+    with session_scope(url) as session:
+        raters = [get_or_create_rater(session, f"rater-{i:04d}").id for i in range(3)]
+        votes = [  # (rater, weights, score_sr, score_ref, preferred)
+            (0, "a-x2.t", 4, 3, "sr"), (1, "a-x2.t", 5, 2, "sr"), (2, "a-x2.t", 3, 3, "tie"),
+            (0, "b-x2.t", 2, 3, "bicubic"), (1, "b-x2.t", 3, 3, "sr"),
+        ]
+        for i, (r, weights, sr, ref, preferred) in enumerate(votes):
+            trial = create_trial(session, image_id=f"img{i}", scale=2, weights_name=weights)
+            _vote(session, trial, raters[r], sr=sr, ref=ref, preferred=preferred)
+        _vote(session, create_trial(session, image_id="z", scale=4, weights_name="a-x4.t"), raters[0], sr=5, ref=1)
+        table = rating_stats(session, n_boot=100)
+        again = rating_stats(session, n_boot=100)
+    assert table.equals(again)  # seeded bootstrap: deterministic
+    rows = table.set_index(["scale", "entry"])
+    a = rows.loc[(2, "a-x2.t")]
+    assert a["kind"] == "model" and a["n_ratings"] == 3 and a["n_raters"] == 3
+    assert (a["mos"], a["mos_lo"], a["mos_hi"]) == pytest.approx(mean_ci([4, 5, 3]))
+    assert (a["wins"], a["ties"], a["losses"]) == (2, 1, 0) and a["win_rate"] == pytest.approx(2.5 / 3)
+    assert (a["win_lo"], a["win_hi"]) == pytest.approx(wilson_interval(2.5, 3))
+    b = rows.loc[(2, "b-x2.t")]
+    assert b["mos"] == 2.5 and b["win_rate"] == 0.5
+    bicubic = rows.loc[(2, "bicubic")]
+    assert bicubic["kind"] == "reference" and bicubic["mos"] == pytest.approx(14 / 5) and bicubic["bt"] == 0
+    assert bicubic["n_ratings"] == 5
+    # BT against bicubic with one virtual tie per compared pair: a won 2.5+0.5 of 4, b 1+0.5 of 3.
+    assert a["bt"] == pytest.approx(np.log(3.0 / 1.0), abs=1e-6)
+    assert b["bt"] == pytest.approx(0.0, abs=1e-6)
+    assert a["bt_lo"] <= a["bt"] <= a["bt_hi"]
+    assert table["scale"].tolist()[:3] == [2, 2, 2] and table["entry"].tolist()[0] == "a-x2.t"
+    assert rows.loc[(4, "a-x4.t")]["n_ratings"] == 1 and np.isnan(rows.loc[(4, "a-x4.t")]["mos_lo"])
+    assert set(rating_stats(session, scale=4, n_boot=0)["scale"]) == {4}
+
+
+# --- simulated crowd -----------------------------------------------------------------------------
+
+
+def _simulate(session, rng, n_honest=40, n_spammers=8):
+    models = {f"m{i}-x4.sim": q for i, q in enumerate([2.3, 2.7, 3.1, 3.5, 3.9])}
+    q_bicubic, q_hr, q_nearest = 2.9, 4.8, 1.6
+    now = utcnow()
+
+    def score(q, bias):
+        return int(np.clip(np.rint(q + bias + rng.normal(0, 0.6)), 1, 5))
+
+    def preference(sr, ref):
+        return "sr" if sr > ref else "bicubic" if sr < ref else "tie"
+
+    spammers = []
+    for r in range(n_honest + n_spammers):
+        spam = r >= n_honest
+        rater = get_or_create_rater(session, f"sim-rater-{r:03d}").id
+        if spam:
+            spammers.append(rater)
+        bias = rng.normal(0, 0.3)
+        plan = [(name, "model", q) for name, q in models.items() for _ in range(5)]
+        plan += [(None, "hr", q_hr)] * 2 + [(None, "nearest", q_nearest)] * 2
+        for i in rng.permutation(len(plan)):
+            name, kind, q = plan[i]
+            trial = create_trial(session, image_id=f"crop{i}", scale=4, kind=kind, weights_name=name, now=now)
+            if spam:  # inverted on models, nearest-neighbour over HR on anchors
+                sr = {"hr": 1, "nearest": 5}.get(kind, 6 - score(q, 0))
+                ref = int(rng.integers(1, 6))
+            else:
+                sr, ref = score(q, bias), score(q_bicubic, bias)
+            submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
+                        preferred=preference(sr, ref), rate_limit=None, now=now)
+    return models, spammers
+
+
+@pytest.mark.slow
+def test_simulated_crowd_recovers_true_ranking(url):
+    rng = np.random.default_rng(2024)
+    with session_scope(url) as session:
+        models, spammers = _simulate(session, rng)
+    with session_scope(url, write=False) as session:
+        flagged = {rater for (rater,) in session.execute(text("SELECT id FROM raters WHERE flagged"))}
+        table = rating_stats(session, n_boot=200, seed=1)
+        polluted = rating_stats(session, include_flagged=True, n_boot=0)
+    assert flagged == set(spammers)
+    true_order = sorted(models, key=models.get, reverse=True)
+    rated = table[table["kind"] == "model"]
+    assert rated.sort_values("mos", ascending=False)["entry"].tolist() == true_order
+    assert rated.sort_values("bt", ascending=False)["entry"].tolist() == true_order
+    assert (rated["n_raters"] == 40).all() and (rated["n_ratings"] == 200).all()
+    rows = table.set_index("entry")
+    for name, q in models.items():
+        assert rows.loc[name, "mos_lo"] <= rows.loc[name, "mos"] <= rows.loc[name, "mos_hi"]
+        assert rows.loc[name, "bt_lo"] <= rows.loc[name, "bt"] <= rows.loc[name, "bt_hi"]
+        assert rows.loc[name, "win_lo"] <= rows.loc[name, "win_rate"] <= rows.loc[name, "win_hi"]
+        assert (rows.loc[name, "bt"] > 0) == (q > 2.9)  # better than bicubic <=> positive BT score
+    assert rows.loc["hr", "mos"] > rows.loc[true_order[0], "mos"]
+    assert rows.loc["nearest", "mos"] < rows.loc[true_order[-1], "mos"]
+    assert rows.loc["hr", "bt"] > rows.loc[true_order[0], "bt"]
+    # With the spammers' votes the references would be distorted.
+    assert polluted.set_index("entry").loc["nearest", "mos"] > rows.loc["nearest", "mos"] + 0.3
