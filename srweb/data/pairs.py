@@ -1,0 +1,262 @@
+"""Random aligned LR/HR training patches with flips/rotations and FSRCNN-style scale augmentation.
+
+Every image is decoded once. Small sets (General-100, the sample set) are held in memory
+as uint8 arrays; large ones (DIV2K) are written once to an uncompressed ``.npy`` cache and
+memory-mapped, so a patch costs a slice copy, never a PNG decode (the role BasicSR's
+``extract_subimages`` plays, without losing crops that straddle sub-image borders).
+
+Throughput, General-100, x2, 48x48 LR patches, RGB, batch 16, 2-core CPU, after the one-off
+decode (``python -m srweb.data.pairs General-100 --scale 2 --patch 48 --workers N``):
+~7,000 samples/s with num_workers=0, ~5,000 with 2 (worker IPC dominates at this size);
+disk cache (``--cache disk``): ~6,000 samples/s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from srweb.config import get_settings
+from srweb.data.folders import HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, to_tensor
+from srweb.resize import imresize_np
+
+FSRCNN_SCALES = (0.9, 0.8, 0.7, 0.6)
+MEMORY_LIMIT = 2 << 30  # bytes of decoded arrays kept in RAM before switching to the disk cache
+
+
+def _source_pairs(source: object, scale: int) -> list[tuple[Path, Path | None]]:
+    pairs = getattr(source, "pairs", None)
+    if pairs is not None:
+        return list(pairs)
+    root = Path(source).expanduser()  # type: ignore[arg-type]
+    if any(root.glob("DIV2K_train_HR")) or (root / "DIV2K" / "DIV2K_train_HR").is_dir():
+        from srweb.data.div2k import DIV2K
+
+        return DIV2K(root, scale, split="train").pairs
+    return HRFolderDataset(root, scale).pairs
+
+
+class PatchPairs(Dataset):
+    """Random aligned training patches.
+
+    Items are ``{"lr", "hr", "lr_path", "hr_path"}``: float32 ``(C, H, W)`` in [0, 1], RGB
+    (C = 3) or MATLAB Y (C = 1). ``lr`` is ``patch_size`` square (``patch_size * scale`` with
+    ``pre_upsample``), ``hr`` is ``patch_size * scale`` square and covers exactly the area of
+    ``lr``. LR comes from the dataset's LR files when it has them (DIV2K) or from MATLAB
+    bicubic of the whole mod-cropped HR (so patch borders see real neighbours, not mirrors).
+
+    Args:
+        source: HR folder, DIV2K root, or a dataset with a ``pairs`` attribute
+            (:class:`~srweb.data.folders.HRFolderDataset`, :class:`~srweb.data.div2k.DIV2K`).
+        scale: integer upscaling factor.
+        patch_size: LR patch side.
+        channels: ``"rgb"`` or ``"y"``.
+        pre_upsample: give the bicubic-upsampled LR (HR size), for SRCNN/VDSR-style models.
+        augment: random horizontal/vertical flips and 90 degree rotations.
+        scales_aug: extra HR rescale factors, each image also used rescaled by them (MATLAB
+            bicubic) before its LR is made by MATLAB bicubic (also for sets with LR files);
+            ``FSRCNN_SCALES`` = (0.9, 0.8, 0.7, 0.6).
+        repeat: passes over the images per epoch (``len = images * repeat``).
+        cache: ``"memory"``, ``"disk"`` or ``"auto"`` (disk above ``MEMORY_LIMIT`` bytes).
+        cache_dir: where the disk cache goes; default ``settings.cache_dir / "patches"``.
+
+    Raises:
+        ValueError: no image is at least ``patch_size`` in LR (smaller ones are skipped with a warning).
+    """
+
+    def __init__(
+        self,
+        source: object,
+        scale: int,
+        patch_size: int,
+        channels: str = "rgb",
+        pre_upsample: bool = False,
+        augment: bool = True,
+        scales_aug: tuple[float, ...] | None = None,
+        repeat: int = 1,
+        cache: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if cache not in ("auto", "memory", "disk"):
+            raise ValueError(f"cache must be auto, memory or disk, got {cache!r}")
+        self.scale, self.patch_size = int(scale), int(patch_size)
+        self.channels = check_channels(channels)
+        self.pre_upsample, self.augment, self.repeat = pre_upsample, augment, max(1, int(repeat))
+        self.factors = (1.0, *tuple(scales_aug or ()))
+        pairs = _source_pairs(source, self.scale)
+        if cache == "auto":
+            cache = "disk" if self._estimate_bytes(pairs) > MEMORY_LIMIT else "memory"
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else get_settings().cache_dir / "patches"
+        self.entries: list[dict] = []
+        for hr_path, lr_path in pairs:
+            for factor in self.factors:
+                entry = self._load(hr_path, lr_path, factor)
+                if entry is not None:
+                    self.entries.append(entry)
+        if not self.entries:
+            raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at x{self.scale}")
+        self._maps: dict[str, np.ndarray] = {}
+
+    def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
+        per_pixel = 3 * (1 + 1 / self.scale**2 + self.pre_upsample) * sum(f * f for f in self.factors)
+        total = 0
+        for hr_path, _ in pairs:
+            with Image.open(hr_path) as img:
+                total += img.width * img.height
+        return int(total * per_pixel)
+
+    def _load(self, hr_path: Path, lr_path: Path | None, factor: float) -> dict | None:
+        key = self._key(hr_path, lr_path, factor)
+        lr_name = str(lr_path if lr_path is not None and factor == 1.0 else hr_path)
+        if self.cache == "disk" and all((self.cache_dir / f"{key}.{k}.npy").exists() for k in self._kinds()):
+            arrays = None
+        else:
+            arrays = self._decode(hr_path, lr_path, factor)
+            if arrays is None:
+                return None
+        if self.cache == "memory":
+            return {"hr_path": str(hr_path), "lr_path": lr_name, **arrays}
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        entry = {"hr_path": str(hr_path), "lr_path": lr_name}
+        for kind in self._kinds():
+            path = self.cache_dir / f"{key}.{kind}.npy"
+            if arrays is not None and not path.exists():
+                fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".npy")
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, arrays[kind])
+                os.replace(tmp, path)
+            entry[kind] = str(path)
+        if min(np.load(entry["lr"], mmap_mode="r").shape[:2]) < self.patch_size:
+            self._warn_small(hr_path, factor)
+            return None
+        return entry
+
+    def _kinds(self) -> tuple[str, ...]:
+        return ("hr", "lr", "ilr") if self.pre_upsample else ("hr", "lr")
+
+    def _key(self, hr_path: Path, lr_path: Path | None, factor: float) -> str:
+        stat = hr_path.stat()
+        ident = f"{hr_path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{lr_path}|x{self.scale}|{factor}"
+        return hashlib.sha1(ident.encode()).hexdigest()[:16]
+
+    def _decode(self, hr_path: Path, lr_path: Path | None, factor: float) -> dict | None:
+        hr = read_rgb8(hr_path)
+        s = self.scale
+        if lr_path is not None and factor == 1.0:
+            lr = read_rgb8(lr_path)
+            hr = hr[: lr.shape[0] * s, : lr.shape[1] * s]
+        else:
+            if factor != 1.0:
+                hr = imresize_np(hr, factor)
+            hr = mod_crop(hr, s)
+            if min(hr.shape[:2]) < self.patch_size * s:
+                self._warn_small(hr_path, factor)
+                return None
+            lr = make_lr(hr, s)
+        if min(lr.shape[:2]) < self.patch_size:
+            self._warn_small(hr_path, factor)
+            return None
+        arrays = {"hr": np.ascontiguousarray(hr), "lr": lr}
+        if self.pre_upsample:
+            # Upsample the whole LR once, like VDSR's data preparation, then crop.
+            arrays["ilr"] = imresize_np(lr, s)
+        return arrays
+
+    def _warn_small(self, path: Path, factor: float) -> None:
+        note = f" rescaled by {factor}" if factor != 1.0 else ""
+        warnings.warn(
+            f"{path}{note}: smaller than a {self.patch_size}px LR patch at x{self.scale}, skipped", stacklevel=3
+        )
+
+    def __getstate__(self) -> dict:
+        # Memory maps are reopened in each DataLoader worker rather than pickled (copied).
+        return {**self.__dict__, "_maps": {}}
+
+    def _array(self, entry: dict, kind: str) -> np.ndarray:
+        value = entry[kind]
+        if isinstance(value, np.ndarray):
+            return value
+        if value not in self._maps:
+            self._maps[value] = np.load(value, mmap_mode="r")
+        return self._maps[value]
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.repeat
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index % len(self.entries)]
+        s, p = self.scale, self.patch_size
+        lr_img = self._array(entry, "lr")
+        # `random` is reseeded per DataLoader worker by torch (numpy's global RNG is not).
+        y = random.randrange(lr_img.shape[0] - p + 1)
+        x = random.randrange(lr_img.shape[1] - p + 1)
+        hr = self._array(entry, "hr")[y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.pre_upsample:
+            lr = self._array(entry, "ilr")[y * s : (y + p) * s, x * s : (x + p) * s]
+        else:
+            lr = lr_img[y : y + p, x : x + p]
+        if self.augment:
+            lr, hr = augment_pair(lr, hr)
+        return {
+            "lr": to_tensor(lr, self.channels),
+            "hr": to_tensor(hr, self.channels),
+            "lr_path": entry["lr_path"],
+            "hr_path": entry["hr_path"],
+        }
+
+
+def augment_pair(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same random h-flip / v-flip / transpose (together: the 8 dihedral views) on both."""
+    if random.random() < 0.5:
+        lr, hr = lr[:, ::-1], hr[:, ::-1]
+    if random.random() < 0.5:
+        lr, hr = lr[::-1], hr[::-1]
+    if random.random() < 0.5:
+        lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+    return lr, hr
+
+
+def _benchmark() -> None:  # pragma: no cover - measurement helper quoted in the module docstring
+    import argparse
+    import time
+
+    from torch.utils.data import DataLoader
+
+    from srweb.data.samples import benchmark_path
+
+    parser = argparse.ArgumentParser(description="PatchPairs throughput")
+    parser.add_argument("dataset")
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--patch", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--channels", default="rgb")
+    parser.add_argument("--cache", default="auto")
+    parser.add_argument("--pre-upsample", action="store_true")
+    parser.add_argument("--batches", type=int, default=300)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    ds = PatchPairs(benchmark_path(args.dataset), args.scale, args.patch, channels=args.channels,
+                    pre_upsample=args.pre_upsample, repeat=1000, cache=args.cache)
+    print(f"setup {time.perf_counter() - t0:.1f}s, {len(ds.entries)} images, cache={ds.cache}")
+    loader = DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(args.batches):
+        next(it)
+    dt = time.perf_counter() - t0
+    print(f"{args.batches * args.batch / dt:,.0f} samples/s (num_workers={args.workers})")
+
+
+if __name__ == "__main__":
+    _benchmark()

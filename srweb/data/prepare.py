@@ -1,0 +1,86 @@
+"""Turn any folder of HR images into the DIV2K layout (``srweb prepare SRC DST``).
+
+So General-100, a phone photo folder or anything else trains exactly like DIV2K.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from srweb.data.div2k import _save_png_atomic, hr_dir, lr_dir
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
+from srweb.imaging import ImageError
+
+
+def prepare_dataset(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    scales: tuple[int, ...] = (2, 3, 4),
+    split: str = "train",
+    start_index: int = 1,
+    *,
+    progress: bool = False,
+) -> dict:
+    """Write ``src``'s images as ``DST/DIV2K_{split}_HR/0001.png ...`` plus MATLAB-bicubic
+    ``DST/DIV2K_{split}_LR_bicubic/X{s}/0001x{s}.png`` for every scale.
+
+    HR is cropped (bottom/right) to a multiple of lcm(scales), 12 for x2/x3/x4, so all scales
+    share one HR; images are converted to 8-bit RGB. Unreadable files and images smaller
+    than that multiple are skipped with a warning. ``DST/prepare_{split}.json`` maps new
+    names to source files.
+
+    Returns:
+        Summary dict: ``dst``, ``split``, ``scales``, ``images`` (count written), ``skipped``
+        (source names), ``mapping`` (new name -> source name).
+
+    Raises:
+        ValueError: missing or empty ``src``; no image could be prepared.
+    """
+    scales = tuple(int(s) for s in scales)
+    if not scales or min(scales) < 1:
+        raise ValueError(f"scales must be positive integers, got {scales}")
+    multiple = math.lcm(*scales)
+    dst = Path(dst).expanduser()
+    files = list_images(src)
+    listed = {p.name for p in files}
+    skipped = [p.name for p in Path(src).expanduser().iterdir() if p.is_file() and p.name not in listed]
+    folders = {s: lr_dir(dst, split, "bicubic", s) for s in scales}
+    for folder in [hr_dir(dst, split), *folders.values()]:
+        folder.mkdir(parents=True, exist_ok=True)
+    mapping: dict[str, str] = {}
+    index = start_index
+    for path in tqdm(files, desc="prepare", disable=not progress):
+        try:
+            hr = mod_crop(read_rgb8(path), multiple)
+        except ImageError as exc:
+            warnings.warn(f"{exc}; skipped", stacklevel=2)
+            skipped.append(path.name)
+            continue
+        if hr.size == 0:
+            warnings.warn(f"{path}: smaller than {multiple}x{multiple}, skipped", stacklevel=2)
+            skipped.append(path.name)
+            continue
+        stem = f"{index:04d}"
+        _save_png_atomic(hr, hr_dir(dst, split) / f"{stem}.png")
+        for s, folder in folders.items():
+            _save_png_atomic(make_lr(hr, s), folder / f"{stem}x{s}.png")
+        mapping[f"{stem}.png"] = path.name
+        index += 1
+    if not mapping:
+        raise ValueError(f"{src}: no image could be prepared")
+    summary = {
+        "dst": str(dst),
+        "split": split,
+        "scales": list(scales),
+        "images": len(mapping),
+        "skipped": sorted(n for n in skipped if not n.startswith(".")),
+        "mapping": mapping,
+    }
+    (dst / f"prepare_{split}.json").write_text(json.dumps({**summary, "src": str(Path(src).resolve())}, indent=1))
+    return summary
