@@ -112,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_dict())
     else:
-        for row in result.per_image:
+        for row in result.images:
             print(f"{row['image']:<24}{row['psnr']:8.3f} dB  {row['ssim']:.4f}")
         print(f"{name} x{scale} on {result.dataset}: PSNR {result.psnr:.3f} dB, SSIM {result.ssim:.4f} "
               f"(Y channel, crop border {scale}, MATLAB bicubic LR)")

@@ -62,6 +62,12 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def card_metric(result) -> dict[str, Any]:
+    """The summary of an :class:`~srweb.evaluate.EvalResult` stored in a weights card."""
+    return {"dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 4),
+            "ssim": round(result.ssim, 5), "protocol": result.protocol}
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """Multiplier of the base learning rate at ``step`` for the configured schedule."""
     if cfg.schedule == "step":
@@ -194,13 +200,13 @@ class Trainer:
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """PSNR/SSIM of the current model on the validation folder under the SR protocol."""
-        from srweb.evaluate import evaluate
-
         if self.val_dir is None:
             return {}
+        from srweb.evaluate import evaluate
+
         upscaler = Upscaler(self.model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
-            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=self.cfg.name or "")
+            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
         finally:
             self.model.train()
         self.last_eval = result
@@ -369,7 +375,7 @@ class Trainer:
             load_model(self.model, str(self.run_dir / "best.safetensors"))
         self.model.eval()
         val = self.validate() if self.val_dir is not None else {}
-        metrics = [self.last_eval.to_dict(summary=True)] if val else []
+        metrics = [card_metric(self.last_eval)] if val else []
         training = {
             "config": cfg.to_dict(), "iterations": step, "wall_seconds": round(wall, 1),
             "device": self.device, "precision": self.precision, "host": socket.gethostname(),

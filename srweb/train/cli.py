@@ -1,0 +1,168 @@
+"""``srweb train`` (foreground, tracked) and ``srweb jobs list|submit|cancel|resume|logs``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import threading
+from pathlib import Path
+
+from srweb.train.config import TrainConfig
+
+# CLI flag -> TrainConfig field, for every hyperparameter a user sets on the command line.
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations", "optimizer", "lr",
+          "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
+          "loss", "adv_weight", "pretrained", "vgg_weights", "val_interval", "ckpt_interval", "seed",
+          "device", "precision", "num_workers", "tag", "name")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="architecture (see `srweb models`)")
+    p.add_argument("--from-card", help="reproduce the run recorded in a weights card (NAME.json)")
+    p.add_argument("--config", help="a TrainConfig JSON file")
+    for name in _FLAGS:
+        kind = {int: int, float: float}.get(_type_of(name), str)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture override, e.g. num_blocks=8 (JSON values)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--scale-augment", dest="scale_augment", action="store_true", default=None)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+
+
+def _type_of(name: str) -> type:
+    annotation = str(_FIELDS[name].type)
+    return int if annotation.startswith("int") else float if annotation.startswith("float") else str
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a TrainConfig from --from-card / --config and the flags that override it."""
+    base: dict = {}
+    if args.from_card:
+        card = json.loads(Path(args.from_card).read_text())
+        base = dict(card.get("training", {}).get("config") or {})
+        if not base:
+            raise ValueError(f"{args.from_card}: card has no training config to reproduce")
+    if args.config:
+        base.update(json.loads(Path(args.config).read_text()))
+    for name in (*_FLAGS, "augment", "scale_augment", "channels_last"):
+        value = getattr(args, name, None)
+        if value is not None:
+            base[name] = value
+    if args.model:
+        base["model"] = args.model
+    if "model" not in base:
+        raise ValueError("--model is required (or --from-card / --config)")
+    overrides = dict(base.get("overrides") or {})
+    for item in args.override:
+        key, _, raw = item.partition("=")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    base["overrides"] = overrides
+    if args.from_card and args.name is None:
+        base["name"] = None
+    return TrainConfig.from_dict(base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from srweb.train import jobs
+
+    cfg = jobs.check_config(config_from_args(args))
+    if args.background:
+        run_id = jobs.submit(cfg)
+        print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")
+        return 0
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.runs import set_status
+    from srweb.train.trainer import Trainer
+    from srweb.train.worker import RunLogger
+
+    run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
+    if not args.no_track:
+        init_db()
+
+        def start(session):
+            run = jobs.create_tracked_run(session, cfg)
+            set_status(session, run.id, "running")
+            return run.id, Path(run.run_dir)
+
+        run_id, tracked_dir = write_transaction(start)
+        run_dir = run_dir or tracked_dir
+    run_dir = run_dir or Path("runs") / cfg.name
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logger = RunLogger(run_id) if run_id else None
+    try:
+        result = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
+                         run_id=run_id).train()
+    except BaseException as exc:
+        if run_id:
+            write_transaction(lambda s: set_status(s, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]))
+        raise
+    if run_id:
+        def finish(session):
+            from srweb.track.runs import get_run
+
+            run = get_run(session, run_id)
+            run.step, run.best_psnr = result.step, result.best_psnr
+            run.weights_name = result.card.name if result.card else None
+            set_status(session, run_id, result.status)
+
+        write_transaction(finish)
+    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
+               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
+               "run_dir": str(run_dir)}
+    print(json.dumps(summary))
+    return 0 if result.status == "finished" else 3
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from srweb.track.db import init_db, session_scope
+    from srweb.track.runs import list_runs
+    from srweb.train import jobs
+
+    init_db()
+    if args.action == "list":
+        jobs.reap()
+        with session_scope(write=False) as session:
+            runs = list_runs(session)
+            rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in runs]
+        print(f"{'id':>4}  {'status':<10}{'step':>12}  {'best PSNR':>9}  name")
+        for rid, status, step, total, best, name, error in rows:
+            psnr = f"{best:.2f}" if best is not None else "-"
+            print(f"{rid:>4}  {status:<10}{f'{step}/{total}':>12}  {psnr:>9}  {name}{f'  ({error})' if error else ''}")
+    elif args.action == "submit":
+        run_id = jobs.submit(config_from_args(args))
+        print(run_id)
+    elif args.action in ("cancel", "resume", "logs"):
+        if args.run_id is None:
+            raise ValueError(f"jobs {args.action} needs a RUN_ID")
+        if args.action == "cancel":
+            print(f"run {args.run_id}: {jobs.cancel(args.run_id)}")
+        elif args.action == "resume":
+            print(f"run {jobs.resume(args.run_id)}: queued")
+        else:
+            print(jobs.log_tail(args.run_id, args.lines))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (foreground, tracked in the database)")
+    _add_config_flags(p)
+    p.add_argument("--export", help="folder for the final weights + card (default: the run folder)")
+    p.add_argument("--run-dir", help="folder for checkpoints (reuse one to resume)")
+    p.add_argument("--background", action="store_true", help="queue as a background job instead")
+    p.add_argument("--no-track", action="store_true", help="do not record the run in the database")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("jobs", help="background training jobs")
+    p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs"])
+    p.add_argument("run_id", nargs="?", type=int)
+    p.add_argument("--lines", type=int, default=40)
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_jobs)

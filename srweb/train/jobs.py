@@ -1,0 +1,215 @@
+"""Background training jobs: a queue in the tracker database, one OS process per run.
+
+``submit`` validates a config and queues a run; ``dispatch`` starts queued runs while fewer
+than ``max_parallel_jobs`` are running (called on submit, when a worker ends, and by the
+app's watcher). ``cancel`` sends SIGTERM: the worker saves a checkpoint and exits.
+``reap`` marks runs whose worker died (SIGKILL, out of memory, app restart) as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from srweb.config import get_settings
+from srweb.track.db import init_db, write_transaction
+from srweb.track.runs import create_run, get_run, mark_orphans, set_status
+from srweb.track.schema import Run
+from srweb.train.config import ConfigError, TrainConfig
+
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
+
+
+class JobError(ValueError):
+    """A job action that cannot be done (e.g. cancelling a finished run)."""
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Resolve defaults and reject impossible hyperparameters before anything is queued."""
+    from srweb.data.samples import benchmark_path
+
+    cfg = cfg.resolved().validate()
+    for label, value in (("data", cfg.data), ("val_data", cfg.val_data)):
+        if value:
+            try:
+                path = Path(benchmark_path(value))
+            except (ValueError, FileNotFoundError) as exc:
+                raise ConfigError(f"{label}: {exc}") from None
+            if not path.exists():
+                raise ConfigError(f"{label}: {value} not found")
+    return cfg
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def create_tracked_run(session: Session, cfg: TrainConfig) -> Run:
+    """Insert a queued run for ``cfg`` with its run folder and log file."""
+    run = create_run(session, name=cfg.name, arch=cfg.model, scale=cfg.scale, config=cfg.to_dict(),
+                     total_steps=cfg.iterations, git_commit=git_commit(), host=socket.gethostname())
+    run_dir = get_settings().runs_dir / f"{run.id:05d}-{cfg.name}"
+    run.run_dir, run.log_path = str(run_dir), str(run_dir / "train.log")
+    session.flush()
+    return run
+
+
+def submit(cfg: TrainConfig, *, start: bool = True) -> int:
+    """Validate and queue a training run; start it now if a slot is free. Returns the run id."""
+    cfg = check_config(cfg)
+    init_db()
+    run_id = write_transaction(lambda s: create_tracked_run(s, cfg).id)
+    if start:
+        dispatch()
+    return run_id
+
+
+def _spawn(run: Run) -> int:
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run.log_path, "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "srweb.train.worker", str(run.id)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    log.close()
+    with _children_lock:
+        _children[proc.pid] = proc
+    return proc.pid
+
+
+def dispatch() -> list[int]:
+    """Start queued runs (oldest first) while running ones are fewer than the limit."""
+    limit = get_settings().max_parallel_jobs
+
+    def start(session: Session) -> list[int]:
+        running = session.scalars(select(Run.id).where(Run.status == "running")).all()
+        free = max(0, limit - len(running))
+        queued = session.scalars(select(Run).where(Run.status == "queued").order_by(Run.id).limit(free)).all()
+        started = []
+        for run in queued:
+            pid = _spawn(run)
+            set_status(session, run.id, "running", pid=pid, host=socket.gethostname())
+            started.append(run.id)
+        return started
+
+    return write_transaction(start)
+
+
+def _child_exit_codes() -> dict[int, int]:
+    """Exit codes of workers this process started that have ended (and reaps them)."""
+    ended = {}
+    with _children_lock:
+        for pid, proc in list(_children.items()):
+            code = proc.poll()
+            if code is not None:
+                ended[pid] = code
+                del _children[pid]
+    return ended
+
+
+def reap() -> list[int]:
+    """Mark runs whose worker is gone as failed, then start queued runs. Returns ids marked."""
+    ended = _child_exit_codes()
+
+    def mark(session: Session) -> list[int]:
+        marked = []
+        for pid, code in ended.items():
+            run = session.scalars(select(Run).where(Run.pid == pid, Run.status == "running")).first()
+            if run is not None:  # the worker ended without recording an outcome: it was killed
+                how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                set_status(session, run.id, "failed", error=f"worker died: {how}")
+                marked.append(run.id)
+        return marked + mark_orphans(session, is_alive=_alive)
+
+    marked = write_transaction(mark)
+    dispatch()
+    return marked
+
+
+def _alive(pid: int) -> bool:
+    with _children_lock:
+        if pid in _children:
+            return _children[pid].poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (ended, not yet reaped by its parent) is not a live worker
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return True
+
+
+def cancel(run_id: int) -> str:
+    """Cancel a queued or running run; returns its new status (``cancelled`` or ``cancelling``)."""
+
+    def act(session: Session) -> str:
+        run = get_run(session, run_id)
+        if run is None:
+            raise JobError(f"no run with id {run_id}")
+        if run.status == "queued":
+            set_status(session, run_id, "cancelled")
+            return "cancelled"
+        if run.status != "running":
+            raise JobError(f"run {run_id} is already {run.status}; nothing to cancel")
+        if run.pid and run.host in (None, socket.gethostname()):
+            try:
+                os.kill(run.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                set_status(session, run_id, "failed", error="worker died before cancel")
+                return "failed"
+        return "cancelling"
+
+    return write_transaction(act)
+
+
+def resume(run_id: int) -> int:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+
+    def act(session: Session) -> int:
+        run = get_run(session, run_id)
+        if run is None:
+            raise JobError(f"no run with id {run_id}")
+        if run.status not in ("failed", "cancelled"):
+            raise JobError(f"run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+        run.status, run.error, run.finished_at, run.pid = "queued", None, None, None
+        session.flush()
+        return run.id
+
+    write_transaction(act)
+    dispatch()
+    return run_id
+
+
+def log_tail(run_id: int, lines: int = 40) -> str:
+    """The last ``lines`` lines of a run's log (progress-bar redraws collapsed)."""
+    from srweb.track.db import session_scope
+
+    with session_scope(write=False) as session:
+        run = get_run(session, run_id)
+        if run is None:
+            raise JobError(f"no run with id {run_id}")
+        path = Path(run.log_path) if run.log_path else None
+    if path is None or not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 200_000))
+        text = fh.read().decode(errors="replace")
+    rows = [part.split("\r")[-1] for part in text.splitlines()]
+    return "\n".join([r for r in rows if r.strip()][-lines:])

@@ -1,0 +1,118 @@
+"""Worker process of one background run: ``python -m srweb.train.worker RUN_ID``.
+
+Records heartbeats, metrics and the outcome in the tracker; SIGTERM (cancel) makes the
+trainer save a checkpoint and stop; any exception marks the run failed with its message.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from srweb.track.db import init_db, write_transaction
+from srweb.track.runs import MetricsBuffer, add_checkpoint, get_run, heartbeat, set_status
+from srweb.train.config import TrainConfig
+from srweb.train.trainer import Trainer
+
+HEARTBEAT_SECONDS = 2.0
+
+
+class RunLogger:
+    """Metrics to the tracker (batched) and the best validation PSNR onto the run row."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
+        self.step = 0
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.step = step
+        self.buffer.log(step, values)
+        if "val_psnr" in values:
+            self.buffer.flush()
+
+            def best(session) -> None:
+                run = get_run(session, self.run_id)
+                if run.best_psnr is None or values["val_psnr"] > run.best_psnr:
+                    run.best_psnr = values["val_psnr"]
+
+            write_transaction(best)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+
+def _beat(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            write_transaction(lambda s: heartbeat(s, run_id, step=logger.step))
+        except Exception:  # a missed heartbeat is harmless; the next one retries
+            pass
+
+
+def run_worker(run_id: int) -> int:
+    """Train run ``run_id`` to completion, cancellation or failure; returns the exit code."""
+    init_db()
+
+    def begin(session):
+        run = get_run(session, run_id)
+        if run is None:
+            raise SystemExit(f"no run with id {run_id}")
+        if run.status == "queued":
+            set_status(session, run_id, "running")
+        import os
+
+        run.pid = os.getpid()
+        return TrainConfig.from_dict(run.config), Path(run.run_dir)
+
+    cfg, run_dir = write_transaction(begin)
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    logger = RunLogger(run_id)
+    done = threading.Event()
+    threading.Thread(target=_beat, args=(run_id, logger, done), daemon=True).start()
+    try:
+        trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
+        result = trainer.train()
+    except BaseException as exc:
+        done.set()
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}".strip()
+        write_transaction(lambda s: set_status(s, run_id, "failed", error=message[:2000]))
+        return 1
+    done.set()
+
+    def finish(session) -> None:
+        run = get_run(session, run_id)
+        run.step = result.step
+        if result.best_psnr is not None:
+            run.best_psnr = result.best_psnr
+        add_checkpoint(session, run_id, step=result.step, path=str(run_dir / "last.pt"), kind="last")
+        if result.card is not None:
+            run.weights_name = result.card.name
+            add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
+                           path=str(run_dir / "export" / f"{result.card.name}.safetensors"))
+        set_status(session, run_id, result.status)
+
+    write_transaction(finish)
+    print(f"run {run_id} {result.status} at step {result.step}", flush=True)
+    return 0
+
+
+def main() -> None:
+    code = run_worker(int(sys.argv[1]))
+    try:
+        from srweb.train.jobs import dispatch
+
+        dispatch()  # hand the device to the next queued run
+    except Exception:
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
