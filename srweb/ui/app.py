@@ -22,6 +22,10 @@ def build_app() -> gr.Blocks:
 
 def launch(**kwargs) -> None:
     """Start the app; Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    from srweb.services import prepare_database, start_job_watcher
+
+    prepare_database()
+    start_job_watcher()
     blocks = build_app()
     blocks.queue(default_concurrency_limit=int(os.environ.get("SRWEB_CONCURRENCY", 4)))
     blocks.launch(**kwargs)

@@ -1,0 +1,44 @@
+"""Start-up and housekeeping shared by the app and the CLI: schema, seeding, job watcher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+_watcher: threading.Thread | None = None
+_watcher_lock = threading.Lock()
+
+
+def prepare_database() -> None:
+    """Upgrade the schema, seed shipped cards' results, and mark runs orphaned by a restart."""
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.evals import seed_from_cards
+    from srweb.train import jobs
+    from srweb.weights import list_weights
+
+    init_db()
+    cards = [card.to_dict() for card in list_weights()]
+    write_transaction(lambda s: seed_from_cards(s, cards))
+    jobs.reap()
+
+
+def start_job_watcher(interval: float = 2.0) -> threading.Thread:
+    """A daemon thread that reaps dead workers and starts queued runs every ``interval`` s."""
+    global _watcher
+    from srweb.train import jobs
+
+    def loop() -> None:
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                jobs.reap()
+            except Exception:  # keep watching; a transient DB error must not kill the thread
+                log.exception("job watcher")
+
+    with _watcher_lock:
+        if _watcher is None or not _watcher.is_alive():
+            _watcher = threading.Thread(target=loop, name="srweb-job-watcher", daemon=True)
+            _watcher.start()
+    return _watcher
