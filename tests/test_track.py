@@ -78,6 +78,42 @@ def test_write_sessions_begin_immediate_read_sessions_do_not(url, tmp_path):
     other.close()
 
 
+def _read_then_write(url, write, signal, wait_for, timeout, results):
+    try:
+        with session_scope(url, write=write) as session:
+            session.execute(text("SELECT count(*) FROM runs")).scalar()
+            signal.set()
+            wait_for.wait(timeout)
+            _new_run(session)
+        results.append("ok")
+    except Exception as exc:
+        results.append(str(exc))
+    finally:
+        signal.set()
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_read_then_write_transactions_do_not_deadlock(url, write):
+    """Two overlapping read-then-write transactions: with BEGIN IMMEDIATE (write sessions) the
+    second waits for the first and both commit; with BEGIN DEFERRED the second fails at once
+    with "database is locked", which no busy timeout cures."""
+    import threading
+
+    results: list[str] = []
+    a_read, b_read, a_done = threading.Event(), threading.Event(), threading.Event()
+    a = threading.Thread(target=lambda: (_read_then_write(url, write, a_read, b_read, 0.5, results), a_done.set()))
+    a.start()
+    a_read.wait(5)
+    b = threading.Thread(target=_read_then_write, args=(url, write, b_read, a_done, 5, results))
+    b.start()
+    for thread in (a, b):
+        thread.join(40)
+    if write:
+        assert results == ["ok", "ok"]
+    else:
+        assert results[0] == "ok" and "locked" in results[1]
+
+
 def test_session_scope_commits_and_rolls_back(url):
     with pytest.raises(RuntimeError):
         with session_scope(url) as session:
