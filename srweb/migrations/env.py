@@ -41,7 +41,10 @@ def run_migrations_offline() -> None:
 
 
 def _run_online(connection: Connection) -> None:
-    _configure(connection=connection)
+    # srweb's SQLite engine emits BEGIN itself (see srweb.track.db), so DDL is transactional there
+    # too: the whole upgrade is one transaction. A batch migration that must rebuild a table with
+    # foreign keys switched off needs ``with op.get_context().autocommit_block()`` around the PRAGMA.
+    _configure(connection=connection, transactional_ddl=True if connection.dialect.name == "sqlite" else None)
     with context.begin_transaction():
         context.run_migrations()
 

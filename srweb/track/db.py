@@ -206,9 +206,11 @@ def init_db(url: str | None = None) -> None:
 
     def upgrade() -> None:
         with get_engine(resolved).execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
+            # One outer transaction: reading the current revision and every migration step
+            # happen under the same write lock (Alembic would otherwise commit per revision).
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
 
     with_retry(upgrade)
     _initialized.add(key)
