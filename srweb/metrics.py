@@ -32,6 +32,7 @@ class Protocol:
     degradation: str = "matlab-bicubic"
 
     def to_dict(self) -> dict:
+        """Plain dict for JSON and the database."""
         return asdict(self)
 
 

@@ -303,6 +303,8 @@ def test_patch_scale_aug_small_images_and_errors(patch_root: Path) -> None:
         ds = PatchPairs(patch_root, 2, 12, scales_aug=FSRCNN_SCALES)
     # 3 images x 5 factors, minus versions whose LR side drops below 12 (0.6 x 40 / 2 = 12 stays).
     assert 10 <= len(ds.entries) <= 15
+    with pytest.warns(UserWarning):
+        assert len(PatchPairs(patch_root, 2, 12, scales_aug=(1.0, *FSRCNN_SCALES)).entries) == len(ds.entries)
     with pytest.raises(ValueError, match="at least"), pytest.warns(UserWarning):
         PatchPairs(patch_root, 4, 64)
 

@@ -58,10 +58,12 @@ class DownloadError(OSError):
 
 
 def hr_dir(root: Path, split: str) -> Path:
+    """``root/DIV2K_{split}_HR``."""
     return root / f"DIV2K_{split}_HR"
 
 
 def lr_dir(root: Path, split: str, track: str, scale: int) -> Path:
+    """``root/DIV2K_{split}_LR_{track}/X{scale}``."""
     return root / f"DIV2K_{split}_LR_{track}" / f"X{scale}"
 
 
@@ -75,6 +77,9 @@ def fetch(url: str, dest: Path, size: int | None = None, sha256: str | None = No
         DownloadError: offline/HTTP failure or verification failure (the partial file is removed).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():  # left by a run that stopped before extracting
+        _verify(dest, size, sha256, url)
+        return dest
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     complete = size is not None and start == size

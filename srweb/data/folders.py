@@ -73,6 +73,7 @@ def to_tensor(img: np.ndarray, channels: str = "rgb") -> torch.Tensor:
 
 
 def check_channels(channels: str) -> str:
+    """Return ``channels`` if it is ``"rgb"`` or ``"y"``, else raise ValueError."""
     if channels not in CHANNELS:
         raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
     return channels
