@@ -22,7 +22,7 @@ def _rater(url: str, rater_id: str, trial_ids: list[int], start, results) -> Non
     for i, trial_id in enumerate(trial_ids):
         attempts = 0
 
-        def vote(trial_id=trial_id) -> None:
+        def vote(trial_id=trial_id, i=i) -> None:
             nonlocal attempts
             attempts += 1
             with session_scope(url) as session:

@@ -118,6 +118,8 @@ def test_raters_and_trials(url):
             create_trial(session, image_id="x", scale=4)  # model trial without weights
         with pytest.raises(ValueError):
             create_trial(session, image_id="x", scale=4, kind="bilinear")
+        with pytest.raises(ValueError):
+            create_trial(session, image_id="x", scale=4, weights_name="bicubic")
         sides = {create_trial(session, image_id="x", scale=2, weights_name="w").left_is_sr for _ in range(40)}
         assert sides == {True, False}
 

@@ -245,7 +245,8 @@ def test_checkpoints_track_best_and_export(url):
         runs.add_checkpoint(session, run_id, 100, "runs/1/last.pt", psnr=30.0)
         runs.add_checkpoint(session, run_id, 200, "runs/1/best.pt", kind="best", psnr=31.5)
         runs.add_checkpoint(session, run_id, 300, "runs/1/last.pt", psnr=31.0)
-        runs.add_checkpoint(session, run_id, 300, "weights/x.safetensors", kind="export", weights_name="edsr-baseline-x2.mine")
+        runs.add_checkpoint(session, run_id, 300, "weights/x.safetensors", kind="export",
+                            weights_name="edsr-baseline-x2.mine")
         with pytest.raises(ValueError):
             runs.add_checkpoint(session, run_id, 1, "x", kind="weird")
     with session_scope(url) as session:

@@ -148,9 +148,8 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
             }
             row = existing.get((card["name"], dataset, scale))
             if row is None:
-                row = Evaluation(
-                    weights_name=card["name"], scale=scale, dataset=dataset, source="card", created_at=utcnow(), **values
-                )
+                row = Evaluation(weights_name=card["name"], scale=scale, dataset=dataset, source="card",
+                                 created_at=utcnow(), **values)
                 session.add(row)
                 existing[(card["name"], dataset, scale)] = row
                 changed += 1

@@ -10,9 +10,9 @@ stay stored but are left out of every statistic.
 Statistics per (entry, scale): MOS with a t-distribution 95% CI, number of ratings and raters,
 win rate against bicubic (ties count half) with a Wilson 95% interval, and a Bradley-Terry
 score from the pairwise outcomes (MM algorithm of Hunter 2004; ties count half a win to each
-side) with seeded bootstrap 95% intervals. BT scores are natural-log strengths relative to
-bicubic (0 = as good as bicubic, +0.69 = preferred 2:1 over bicubic). Reference rows cover
-bicubic (its ``score_ref`` over every trial), nearest and HR.
+side) with seeded bootstrap 95% intervals (votes resampled with replacement). BT scores are
+natural-log strengths relative to bicubic (0 = as good as bicubic, +0.69 = preferred 2:1 over
+bicubic). Reference rows cover bicubic (its ``score_ref`` over every trial), nearest and HR.
 
 Repository functions take a Session and never commit: callers own the transaction.
 """
@@ -93,6 +93,8 @@ def create_trial(
         raise ValueError(f"trial kind must be one of {TRIAL_KINDS}, got {kind!r}")
     if kind == "model" and not weights_name:
         raise ValueError("a model trial needs weights_name")
+    if kind == "model" and weights_name in REFERENCE_ENTRIES:
+        raise ValueError(f"{weights_name!r} is a reference entry, not a weights name")
     if kind != "model":
         weights_name = None
     trial = Trial(
@@ -398,7 +400,7 @@ def rating_stats(
                 credit = wins + 0.5 * ties
                 win_lo, win_hi = wilson_interval(credit, n, confidence)
                 row.update(wins=wins, ties=ties, losses=losses, win_rate=credit / n, win_lo=win_lo, win_hi=win_hi)
-                row.update(zip(("bt", "bt_lo", "bt_hi"), bt[entry]))
+                row.update(zip(("bt", "bt_lo", "bt_hi"), bt[entry], strict=True))
             rows.append(row)
     result = pd.DataFrame(rows, columns=STATS_COLUMNS)
     return result.sort_values(["scale", "bt"], ascending=[True, False], kind="stable").reset_index(drop=True)
