@@ -355,6 +355,24 @@ def test_record_and_best_evaluations(url):
         assert evals.best_evaluations(session, scale=2) == []
 
 
+def test_record_evaluation_from_eval_result(url):
+    from srweb.evaluate import EvalResult
+
+    result = EvalResult(dataset="Set5", scale=2, protocol={**PROTOCOL, "dataset": "Set5"},
+                        images=[{"image": "baby.png", "psnr": float("inf"), "ssim": 1.0}], psnr=36.5, ssim=0.95)
+    with session_scope(url) as session:
+        stored = evals.record_evaluation(session, result, weights_name="srcnn-x2.g100")
+        assert (stored.arch, stored.scale, stored.dataset, stored.psnr) == ("srcnn", 2, "Set5", 36.5)
+        assert stored.per_image == [{"image": "baby.png", "psnr": None, "ssim": 1.0}]
+        assert evals.record_evaluation(session, result, weights_name="bicubic", psnr=33.66).arch == "bicubic"
+        with pytest.raises(TypeError, match="weights_name"):
+            evals.record_evaluation(session, result)
+        with pytest.raises(TypeError, match="scale, dataset"):
+            evals.record_evaluation(session, weights_name="x", psnr=1.0, protocol=PROTOCOL)
+        with pytest.raises(ValueError, match="NaN"):
+            evals.record_evaluation(session, result, weights_name="x", psnr=float("nan"))
+
+
 def test_seed_from_cards_is_idempotent(url):
     cards = [
         {"name": "espcn-x3.g100", "arch": "espcn", "scale": 3, "num_params": 23_472,

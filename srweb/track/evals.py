@@ -5,6 +5,8 @@ Repository functions take a Session and never commit: callers own the transactio
 
 from __future__ import annotations
 
+import math
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,6 +18,7 @@ from srweb.track.schema import EVAL_SOURCES, Evaluation, SpeedResult, utcnow
 
 PROTOCOL_KEYS = ("channel", "crop_border", "degradation")
 DEFAULT_DEGRADATION = "matlab-bicubic"
+_WEIGHTS_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x\d+\.")
 
 
 def _protocol(protocol: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -27,14 +30,15 @@ def _protocol(protocol: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 
 def record_evaluation(
     session: Session,
+    result: Any | None = None,
     *,
     weights_name: str,
-    arch: str,
-    scale: int,
-    dataset: str,
-    psnr: float,
-    ssim: float | None,
-    protocol: Mapping[str, Any],
+    arch: str | None = None,
+    scale: int | None = None,
+    dataset: str | None = None,
+    psnr: float | None = None,
+    ssim: float | None = None,
+    protocol: Mapping[str, Any] | None = None,
     per_image: list[dict[str, Any]] | None = None,
     num_params: int | None = None,
     source: str = "eval",
@@ -42,23 +46,40 @@ def record_evaluation(
     """Store one evaluation result.
 
     Args:
+        result: optional ``srweb.evaluate.EvalResult`` (anything with ``dataset, scale, protocol,
+            psnr, ssim, images``) supplying the fields not given as keywords.
+        weights_name: the weights entry (``ARCH-xS.TAG``) or baseline (``bicubic``) evaluated.
+        arch: defaults to the ARCH part of ``weights_name`` (the whole name for baselines).
         protocol: must hold ``channel`` (e.g. ``"y"``), ``crop_border`` and ``degradation``;
-            ``dataset`` is added.
-        per_image: optional rows such as ``{"image": "baby", "psnr": ..., "ssim": ...}``.
+            ``dataset`` is set to ``dataset``.
+        per_image: optional rows such as ``{"image": "baby.png", "psnr": ..., "ssim": ...}``.
         num_params: the model's parameter count (from its card); the leaderboard shows it.
         source: ``"eval"`` for a measurement, ``"card"`` for a number copied from a weights card.
     """
+    if result is not None:
+        scale = result.scale if scale is None else scale
+        dataset = result.dataset if dataset is None else dataset
+        psnr = result.psnr if psnr is None else psnr
+        ssim = result.ssim if ssim is None else ssim
+        protocol = result.protocol if protocol is None else protocol
+        per_image = getattr(result, "images", None) if per_image is None else per_image
+    missing = [key for key, value in (("scale", scale), ("dataset", dataset), ("psnr", psnr),
+                                      ("protocol", protocol)) if value is None]
+    if missing:
+        raise TypeError(f"record_evaluation needs {', '.join(missing)} (as keywords or from result)")
     if source not in EVAL_SOURCES:
         raise ValueError(f"source must be one of {EVAL_SOURCES}, got {source!r}")
+    if math.isnan(float(psnr)):
+        raise ValueError("psnr is NaN")
     evaluation = Evaluation(
         weights_name=weights_name,
-        arch=arch,
+        arch=arch or _arch_of(weights_name),
         scale=int(scale),
         dataset=dataset,
         protocol=_protocol(protocol, dataset),
         psnr=float(psnr),
-        ssim=None if ssim is None else float(ssim),
-        per_image=per_image,
+        ssim=None if ssim is None or math.isnan(float(ssim)) else float(ssim),
+        per_image=_json_safe(per_image),
         num_params=num_params,
         source=source,
         created_at=utcnow(),
@@ -66,6 +87,22 @@ def record_evaluation(
     session.add(evaluation)
     session.flush()
     return evaluation
+
+
+def _arch_of(weights_name: str) -> str:
+    match = _WEIGHTS_NAME.match(weights_name)
+    return match["arch"] if match else weights_name
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None: JSON has no inf/NaN (a perfect image has infinite PSNR)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def best_evaluations(
