@@ -97,20 +97,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from srweb.inference import Upscaler
 
     dataset = benchmark_path(args.dataset)
-    if args.weights in {"bicubic", "nearest"} and args.weights == "bicubic":
-        sr_fn, name, scale = bicubic_sr(args.scale), "bicubic", args.scale
+    if args.weights == "bicubic":
+        sr_fn, name, scale, params = bicubic_sr(args.scale), "bicubic", args.scale, 0
     else:
         upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision)
         sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
-    result = evaluate(sr_fn, dataset, scale, name=name, progress=not args.json)
+        params = upscaler.card.num_params if upscaler.card else None
+    result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json)
     if args.store:
-        from srweb.track.db import session_scope
+        from srweb.track.db import init_db, write_transaction
         from srweb.track.evals import record_evaluation
 
-        with session_scope() as session:
-            record_evaluation(session, result)
+        init_db()
+        write_transaction(lambda s: record_evaluation(s, result, weights_name=name, num_params=params))
     if args.json:
-        _print_json(result.to_dict())
+        _print_json({"weights": name, **result.to_dict()})
     else:
         for row in result.images:
             print(f"{row['image']:<24}{row['psnr']:8.3f} dB  {row['ssim']:.4f}")
