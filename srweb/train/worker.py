@@ -77,6 +77,7 @@ def run_worker(run_id: int) -> int:
     threading.Thread(target=_beat, args=(run_id, logger, done), daemon=True).start()
     try:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
+        write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
         result = trainer.train()
     except BaseException as exc:
         done.set()
