@@ -123,8 +123,9 @@ def example_images() -> list[str]:
     return [str(data / n) for n in names if (data / n).exists()]
 
 
-def build_tab() -> None:
-    """Lay out the Upscale tab inside the current Blocks context."""
+def build_tab() -> gr.Dropdown:
+    """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
+    (other tabs refresh its choices when they add weights)."""
     choices = weights_choices()
     default = next((v for _, v in choices if not v.startswith("bicubic")), choices[-1][1])
     with gr.Row():
@@ -144,6 +145,7 @@ def build_tab() -> None:
             download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
     button.click(run_upscale, inputs=[image, weights, reference], outputs=[download, slider, report],
                  api_name="upscale", concurrency_limit=2)
+    return weights
 
 
 def demo() -> gr.Blocks:
