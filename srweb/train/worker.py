@@ -12,11 +12,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from srweb.track.db import init_db, write_transaction
-from srweb.track.runs import MetricsBuffer, add_checkpoint, get_run, heartbeat, set_status
-from srweb.train.config import TrainConfig
-from srweb.train.trainer import Trainer
-
+# Only the standard library at import time: main() must catch SIGTERM before torch loads (seconds).
 HEARTBEAT_SECONDS = 2.0
 
 
@@ -24,6 +20,8 @@ class RunLogger:
     """Metrics to the tracker (batched) and the best validation PSNR onto the run row."""
 
     def __init__(self, run_id: int) -> None:
+        from srweb.track.runs import MetricsBuffer
+
         self.run_id = run_id
         self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
         self.step = 0
@@ -32,6 +30,9 @@ class RunLogger:
         self.step = step
         self.buffer.log(step, values)
         if "val_psnr" in values:
+            from srweb.track.db import write_transaction
+            from srweb.track.runs import get_run
+
             self.buffer.flush()
 
             def best(session) -> None:
@@ -46,6 +47,9 @@ class RunLogger:
 
 
 def _beat(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
+    from srweb.track.db import write_transaction
+    from srweb.track.runs import heartbeat
+
     while not stop.wait(HEARTBEAT_SECONDS):
         try:
             write_transaction(lambda s: heartbeat(s, run_id, step=logger.step))
@@ -53,8 +57,16 @@ def _beat(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
             pass
 
 
-def run_worker(run_id: int) -> int:
-    """Train run ``run_id`` to completion, cancellation or failure; returns the exit code."""
+def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
+    """Train run ``run_id`` to completion, cancellation or failure; returns the exit code.
+
+    ``cancel`` (set by SIGTERM/SIGINT) makes the trainer save a checkpoint and stop.
+    """
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.runs import add_checkpoint, get_run, set_status
+    from srweb.train.config import TrainConfig
+    from srweb.train.trainer import Trainer
+
     init_db()
 
     def begin(session):
@@ -69,9 +81,7 @@ def run_worker(run_id: int) -> int:
         return TrainConfig.from_dict(run.config), Path(run.run_dir)
 
     cfg, run_dir = write_transaction(begin)
-    cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    cancel = cancel or threading.Event()
     logger = RunLogger(run_id)
     done = threading.Event()
     threading.Thread(target=_beat, args=(run_id, logger, done), daemon=True).start()
@@ -105,7 +115,12 @@ def run_worker(run_id: int) -> int:
 
 
 def main() -> None:
-    code = run_worker(int(sys.argv[1]))
+    cancel = threading.Event()
+    # Before the heavy imports: a cancel that arrives while torch loads must still stop cleanly
+    # (saving a checkpoint), not kill the worker with SIGTERM's default action.
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    code = run_worker(int(sys.argv[1]), cancel)
     try:
         from srweb.train.jobs import dispatch
 
