@@ -151,7 +151,8 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
         stem = candidate.with_suffix("")
     else:
         stem = Path(weights_dir or get_settings().weights_dir) / raw
-    tensors, card = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
+    tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
     if not tensors.exists() or not card.exists():
         known = ", ".join(c.name for c in list_weights(weights_dir)) or "none"
         raise WeightsError(f"weights {raw!r} not found (need {tensors.name} and {card.name}); shipped: {known}")
