@@ -152,11 +152,18 @@ def _short(value: float) -> str:
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+def _spell(value: Any) -> str:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def run_name(cfg: TrainConfig) -> str:
     """A name that spells out the config, e.g. ``edsr-baseline-x2_f64b16_p48_b16_lr1e-4``."""
-    o = cfg.overrides
+    try:  # width/depth come from the model's defaults unless overridden
+        o = {**get_model_info(cfg.model).defaults, **cfg.overrides}
+    except ValueError:
+        o = dict(cfg.overrides)
     parts = [f"{cfg.model}-x{cfg.scale}"]
-    arch = "".join(f"{k[0]}{o[k]}" for k in ("num_features", "num_blocks") if k in o)
+    arch = "".join(f"{letter}{_spell(o[k])}" for k, letter in (("num_features", "f"), ("num_blocks", "b")) if k in o)
     if arch:
         parts.append(arch)
     parts += [f"p{cfg.patch_size}", f"b{cfg.batch_size}", f"lr{_short(cfg.lr or 0)}"]
