@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ SCHEDULES = ("constant", "step", "cosine")
 LOSSES = ("l1", "l2", "srgan-mse", "srgan-vgg54")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_MODES = ("norm", "adjustable")
+_INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_interval", "ckpt_interval", "seed",
+         "num_workers")
+_NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha")
+# tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
+_TAG = re.compile(r"[A-Za-z0-9_.-]+")
+_NAME = re.compile(r"[\w.+-]{1,200}")
 
 BASE_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-4, "loss": "l1", "patch_size": 32,
                                   "clip_mode": "norm", "weight_decay": 0.0}
@@ -102,6 +109,18 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         if not info.trainable:
             raise ConfigError(f"{self.model} is a baseline without parameters; nothing to train")
+        for key in _INTS:
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+        for key in _NUMBERS:
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"{key} must be a number, got {value!r}")
+        unknown = sorted(set(self.overrides) - set(info.defaults))
+        if unknown:
+            raise ConfigError(f"unknown override(s) {', '.join(unknown)} for {self.model}; "
+                              f"valid: {', '.join(sorted(info.defaults))}")
         if self.scale not in info.scales:
             raise ConfigError(f"{self.model} supports scales {info.scales}, not {self.scale}")
         checks = [
@@ -119,6 +138,9 @@ class TrainConfig:
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (bool(_TAG.fullmatch(str(self.tag))), f"tag may use letters, digits and _ . - only, got {self.tag!r}"),
+            (self.name is None or bool(_NAME.fullmatch(str(self.name))),
+             f"name may use letters, digits and _ . + - only (at most 200), got {self.name!r}"),
             (self.loss not in ("srgan-mse", "srgan-vgg54") or self.model == "srresnet",
              "SRGAN losses train the srresnet generator; use --model srresnet"),
             (self.vgg_weights in ("imagenet", "random") or Path(self.vgg_weights).exists(),
@@ -149,6 +171,8 @@ class TrainConfig:
 
 
 def _short(value: float) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)  # validate() rejects it with a clear message; naming must not fail first
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
