@@ -46,7 +46,45 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"{label}: {exc}") from None
             if not path.exists():
                 raise ConfigError(f"{label}: {value} not found")
+            if label == "data":
+                _check_patch_fits(cfg, path)
     return cfg
+
+
+def _smallest_image(folder: Path) -> tuple[str, int, int] | None:
+    """``(file name, width, height)`` of the image with the smallest side directly inside
+    ``folder`` (header reads only); None when there is none (e.g. a DIV2K tree)."""
+    from PIL import Image
+
+    from srweb.imaging import is_image_file
+
+    smallest = None
+    for path in folder.iterdir():
+        if not (path.is_file() and is_image_file(path)):
+            continue
+        try:
+            with Image.open(path) as img:
+                size = img.size
+        except (OSError, ValueError):
+            continue  # the dataset skips unreadable files with a warning
+        if smallest is None or min(size) < min(smallest[1:]):
+            smallest = (path.name, *size)
+    return smallest
+
+
+def _check_patch_fits(cfg: TrainConfig, folder: Path) -> None:
+    """Reject an HR patch (``patch_size * scale``) larger than the smallest training image."""
+    smallest = _smallest_image(folder)
+    if smallest is None:
+        return
+    name, width, height = smallest
+    need = cfg.patch_size * cfg.scale
+    if need > min(width, height):
+        raise ConfigError(
+            f"patch_size {cfg.patch_size} at x{cfg.scale} needs {need}x{need} HR pixels, but the smallest "
+            f"training image ({name} in {cfg.data}) is {width}x{height}; use patch_size <= "
+            f"{min(width, height) // cfg.scale}"
+        )
 
 
 def git_commit() -> str | None:
