@@ -235,9 +235,11 @@ class Trainer:
             if cfg.loss == "srgan-vgg54":
                 self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
         start_step, best = self._restore()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
-        for _ in range(start_step):
-            scheduler.step()  # replays the schedule so a resumed run continues its lr curve
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", cfg.lr)
+        # A resumed run continues its lr curve at start_step (no replay, no optimizer-order warning).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s),
+                                                      last_epoch=start_step - 1)
 
         net = self.model
         if self.world > 1:
