@@ -250,6 +250,9 @@ class Trainer:
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                             num_workers=cfg.num_workers, pin_memory=self.device.startswith("cuda"),
                             persistent_workers=cfg.num_workers > 0)
+        if len(loader) == 0:  # else the first next() raises a bare StopIteration
+            raise ConfigError(f"{len(self.train_set)} training samples split over {self.world} processes leave fewer "
+                              f"than batch_size={cfg.batch_size} per process; lower the batch size or add images")
         scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
