@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -83,11 +84,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train.worker import RunLogger
 
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
-    if not args.no_track:
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun every process must resume from and save to the same folder
+        run_dir = run_dir or Path("runs") / cfg.name
+    if not args.no_track and rank == 0:  # one run row per training, not one per process
         init_db()
 
         def start(session):
             run = jobs.create_tracked_run(session, cfg)
+            if run_dir is not None:
+                run.run_dir = str(run_dir.resolve())
             set_status(session, run.id, "running")
             return run.id, Path(run.run_dir)
 
