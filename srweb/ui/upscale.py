@@ -19,6 +19,23 @@ from srweb.weights import WeightsError, list_weights
 BASELINE_SCALES = (2, 3, 4)
 
 
+class ImageInput(gr.Image):
+    """``gr.Image`` whose unreadable uploads (corrupt file, not an image) raise ``gr.Error``.
+
+    Gradio opens uploads with PIL before the handler runs; its own failure there is reported
+    to the browser without a message (no toast), so the user would see only "Error" badges.
+    """
+
+    is_template = True  # render with gr.Image's frontend
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for non-images
+            name = getattr(payload, "orig_name", None) or "the upload"
+            raise gr.Error(f"{name} is not a readable image ({type(exc).__name__})") from None
+
+
 @dataclass
 class UpscaleResult:
     sr: Image.Image
@@ -130,10 +147,10 @@ def build_tab() -> gr.Dropdown:
     default = next((v for _, v in choices if not v.startswith("bicubic")), choices[-1][1])
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Input image", type="filepath", image_mode=None, format="png", height=320)
+            image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
-                reference = gr.Image(label="HR reference", type="filepath", image_mode=None, format="png")
+                reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
             examples = example_images()
             if examples:
