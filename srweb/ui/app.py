@@ -6,7 +6,7 @@ import os
 
 import gradio as gr
 
-from srweb.ui import upscale
+from srweb.ui import runs, train, upscale
 
 TITLE = "srweb · super-resolution studio"
 
@@ -16,7 +16,11 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title=TITLE) as blocks:
         gr.Markdown(f"# {TITLE}")
         with gr.Tab("Upscale", id="upscale"):
-            upscale.build_tab()
+            weights = upscale.build_tab()
+        with gr.Tab("Train", id="train"):
+            train.build_tab()
+        with gr.Tab("Runs", id="runs") as runs_tab:
+            runs.build_tab(runs_tab, weights_dropdown=weights)
     return blocks
 
 

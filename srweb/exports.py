@@ -1,0 +1,86 @@
+"""Publish a finished run's exported weights into the weights folder (so Upscale lists them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from srweb.config import get_settings
+from srweb.track.db import session_scope, write_transaction
+from srweb.track.evals import seed_from_cards
+from srweb.track.runs import get_run
+from srweb.weights import NAME_PATTERN, WeightsCard, WeightsError, file_sha256, read_card, write_card
+
+
+class ExportError(ValueError):
+    """A run whose weights cannot be exported (not finished, files missing or altered)."""
+
+
+def unique_weights_name(base: str, weights_dir: Path, run_id: int) -> str:
+    """``base`` if free in ``weights_dir``, else ``base-run<id>``, then ``-run<id>-2``, ``-3``, ..."""
+    def taken(name: str) -> bool:
+        return any((weights_dir / f"{name}{ext}").exists() for ext in (".safetensors", ".json"))
+
+    if not taken(base):
+        return base
+    candidate = f"{base}-run{run_id}"
+    n = 2
+    while taken(candidate):
+        candidate, n = f"{base}-run{run_id}-{n}", n + 1
+    return candidate
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str | None = None) -> WeightsCard:
+    """Copy ``run_dir/export/NAME.safetensors`` + ``NAME.json`` of a finished run into the weights folder.
+
+    The copy gets a name not used there yet (see :func:`unique_weights_name`); its card is
+    rewritten with that name and the run id, and its metrics are seeded into the leaderboard.
+    The tensors are written before the card, so a half-done export is never listed.
+
+    Raises:
+        ExportError: no such run, not finished, export files missing, or tensors that differ from their card.
+    """
+    with session_scope(url, write=False) as session:
+        run = get_run(session, int(run_id))
+        if run is None:
+            raise ExportError(f"no run with id {run_id}")
+        status, name, run_dir = run.status, run.weights_name, run.run_dir
+    if status != "finished":
+        raise ExportError(f"run {run_id} is {status}; only finished runs have weights to export")
+    if not name or not run_dir:
+        raise ExportError(f"run {run_id} finished without exported weights")
+    export_dir = Path(run_dir) / "export"
+    tensors, card_path = export_dir / f"{name}.safetensors", export_dir / f"{name}.json"
+    if not tensors.is_file() or not card_path.is_file():
+        raise ExportError(f"run {run_id}: {tensors.name} or {card_path.name} is missing in {tensors.parent}")
+    try:
+        card = read_card(card_path)
+    except WeightsError as exc:
+        raise ExportError(str(exc)) from None
+    if card.sha256 and file_sha256(tensors) != card.sha256:
+        raise ExportError(f"run {run_id}: {tensors.name} differs from its card (changed or corrupt)")
+
+    target_dir = Path(weights_dir or get_settings().weights_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    new_name = unique_weights_name(name, target_dir, int(run_id))
+    if not NAME_PATTERN.match(new_name):
+        raise ExportError(f"run {run_id}: {new_name!r} is not a valid weights name (ARCH-xS.TAG)")
+    card.name = new_name
+    card.training = {**card.training, "run_id": int(run_id), "exported_from": str(tensors)}
+    _copy_atomic(tensors, target_dir / f"{new_name}.safetensors")
+    write_card(card, target_dir / f"{new_name}.json")
+    write_transaction(lambda s: seed_from_cards(s, [card.to_dict()]), url=url)
+    return card

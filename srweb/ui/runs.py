@@ -1,0 +1,137 @@
+"""Runs tab: every training run in a filterable table, overlaid curves, config JSON, weights export."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from srweb.exports import ExportError, export_run_weights
+from srweb.models import list_models
+from srweb.track import views
+from srweb.track.schema import RUN_STATUSES
+from srweb.ui.charts import METRIC_LABELS, curves_figure
+
+ANY = "any"
+SCALES = (2, 3, 4)
+
+
+def load_runs(status: str, model: str, scale: str | int, text: str, sort_by: str, descending: bool):
+    """Filtered, sorted runs table plus fresh choices for the two run pickers."""
+    table = views.runs_frame(
+        status=None if status in (None, ANY) else status,
+        model=None if model in (None, ANY) else model,
+        scale=None if scale in (None, ANY) else int(scale),
+        text=text, sort_by=sort_by or "created", descending=bool(descending),
+    )
+    choices = views.run_choices(limit=200)
+    return table, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
+
+
+def pick_from_table(compare: list[int] | None, evt: gr.SelectData):
+    """A row click toggles the run in the overlay and shows its config."""
+    row = evt.row_value or []
+    if not row or not str(row[0]).isdigit():
+        return gr.skip(), gr.skip()
+    run_id = int(row[0])
+    selected = [int(r) for r in compare or []]
+    selected = [r for r in selected if r != run_id] if run_id in selected else [*selected, run_id]
+    return selected, run_id
+
+
+def overlay(run_ids: list[int] | None, metrics: list[str] | None):
+    """One figure, one trace per run per metric."""
+    metrics = list(metrics or ["loss", "val_psnr"])
+    return curves_figure(views.curves_frame([int(r) for r in run_ids or []], metrics), metrics)
+
+
+def show_config(run_id: int | None):
+    """The run's summary and full config as JSON."""
+    if run_id is None:
+        return None
+    try:
+        return views.run_details(int(run_id))
+    except KeyError as exc:
+        raise gr.Error(html.escape(str(exc.args[0]))) from None
+
+
+def export_weights(run_id: int | None):
+    """Copy a finished run's weights into the weights folder; refresh the Upscale model list."""
+    if run_id is None:
+        gr.Warning("Select a run first.")
+        return gr.skip(), gr.skip()
+    try:
+        card = export_run_weights(int(run_id))
+    except ExportError as exc:
+        gr.Warning(html.escape(str(exc)))
+        return gr.skip(), gr.skip()
+    gr.Info(f"Exported {card.name}")
+    return f"Exported run #{run_id} as **{card.name}**; pick it in the Upscale tab.", refresh_weights()
+
+
+def refresh_weights():
+    """Current weights folder as choices for the Upscale tab's model list."""
+    from srweb.ui.upscale import weights_choices
+
+    return gr.Dropdown(choices=weights_choices())
+
+
+def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = None) -> None:
+    """Lay out the Runs tab inside the current Blocks context.
+
+    Args:
+        tab: the enclosing tab; selecting it reloads the table.
+        weights_dropdown: the Upscale tab's model list; it is refreshed on page load and right
+            after an export, so exported weights show up without a restart.
+    """
+    with gr.Row():
+        status = gr.Dropdown([ANY, *RUN_STATUSES], value=ANY, label="Status", elem_id="runs-status")
+        model = gr.Dropdown([ANY, *list_models(include_baselines=False)], value=ANY, label="Model", elem_id="runs-model")
+        scale = gr.Dropdown([ANY, *SCALES], value=ANY, label="Scale", elem_id="runs-scale")
+        text = gr.Textbox(label="Name or id contains", elem_id="runs-text")
+        sort_by = gr.Dropdown(list(views.SORT_KEYS), value="created", label="Sort by", elem_id="runs-sort")
+        descending = gr.Checkbox(True, label="Descending", elem_id="runs-desc")
+        refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
+    table = gr.Dataframe(pd.DataFrame(columns=list(views.RUN_COLUMNS)), label="Runs (click rows to compare)",
+                         interactive=False, elem_id="runs-table", max_height=360)
+    with gr.Row():
+        with gr.Column(scale=2):
+            compare = gr.Dropdown([], value=[], multiselect=True, label="Overlay curves of", elem_id="runs-compare")
+            metrics = gr.CheckboxGroup([(METRIC_LABELS[m], m) for m in ("loss", "val_psnr", "val_ssim", "lr")],
+                                       value=["loss", "val_psnr"], label="Metrics", elem_id="runs-metrics")
+            plot = gr.Plot(label="Curves", elem_id="runs-plot")
+        with gr.Column(scale=1):
+            detail = gr.Dropdown([], value=None, label="Run details", elem_id="runs-detail")
+            config = gr.JSON(label="Config", elem_id="runs-config")
+            export = gr.Button("Export weights", elem_id="runs-export")
+            export_msg = gr.Markdown(elem_id="runs-export-status")
+
+    filters = [status, model, scale, text, sort_by, descending]
+    outputs = [table, compare, detail]
+    gr.on(None, load_runs, filters, outputs, show_progress="hidden", api_visibility="private")  # load + filter changes
+    refresh.click(load_runs, filters, outputs, api_name="runs_list")
+    if tab is not None:
+        tab.select(load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
+    table.select(pick_from_table, [compare], [compare, detail], api_visibility="private")
+    gr.on([compare.change, metrics.change], overlay, [compare, metrics], plot, show_progress="hidden",
+          api_visibility="private")
+    detail.change(show_config, detail, config, api_visibility="private")
+    if weights_dropdown is not None:
+        export.click(export_weights, detail, [export_msg, weights_dropdown], api_name="runs_export")
+        gr.on(None, refresh_weights, None, weights_dropdown, show_progress="hidden", api_visibility="private")
+    else:
+        export.click(lambda run_id: export_weights(run_id)[0], detail, export_msg, api_name="runs_export")
+
+
+def demo() -> gr.Blocks:
+    with gr.Blocks(title="srweb · Runs") as blocks:
+        build_tab()
+    return blocks
+
+
+if __name__ == "__main__":
+    from srweb.services import prepare_database
+
+    prepare_database()
+    demo().queue().launch()
