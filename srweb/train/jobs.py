@@ -249,5 +249,5 @@ def log_tail(run_id: int, lines: int = 40) -> str:
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - 200_000))
         text = fh.read().decode(errors="replace")
-    rows = [part.split("\r")[-1] for part in text.splitlines()]
+    rows = [part.split("\r")[-1] for part in text.split("\n")]  # splitlines() would split at \r too
     return "\n".join([r for r in rows if r.strip()][-lines:])
