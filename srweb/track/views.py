@@ -110,7 +110,9 @@ def active_run_ids(*, url: str | None = None) -> list[int]:
         return sorted(r.id for r in list_runs(session, status=ACTIVE_STATUSES, limit=None))
 
 
-def curves_frame(run_ids: Sequence[int], metrics: Iterable[str] = CURVE_METRICS, *, url: str | None = None) -> pd.DataFrame:
+def curves_frame(
+    run_ids: Sequence[int], metrics: Iterable[str] = CURVE_METRICS, *, url: str | None = None
+) -> pd.DataFrame:
     """Long-form metric curves of several runs: columns ``run_id, run, step, name, value``.
 
     ``run`` is a label (``"#id name"``) for legends; rows with a NULL value (NaN) are dropped.

@@ -18,7 +18,8 @@ METRIC_LABELS = {
 }
 
 
-def curves_figure(frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_psnr"), *, height: int = 340) -> go.Figure:
+def curves_figure(frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_psnr"), *,
+                  height: int = 340) -> go.Figure:
     """Curves from a long frame with columns ``run, step, name, value`` (see ``track.views.curves_frame``).
 
     Each run keeps one colour across the subplots and one legend entry; loss and learning rate

@@ -12,6 +12,7 @@ from srweb.models import list_models
 from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
 from srweb.ui.charts import METRIC_LABELS, curves_figure
+from srweb.ui.train import as_run_id
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -35,7 +36,7 @@ def pick_from_table(compare: list[int] | None, evt: gr.SelectData):
     if not row or not str(row[0]).isdigit():
         return gr.skip(), gr.skip()
     run_id = int(row[0])
-    selected = [int(r) for r in compare or []]
+    selected = [i for i in map(as_run_id, compare or []) if i is not None]
     selected = [r for r in selected if r != run_id] if run_id in selected else [*selected, run_id]
     return selected, run_id
 
@@ -43,26 +44,30 @@ def pick_from_table(compare: list[int] | None, evt: gr.SelectData):
 def overlay(run_ids: list[int] | None, metrics: list[str] | None):
     """One figure, one trace per run per metric."""
     metrics = list(metrics or ["loss", "val_psnr"])
-    return curves_figure(views.curves_frame([int(r) for r in run_ids or []], metrics), metrics)
+    ids = [i for i in map(as_run_id, run_ids or []) if i is not None]
+    return curves_figure(views.curves_frame(ids, metrics), metrics)
 
 
-def show_config(run_id: int | None):
+def show_config(run: int | str | None):
     """The run's summary and full config as JSON."""
+    run_id = as_run_id(run)
     if run_id is None:
         return None
     try:
-        return views.run_details(int(run_id))
+        return views.run_details(run_id)
     except KeyError as exc:
         raise gr.Error(html.escape(str(exc.args[0]))) from None
 
 
-def export_weights(run_id: int | None):
-    """Copy a finished run's weights into the weights folder; refresh the Upscale model list."""
+def export_weights(run: int | str | None):
+    """Copy a finished run's weights into the weights folder (API name ``runs_export``);
+    returns a message and the refreshed Upscale model list."""
+    run_id = as_run_id(run)
     if run_id is None:
         gr.Warning("Select a run first.")
         return gr.skip(), gr.skip()
     try:
-        card = export_run_weights(int(run_id))
+        card = export_run_weights(run_id)
     except ExportError as exc:
         gr.Warning(html.escape(str(exc)))
         return gr.skip(), gr.skip()
@@ -87,7 +92,8 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
     """
     with gr.Row():
         status = gr.Dropdown([ANY, *RUN_STATUSES], value=ANY, label="Status", elem_id="runs-status")
-        model = gr.Dropdown([ANY, *list_models(include_baselines=False)], value=ANY, label="Model", elem_id="runs-model")
+        model = gr.Dropdown([ANY, *list_models(include_baselines=False)], value=ANY, label="Model",
+                            elem_id="runs-model")
         scale = gr.Dropdown([ANY, *SCALES], value=ANY, label="Scale", elem_id="runs-scale")
         text = gr.Textbox(label="Name or id contains", elem_id="runs-text")
         sort_by = gr.Dropdown(list(views.SORT_KEYS), value="created", label="Sort by", elem_id="runs-sort")
@@ -97,12 +103,14 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
                          interactive=False, elem_id="runs-table", max_height=360)
     with gr.Row():
         with gr.Column(scale=2):
-            compare = gr.Dropdown([], value=[], multiselect=True, label="Overlay curves of", elem_id="runs-compare")
+            compare = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                                  label="Overlay curves of", elem_id="runs-compare")
             metrics = gr.CheckboxGroup([(METRIC_LABELS[m], m) for m in ("loss", "val_psnr", "val_ssim", "lr")],
                                        value=["loss", "val_psnr"], label="Metrics", elem_id="runs-metrics")
             plot = gr.Plot(label="Curves", elem_id="runs-plot")
         with gr.Column(scale=1):
-            detail = gr.Dropdown([], value=None, label="Run details", elem_id="runs-detail")
+            detail = gr.Dropdown([], value=None, label="Run details", allow_custom_value=True,
+                                 elem_id="runs-detail")
             config = gr.JSON(label="Config", elem_id="runs-config")
             export = gr.Button("Export weights", elem_id="runs-export")
             export_msg = gr.Markdown(elem_id="runs-export-status")

@@ -6,6 +6,7 @@ Launchable alone: ``python -m srweb.ui.train``.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import gradio as gr
@@ -58,6 +59,16 @@ def on_model_change(model: str, scale: int | None):
             values["optimizer"], values["loss"])
 
 
+def as_run_id(value: Any) -> int | None:
+    """A run picker's value as an id: ``12``, ``"12"`` or ``"#12 ..."``; None when there is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*#?(\d+)\b.*", str(value))
+    return int(match.group(1)) if match else None
+
+
 def _whole(name: str, value: Any) -> int:
     if value is None or value == "":
         raise ConfigError(f"{name} is required")
@@ -100,26 +111,28 @@ def launch_job(*values: Any):
             gr.Timer(active=True))
 
 
-def cancel_job(run_id: int | None):
+def cancel_job(run: int | str | None):
     """Cancel the selected run; a finished/failed/cancelled one gives a warning and changes nothing."""
+    run_id = as_run_id(run)
     if run_id is None:
         gr.Warning("Select a run first.")
         return gr.skip(), gr.skip()
     try:
-        status = jobs.cancel(int(run_id))
+        status = jobs.cancel(run_id)
     except jobs.JobError as exc:
         gr.Warning(html.escape(str(exc)))
         return gr.skip(), gr.skip()
     return f"Run #{run_id}: {status}.", gr.Timer(active=True)
 
 
-def resume_job(run_id: int | None):
+def resume_job(run: int | str | None):
     """Queue a failed or cancelled run again from its last checkpoint."""
+    run_id = as_run_id(run)
     if run_id is None:
         gr.Warning("Select a run first.")
         return gr.skip(), gr.skip()
     try:
-        jobs.resume(int(run_id))
+        jobs.resume(run_id)
     except jobs.JobError as exc:
         gr.Warning(html.escape(str(exc)))
         return gr.skip(), gr.skip()
@@ -133,24 +146,24 @@ def _changed(state: dict, key: str, signature: Any) -> bool:
     return True
 
 
-def run_view(run_id: int | None, state: dict | None = None):
+def run_view(run: int | str | None, state: dict | None = None):
     """Curves (loss, val PSNR) and the log tail of one run; unchanged outputs are skipped."""
-    state = dict(state or {})
-    frame = views.curves_frame([] if run_id is None else [int(run_id)])
+    state, run_id = dict(state or {}), as_run_id(run)
+    frame = views.curves_frame([] if run_id is None else [run_id])
     if run_id is None:
         plot = curves_figure(frame) if _changed(state, "plot", None) else gr.skip()
         return plot, ("" if _changed(state, "log", None) else gr.skip()), state
     plot = curves_figure(frame) if _changed(state, "plot", (run_id, len(frame))) else gr.skip()
     try:
-        log = jobs.log_tail(int(run_id), lines=30)
+        log = jobs.log_tail(run_id, lines=30)
     except jobs.JobError as exc:
         log = str(exc)
     return plot, (log if _changed(state, "log", (run_id, log)) else gr.skip()), state
 
 
-def refresh(run_id: int | None, state: dict | None = None):
+def refresh(run: int | str | None, state: dict | None = None):
     """One timer tick: job table, run picker, curves, log, and whether to keep ticking."""
-    state = dict(state or {})
+    state, run_id = dict(state or {}), as_run_id(run)
     table = views.runs_frame(limit=20)[JOB_COLUMNS]
     choices = views.run_choices()
     ids = [value for _, value in choices]
@@ -178,12 +191,14 @@ def build_tab() -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(models, value=first, label="Model", elem_id="train-model")
-            scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale", elem_id="train-scale")
+            scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale",
+                                elem_id="train-scale")
             with gr.Row():
                 data = gr.Dropdown(datasets, value=d["data"], label="Training data", elem_id="train-data")
                 val_data = gr.Dropdown([NO_VAL, *datasets], value=d["val_data"], label="Validation data",
                                        elem_id="train-val-data")
-            data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)", elem_id="train-data-path")
+            data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)",
+                                   elem_id="train-data-path")
             with gr.Row():
                 patch = gr.Number(d["patch_size"], label="LR patch size", precision=0, elem_id="train-patch")
                 batch = gr.Number(d["batch_size"], label="Batch size", precision=0, elem_id="train-batch")
@@ -193,7 +208,8 @@ def build_tab() -> None:
                                          elem_id="train-val-interval")
             with gr.Row():
                 lr = gr.Number(d["lr"], label="Learning rate", elem_id="train-lr")
-                optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer", elem_id="train-optimizer")
+                optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer",
+                                        elem_id="train-optimizer")
             with gr.Row():
                 schedule = gr.Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule", elem_id="train-schedule")
                 loss = gr.Dropdown(list(LOSSES), value=d["loss"], label="Loss", elem_id="train-loss")
@@ -208,7 +224,8 @@ def build_tab() -> None:
             jobs_table = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS), label="Jobs (click a row to select)",
                                       interactive=False, elem_id="train-jobs", max_height=260)
             with gr.Row():
-                run = gr.Dropdown([], value=None, label="Selected run", scale=3, elem_id="train-run")
+                run = gr.Dropdown([], value=None, label="Selected run", scale=3, allow_custom_value=True,
+                                  elem_id="train-run")
                 cancel = gr.Button("Cancel", scale=1, elem_id="train-cancel")
                 resume = gr.Button("Resume", scale=1, elem_id="train-resume")
                 refresh_btn = gr.Button("Refresh", scale=1, elem_id="train-refresh")
@@ -230,7 +247,7 @@ def build_tab() -> None:
         after(lambda: gr.Button(interactive=True), None, launch, queue=False, api_visibility="private")
     refresh_outputs = [jobs_table, run, plot, log, timer, state]
     timer.tick(refresh, [run, state], refresh_outputs, show_progress="hidden", api_visibility="private")
-    refresh_btn.click(refresh, [run, state], refresh_outputs, api_name="train_refresh")
+    refresh_btn.click(refresh, [run, state], refresh_outputs, api_visibility="private")
     run.change(run_view, [run, state], [plot, log, state], show_progress="hidden", api_visibility="private")
     jobs_table.select(pick_from_table, None, run, api_visibility="private")
     cancel.click(cancel_job, run, [message, timer], api_name="train_cancel")

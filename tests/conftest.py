@@ -1,0 +1,201 @@
+"""Shared fixtures: the real app (``python app.py``) in a subprocess, headless Chromium, screenshots.
+
+The app runs on a free port with a fresh state folder (so a fresh SQLite file and runs folder)
+and its own weights folder: a copy of the repo's ``weights/``, or one untrained ``espcn`` x2
+checkpoint when nothing is shipped. Browser tests need ``/usr/bin/chromium`` (Debian package
+``chromium``); without it they are skipped, unless ``SRWEB_REQUIRE_BROWSER=1`` makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+START_TIMEOUT_S = 120
+
+
+@dataclass
+class AppServer:
+    """The running app: its URL, folders, database and the weights entry tests can use."""
+
+    url: str
+    state_dir: Path
+    weights_dir: Path
+    database_url: str
+    log_path: Path
+    process: subprocess.Popen
+    weights_name: str
+    scale: int
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _prepare_weights(target: Path) -> tuple[str, int]:
+    """Fill ``target`` with the shipped weights (or one tiny untrained espcn x2); return the
+    smallest entry's (name, scale)."""
+    from srweb.models import create_model
+    from srweb.weights import list_weights, save_weights
+
+    shipped = sorted((REPO / "weights").glob("*.safetensors"))
+    target.mkdir(parents=True, exist_ok=True)
+    for tensors in shipped:
+        card = tensors.with_suffix(".json")
+        if card.exists():
+            shutil.copy2(tensors, target / tensors.name)
+            shutil.copy2(card, target / card.name)
+    cards = list_weights(target)
+    if not cards:
+        save_weights(create_model("espcn", 2), "espcn-x2.untrained", weights_dir=target,
+                     notes="untrained; made by tests/conftest.py")
+        cards = list_weights(target)
+    smallest = min(cards, key=lambda c: c.num_params)
+    return smallest.name, smallest.scale
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"app did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+
+
+def _stop_workers(database_url: str) -> None:
+    """SIGTERM training workers the app left running (they live in their own sessions)."""
+    from srweb.track.db import dispose_engine, session_scope
+    from srweb.track.runs import list_runs
+
+    try:
+        with session_scope(database_url, write=False) as session:
+            pids = [r.pid for r in list_runs(session, status="running", limit=None) if r.pid]
+    except Exception:  # no database yet: nothing ran
+        return
+    finally:
+        dispose_engine(database_url)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory) -> AppServer:
+    """The real app (``python app.py``) on a free port with fresh state; terminated after the session."""
+    root = tmp_path_factory.mktemp("app")
+    state_dir, weights_dir = root / "state", root / "weights"
+    weights_name, scale = _prepare_weights(weights_dir)
+    port = _free_port()
+    database_url = f"sqlite:///{state_dir / 'db' / 'srweb.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SRWEB_", "GRADIO_"))}
+    env.update(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
+               SRWEB_STATE_DIR=str(state_dir), SRWEB_WEIGHTS_DIR=str(weights_dir), SRWEB_DEVICE="cpu",
+               PYTHONUNBUFFERED="1")
+    if os.environ.get("SRWEB_DATA_ROOT"):
+        env["SRWEB_DATA_ROOT"] = os.environ["SRWEB_DATA_ROOT"]
+    log_path = root / "app.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    server = AppServer(url, state_dir, weights_dir, database_url, log_path, process, weights_name, scale)
+    try:
+        started = time.monotonic()
+        _wait_until_serving(url, process, log_path)
+        print(f"\napp serving at {url} after {time.monotonic() - started:.1f} s")
+        yield server
+    finally:
+        _stop_workers(database_url)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(log_path, ARTIFACTS / "app.log")
+
+
+def _no_browser(reason: str) -> None:
+    if os.environ.get("SRWEB_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (SRWEB_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless system Chromium driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        _no_browser(f"{CHROMIUM} not found: install the Debian package chromium to run browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def browser_page(browser, app_server):
+    """A fresh page on the app, loaded; console errors are collected on ``page.console_errors``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.console_errors = []
+    page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(app_server.url)
+    page.wait_for_selector("#sr-slider", state="attached")
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """``test-artifacts/`` (git-ignored): screenshots, the app log, measurements."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def screenshot(artifacts):
+    """``screenshot(page, name)`` saves ``test-artifacts/<name>.png`` (full page)."""
+
+    def take(page, name: str) -> Path:
+        path = artifacts / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take

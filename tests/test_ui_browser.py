@@ -1,0 +1,159 @@
+"""The real app in headless Chromium: upscale, bad uploads, a short training job, the runs table."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srweb.config import get_settings
+from srweb.track import views
+from srweb.weights import list_weights
+
+pytestmark = pytest.mark.browser
+
+TRAIN_TIMEOUT_MS = 150_000
+
+
+def make_image(path, width: int = 40, height: int = 30):
+    ramp = np.linspace(0, 255, width * height * 3).reshape(height, width, 3).astype(np.uint8)
+    Image.fromarray(ramp).save(path)
+    return path
+
+
+ROWS_JS = """(id) => {
+    const rows = {};
+    document.querySelectorAll(`#${id} [data-testid^="cell-"]`).forEach((cell) => {
+        const [, r, c] = cell.dataset.testid.split("-");
+        (rows[r] ||= [])[Number(c)] = cell.innerText.trim();
+    });
+    return Object.keys(rows).sort((a, b) => a - b).map((r) => rows[r]);
+}"""
+
+
+def table_rows(page, elem_id: str) -> list[list[str]]:
+    """Cell texts of a gr.Dataframe, row by row (cells are ``[data-testid=cell-ROW-COL]``)."""
+    return page.evaluate(ROWS_JS, elem_id)
+
+
+def wait_for_row(page, elem_id: str, run_id: int, text: str, timeout: float = TRAIN_TIMEOUT_MS) -> None:
+    """Wait until the table shows a row for ``run_id`` with a cell equal to ``text``."""
+    page.wait_for_function(
+        f"([id, runId, text]) => ({ROWS_JS})(id).some((r) => r[0] === String(runId) && r.includes(text))",
+        arg=[elem_id, run_id, text], timeout=timeout,
+    )
+
+
+def toast_texts(page, kind: str = "error") -> list[str]:
+    return page.locator(f".toast-body.{kind}").all_inner_texts()
+
+
+def upload(page, path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.wait_for_function("(name) => Array.from(document.images).some((i) => i.src.includes(name))",
+                           arg=path.stem, timeout=20_000)
+
+
+def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
+    page, scale = browser_page, app_server.scale
+    upload(page, make_image(tmp_path / "srweb-input.png", 40, 30))
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.wait_for_function("() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"
+                           " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth); }",
+                           timeout=60_000)
+    sizes = page.evaluate("() => Array.from(document.querySelectorAll('#sr-slider img'))"
+                          ".map((i) => [i.naturalWidth, i.naturalHeight])")
+    assert sizes == [[40 * scale, 30 * scale]] * 2  # bicubic and SR, both upscaled
+    report = page.locator("#upscale-report").inner_text()
+    assert f"40x30 RGB → {40 * scale}x{30 * scale}" in report
+    link = page.locator("#sr-download a[download]")
+    assert link.get_attribute("download").endswith(".png")
+    body = page.request.get(link.get_attribute("href")).body()
+    with Image.open(io.BytesIO(body)) as sr:
+        assert (sr.format, sr.size) == ("PNG", (40 * scale, 30 * scale))
+    screenshot(page, "upscale")
+
+
+def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page, app_server, tmp_path):
+    page = browser_page
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    page.locator("input[type=file]").first.set_input_files(str(text))
+    page.wait_for_selector(".toast-body.error")
+    assert any("notes.txt" in t for t in toast_texts(page))
+
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    page.locator("input[type=file]").first.set_input_files(str(corrupt))
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
+                           ".some((t) => t.innerText.includes('broken.png is not a readable image'))")
+
+    page.reload()  # the server is still fine: a real image goes through
+    page.wait_for_selector("#sr-slider", state="attached")
+    upload(page, make_image(tmp_path / "srweb-after.png", 24, 20))
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('#sr-slider img').length === 2", timeout=60_000)
+
+
+def fill_form(page, **numbers) -> None:
+    for elem_id, value in numbers.items():
+        page.locator(f"#train-{elem_id} input").fill(str(value))
+
+
+def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screenshot):
+    page, db = browser_page, app_server.database_url
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_selector("#train-launch")
+    val = "Set5" if (get_settings().data_root / "Set5").is_dir() else "sample"
+    if val != "Set5":
+        page.locator("#train-val-data input").fill(val)
+        page.keyboard.press("Enter")
+    fill_form(page, patch=17, batch=4, iterations=30, **{"val-interval": 10, "lr": -1})
+
+    page.locator("#train-launch").click()  # invalid: the reason shows, nothing is queued
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
+                           ".some((t) => t.innerText.includes('lr must be > 0'))")
+    runs_before = len(views.runs_frame(url=db))
+
+    fill_form(page, lr=0.001)
+    page.locator("#train-launch").dblclick()  # a double click queues one run
+    page.wait_for_function("() => /Queued run #\\d+/.test(document.querySelector('#train-status').innerText)")
+    run_id = int(re.search(r"#(\d+)", page.locator("#train-status").inner_text()).group(1))
+    page.wait_for_timeout(1500)
+    assert len(views.runs_frame(url=db)) == runs_before + 1
+
+    page.wait_for_function("() => document.querySelectorAll('#train-plot .scatterlayer .trace').length > 0",
+                           timeout=TRAIN_TIMEOUT_MS)  # live curve while it trains
+    wait_for_row(page, "train-jobs", run_id, "finished")
+    page.wait_for_function("() => document.querySelectorAll('#train-plot .scatterlayer .trace').length >= 2")
+    assert "30/30" in [row[3] for row in table_rows(page, "train-jobs") if row[0] == str(run_id)]
+    assert page.locator("#train-log textarea").input_value().strip()
+    screenshot(page, "train")
+
+    page.locator("#train-cancel").click()  # cancelling a finished run: a warning, nothing changes
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.warning'))"
+                           ".some((t) => t.innerText.includes('already finished'))")
+    assert views.run_details(run_id, url=db)["status"] == "finished"
+
+    page.get_by_role("tab", name="Runs").click()
+    wait_for_row(page, "runs-table", run_id, "finished", timeout=20_000)
+    row = next(r for r in table_rows(page, "runs-table") if r[0] == str(run_id))
+    assert row[2:5] == ["espcn", "2", "finished"] and row[8] == "cpu"
+    index = [r[0] for r in table_rows(page, "runs-table")].index(str(run_id))
+    page.locator(f"#runs-table [data-testid='cell-{index}-1']").click()  # overlay it and show its config
+    page.wait_for_function("() => document.querySelectorAll('#runs-plot .scatterlayer .trace').length >= 2")
+    page.wait_for_function("() => document.querySelector('#runs-config').innerText.includes('val_interval')")
+    page.locator("#runs-export").click()
+    page.wait_for_function("() => document.querySelector('#runs-export-status').innerText.includes('Exported run')")
+    name = re.search(r"as (\S+);", page.locator("#runs-export-status").inner_text()).group(1)
+    assert name in {c.name for c in list_weights(app_server.weights_dir)}
+    screenshot(page, "runs")
+
+    page.get_by_role("tab", name="Upscale").click()  # the exported weights are in the model list
+    page.locator("input[aria-label='Model (weights)']").click()
+    page.get_by_role("option").filter(has_text=name).first.wait_for()
