@@ -87,7 +87,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
         except (ImageError, ValueError, OSError) as exc:
             failures += 1
-            print(f"srweb: error: {exc}", file=sys.stderr)
+            tqdm.write(f"srweb: error: {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 

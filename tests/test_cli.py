@@ -1,0 +1,118 @@
+"""The `srweb` command as a user runs it: exit codes, one-line errors, outputs on disk."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5"
+
+
+def srweb(*args, env=None, check_ok=True):
+    cmd = [sys.executable, "-m", "srweb.cli", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    assert "Traceback" not in out.stderr, out.stderr
+    if check_ok:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def bomb_png(path: Path, width=30000, height=30000):
+    """A tiny PNG whose header declares a huge image (decompression bomb)."""
+    raw = b"".join(b"\x00" + b"\x00" * 3 for _ in range(1))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def state(tmp_path):
+    return {"SRWEB_STATE_DIR": str(tmp_path / "state")}
+
+
+def test_models_json():
+    data = json.loads(srweb("models", "--json").stdout)
+    names = {a["name"] for a in data["architectures"]}
+    assert {"srcnn", "fsrcnn", "espcn", "vdsr", "drcn", "red30", "drrn", "edsr-baseline", "edsr", "srresnet",
+            "bicubic", "nearest"} <= names
+    edsr = next(a for a in data["architectures"] if a["name"] == "edsr-baseline")
+    assert abs(edsr["params"]["2"] - 1.37e6) / 1.37e6 < 0.02
+    for w in data["weights"]:
+        assert {"name", "arch", "scale", "num_params", "sha256", "metrics"} <= set(w)
+    assert "srcnn" in srweb("models").stdout
+
+
+def test_upscale_batch_keeps_going_past_bad_files(tmp_path, state):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(src / "good.png")
+    Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).convert("RGBA").save(src / "alpha.png")
+    (src / "text.png").write_text("not an image")
+    good = (src / "good.png").read_bytes()
+    (src / "truncated.png").write_bytes(good[: len(good) // 2])
+    (src / "empty.png").write_bytes(b"")
+    bomb_png(src / "bomb.png")
+    out = srweb("upscale", src, "--weights", "bicubic", "--scale", "2", "--out", tmp_path / "out", env=state,
+                check_ok=False)
+    assert out.returncode == 1
+    assert Image.open(tmp_path / "out" / "good.png").size == (48, 40)
+    assert Image.open(tmp_path / "out" / "alpha.png").mode == "RGBA"
+    errors = [l.strip() for l in out.stderr.replace("\r", "\n").splitlines() if "srweb: error" in l]
+    for name in ("text.png", "truncated.png", "empty.png", "bomb.png"):
+        assert any(name in l for l in errors), (name, out.stderr)
+    assert not (tmp_path / "out" / "text.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "no-such-model-x2.foo"], "not found"),
+    (["--weights", "bicubic", "--scale", "5"], "scales"),
+    (["--weights", "bicubic"], "needs a scale"),
+])
+def test_upscale_bad_arguments_one_line(tmp_path, state, args, message):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    out = srweb("upscale", img, *args, "--out", tmp_path / "o", env=state, check_ok=False)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_upscale_missing_file(tmp_path, state):
+    out = srweb("upscale", tmp_path / "missing.png", "--weights", "bicubic", "--scale", "2", "--out", tmp_path,
+                env=state, check_ok=False)
+    assert out.returncode != 0 and "not found" in out.stderr
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not present")
+def test_eval_bicubic_set5_json(state):
+    data = json.loads(srweb("eval", "--weights", "bicubic", "--scale", "3", "--dataset", SET5, "--json",
+                            env=state).stdout)
+    assert abs(data["psnr"] - 30.39) < 0.03
+    assert data["protocol"]["crop_border"] == 3 and data["protocol"]["channel"] == "y"
+    assert len(data["images"]) == 5
+
+
+def test_eval_bad_dataset(state, tmp_path):
+    out = srweb("eval", "--weights", "bicubic", "--scale", "2", "--dataset", tmp_path / "nope", env=state,
+                check_ok=False)
+    assert out.returncode == 2 and "not found" in out.stderr
+
+
+def test_prepare_then_eval(tmp_path, state):
+    src = tmp_path / "hr"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 52, 3), dtype=np.uint8)).save(src / f"img{i}.png")
+    srweb("prepare", src, tmp_path / "div2k", "--scales", "2", "4", env=state)
+    assert (tmp_path / "div2k" / "DIV2K_train_HR" / "0001.png").exists()
+    assert any((tmp_path / "div2k" / "DIV2K_train_LR_bicubic" / "X4").iterdir())

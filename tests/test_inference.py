@@ -1,0 +1,138 @@
+"""Upscaler: every image mode, Y and RGB, pre and post models, tiling equals untiled."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import srweb
+from srweb.evaluate import bicubic_sr
+from srweb.inference import Upscaler
+
+
+@pytest.fixture(scope="module")
+def photo():
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 40 * 30 * 3).reshape(30, 40, 3)
+    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def espcn():
+    torch.manual_seed(0)
+    return Upscaler(srweb.create_model("espcn", 2), precision="fp32")
+
+
+MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "F", "I"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_keeps_its_family(photo, espcn, mode):
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257))
+    elif mode == "RGBA":
+        img = photo.convert("RGBA")
+    else:
+        img = photo.convert(mode)
+    out = espcn.upscale(img)
+    assert out.size == (img.width * 2, img.height * 2)
+    expected = {"P": "RGB", "1": "L", "I": "I;16" if np.asarray(img).max() > 255 else "L"}.get(mode, mode)
+    assert out.mode == expected or (mode == "I" and out.mode in {"L", "I;16"})
+    assert np.isfinite(np.asarray(out, dtype=np.float64)).all()
+
+
+def test_sixteen_bit_precision_is_kept(photo, espcn):
+    img = Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257 + 3))
+    out = np.asarray(espcn.upscale(img))
+    assert out.dtype == np.uint16 and out.max() > 255
+    assert len(np.unique(out % 257)) > 10  # values between the 8-bit steps exist
+
+
+def test_alpha_is_upscaled_separately_never_black():
+    img = Image.new("RGBA", (16, 16), (200, 100, 50, 255))
+    img.paste((0, 0, 0, 0), (0, 0, 8, 16))  # left half fully transparent
+    out = Upscaler("bicubic", 2).upscale(img)
+    arr = np.asarray(out)
+    assert arr.shape == (32, 32, 4)
+    assert (arr[:, :12, 3] == 0).all() and (arr[:, 20:, 3] == 255).all()
+    assert (np.abs(arr[:, 20:, :3].astype(int) - [200, 100, 50]) <= 1).all()
+
+
+def test_palette_with_transparency_gets_alpha():
+    img = Image.new("P", (10, 10), 0)
+    img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    img.info["transparency"] = 0
+    out = Upscaler("nearest", 3).upscale(img)
+    assert out.mode == "RGBA" and out.size == (30, 30)
+
+
+def test_exif_orientation_applied():
+    img = Image.new("RGB", (20, 10), (10, 20, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    out = Upscaler("bicubic", 2).upscale(Image.open(io.BytesIO(buf.getvalue())))
+    assert out.size == (20, 40)
+
+
+def test_bicubic_model_matches_matlab_bicubic(photo):
+    ours = np.asarray(Upscaler("bicubic", 3).upscale(photo), dtype=int)
+    ref = np.asarray(bicubic_sr(3)(photo), dtype=int)
+    # MATLAB rounds uint8 between the two 1-D passes; the Upscaler stays in float until the end.
+    assert np.abs(ours - ref).mean() < 0.2
+
+
+@pytest.mark.parametrize("name", [m for m in srweb.list_models() if m != "edsr"])
+def test_tiled_equals_untiled(name):
+    torch.manual_seed(0)
+    model = srweb.create_model(name, 2)
+    if name == "drrn":  # untrained BN statistics blow activations up; train-mode stats are sane
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(50.0)
+    up = Upscaler(model, precision="fp32")
+    x = torch.rand(1, model.in_channels, 40, 44)
+    full = up.forward_tensor(x)
+    up.tile_size = 16
+    tiles = []
+    tiled = up.forward_tensor(x, progress=lambda d, t: tiles.append((d, t)))
+    assert tiles[-1][0] == tiles[-1][1] > 1
+    assert full.shape == tiled.shape
+    assert (full - tiled).abs().max() < 1e-3
+
+
+def test_y_models_process_luma_only(photo):
+    up = Upscaler(srweb.create_model("srcnn", 3), precision="fp32")
+    assert up.model.input_kind == "y" and up.model.upsampling == "pre"
+    out = up.upscale(photo)
+    assert out.mode == "RGB" and out.size == (120, 90)
+
+
+def test_scale_mismatch_and_bad_names():
+    with pytest.raises(ValueError, match="x2 model, not x4"):
+        Upscaler(srweb.create_model("espcn", 2), 4)
+    with pytest.raises(ValueError, match="needs a scale"):
+        Upscaler("bicubic")
+    with pytest.raises(ValueError):
+        Upscaler("no-such-weights")
+
+
+def test_auto_tile_size_bounds_activations():
+    up = Upscaler(srweb.create_model("edsr-baseline", 4), precision="fp32")
+    assert 32 <= up.tile_size <= 512
+    assert up.tile_overlap >= 16
+
+
+def test_fast_path_close_to_fp32(photo):
+    from srweb.inference import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("no bf16 on this CPU")
+    torch.manual_seed(0)
+    model = srweb.create_model("espcn", 2)
+    fast = np.asarray(Upscaler(model, precision="bf16").upscale(photo), dtype=float)
+    exact = np.asarray(Upscaler(model, precision="fp32").upscale(photo), dtype=float)
+    assert np.abs(fast - exact).mean() < 1.0

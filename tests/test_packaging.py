@@ -1,0 +1,37 @@
+"""The Space's requirements.txt stays in step with pyproject; the two-command setup exists."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _names(reqs):
+    return {re.split(r"[<>=!~\[ ;]", r.strip(), maxsplit=1)[0].lower(): r.strip() for r in reqs if r.strip()}
+
+
+def test_requirements_match_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert _names(lines) == _names(deps)
+
+
+def test_readme_quickstart_has_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_ci_calls_make_test():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, srweb; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

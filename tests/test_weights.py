@@ -1,0 +1,120 @@
+"""Weights format: safetensors + card, verification, shipped cards agree with their tensors."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import srweb
+from srweb.weights import WeightsError, count_params, import_pth, list_weights, load_weights, save_weights
+
+
+@pytest.fixture
+def wdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path))
+    srweb.config.get_settings.cache_clear()
+    yield tmp_path
+    srweb.config.get_settings.cache_clear()
+
+
+def test_round_trip(wdir):
+    model = srweb.create_model("espcn", 3)
+    card = save_weights(model, "espcn-x3.test", training={"iterations": 1})
+    assert (wdir / "espcn-x3.test.safetensors").exists() and (wdir / "espcn-x3.test.json").exists()
+    loaded, card2 = load_weights("espcn-x3.test")
+    assert card2.num_params == count_params(loaded) == card.num_params
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [c.name for c in srweb.list_weights()] == ["espcn-x3.test"]
+    # by path, either file
+    load_weights(wdir / "espcn-x3.test.json")
+    load_weights(str(wdir / "espcn-x3.test.safetensors"))
+
+
+def test_shared_weights_models_round_trip(wdir):
+    for arch in ("drcn", "drrn"):
+        model = srweb.create_model(arch, 2)
+        save_weights(model, f"{arch}-x2.t")
+        loaded, _ = load_weights(f"{arch}-x2.t")
+        assert count_params(loaded) == count_params(model)
+
+
+def test_card_disagreeing_with_tensors_is_a_clear_error(wdir):
+    save_weights(srweb.create_model("espcn", 3), "espcn-x3.bad")
+    card_path = wdir / "espcn-x3.bad.json"
+    card = json.loads(card_path.read_text())
+    card["scale"] = 2  # tensors are x3: last conv has 9 output channels, not 4
+    card["sha256"] = ""
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="do not fit espcn x2"):
+        load_weights("espcn-x3.bad")
+
+
+def test_tampered_file_fails_checksum(wdir):
+    save_weights(srweb.create_model("espcn", 2), "espcn-x2.t")
+    path = wdir / "espcn-x2.t.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_weights("espcn-x2.t")
+
+
+def test_wrong_tensors_and_missing(wdir):
+    from safetensors.torch import save_file
+
+    save_weights(srweb.create_model("espcn", 2), "espcn-x2.t")
+    save_file({"foo": torch.zeros(3)}, str(wdir / "espcn-x2.t.safetensors"))
+    card = json.loads((wdir / "espcn-x2.t.json").read_text())
+    card["sha256"] = ""
+    (wdir / "espcn-x2.t.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_weights("espcn-x2.t")
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights("nope-x2.t")
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/srweb-pwned",))
+
+
+def test_pickle_posing_as_weights_is_never_executed(wdir, tmp_path):
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"state_dict": _Evil()}))
+    with pytest.raises(WeightsError, match="refused"):
+        import_pth(bad, "espcn", 2, "espcn-x2.evil")
+    import os
+
+    assert not os.path.exists("/tmp/srweb-pwned")
+    # a pickle renamed .safetensors is just an unreadable file
+    (wdir / "espcn-x2.evil.safetensors").write_bytes(pickle.dumps(_Evil()))
+    save_weights(srweb.create_model("espcn", 2), "espcn-x2.ok")
+    card = json.loads((wdir / "espcn-x2.ok.json").read_text())
+    card.update(name="espcn-x2.evil", sha256="")
+    (wdir / "espcn-x2.evil.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError):
+        load_weights("espcn-x2.evil")
+
+
+def test_import_foreign_pth(wdir, tmp_path):
+    model = srweb.create_model("fsrcnn", 2)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "f.pth")
+    card = import_pth(tmp_path / "f.pth", "fsrcnn", 2, "fsrcnn-x2.imported")
+    assert card.num_params == count_params(model)
+
+
+def test_shipped_cards_match_their_models():
+    cards = list_weights()
+    for card in cards:
+        model, loaded = load_weights(card.name)
+        assert loaded.num_params == count_params(model), card.name
+        assert card.arch in srweb.list_models() and card.scale == model.scale
+        assert card.name == f"{card.arch}-x{card.scale}.{card.name.split('.', 1)[1]}"
+        set5 = card.metric("Set5")
+        assert set5 is not None and set5["protocol"]["channel"] == "y", card.name
+        assert set5["protocol"]["crop_border"] == card.scale
+        assert card.training.get("config"), f"{card.name} card cannot reproduce its run"
