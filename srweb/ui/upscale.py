@@ -59,10 +59,16 @@ def weights_choices() -> list[tuple[str, str]]:
 
 
 def parse_choice(value: str) -> tuple[str, int | None]:
-    """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None)."""
+    """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None).
+
+    Only names of the weights folder and the baselines are accepted (never file paths), so
+    weights exported after start-up work through the API and nothing else is reachable.
+    """
     for base in ("bicubic", "nearest"):
         if value.startswith(f"{base}-x") and value[len(base) + 2 :].isdigit():
             return base, int(value[len(base) + 2 :])
+    if value not in {card.name for card in list_weights()}:
+        raise WeightsError(f"unknown weights {value!r}; choose one of the listed models")
     return value, None
 
 
@@ -148,7 +154,7 @@ def build_tab() -> gr.Dropdown:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
-            weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)")
+            weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
                 reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
