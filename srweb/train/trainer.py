@@ -68,6 +68,21 @@ def card_metric(result) -> dict[str, Any]:
             "ssim": round(result.ssim, 5), "protocol": result.protocol}
 
 
+def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01) -> dict[str, Any]:
+    """Compare the fast inference path with fp32 on the validation set; the card keeps the verdict."""
+    from srweb.evaluate import evaluate
+
+    fast = Upscaler(model, device=device, precision="auto")
+    if fast.precision == "fp32":
+        return {"fast_precision": "fp32", "fast_path_ok": True}
+    try:
+        delta = evaluate(fast.upscale, val_dir, exact.scale).psnr - exact.psnr
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    return {"fast_precision": fast.precision, "fast_psnr_delta_db": round(delta, 4),
+            "fast_path_ok": delta >= -tolerance_db, "guard": f"{exact.dataset} PSNR within {tolerance_db} dB of fp32"}
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """Multiplier of the base learning rate at ``step`` for the configured schedule."""
     if cfg.schedule == "step":
@@ -381,6 +396,7 @@ class Trainer:
         self.model.eval()
         val = self.validate() if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
+        inference = quality_guard(self.model, self.last_eval, self.val_dir, self.device) if val else {}
         training = {
             "config": cfg.to_dict(), "iterations": step, "wall_seconds": round(wall, 1),
             "device": self.device, "precision": self.precision, "host": socket.gethostname(),
@@ -388,4 +404,4 @@ class Trainer:
             "torch": torch.__version__, "num_params": count_params(self.model),
         }
         return save_weights(self.model, f"{cfg.model}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
-                            training=training, metrics=metrics)
+                            training=training, metrics=metrics, inference=inference)

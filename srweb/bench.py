@@ -1,0 +1,263 @@
+"""``srweb bench``: fast path vs plain fp32 NCHW eager, measured in one process.
+
+For each model: output megapixels/s of both paths (median of repeats after warm-up), their
+ratio, peak RSS, achieved GFLOP/s (counted with ``torch.utils.flop_counter``) and, for shipped
+weights, the Set5 PSNR delta of the fast path (the quality guard). Training: it/s of the
+trainer's fast step (bf16 autocast + channels_last) vs plain fp32 for edsr-baseline x2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from srweb.inference import Upscaler, cpu_supports_bf16
+
+DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
+                 ("srcnn", 3, 240, 160))
+QUALITY_GUARD_DB = 0.01
+
+
+@dataclass
+class InferenceResult:
+    model: str
+    scale: int
+    input: str
+    plain_ms: float
+    fast_ms: float
+    speedup: float
+    fast_mpix_per_s: float
+    plain_mpix_per_s: float
+    fast_gflops: float
+    plain_gflops: float
+    peak_rss_mb: float
+    precision: str
+    psnr_delta_db: float | None = None
+
+
+def host_info() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "bf16": cpu_supports_bf16(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 resets VmHWM, so each case reports its own peak
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, oneDNN primitive creation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3) -> InferenceResult:
+    """Time plain fp32 NCHW eager against the Upscaler's fast path on one input size."""
+    model = model.eval()
+    scale = model.scale
+    x = torch.rand(1, model.in_channels, height, width)
+    if model.upsampling == "pre":
+        from srweb.resize import imresize
+
+        x = imresize(x, scale=scale).clamp(0, 1)
+    flops = count_flops(model, x)
+    out_mpix = width * height * scale * scale / 1e6
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(x)
+
+    plain_ms = _median_ms(plain, repeats)
+    fast = Upscaler(model, tile_size=10_000)  # one tile: compare like with like
+    _reset_peak_rss()
+    fast_ms = _median_ms(lambda: fast._forward(x), repeats)
+    peak = _peak_rss_mb()
+    model.to(memory_format=torch.contiguous_format)
+    return InferenceResult(
+        model=getattr(model, "arch", "?"), scale=scale, input=f"{width}x{height}", plain_ms=round(plain_ms, 1),
+        fast_ms=round(fast_ms, 1), speedup=round(plain_ms / fast_ms, 2),
+        fast_mpix_per_s=round(out_mpix / fast_ms * 1000, 2), plain_mpix_per_s=round(out_mpix / plain_ms * 1000, 2),
+        fast_gflops=round(flops / fast_ms / 1e6, 1), plain_gflops=round(flops / plain_ms / 1e6, 1),
+        peak_rss_mb=round(peak, 0), precision=fast.precision,
+    )
+
+
+def psnr_delta(weights_name: str, dataset: str = "Set5") -> tuple[str, float]:
+    """(fast precision, Set5 PSNR of the fast path minus fp32); negative = quality lost."""
+    from srweb.data.samples import benchmark_path
+    from srweb.evaluate import evaluate
+
+    path = benchmark_path(dataset)
+    from srweb.config import resolve_device
+    from srweb.inference import pick_precision
+
+    fast_precision = pick_precision(resolve_device(), "auto")
+    exact = evaluate(Upscaler(weights_name, precision="fp32").upscale, path, _scale_of(weights_name))
+    fast = evaluate(Upscaler(weights_name, precision=fast_precision).upscale, path, _scale_of(weights_name))
+    return fast_precision, fast.psnr - exact.psnr
+
+
+def _scale_of(weights_name: str) -> int:
+    from srweb.inference import load_cached
+
+    return load_cached(weights_name)[1].scale
+
+
+def bench_training(steps: int = 4, batch: int = 16, patch: int = 48) -> dict:
+    """it/s of one edsr-baseline x2 training step: fast (bf16 + channels_last) vs plain fp32."""
+    from srweb.models import create_model
+
+    results = {}
+    for label, fast in (("plain", False), ("fast", True)):
+        torch.manual_seed(0)
+        model = create_model("edsr-baseline", 2)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        lr = torch.rand(batch, 3, patch, patch)
+        hr = torch.rand(batch, 3, patch * 2, patch * 2)
+        if fast:
+            model = model.to(memory_format=torch.channels_last)
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        use_bf16 = fast and cpu_supports_bf16()
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = nn.functional.l1_loss(model(lr).float(), hr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        results[f"{label}_it_per_s"] = round(steps / (time.perf_counter() - start), 3)
+    results["speedup"] = round(results["fast_it_per_s"] / results["plain_it_per_s"], 2)
+    results.update(model="edsr-baseline", scale=2, batch=batch, patch=patch)
+    return results
+
+
+def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True) -> dict:
+    from srweb.models import create_model
+    from srweb.weights import list_weights
+
+    torch.manual_seed(0)
+    report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None}
+    for arch, scale, w, h in cases:
+        report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats)))
+    if quality:
+        for card in list_weights():
+            precision, delta = psnr_delta(card.name)
+            report["quality"].append({"weights": card.name, "precision": precision,
+                                      "psnr_delta_db": round(delta, 4), "guard_db": QUALITY_GUARD_DB})
+    if training:
+        report["training"] = bench_training()
+    return report
+
+
+def record(report: dict) -> None:
+    """Store ms per output megapixel of the fast path for every shipped entry (leaderboard speed)."""
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.evals import record_speed
+    from srweb.weights import list_weights
+
+    from srweb.weights import read_card, resolve_weights, write_card
+
+    for q in report["quality"]:  # the quality guard travels with the weights, in the card
+        _, card_path = resolve_weights(q["weights"])
+        card = read_card(card_path)
+        card.inference.update(fast_precision=q["precision"], fast_psnr_delta_db=q["psnr_delta_db"],
+                              fast_path_ok=q["psnr_delta_db"] >= -q["guard_db"],
+                              guard=f"Set5 PSNR within {q['guard_db']} dB of fp32")
+        write_card(card, card_path)
+    by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
+    init_db()
+    host = report["host"]["cpu"]
+    for card in list_weights():
+        r = by_arch.get((card.arch, card.scale))
+        if r:
+            write_transaction(lambda s, r=r, c=card: record_speed(
+                s, weights_name=c.name, device="cpu", ms_per_mpix=1000 / r["fast_mpix_per_s"], fast_path=True, host=host))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cases = DEFAULT_CASES
+    if args.models:
+        cases = tuple(c for c in DEFAULT_CASES if c[0] in args.models) or tuple(
+            (m, 4, 256, 256) for m in args.models)
+    if args.quick:
+        cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
+    report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
+                       quality=not args.no_quality)
+    if args.store:
+        record(report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    host = report["host"]
+    print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}")
+    print(f"{'model':<15}{'input':>10}{'plain ms':>10}{'fast ms':>10}{'speedup':>9}{'MP/s':>8}{'GFLOP/s':>16}{'peak MB':>9}")
+    for r in report["inference"]:
+        print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"
+              f"{r['speedup']:>8}x{r['fast_mpix_per_s']:>8}{str(r['plain_gflops']) + '->' + str(r['fast_gflops']):>16}"
+              f"{r['peak_rss_mb']:>9.0f}")
+    for q in report["quality"]:
+        ok = "ok" if q["psnr_delta_db"] >= -q["guard_db"] else "FAILS guard -> fp32"
+        print(f"quality {q['weights']}: fast - fp32 = {q['psnr_delta_db']:+.4f} dB on Set5 ({ok})")
+    if report["training"]:
+        t = report["training"]
+        print(f"training edsr-baseline x2 b{t['batch']} p{t['patch']}: plain {t['plain_it_per_s']} it/s, "
+              f"fast {t['fast_it_per_s']} it/s ({t['speedup']}x)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed of the fast path vs plain fp32 eager")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="small inputs, no training (for tests)")
+    p.add_argument("--no-training", action="store_true")
+    p.add_argument("--no-quality", action="store_true")
+    p.add_argument("--no-store", dest="store", action="store_false")
+    p.set_defaults(func=cmd_bench)
