@@ -6,7 +6,7 @@ import os
 
 import gradio as gr
 
-from srweb.ui import runs, train, upscale
+from srweb.ui import leaderboard, rate, runs, train, upscale
 
 TITLE = "srweb · super-resolution studio"
 
@@ -21,6 +21,10 @@ def build_app() -> gr.Blocks:
             train.build_tab()
         with gr.Tab("Runs", id="runs") as runs_tab:
             runs.build_tab(runs_tab, weights_dropdown=weights)
+        with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
+            leaderboard.build_tab(leaderboard_tab)
+        with gr.Tab("Rate", id="rate"):
+            rate.build_tab()
     return blocks
 
 

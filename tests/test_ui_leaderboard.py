@@ -1,0 +1,149 @@
+"""Leaderboard tab: table from a seeded database, filters, CSV export, charts and background evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import srweb
+from srweb.config import get_settings
+from srweb.services import prepare_database
+from srweb.track.db import dispose_engine, write_transaction
+from srweb.track.evals import record_evaluation, record_speed
+from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
+from srweb.ui import leaderboard as lb
+from srweb.ui.leaderboard_charts import perception_distortion_figure, psnr_params_figure
+from srweb.weights import save_weights
+
+NAME = "espcn-x2.lb"
+SET5 = {"dataset": "Set5", "psnr": 36.5, "ssim": 0.95}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.delenv("SRWEB_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    save_weights(srweb.create_model("espcn", 2), NAME, metrics=[SET5])
+    prepare_database()  # what the app does at start: schema + card seeding
+    yield tmp_path
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+def seed_ratings() -> None:
+    """Three raters: the model usually beats bicubic, HR always does, nearest never does."""
+
+    def seed(session):
+        for r in range(3):
+            rater = get_or_create_rater(session, f"rater-{r:04d}").id
+            votes = [("model", 4, 3), ("model", 5, 3), ("model", 3, 3), ("hr", 5, 3), ("nearest", 2, 3)]
+            for i, (kind, sr, ref) in enumerate(votes):
+                trial = create_trial(session, image_id=f"crop{i}", scale=2, kind=kind,
+                                     weights_name=NAME if kind == "model" else None, rater_id=rater)
+                preferred = "sr" if sr > ref else "bicubic" if sr < ref else "tie"
+                submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
+                            preferred=preferred, rate_limit=None)
+        record_evaluation(session, weights_name="bicubic", scale=2, dataset="Set5", psnr=33.66, ssim=0.9299,
+                          protocol={"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic"})
+        record_speed(session, weights_name=NAME, device="cpu", ms_per_mpix=123.4)
+
+    write_transaction(seed)
+
+
+def test_fresh_database_is_filled_from_the_cards(env):
+    save_weights(srweb.create_model("espcn", 3), "espcn-x3.bare")  # no metrics on its card
+    table, note, *_ , bench = lb.refresh()
+    bare = table.set_index("weights").loc["espcn-x3.bare"]
+    assert bare["scale"] == 3 and bare["params (K)"] > 0 and bare["PSNR Set5"] is None and bare["ratings"] == 0
+    assert list(lb.refresh(2)[0]["weights"]) == [NAME]
+    row = table.set_index("weights").loc[NAME]
+    assert row["PSNR Set5"] == 36.5 and row["SSIM Set5"] == 0.95 and row["scale"] == 2
+    assert row["params (K)"] == pytest.approx(srweb.load_weights(NAME)[1].num_params / 1000, abs=0.05)
+    assert row["MOS"] is None and row["ratings"] == 0
+    assert "Set5**: Y, crop 2, matlab-bicubic" in note
+    assert [value for _, value in bench.choices] == [lb.ALL, "Set5"]
+
+
+def test_table_columns_rows_and_filters(env):
+    seed_ratings()
+    table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
+    assert list(table.columns) == [
+        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "ms/MP", "MOS", "MOS 95% CI",
+        "ratings", "raters", "win % vs bicubic", "win 95% CI", "BT", "BT 95% CI",
+    ]
+    rows = table.set_index("weights")
+    assert set(rows.index) == {NAME, "bicubic", "hr", "nearest"}
+    model = rows.loc[NAME]
+    assert model["MOS"] == 4.0 and model["ratings"] == 9 and model["raters"] == 3 and model["ms/MP"] == 123.4
+    lo, hi = (float(v) for v in model["MOS 95% CI"].strip("[]").split(","))
+    assert lo < 4.0 < hi
+    assert model["win % vs bicubic"] == pytest.approx(100 * (6 + 0.5 * 3) / 9, abs=0.05) and model["BT"] > 0
+    assert model["win 95% CI"] and model["BT 95% CI"]
+    assert rows.loc["bicubic", "type"] == "reference" and rows.loc["bicubic", "PSNR Set5"] == 33.66
+    assert rows.loc["hr", "MOS"] == 5.0 and rows.loc["hr", "PSNR Set5"] is None
+    assert "Wilson" in note and "Bradley" in note
+
+    assert lb.refresh(3, lb.ALL)[0].empty
+    only = lb.refresh(2, "Set5")[0]
+    assert NAME in set(only["weights"]) and [c for c in only.columns if c.startswith("PSNR")] == ["PSNR Set5"]
+
+
+def test_csv_export_holds_the_full_frame(env):
+    seed_ratings()
+    frame, _ = lb.load_board()
+    csv = pd.read_csv(lb.refresh()[4])
+    assert list(csv.columns) == list(frame.columns)
+    row = csv.set_index("weights").loc[NAME]
+    assert row["psnr_Set5"] == 36.5 and row["protocol_Set5"] == "Y, crop 2, matlab-bicubic"
+    assert row["mos"] == pytest.approx(4.0) and row["n_ratings"] == 9 and row["mos_lo"] < 4.0 < row["mos_hi"]
+    assert lb.write_csv(frame, 2, "Set5").name == "leaderboard_x2_Set5.csv"
+
+
+def test_charts_show_entries_with_intervals(env):
+    seed_ratings()
+    frame, _ = lb.load_board()
+    fig = perception_distortion_figure(frame, "Set5")
+    points = {name: (x, y) for trace in fig.data for name, x, y in zip(trace.text, trace.x, trace.y)}
+    assert points[NAME] == (36.5, 4.0) and points["bicubic"] == (33.66, pytest.approx(3.0, abs=0.5))
+    model_trace = next(t for t in fig.data if NAME in t.text)
+    assert model_trace.error_y.array[0] > 0 and model_trace.error_y.arrayminus[0] > 0
+    diamonds = next(t for t in fig.data if "bicubic" in t.text)
+    assert diamonds.marker.symbol == "diamond"
+    lines = [a.text for a in fig.layout.annotations]
+    assert any(text.startswith("HR (ground truth) x2: MOS 5.00") for text in lines)
+
+    params = psnr_params_figure(frame, "Set5")
+    assert params.layout.xaxis.type == "log"
+    assert [(t.text[0], t.y[0]) for t in params.data] == [(NAME, 36.5)]
+    assert any("bicubic x2: 33.66 dB" in a.text for a in params.layout.annotations)
+
+    empty = perception_distortion_figure(frame.iloc[0:0], "Set5")
+    assert not empty.data and "no rated entry" in empty.layout.annotations[0].text
+
+
+def test_evaluate_runs_in_background_one_at_a_time(env, tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    runner = lb.EvalRunner()
+    steps = lb.run_evaluation(runner, "bicubic-x2", str(folder), lb.ALL, lb.ALL, poll=0.2)
+    assert "Evaluating bicubic x2" in next(steps)[0]
+    with pytest.warns(UserWarning, match="already running"):
+        busy = next(lb.run_evaluation(runner, NAME, "Set5", lb.ALL, lb.ALL))
+    assert busy[0].startswith("Busy")
+    status, table, *_ = list(steps)[-1]
+    assert status.startswith("Done: bicubic x2 on tiny") and "recorded" in status
+    assert table.set_index("weights").loc["bicubic", "PSNR tiny"] > 0
+
+    failing = lb.run_evaluation(runner, "bicubic-x2", str(tmp_path / "missing"), lb.ALL, lb.ALL, poll=0.2)
+    assert "failed" in list(failing)[-1][0]
+    with pytest.warns(UserWarning, match="Pick weights"):
+        next(lb.run_evaluation(runner, None, "Set5", lb.ALL, lb.ALL))
+    assert lb.eval_target(NAME) == (NAME, 2) and lb.eval_target("bicubic-x4") == ("bicubic", 4)
+    assert lb.eval_datasets()[:2] == ["Set5", "sample"]

@@ -1,0 +1,74 @@
+"""Rate tab handlers: first trial on load, submit & next, rejections as warnings with nothing lost."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+import srweb
+from srweb import rating_pool
+from srweb.config import get_settings
+from srweb.track.db import dispose_engine
+from srweb.ui import rate
+from srweb.weights import save_weights
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.delenv("SRWEB_CACHE_DIR", raising=False)
+    monkeypatch.delenv("SRWEB_DATABASE_URL", raising=False)
+    monkeypatch.setattr(rating_pool, "MAX_CROPS", 2)
+    get_settings.cache_clear()
+    save_weights(srweb.create_model("espcn", 2), "espcn-x2.ui")
+    rating_pool.build_pool()
+    yield tmp_path
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+def is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+def test_start_shows_a_trial_with_hidden_names(env):
+    token, trial_id, left, right, left_score, right_score, status = rate.start(None)
+    assert token and rate.start(token)[0] == token
+    side = rating_pool.CROP * rating_pool.ZOOM
+    assert isinstance(trial_id, int)
+    assert isinstance(left, Image.Image) and left.size == right.size == (side, side)  # images, never paths
+    assert left_score is None and right_score is None and "Submit" in status
+
+
+def test_submit_advances_and_counts(env):
+    token, trial_id, *_ = rate.start(None)
+    next_id, left, right, left_score, right_score, status = rate.submit(token, trial_id, 4, 2)
+    assert next_id != trial_id and isinstance(left, Image.Image)
+    assert left_score is None and right_score is None and "**1** pair" in status
+    assert rating_pool.rater_vote_count(token) == 1
+
+
+def test_rejections_warn_and_keep_or_advance(env):
+    token, trial_id, *_ = rate.start(None)
+    with pytest.warns(UserWarning, match="Score both images"):
+        kept = rate.submit(token, trial_id, None, 3)
+    assert all(is_skip(v) for v in kept)  # trial and the score already given stay on screen
+    rate.submit(token, trial_id, 4, 3)
+    with pytest.warns(UserWarning, match="already rated"):
+        moved = rate.submit(token, trial_id, 4, 3)
+    assert moved[0] != trial_id and "**1** pair" in moved[-1]
+    with pytest.warns(UserWarning, match="still starting"):
+        assert all(is_skip(v) for v in rate.submit(None, trial_id, 4, 3))
+    assert rating_pool.rater_vote_count(token) == 1
+
+
+def test_tab_builds_alone():
+    with gr.Blocks() as blocks:
+        rate.build_tab()
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    assert {"rate-left", "rate-right", "rate-left-score", "rate-right-score", "rate-submit"} <= ids
+    radio = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "rate-left-score")
+    labels = [label for label, _ in radio.choices]
+    assert labels == ["1 · Bad", "2 · Poor", "3 · Fair", "4 · Good", "5 · Excellent"]
