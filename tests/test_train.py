@@ -1,0 +1,382 @@
+"""Training engine: TrainConfig, the Trainer (all model families, resume, SRGAN) and export.
+
+Everything runs on CPU in a few seconds per test: tiny crops of General-100 / Set5 written
+to a temporary folder, small patches and batches, a few dozen iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import srweb
+from srweb.config import get_settings
+from srweb.models import create_model
+from srweb.track.db import dispose_engine
+from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
+from srweb.train.jobs import check_config
+from srweb.train.trainer import Trainer, lr_factor
+from srweb.weights import count_params, save_weights
+
+DATA = Path(get_settings().data_root)
+
+
+def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
+    dst.mkdir(parents=True)
+    for path in sorted(src.glob("*.png"))[:count]:
+        with Image.open(path) as img:
+            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``{"train": 4 crops of General-100 (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    return {
+        "train": str(_crops(DATA / "General-100", root / "train", 4, 48)),
+        "val": str(_crops(DATA / "Set5", root / "val", 2, 32)),
+        "one": str(_crops(DATA / "General-100", root / "one", 1, 16)),
+    }
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Fresh state, weights and runs folders for one test."""
+    for name, sub in (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    get_settings.cache_clear()
+    yield tmp_path
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions run several times faster on one thread on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Recorder:
+    """A MetricLogger keeping every ``(step, values)`` call."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.flushed = 0
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.rows.append((step, dict(values)))
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+    def series(self, name: str) -> list[tuple[int, float]]:
+        return [(step, values[name]) for step, values in self.rows if name in values]
+
+
+def _cfg(tiny, model: str, **kw) -> TrainConfig:
+    values = dict(model=model, scale=2, data=tiny["train"], val_data=tiny["val"], patch_size=8, batch_size=4,
+                  iterations=20, val_interval=10, ckpt_interval=1000)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# --- TrainConfig -------------------------------------------------------------------------------
+
+
+def test_config_json_round_trip():
+    cfg = TrainConfig(model="edsr-baseline", scale=3, overrides={"num_blocks": 2, "num_features": 16},
+                      data="General-100", val_data=None, lr=2e-4, schedule="cosine", min_lr=1e-6, tag="t1")
+    again = TrainConfig.from_json(cfg.to_json())
+    assert again == cfg
+    resolved = cfg.resolved()
+    assert TrainConfig.from_json(resolved.to_json()) == resolved
+    assert json.loads(resolved.to_json())["overrides"] == {"num_blocks": 2, "num_features": 16}
+
+
+@pytest.mark.parametrize("model", sorted(ARCH_DEFAULTS))
+def test_resolved_fills_paper_defaults(model):
+    cfg = TrainConfig(model=model).resolved()
+    for key, value in ARCH_DEFAULTS[model].items():
+        assert getattr(cfg, key) == value, key
+    assert cfg.optimizer in ("adam", "sgd") and cfg.clip_mode in ("norm", "adjustable")
+    assert cfg.name.startswith(f"{model}-x2_") and f"_p{cfg.patch_size}_b16_" in cfg.name
+    cfg.validate()
+
+
+def test_resolved_keeps_explicit_values_and_names_the_run():
+    cfg = TrainConfig(model="vdsr", lr=0.01, optimizer="adam", patch_size=20).resolved()
+    assert (cfg.lr, cfg.optimizer, cfg.patch_size, cfg.grad_clip, cfg.clip_mode) == (0.01, "adam", 20, 0.4, "adjustable")
+    edsr = TrainConfig(model="edsr-baseline").resolved()
+    assert edsr.name == "edsr-baseline-x2_f64b16_p48_b16_lr1e-4"  # DESIGN.md's example
+    assert TrainConfig(model="edsr-baseline", overrides={"num_blocks": 2}).resolved().name.startswith(
+        "edsr-baseline-x2_f64b2_")
+    assert TrainConfig(model="edsr-baseline", name="mine").resolved().name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"lr": -1e-3}, "lr must be > 0"),
+        ({"lr": float("nan")}, "lr must be > 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"iterations": 0}, "iterations must be >= 1"),
+        ({"scale": 5}, "supports scales"),
+        ({"model": "bicubic"}, "baseline"),
+        ({"model": "nosuchnet"}, "unknown model"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"loss": "ssim"}, "loss must be one of"),
+        ({"schedule": "linear"}, "schedule must be one of"),
+        ({"patch_size": 2}, "patch_size must be >= 4"),
+        ({"overrides": {"num_layerz": 3}}, "unknown override"),
+        ({"batch_size": "16"}, "batch_size must be an integer"),
+        ({"loss": "srgan-mse"}, "srresnet"),
+        ({"tag": "../../etc"}, "tag may use"),
+        ({"name": "a/b"}, "name may use"),
+    ],
+)
+def test_validation_rejects_impossible_hyperparameters(changes, words):
+    cfg = TrainConfig(**{"model": "edsr-baseline", **changes})
+    with pytest.raises(ConfigError, match=words):
+        cfg.resolved().validate()
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ConfigError, match="unknown hyperparameters: colour, learning_rate"):
+        TrainConfig.from_dict({"model": "espcn", "learning_rate": 1e-3, "colour": "y"})
+
+
+def test_check_config_rejects_missing_data_and_patch_larger_than_an_image(env, tiny):
+    with pytest.raises(ConfigError, match="data: .*nowhere.* not found"):
+        check_config(TrainConfig(model="espcn", data=str(env / "nowhere"), val_data=None))
+    with pytest.raises(ConfigError, match="val_data: "):
+        check_config(TrainConfig(model="espcn", data=tiny["train"], val_data="Set99"))
+    # The crops are 48 px: x2 allows LR patches up to 24; 25 needs 50x50 HR pixels.
+    check_config(_cfg(tiny, "espcn", patch_size=24))
+    with pytest.raises(ConfigError) as err:
+        check_config(_cfg(tiny, "espcn", patch_size=25))
+    assert "needs 50x50 HR pixels" in str(err.value) and "48x48" in str(err.value)
+    assert "patch_size <= 24" in str(err.value)
+    # General-100's smallest image is 131x112: x4 with EDSR's 48 px patches cannot fit.
+    with pytest.raises(ConfigError, match=r"smallest training image \(im_67.png"):
+        check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
+
+
+# --- Trainer -----------------------------------------------------------------------------------
+
+
+def _check_export(result, cfg, export_dir: Path, val_name: str) -> None:
+    card = result.card
+    assert card is not None and card.name == f"{cfg.model}-x{cfg.scale}.custom"
+    assert (export_dir / f"{card.name}.safetensors").is_file() and (export_dir / f"{card.name}.json").is_file()
+    model, loaded = srweb.load_weights(str(export_dir / f"{card.name}.safetensors"))
+    assert loaded.num_params == card.num_params == count_params(model)
+    assert count_params(create_model(cfg.model, cfg.scale, **cfg.overrides)) == card.num_params
+    assert loaded.training["iterations"] == cfg.iterations and loaded.training["config"]["model"] == cfg.model
+    (metric,) = loaded.metrics
+    assert metric["dataset"] == val_name and metric["scale"] == cfg.scale and math.isfinite(metric["psnr"])
+    assert metric["protocol"]["channel"] == "y" and metric["protocol"]["crop_border"] == cfg.scale
+    assert metric["protocol"]["degradation"] == "matlab-bicubic"
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "kind"),
+    [
+        ("srcnn", {"num_features": [16, 8]}, "y pre-upsampling"),
+        ("espcn", {}, "y post-upsampling"),
+        ("edsr-baseline", {"num_blocks": 2, "num_features": 16}, "rgb post-upsampling"),
+    ],
+)
+def test_trainer_runs_validates_and_exports(env, tiny, model, overrides, kind):
+    cfg = _cfg(tiny, model, overrides=overrides)
+    log = Recorder()
+    result = Trainer(cfg, env / "run", logger=log, progress=False).train()
+    assert (result.status, result.step) == ("finished", 20)
+    losses = [v for _, v in log.series("loss")]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert [s for s, _ in log.series("val_psnr")] == [10, 20]
+    assert result.best_psnr == max(v for _, v in log.series("val_psnr"))
+    assert {"lr", "it_per_s", "loader_wait", "val_ssim"} <= {k for _, row in log.rows for k in row}
+    assert log.flushed >= 1
+    assert (env / "run" / "last.pt").is_file() and (env / "run" / "best.safetensors").is_file()
+    _check_export(result, cfg.resolved(), env / "run" / "export", "val")
+
+
+def test_loss_decreases_on_a_fixed_batch(env, tiny):
+    # One 16 px image, 8 px LR patches at x2, no augmentation: every batch is the same image.
+    cfg = _cfg(tiny, "espcn", data=tiny["one"], val_data=None, augment=False, iterations=40, precision="fp32")
+    log = Recorder()
+    result = Trainer(cfg, env / "run", logger=log, progress=False).train()
+    losses = [v for _, v in log.series("loss")]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert result.best_psnr is None and result.card.metrics == []  # no validation set: no metrics claimed
+
+
+def test_drcn_recursive_supervision(env, tiny, monkeypatch):
+    from srweb.models.drcn import DRCN
+
+    calls = []
+    original = DRCN.forward_with_supervision
+
+    def spy(self, x):
+        out, preds = original(self, x)
+        if self.training:
+            calls.append(len(preds))
+        return out, preds
+
+    monkeypatch.setattr(DRCN, "forward_with_supervision", spy)
+    cfg = _cfg(tiny, "drcn", overrides={"num_features": 8, "num_recursions": 3}, iterations=10, val_interval=10)
+    log = Recorder()
+    result = Trainer(cfg, env / "run", logger=log, progress=False).train()
+    assert result.status == "finished" and calls == [3] * 10  # every step supervised all 3 recursions
+    assert all(math.isfinite(v) for _, v in log.series("loss"))
+    _check_export(result, cfg.resolved(), env / "run" / "export", "val")
+
+
+def test_vdsr_adjustable_gradient_clipping(env, tiny, monkeypatch):
+    bounds = []
+    clip = torch.nn.utils.clip_grad_value_
+
+    def spy(parameters, clip_value, *args, **kwargs):
+        bounds.append(clip_value)
+        return clip(parameters, clip_value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", spy)
+    cfg = _cfg(tiny, "vdsr", overrides={"num_features": 8, "num_layers": 4}, iterations=10, schedule="step",
+               lr_step=5, lr_gamma=0.1, val_data=None)
+    resolved = cfg.resolved()
+    assert (resolved.optimizer, resolved.clip_mode, resolved.grad_clip, resolved.lr) == ("sgd", "adjustable", 0.4, 0.1)
+    log = Recorder()
+    result = Trainer(cfg, env / "run", logger=log, progress=False).train()
+    assert result.status == "finished"
+    # theta / lr: 0.4 / 0.1 for steps 0-4, then 0.4 / 0.01 once the lr dropped.
+    assert bounds == pytest.approx([4.0] * 5 + [40.0] * 5)
+    assert all(math.isfinite(v) for _, v in log.series("loss"))
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+
+def _stop_after(k: int):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:  # polled once before every step: call k+1 comes before step k+1
+        calls["n"] += 1
+        return calls["n"] > k
+
+    return should_stop
+
+
+def test_cancel_then_resume_continues_the_run(env, tiny):
+    cfg = _cfg(tiny, "espcn", iterations=30, schedule="cosine", min_lr=1e-5, precision="fp32")
+    run_dir = env / "run"
+    first, second = Recorder(), Recorder()
+    part1 = Trainer(cfg, run_dir, logger=first, should_stop=_stop_after(17), progress=False).train()
+    assert (part1.status, part1.step, part1.card) == ("cancelled", 17, None)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["step"] == 17 and state["best_psnr"] == part1.best_psnr
+    assert not (run_dir / "export").exists()  # a cancelled run exports nothing
+
+    part2 = Trainer(cfg, run_dir, logger=second, progress=False).train()
+    assert (part2.status, part2.step) == ("finished", 30)
+    steps = [s for s, _ in first.series("loss") + second.series("loss")]
+    assert steps == [10, 20, 30]  # one curve, no restart from 0
+    assert all(s > 17 for s, _ in second.rows)
+    resolved = cfg.resolved()
+    lrs = dict(first.series("lr") + second.series("lr"))
+    for step, lr in lrs.items():  # the cosine schedule continued where it stopped
+        assert lr == pytest.approx(resolved.lr * lr_factor(resolved, step)), step
+    assert lrs[30] == pytest.approx(1e-5)
+    assert part2.best_psnr >= part1.best_psnr
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 30
+
+
+def test_resume_restores_optimizer_and_rng_exactly(env, tiny):
+    # One training image: the sampler always picks it, so crops and flips come from the
+    # restored Python RNG. An interrupted run must then end bit-identical to an uninterrupted one.
+    cfg = _cfg(tiny, "espcn", data=tiny["one"], val_data=None, iterations=12, precision="fp32", channels_last=False)
+    Trainer(cfg, env / "straight", progress=False).train()
+    Trainer(cfg, env / "split", should_stop=_stop_after(5), progress=False).train()
+    Trainer(cfg, env / "split", progress=False).train()
+    a = torch.load(env / "straight" / "last.pt", weights_only=True)
+    b = torch.load(env / "split" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 12
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+
+
+def test_finished_run_resumed_again_does_not_train_further(env, tiny):
+    cfg = _cfg(tiny, "espcn", iterations=10, val_data=None)
+    Trainer(cfg, env / "run", progress=False).train()
+    log = Recorder()
+    result = Trainer(cfg, env / "run", logger=log, progress=False).train()
+    assert (result.status, result.step) == ("finished", 10) and log.series("loss") == []
+
+
+# --- SRGAN ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_srresnet(env):
+    model = create_model("srresnet", 2, num_blocks=1, num_features=8)
+    save_weights(model, "srresnet-x2.tiny", training={"note": "untrained test generator"})
+    return "srresnet-x2.tiny"
+
+
+@pytest.mark.slow
+def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
+    cfg = _cfg(tiny, "srresnet", loss="srgan-mse", pretrained=tiny_srresnet, batch_size=2, iterations=3,
+               val_data=None, overrides={"num_blocks": 1, "num_features": 8})
+    log = Recorder()
+    trainer = Trainer(cfg, env / "run", logger=log, progress=False)
+    result = trainer.train()
+    assert result.status == "finished" and trainer.disc is not None
+    ((step, row),) = [(s, r) for s, r in log.rows if "loss" in r]
+    assert step == 3 and {"loss", "content", "adv", "d_loss"} <= set(row)
+    assert all(math.isfinite(row[k]) for k in ("loss", "content", "adv", "d_loss"))
+    state = torch.load(env / "run" / "last.pt", weights_only=True)
+    assert "disc" in state and "disc_optimizer" in state
+    assert result.card.num_params == count_params(create_model("srresnet", 2, num_blocks=1, num_features=8))
+
+
+def test_srgan_pretrained_must_match(env, tiny, tiny_srresnet):
+    cfg = _cfg(tiny, "srresnet", scale=3, loss="srgan-mse", pretrained=tiny_srresnet, val_data=None)
+    with pytest.raises(ConfigError, match="srresnet x2, not srresnet x3"):
+        Trainer(cfg, env / "run", progress=False).train()
+
+
+@pytest.mark.slow
+def test_srgan_vgg54_with_random_vgg(env, tiny, tiny_srresnet):
+    cfg = _cfg(tiny, "srresnet", loss="srgan-vgg54", vgg_weights="random", pretrained=tiny_srresnet, batch_size=2,
+               iterations=3, val_data=None)
+    trainer = Trainer(cfg, env / "run", progress=False)
+    result = trainer.train()
+    assert (result.status, result.step) == ("finished", 3) and trainer.vgg is not None
+    assert not any(p.requires_grad for p in trainer.vgg.parameters())  # VGG is a fixed feature extractor
+
+
+@pytest.mark.slow
+def test_srgan_vgg54_offline_is_a_clear_config_error(env, tiny, tiny_srresnet, monkeypatch):
+    import torchvision.models._api as tv_api
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    cfg = _cfg(tiny, "srresnet", loss="srgan-vgg54", pretrained=tiny_srresnet, batch_size=2, iterations=3,
+               val_data=None)
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, env / "run", progress=False).train()
+    message = str(err.value)
+    assert "VGG19 ImageNet weights are not available (URLError)" in message
+    assert "vgg19-dcbb9e9d.pth" in message and "srgan-mse" in message

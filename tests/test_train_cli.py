@@ -1,0 +1,206 @@
+"""``srweb train`` and ``srweb jobs``: real subprocesses for the end-to-end runs, ``main()``
+in-process for the many bad-input cases (same code path, without a torch import per case)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import srweb
+from srweb.cli import main
+from srweb.config import get_settings
+from srweb.track.db import dispose_engine, session_scope
+from srweb.track.runs import get_run, list_runs, metric_series
+
+DATA = Path(get_settings().data_root)
+SRWEB = [sys.executable, "-m", "srweb.cli"]
+
+
+def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
+    dst.mkdir(parents=True)
+    for path in sorted(src.glob("*.png"))[:count]:
+        with Image.open(path) as img:
+            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
+    return dst
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
+    env.update(SRWEB_STATE_DIR=str(root / "state"), SRWEB_WEIGHTS_DIR=str(root / "weights"),
+               SRWEB_RUNS_DIR=str(root / "runs"), SRWEB_DATA_ROOT=str(DATA), OMP_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _srweb(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*SRWEB, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _summary(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The issue's command: EDSR-baseline on General-100, validated on Set5, tracked, exported."""
+    root = tmp_path_factory.mktemp("cli")
+    env = _env(root)
+    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(DATA / "General-100"),
+            "--val-data", str(DATA / "Set5"), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
+            "--override", "num_blocks=2", "--val-interval", "10", "--export", str(root / "weights")]
+    started = time.monotonic()
+    out = _srweb(args, env, root)
+    return {"root": root, "env": env, "out": out, "seconds": time.monotonic() - started}
+
+
+@pytest.fixture
+def state(trained, monkeypatch):
+    """This process pointed at the database and folders of the ``trained`` run."""
+    for key in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR"):
+        monkeypatch.setenv(key, trained["env"][key])
+    get_settings.cache_clear()
+    yield trained
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+@pytest.mark.slow
+def test_train_edsr_baseline_general100_end_to_end(state):
+    summary = _summary(state["out"])
+    assert (summary["status"], summary["step"], summary["weights"]) == ("finished", 20, "edsr-baseline-x2.custom")
+    assert summary["run_id"] == 1 and summary["best_psnr"] > 20
+    with session_scope(write=False) as session:
+        run = get_run(session, 1)
+        series = metric_series(session, 1, wide=True)
+    assert (run.status, run.step, run.total_steps, run.error) == ("finished", 20, 20, None)
+    assert run.name == "edsr-baseline-x2_f64b2_p24_b4_lr1e-4" and run.weights_name == "edsr-baseline-x2.custom"
+    assert run.config["overrides"] == {"num_blocks": 2} and run.config["val_data"].endswith("Set5")
+    assert list(series["val_psnr"].dropna().index) == [10, 20] and list(series["loss"].dropna().index) == [10, 20]
+    assert run.best_psnr == pytest.approx(series["val_psnr"].max())
+    model, card = srweb.load_weights("edsr-baseline-x2.custom")  # in the weights folder, found by name
+    assert card.num_params == sum(p.numel() for p in model.parameters())
+    assert card.config["num_blocks"] == 2 and card.training["run_id"] == 1
+    (metric,) = card.metrics
+    assert metric["dataset"] == "Set5" and metric["protocol"] == {
+        "channel": "y", "crop_border": 2, "degradation": "matlab-bicubic", "dataset": "Set5"}
+
+
+@pytest.mark.slow
+def test_from_card_reproduces_the_cards_config(state, tmp_path):
+    card_path = state["root"] / "weights" / "edsr-baseline-x2.custom.json"
+    recorded = json.loads(card_path.read_text())["training"]["config"]
+    env = _env(state["root"], SRWEB_MAX_PARALLEL_JOBS="0")  # queue it, do not train it again
+    out = _srweb(["train", "--from-card", str(card_path), "--background"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("queued run 2 (edsr-baseline-x2_f64b2_p24_b4_lr1e-4)")
+    with session_scope(write=False) as session:
+        queued = get_run(session, 2)
+    assert queued.status == "queued" and queued.config == recorded  # every hyperparameter, the name too
+    assert main(["jobs", "cancel", "2"]) == 0
+
+
+@pytest.mark.slow
+def test_from_card_retrains_bit_identically(tmp_path):
+    # Same config, same seed, one CPU thread: training again from the card gives the same tensors.
+    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = _env(tmp_path)
+    first = _summary(_srweb(["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
+                             "--batch-size", "4", "--iterations", "15", "--tag", "a", "--no-track", "--run-dir",
+                             str(tmp_path / "a"), "--export", str(tmp_path / "w1")], env, tmp_path))
+    card_a = json.loads((tmp_path / "w1" / "espcn-x2.a.json").read_text())
+    second = _summary(_srweb(["train", "--from-card", str(tmp_path / "w1" / "espcn-x2.a.json"), "--no-track",
+                              "--run-dir", str(tmp_path / "b"), "--export", str(tmp_path / "w2")], env, tmp_path))
+    card_b = json.loads((tmp_path / "w2" / "espcn-x2.a.json").read_text())
+    assert first["step"] == second["step"] == 15
+    assert card_b["training"]["config"] == card_a["training"]["config"]
+    # Equal tensors (the files' sha256 may differ: safetensors writes its header keys in any order).
+    a = load_file(tmp_path / "w1" / "espcn-x2.a.safetensors")
+    b = load_file(tmp_path / "w2" / "espcn-x2.a.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "espcn", "--lr", "-0.1"], "lr must be > 0, got -0.1"),
+        (["--model", "espcn", "--batch-size", "0"], "batch_size must be >= 1"),
+        (["--model", "espcn", "--iterations", "0"], "iterations must be >= 1"),
+        (["--model", "espcn", "--scale", "5"], "espcn supports scales (2, 3, 4), not 5"),
+        (["--model", "bicubic"], "bicubic is a baseline without parameters"),
+        (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+        (["--model", "espcn", "--optimizer", "rmsprop"], "optimizer must be one of"),
+        (["--model", "espcn", "--loss", "ssim"], "loss must be one of"),
+        (["--model", "espcn", "--override", "num_blocks=4"], "unknown override(s) num_blocks for espcn"),
+        (["--model", "espcn", "--data", "/no/such/folder"], "data: dataset '/no/such/folder' not found"),
+        (["--model", "espcn", "--data", "General-100", "--patch-size", "60"], "smallest training image"),
+        (["--model", "espcn", "--val-data", "Set99"], "val_data: dataset 'Set99' not found"),
+        (["--from-card", "/no/such/card.json"], "No such file or directory"),
+        ([], "--model is required"),
+    ],
+)
+def test_bad_hyperparameters_exit_2_with_one_line(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SRWEB_CACHE_DIR", str(tmp_path / "cache"))  # the built-in sample set lands here
+    get_settings.cache_clear()
+    try:
+        code = main(["train", *args])
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("srweb: error: ") and message in err, err
+    assert not (tmp_path / "state" / "db").exists()  # rejected before anything was recorded
+
+
+def test_bad_hyperparameters_in_a_real_process(tmp_path):
+    out = _srweb(["train", "--model", "edsr-baseline", "--lr", "-1", "--no-track"], _env(tmp_path), tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "srweb: error: lr must be > 0, got -1.0\n"
+
+
+@pytest.mark.slow
+def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
+    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = _env(tmp_path)
+    out = _srweb(["jobs", "submit", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
+                  "--batch-size", "4", "--iterations", "20", "--precision", "fp32"], env, tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+    for key in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR"):
+        monkeypatch.setenv(key, env[key])
+    get_settings.cache_clear()
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # the worker outlives the CLI process that started it
+            with session_scope(write=False) as session:
+                status = list_runs(session)[0].status
+            if status not in ("queued", "running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert status == "finished"
+        capsys.readouterr()
+        assert main(["jobs", "list"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["id", "status", "step", "best", "PSNR", "name"]
+        assert lines[1].split() == ["1", "finished", "20/20", "-", "espcn-x2_f64-32_p8_b4_lr1e-3_l2"]
+        assert main(["jobs", "logs", "1", "--lines", "5"]) == 0
+        log = capsys.readouterr().out
+        assert log.strip().endswith("run 1 finished at step 20") and len(log.strip().splitlines()) <= 5
+        assert main(["jobs", "cancel", "1"]) == 2
+        assert capsys.readouterr().err == "srweb: error: run 1 is already finished; nothing to cancel\n"
+        assert main(["jobs", "logs"]) == 2
+        assert capsys.readouterr().err == "srweb: error: jobs logs needs a RUN_ID\n"
+        assert main(["jobs", "resume", "7"]) == 2
+        assert capsys.readouterr().err == "srweb: error: no run with id 7\n"
+    finally:
+        dispose_engine()
+        get_settings.cache_clear()
