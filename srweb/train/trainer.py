@@ -250,6 +250,10 @@ class Trainer:
             if cfg.loss == "srgan-vgg54":
                 self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
         start_step, best = self._restore()
+        if self.disc is not None and self.world > 1:
+            # DDP syncs the generator only; the discriminator (seeded per rank) must start as rank 0's.
+            for tensor in self.disc.state_dict().values():
+                dist.broadcast(tensor, 0)
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", cfg.lr)
         # A resumed run continues its lr curve at start_step (no replay, no optimizer-order warning).
@@ -374,6 +378,11 @@ class Trainer:
                 d_loss = adversarial_loss(self.disc(hr_img), True) + adversarial_loss(self.disc(sr.detach()), False)
             self.disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
+            if self.world > 1:  # one discriminator for all processes: average its gradients as DDP would
+                for p in self.disc.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad.div_(self.world)
             self.disc_optimizer.step()
             out["d_loss"] = float(d_loss.detach())
         return out
