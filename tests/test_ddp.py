@@ -78,3 +78,44 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
     finally:
         dispose_engine(url)
     assert rows == [("finished", 12, str(tmp_path / "runs" / "espcn-x2_f64-32_p8_b2_lr1e-3_l2"), "espcn-x2.custom")]
+
+
+SRGAN_SCRIPT = """
+import os, sys, torch
+from srweb.train.config import TrainConfig
+from srweb.train.trainer import Trainer
+
+data, weights, out = sys.argv[1:4]
+cfg = TrainConfig(model="srresnet", scale=2, data=data, val_data=None, patch_size=8, batch_size=2, iterations=2,
+                  loss="srgan-mse", pretrained=weights, precision="fp32")
+trainer = Trainer(cfg, os.path.join(out, "run"), progress=False)
+result = trainer.train()
+assert result.status == "finished", result
+torch.save({"disc": trainer.disc.state_dict(), "model": trainer.model.state_dict()},
+           os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_torchrun_srgan_keeps_one_discriminator(tmp_path):
+    from srweb.models import create_model
+    from srweb.weights import save_weights
+
+    train = _crops(DATA / "General-100", tmp_path / "train", 8, 48)
+    save_weights(create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny",
+                 weights_dir=tmp_path / "weights")
+    script = tmp_path / "srgan_ddp.py"
+    script.write_text(SRGAN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
+    env.update(SRWEB_STATE_DIR=str(tmp_path / "state"), SRWEB_WEIGHTS_DIR=str(tmp_path / "weights"),
+               OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               str(train), "srresnet-x2.tiny", str(tmp_path)]
+    out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    import torch
+
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for part in ("model", "disc"):  # DDP syncs the generator; the trainer must sync the discriminator
+        for key, tensor in rank0[part].items():
+            if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):  # per-process BN stats
+                assert torch.equal(tensor, rank1[part][key]), f"{part}.{key} differs between processes"
