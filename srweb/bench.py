@@ -144,6 +144,27 @@ def _scale_of(weights_name: str) -> int:
     return load_cached(weights_name)[1].scale
 
 
+def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, height: int = 540) -> dict:
+    """Auto-tiled vs untiled upscale of a 4K-output image: wall time and peak RSS of each."""
+    from PIL import Image
+
+    from srweb.models import create_model
+
+    model = create_model(arch, scale).eval()
+    img = Image.effect_noise((width, height), 64).convert("RGB")
+    result = {"model": f"{arch}-x{scale}", "input": f"{width}x{height}", "output": f"{width * scale}x{height * scale}"}
+    for label, tile in (("tiled", None), ("untiled", 100_000)):
+        up = Upscaler(model, tile_size=tile)
+        _reset_peak_rss()
+        start = time.perf_counter()
+        up.upscale(img)
+        result[f"{label}_s"] = round(time.perf_counter() - start, 2)
+        result[f"{label}_peak_rss_mb"] = round(_peak_rss_mb())
+        result[f"{label}_grid"] = "x".join(map(str, up.tile_grid(height, width)))
+    result["tiling_overhead"] = round(result["tiled_s"] / result["untiled_s"] - 1, 3)
+    return result
+
+
 def bench_training(steps: int = 4, batch: int = 16, patch: int = 48) -> dict:
     """it/s of one edsr-baseline x2 training step: fast (bf16 + channels_last) vs plain fp32."""
     from srweb.models import create_model
@@ -182,7 +203,7 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     from srweb.weights import list_weights
 
     torch.manual_seed(0)
-    report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None}
+    report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "tiling": None}
     for arch, scale, w, h in cases:
         report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats)))
     if quality:
@@ -192,6 +213,7 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
                                       "psnr_delta_db": round(delta, 4), "guard_db": QUALITY_GUARD_DB})
     if training:
         report["training"] = bench_training()
+        report["tiling"] = bench_tiling()
     return report
 
 
@@ -248,6 +270,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         t = report["training"]
         print(f"training edsr-baseline x2 b{t['batch']} p{t['patch']}: plain {t['plain_it_per_s']} it/s, "
               f"fast {t['fast_it_per_s']} it/s ({t['speedup']}x)")
+    if report["tiling"]:
+        t = report["tiling"]
+        print(f"tiling {t['model']} {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
+              f"{t['tiled_peak_rss_mb']} MB peak (grid {t['tiled_grid']}), untiled {t['untiled_s']} s / "
+              f"{t['untiled_peak_rss_mb']} MB, overhead {t['tiling_overhead']:+.1%}")
     return 0
 
 

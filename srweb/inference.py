@@ -30,9 +30,12 @@ from srweb.weights import WeightsCard, load_weights, resolve_weights
 
 ProgressFn = Callable[[int, int], None]
 
-# Activation budget per tile in float elements (~256 MB in fp32): bounds peak memory.
-TILE_BUDGET_ELEMENTS = 64_000_000
+# Activation memory allowed per tile; peak RSS of a 3840x2160 edsr-baseline x4 output stays
+# under 2 GB with it (`srweb bench`). Measured: ~4 bytes per activation element per pixel.
+TILE_BUDGET_BYTES = int(float(os.environ.get("SRWEB_TILE_BUDGET_MB", 1000)) * 1e6)
+BYTES_PER_ELEMENT = 4
 MAX_OVERLAP = 32
+MAX_GRID = 64
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class Upscaler:
         device: ``auto`` (cuda > mps > cpu) or a torch device string.
         precision: ``auto`` (bf16 where the hardware has it, unless the card says the model
             loses quality in it), ``fp32``, ``bf16`` or ``fp16``.
-        tile_size: input tile side in pixels; ``None`` picks one from the activation budget.
+        tile_size: input tile side in pixels; ``None`` picks the tile grid that computes the
+            fewest pixels (overlaps included) while each tile fits the activation budget.
         tile_overlap: context pixels around each tile; ``None`` uses the receptive radius.
         channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
     """
@@ -144,7 +148,8 @@ class Upscaler:
         in_channels = int(model.in_channels)
         self.profile = profile_model(self.model, in_channels, model.upsampling)
         self.tile_overlap = tile_overlap if tile_overlap is not None else min(self.profile.receptive_radius, MAX_OVERLAP)
-        self.tile_size = tile_size or self._auto_tile_size()
+        self.tile_size = tile_size
+        self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (BYTES_PER_ELEMENT * self.profile.elements_per_pixel))
         self._lock = threading.Lock()
         self.last_seconds = 0.0
 
@@ -161,13 +166,22 @@ class Upscaler:
     def name(self) -> str:
         return self.card.name if self.card else getattr(self.model, "arch", "model")
 
-    def _auto_tile_size(self) -> int:
-        # Three live activations of the largest size must fit the budget.
-        per_pixel = 3 * self.profile.elements_per_pixel
-        side = int(math.sqrt(TILE_BUDGET_ELEMENTS / per_pixel))
-        if self.model.upsampling == "pre":
-            side = max(side, 64)
-        return max(32, min(1024, side))
+    def tile_grid(self, h: int, w: int) -> tuple[int, int]:
+        """(rows, cols) of tiles for an ``h`` x ``w`` model input."""
+        if self.tile_size:
+            return math.ceil(h / self.tile_size), math.ceil(w / self.tile_size)
+        pad, best = self.tile_overlap, None
+        for rows in range(1, min(h, MAX_GRID) + 1):
+            tile_h = math.ceil(h / rows) + (2 * pad if rows > 1 else 0)
+            for cols in range(1, min(w, MAX_GRID) + 1):
+                tile_w = math.ceil(w / cols) + (2 * pad if cols > 1 else 0)
+                if tile_h * tile_w <= self.max_tile_pixels:
+                    # Pixels computed in all, overlaps included; fewer tiles break ties.
+                    cost = (h + 2 * pad * (rows - 1)) * (w + 2 * pad * (cols - 1)), rows * cols
+                    if best is None or cost < best[0]:
+                        best = cost, (rows, cols)
+                    break
+        return best[1] if best else (math.ceil(h / 32), math.ceil(w / 32))
 
     def _autocast(self):
         if self.precision == "fp32" or self.device == "mps":
@@ -192,8 +206,8 @@ class Upscaler:
         else:
             out_scale = self.scale
         _, _, h, w = x.shape
-        tile, pad = self.tile_size, self.tile_overlap
-        rows, cols = math.ceil(h / tile), math.ceil(w / tile)
+        pad = self.tile_overlap
+        rows, cols = self.tile_grid(h, w)
         if rows * cols == 1:
             out = self._forward(x)
             if progress:
@@ -297,11 +311,11 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
 
 def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.PathLike, *, max_pixels: int | None = None) -> Path:
     """Load, upscale and write ``out_dir/<stem>.png``; returns the output path."""
-    from srweb.imaging import load_image
+    from srweb.imaging import load_image, png_ready
 
     img = load_image(path, max_pixels=max_pixels)
     result = upscaler.upscale(img)
     target = Path(out_dir) / f"{Path(path).stem}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    result.save(target)
+    png_ready(result).save(target)
     return target

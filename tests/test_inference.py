@@ -120,10 +120,16 @@ def test_scale_mismatch_and_bad_names():
         Upscaler("no-such-weights")
 
 
-def test_auto_tile_size_bounds_activations():
+def test_auto_tile_grid_bounds_activations():
     up = Upscaler(srweb.create_model("edsr-baseline", 4), precision="fp32")
-    assert 32 <= up.tile_size <= 512
     assert up.tile_overlap >= 16
+    rows, cols = up.tile_grid(540, 960)
+    assert rows * cols > 1
+    tile_pixels = (540 // rows + 2 * up.tile_overlap + 1) * (960 // cols + 2 * up.tile_overlap + 1)
+    assert tile_pixels * up.profile.elements_per_pixel * 4 <= 1.1e9
+    assert up.tile_grid(64, 64) == (1, 1)
+    small = Upscaler(srweb.create_model("espcn", 4), precision="fp32")
+    assert small.tile_grid(540, 960) == (1, 1)  # small models run whole
 
 
 def test_fast_path_close_to_fp32(photo):
