@@ -113,7 +113,8 @@ def test_shipped_cards_match_their_models():
         model, loaded = load_weights(card.name)
         assert loaded.num_params == count_params(model), card.name
         assert card.arch in srweb.list_models() and card.scale == model.scale
-        assert card.name == f"{card.arch}-x{card.scale}.{card.name.split('.', 1)[1]}"
+        prefix = "srgan" if card.training["config"].get("loss", "").startswith("srgan") else card.arch
+        assert card.name == f"{prefix}-x{card.scale}.{card.name.split('.', 1)[1]}"
         set5 = card.metric("Set5")
         assert set5 is not None and set5["protocol"]["channel"] == "y", card.name
         assert set5["protocol"]["crop_border"] == card.scale

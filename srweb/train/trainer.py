@@ -412,5 +412,7 @@ class Trainer:
             "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
             "torch": torch.__version__, "num_params": count_params(self.model),
         }
-        return save_weights(self.model, f"{cfg.model}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
+        # SRGAN is the srresnet generator trained adversarially: named as the papers name it.
+        prefix = "srgan" if cfg.loss.startswith("srgan") else cfg.model
+        return save_weights(self.model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
                             training=training, metrics=metrics, inference=inference)
