@@ -87,7 +87,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
         except (ImageError, ValueError, OSError) as exc:
             failures += 1
-            tqdm.write(f"srweb: error: {exc}", file=sys.stderr)
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"  # name the file in a batch
+            tqdm.write(f"srweb: error: {message}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -110,6 +110,16 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# Modes PIL writes as PNG without conversion (I;16 and I are stored as 16-bit grey).
+PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"})
+
+
+def png_ready(img: Image.Image) -> Image.Image:
+    """``img`` in a mode PNG can store: unchanged when it can, else 8-bit RGB (CMYK, YCbCr, LAB,
+    HSV, float, ...), so that saving an upscaled CMYK JPEG as PNG does not fail."""
+    return img if img.mode in PNG_MODES else to_rgb8(img)
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> float32 (C, H, W) in [0, 1]; 1 channel for L, 3 for everything else."""
     if img.mode == "L":

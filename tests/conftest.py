@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,13 +111,13 @@ def _stop_workers(database_url: str) -> None:
             pass
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory) -> AppServer:
-    """The real app (``python app.py``) on a free port with fresh state; terminated after the session."""
-    root = tmp_path_factory.mktemp("app")
+def start_app(root: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None,
+              log_name: str = "app.log", artifact: str | None = None) -> AppServer:
+    """Start ``python app.py`` with state and weights under ``root`` (reused if already there)
+    and wait until it serves. ``extra_env`` adds or overrides variables (e.g. ``SRWEB_PUBLIC``)."""
     state_dir, weights_dir = root / "state", root / "weights"
     weights_name, scale = _prepare_weights(weights_dir)
-    port = _free_port()
+    port = port or _free_port()
     database_url = f"sqlite:///{state_dir / 'db' / 'srweb.sqlite'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SRWEB_", "GRADIO_"))}
     env.update(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
@@ -124,27 +125,66 @@ def app_server(tmp_path_factory) -> AppServer:
                PYTHONUNBUFFERED="1")
     if os.environ.get("SRWEB_DATA_ROOT"):
         env["SRWEB_DATA_ROOT"] = os.environ["SRWEB_DATA_ROOT"]
-    log_path = root / "app.log"
-    with open(log_path, "wb") as log:
+    env.update(extra_env or {})
+    log_path = root / log_name
+    with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(url, state_dir, weights_dir, database_url, log_path, process, weights_name, scale)
+    started = time.monotonic()
     try:
-        started = time.monotonic()
         _wait_until_serving(url, process, log_path)
-        print(f"\napp serving at {url} after {time.monotonic() - started:.1f} s")
+    except BaseException:
+        stop_app(server, stop_workers=False, artifact=artifact)
+        raise
+    print(f"\napp serving at {url} after {time.monotonic() - started:.1f} s")
+    return server
+
+
+def stop_app(server: AppServer, *, stop_workers: bool = True, artifact: str | None = None) -> None:
+    """Terminate the app (and, by default, the training workers it left running)."""
+    if stop_workers:
+        _stop_workers(server.database_url)
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+    if artifact:
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(server.log_path, ARTIFACTS / artifact)
+
+
+@contextmanager
+def running_app(root: Path, extra_env: dict[str, str] | None = None, artifact: str | None = None):
+    """``start_app`` ... ``stop_app`` as a context manager."""
+    server = start_app(root, extra_env, artifact=artifact)
+    try:
         yield server
     finally:
-        _stop_workers(database_url)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copyfile(log_path, ARTIFACTS / "app.log")
+        stop_app(server, artifact=artifact)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory) -> AppServer:
+    """The real app (``python app.py``) on a free port with fresh state; terminated after the session."""
+    with running_app(tmp_path_factory.mktemp("app"), artifact="app.log") as server:
+        yield server
+
+
+ADMIN_TOKEN = "test-admin-token-8c1f2e"
+
+
+@pytest.fixture(scope="session")
+def public_app_server(tmp_path_factory) -> AppServer:
+    """The real app in public mode (as on a Space): ``SRWEB_PUBLIC=1`` with admin token
+    :data:`ADMIN_TOKEN` and the public defaults for every limit. Queued training runs never
+    start (``SRWEB_MAX_PARALLEL_JOBS=0``): the tests here are about who may queue them."""
+    env = {"SRWEB_PUBLIC": "1", "SRWEB_ADMIN_TOKEN": ADMIN_TOKEN, "SRWEB_MAX_PARALLEL_JOBS": "0"}
+    with running_app(tmp_path_factory.mktemp("public-app"), env, artifact="public-app.log") as server:
+        yield server
 
 
 def _no_browser(reason: str) -> None:
@@ -199,3 +239,70 @@ def screenshot(artifacts):
         return path
 
     return take
+
+
+# --- raw HTTP helpers (what a hand-made client can do, without gradio_client) -------------------
+
+
+def dependency_index(url: str, api_name: str) -> int:
+    """The ``fn_index`` of the event named ``api_name`` in the app's /config (private ones included)."""
+    import httpx
+
+    config = httpx.get(url + "config", timeout=30).json()
+    for dependency in config["dependencies"]:
+        if dependency.get("api_name") == api_name:
+            return int(dependency["id"])
+    raise KeyError(f"no event named {api_name!r}")
+
+
+def queue_call(url: str, fn_index: int, data: list, timeout: float = 120, first_only: bool = False) -> dict:
+    """Call an event through the queue as the browser does (POST queue/join, read the SSE stream).
+
+    Returns the ``process_completed`` message (``success``, ``output``), or the first
+    ``process_generating`` one when ``first_only`` (a generator handler's first update).
+    """
+    import json
+    import uuid
+
+    import httpx
+
+    session = uuid.uuid4().hex[:11]
+    joined = httpx.post(url + "gradio_api/queue/join", timeout=30,
+                        json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None,
+                              "event_data": None})
+    joined.raise_for_status()
+    event_id = joined.json()["event_id"]
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            if message.get("event_id") not in (None, event_id):
+                continue
+            if message.get("msg") == "process_completed" or (first_only and message.get("msg") == "process_generating"):
+                return message
+    raise AssertionError(f"event {event_id} ended without a result")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process in kB (``VmRSS`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def forged_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose IHDR declares ``width`` x ``height`` (a decompression bomb when large):
+    the header is real, the pixel data is a few bytes, nothing big is ever allocated."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path

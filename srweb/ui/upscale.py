@@ -11,7 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import ImageError, load_image, to_rgb8
+from srweb.imaging import ImageError, load_image, png_ready, to_rgb8
 from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
 from srweb.weights import WeightsError, list_weights
@@ -29,10 +29,15 @@ class ImageInput(gr.Image):
     is_template = True  # render with gr.Image's frontend
 
     def preprocess(self, payload):
+        name = getattr(payload, "orig_name", None) or "the upload"
         try:
             return super().preprocess(payload)
+        except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
+            raise gr.Error(f"{name} is too large (its header declares a decompression bomb)") from None
         except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for non-images
-            name = getattr(payload, "orig_name", None) or "the upload"
+            path = getattr(payload, "path", None)
+            if path and Path(path).is_file() and Path(path).stat().st_size == 0:
+                raise gr.Error(f"{name}: empty file") from None
             raise gr.Error(f"{name} is not a readable image ({type(exc).__name__})") from None
 
 
@@ -94,7 +99,7 @@ def upscale_image(image: Image.Image, choice: str, progress=None) -> UpscaleResu
     bicubic = get_upscaler("bicubic", upscaler.scale).upscale(image)
     out_dir = Path(tempfile.mkdtemp(prefix="srweb-upscale-"))
     sr_path = out_dir / f"{upscaler.name}.png"
-    sr.save(sr_path)
+    png_ready(sr).save(sr_path)
     return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path)
 
 
