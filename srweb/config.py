@@ -23,12 +23,26 @@ def _env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+# Hugging Face Spaces mount persistent storage here (when the Space has it enabled).
+SPACES_STORAGE = Path("/data")
+PUBLIC_MAX_INPUT_PIXELS = 4_000_000
+LOCAL_MAX_INPUT_PIXELS = 16_000_000
+
+
 def _default_state_dir() -> Path:
-    # Hugging Face Spaces mount persistent storage at /data; prefer it when present.
-    persistent = Path("/data")
+    # Inside a Space, prefer persistent storage: the app's own disk is wiped on every restart.
+    persistent = SPACES_STORAGE
     if os.environ.get("SPACE_ID") and persistent.is_dir() and os.access(persistent, os.W_OK):
         return persistent / "srweb"
     return REPO_ROOT
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    number = int(value)
+    return None if number <= 0 else number  # 0 or negative: no limit
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,14 @@ class Settings:
         runs_dir: per-run checkpoints and logs.
         data_root: where benchmark and training folders live (Set5, General-100, DIV2K).
         device: ``auto`` (cuda > mps > cpu) or an explicit torch device string.
-        public: public mode (Spaces): training and arbitrary paths need ``admin_token``.
-        admin_token: token unlocking admin features in public mode.
-        max_input_pixels: largest accepted input image (width x height).
+        public: public mode (on by default inside a Space, ``SPACE_ID`` set): training,
+            evaluation, run export/cancel/resume and arbitrary dataset paths need ``admin_token``
+            (see :mod:`srweb.access`).
+        admin_token: token unlocking admin features in public mode; None disables them there.
+        max_input_pixels: largest accepted input image (width x height); 4 MP in public mode.
+        max_upload_mb: largest accepted upload in MB (Gradio's ``max_file_size``); None: no limit.
+        queue_size: requests waiting in the app's queue before new ones are refused; None: no limit.
+        concurrency: handlers of one event running at once unless the event sets its own limit.
     """
 
     weights_dir: Path
@@ -56,8 +75,11 @@ class Settings:
     device: str = "auto"
     public: bool = False
     admin_token: str | None = None
-    max_input_pixels: int = 16_000_000
+    max_input_pixels: int = LOCAL_MAX_INPUT_PIXELS
     max_parallel_jobs: int = 1
+    max_upload_mb: int | None = 50
+    queue_size: int | None = 64
+    concurrency: int = 4
     extra: dict = field(default_factory=dict)
 
 
@@ -67,6 +89,7 @@ def get_settings() -> Settings:
     state_dir = _env_path("SRWEB_STATE_DIR", _default_state_dir())
     db_dir = state_dir / "db"
     database_url = os.environ.get("SRWEB_DATABASE_URL") or f"sqlite:///{db_dir / 'srweb.sqlite'}"
+    public = _env_bool("SRWEB_PUBLIC", default=bool(os.environ.get("SPACE_ID")))
     return Settings(
         weights_dir=_env_path("SRWEB_WEIGHTS_DIR", REPO_ROOT / "weights"),
         state_dir=state_dir,
@@ -75,10 +98,14 @@ def get_settings() -> Settings:
         cache_dir=_env_path("SRWEB_CACHE_DIR", db_dir / "cache"),
         data_root=_env_path("SRWEB_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"),
         device=os.environ.get("SRWEB_DEVICE", "auto"),
-        public=_env_bool("SRWEB_PUBLIC", default=bool(os.environ.get("SPACE_ID"))),
-        admin_token=os.environ.get("SRWEB_ADMIN_TOKEN") or None,
-        max_input_pixels=int(os.environ.get("SRWEB_MAX_INPUT_PIXELS", 16_000_000)),
+        public=public,
+        admin_token=os.environ.get("SRWEB_ADMIN_TOKEN", "").strip() or None,
+        max_input_pixels=_env_int("SRWEB_MAX_INPUT_PIXELS",
+                                  PUBLIC_MAX_INPUT_PIXELS if public else LOCAL_MAX_INPUT_PIXELS) or 2**62,
         max_parallel_jobs=int(os.environ.get("SRWEB_MAX_PARALLEL_JOBS", 1)),
+        max_upload_mb=_env_int("SRWEB_MAX_UPLOAD_MB", 20 if public else 50),
+        queue_size=_env_int("SRWEB_QUEUE_SIZE", 64),
+        concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,
     )
 
 

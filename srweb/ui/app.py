@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import gradio as gr
 
 from srweb.ui import leaderboard, rate, runs, train, upscale
+from srweb.ui.admin import admin_box
 
 TITLE = "srweb · super-resolution studio"
 
@@ -15,25 +14,33 @@ def build_app() -> gr.Blocks:
     """The full app: every tab of srweb in one Blocks."""
     with gr.Blocks(title=TITLE) as blocks:
         gr.Markdown(f"# {TITLE}")
+        # One admin token for every tab (shown in public mode only); handlers check it server side.
+        admin = admin_box()
         with gr.Tab("Upscale", id="upscale"):
             weights = upscale.build_tab()
         with gr.Tab("Train", id="train"):
-            train.build_tab()
+            train.build_tab(admin=admin)
         with gr.Tab("Runs", id="runs") as runs_tab:
-            runs.build_tab(runs_tab, weights_dropdown=weights)
+            runs.build_tab(runs_tab, weights_dropdown=weights, admin=admin)
         with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
-            leaderboard.build_tab(leaderboard_tab)
+            leaderboard.build_tab(leaderboard_tab, admin=admin)
         with gr.Tab("Rate", id="rate"):
             rate.build_tab()
     return blocks
 
 
 def launch(**kwargs) -> None:
-    """Start the app; Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    """Start the app; Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+
+    Limits come from the settings (:mod:`srweb.access`): upload size, queue length and
+    concurrency; only Gradio's cache and the example images are served, never server folders.
+    ``kwargs`` override any of them.
+    """
+    from srweb.access import launch_options, queue_options
     from srweb.services import prepare_database, start_job_watcher
 
     prepare_database()
     start_job_watcher()
     blocks = build_app()
-    blocks.queue(default_concurrency_limit=int(os.environ.get("SRWEB_CONCURRENCY", 4)))
-    blocks.launch(**kwargs)
+    blocks.queue(**queue_options())
+    blocks.launch(**{**launch_options(upscale.example_images()), **kwargs})

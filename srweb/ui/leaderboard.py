@@ -20,6 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from srweb.config import get_settings
+from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
 
 ALL = "all"
@@ -246,8 +247,9 @@ def run_evaluation(runner: EvalRunner, choice: str | None, dataset: str | None, 
 # --- layout -----------------------------------------------------------------------------------
 
 
-def build_tab(tab: gr.Tab | None = None) -> None:
-    """Lay out the Leaderboard tab; ``tab`` (optional) refreshes the board when selected."""
+def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> None:
+    """Lay out the Leaderboard tab; ``tab`` (optional) refreshes the board when selected; ``admin`` is
+    the app's admin token box (public mode; the tab makes its own when None)."""
     runner = EvalRunner()
     with gr.Row():
         scale = gr.Dropdown([ALL, *SCALES], value=ALL, label="Scale", elem_id="lb-scale")
@@ -268,6 +270,7 @@ def build_tab(tab: gr.Tab | None = None) -> None:
             datasets = eval_datasets()
             dataset = gr.Dropdown(datasets, value=datasets[0], label="Benchmark", elem_id="lb-eval-dataset")
             evaluate = gr.Button("Evaluate", variant="primary", elem_id="lb-evaluate", scale=0)
+        admin = admin if admin is not None else admin_box()
         status = gr.Markdown(runner.message, elem_id="lb-eval-status")
 
     def on_evaluate(choice: str | None, benchmark: str | None, scale_filter: str, bench_filter: str):
@@ -282,7 +285,8 @@ def build_tab(tab: gr.Tab | None = None) -> None:
     refresh_button.click(refresh, filters, outputs, api_name="leaderboard")
     if tab is not None:
         tab.select(refresh, filters, outputs, show_progress="hidden", api_visibility="private")
-    evaluate.click(on_evaluate, [target, dataset, scale, bench], [status, *outputs], api_visibility="private")
+    evaluate.click(admin_only(on_evaluate, "running an evaluation"), [target, dataset, scale, bench, admin],
+                   [status, *outputs], api_visibility="private")
 
 
 def demo() -> gr.Blocks:

@@ -11,6 +11,7 @@ from srweb.exports import ExportError, export_run_weights
 from srweb.models import list_models
 from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
+from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
 from srweb.ui.train import as_run_id
 
@@ -82,13 +83,15 @@ def refresh_weights():
     return gr.Dropdown(choices=weights_choices())
 
 
-def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = None) -> None:
+def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = None,
+              admin: gr.Textbox | None = None) -> None:
     """Lay out the Runs tab inside the current Blocks context.
 
     Args:
         tab: the enclosing tab; selecting it reloads the table.
         weights_dropdown: the Upscale tab's model list; it is refreshed on page load and right
             after an export, so exported weights show up without a restart.
+        admin: the app's admin token box (public mode); the tab makes its own when None.
     """
     with gr.Row():
         status = gr.Dropdown([ANY, *RUN_STATUSES], value=ANY, label="Status", elem_id="runs-status")
@@ -112,6 +115,7 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
             detail = gr.Dropdown([], value=None, label="Run details", allow_custom_value=True,
                                  elem_id="runs-detail")
             config = gr.JSON(label="Config", elem_id="runs-config")
+            admin = admin if admin is not None else admin_box()
             export = gr.Button("Export weights", elem_id="runs-export")
             export_msg = gr.Markdown(elem_id="runs-export-status")
 
@@ -126,10 +130,12 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
           api_visibility="private")
     detail.change(show_config, detail, config, api_visibility="private")
     if weights_dropdown is not None:
-        export.click(export_weights, detail, [export_msg, weights_dropdown], api_name="runs_export")
+        export.click(admin_only(export_weights, "exporting weights"), [detail, admin], [export_msg, weights_dropdown],
+                     api_name="runs_export")
         gr.on(None, refresh_weights, None, weights_dropdown, show_progress="hidden", api_visibility="private")
     else:
-        export.click(lambda run_id: export_weights(run_id)[0], detail, export_msg, api_name="runs_export")
+        export.click(admin_only(lambda run_id: export_weights(run_id)[0], "exporting weights"), [detail, admin],
+                     export_msg, api_name="runs_export")
 
 
 def demo() -> gr.Blocks:

@@ -18,6 +18,7 @@ from srweb.track import views
 from srweb.train import jobs
 from srweb.train.config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, TrainConfig
 from srweb.train.launch import DuplicateLaunch, available_devices, submit_once
+from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import curves_figure
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
@@ -182,8 +183,12 @@ def pick_from_table(evt: gr.SelectData):
     return int(row[0]) if row and str(row[0]).isdigit() else gr.skip()
 
 
-def build_tab() -> None:
-    """Lay out the Train tab inside the current Blocks context."""
+def build_tab(admin: gr.Textbox | None = None) -> None:
+    """Lay out the Train tab inside the current Blocks context.
+
+    Args:
+        admin: the app's admin token box (public mode); the tab makes its own when None.
+    """
     models = trainable_models()
     first = "espcn" if "espcn" in models else models[0]
     d = form_defaults(first)
@@ -218,6 +223,7 @@ def build_tab() -> None:
                                         elem_id="train-precision")
                 device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
                                      elem_id="train-device")
+            admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
         with gr.Column(scale=2):
@@ -242,7 +248,8 @@ def build_tab() -> None:
     model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss], api_visibility="private")
     # Launch is disabled while a submission is in flight; it comes back after success or error.
     submitted = (launch.click(lambda: gr.Button(interactive=False), None, launch, queue=False, api_visibility="private")
-                 .then(launch_job, form, [message, run, timer], api_name="train_launch"))
+                 .then(admin_only(launch_job, "launching a training run"), [*form, admin], [message, run, timer],
+                       api_name="train_launch"))
     for after in (submitted.success, submitted.failure):
         after(lambda: gr.Button(interactive=True), None, launch, queue=False, api_visibility="private")
     refresh_outputs = [jobs_table, run, plot, log, timer, state]
@@ -250,8 +257,8 @@ def build_tab() -> None:
     refresh_btn.click(refresh, [run, state], refresh_outputs, api_visibility="private")
     run.change(run_view, [run, state], [plot, log, state], show_progress="hidden", api_visibility="private")
     jobs_table.select(pick_from_table, None, run, api_visibility="private")
-    cancel.click(cancel_job, run, [message, timer], api_name="train_cancel")
-    resume.click(resume_job, run, [message, timer], api_name="train_resume")
+    cancel.click(admin_only(cancel_job, "cancelling a run"), [run, admin], [message, timer], api_name="train_cancel")
+    resume.click(admin_only(resume_job, "resuming a run"), [run, admin], [message, timer], api_name="train_resume")
 
 
 def demo() -> gr.Blocks:
