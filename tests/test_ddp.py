@@ -32,10 +32,18 @@ def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
     return dst
 
 
-def _torchrun(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> tuple[int, list[str], str]:
+    """Run ``srweb train ARGS`` under torchrun; returns (exit code, each process's stdout, all stderr).
+
+    Each process writes to its own log file (``--redirects 3``): on one shared pipe the two
+    processes' lines could interleave.
+    """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "srweb.cli", "train", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+               "--log-dir", str(logs), "--redirects", "3", "-m", "srweb.cli", "train", *args]
+    out = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    stdouts = [p.read_text() for p in sorted(logs.rglob("stdout.log"))]
+    stderr = out.stderr + "".join(p.read_text() for p in sorted(logs.rglob("stderr.log")))
+    return out.returncode, stdouts, stderr
 
 
 def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
@@ -50,11 +58,9 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
             "--batch-size", "2", "--iterations", "12", "--val-interval", "6", "--precision", "fp32",
             "--export", str(export)]
 
-    out = _torchrun(["--no-track", *args], tmp_path, env)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summaries = sorted((json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")),
-                       key=lambda s: s["weights"] is None)
-    assert len(summaries) == 2, out.stdout  # one per process
+    code, stdouts, stderr = _torchrun(["--no-track", *args], tmp_path, env, tmp_path / "logs1")
+    assert code == 0 and len(stdouts) == 2, stderr[-5000:]
+    summaries = [json.loads(text.strip().splitlines()[-1]) for text in stdouts]  # one per process
     rank0, rank1 = summaries
     assert rank0["status"] == rank1["status"] == "finished" and rank0["step"] == rank1["step"] == 12
     assert rank0["weights"] == "espcn-x2.custom" and rank0["best_psnr"] > 0
@@ -64,12 +70,13 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
     model, card = srweb.load_weights(str(export / "espcn-x2.custom.safetensors"))
     assert card.num_params == sum(p.numel() for p in model.parameters()) and card.training["iterations"] == 12
     assert card.metrics[0]["dataset"] == "val" and card.metrics[0]["protocol"]["channel"] == "y"
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in stderr
 
     # Tracked, same config: both processes resume the same folder at step 12 (nothing left to
     # train) and exactly one run row records it.
-    out = _torchrun(args, tmp_path, env)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    code, stdouts, stderr = _torchrun(args, tmp_path, env, tmp_path / "logs2")
+    assert code == 0, stderr[-5000:]
+    assert sorted(json.loads(t.strip().splitlines()[-1])["run_id"] is None for t in stdouts) == [False, True]
     url = f"sqlite:///{tmp_path / 'state' / 'db' / 'srweb.sqlite'}"
     try:
         with session_scope(url, write=False) as session:
