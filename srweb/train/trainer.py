@@ -49,17 +49,30 @@ class TrainResult:
     card: WeightsCard | None = None
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file then rename, so a crash or full disk never damages the previous file."""
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(temp_path)`` then rename over ``path``, so a crash or a full disk never damages
+    the previous file; the temp file is removed on failure (a SIGKILL leaves it for
+    :func:`_sweep_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _sweep_temp_files(run_dir: Path) -> None:
+    """Remove half-written checkpoints of a killed worker (``.last.pt.*.tmp``, ...) before resuming."""
+    for name in ("last.pt", "best.safetensors"):
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def card_metric(result) -> dict[str, Any]:
@@ -249,6 +262,8 @@ class Trainer:
             self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
             if cfg.loss == "srgan-vgg54":
                 self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
+        if self.rank == 0:
+            _sweep_temp_files(self.run_dir)
         start_step, best = self._restore()
         if self.disc is not None and self.world > 1:
             # DDP syncs the generator only; the discriminator (seeded per rank) must start as rank 0's.
@@ -388,12 +403,7 @@ class Trainer:
         return out
 
     def _save_best(self) -> None:
-        path = self.run_dir / "best.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_model(self.model, tmp)
-        os.replace(tmp, path)
+        _atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.model, tmp))
 
     def export(self, step: int, best: float | None, wall: float) -> WeightsCard:
         """Write the final weights (best validation checkpoint if any) with a complete card."""
