@@ -255,18 +255,21 @@ def dependency_index(url: str, api_name: str) -> int:
     raise KeyError(f"no event named {api_name!r}")
 
 
-def queue_call(url: str, fn_index: int, data: list, timeout: float = 120, first_only: bool = False) -> dict:
+def queue_call(url: str, fn_index: int, data: list, timeout: float = 120, first_only: bool = False,
+               session: str | None = None) -> dict:
     """Call an event through the queue as the browser does (POST queue/join, read the SSE stream).
 
     Returns the ``process_completed`` message (``success``, ``output``), or the first
     ``process_generating`` one when ``first_only`` (a generator handler's first update).
+    Calls with the same ``session`` (a browser tab) share ``gr.State`` values, which never
+    leave the server: pass None for a State input.
     """
     import json
     import uuid
 
     import httpx
 
-    session = uuid.uuid4().hex[:11]
+    session = session or uuid.uuid4().hex[:11]
     joined = httpx.post(url + "gradio_api/queue/join", timeout=30,
                         json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None,
                               "event_data": None})

@@ -38,9 +38,11 @@ def launch(**kwargs) -> None:
     """
     from srweb.access import launch_options, queue_options
     from srweb.services import prepare_database, start_job_watcher
+    from srweb.ui.outputs import cache_policy
 
     prepare_database()
     start_job_watcher()
     blocks = build_app()
+    blocks.delete_cache = blocks.delete_cache or cache_policy()  # outputs must not fill the disk
     blocks.queue(**queue_options())
     blocks.launch(**{**launch_options(upscale.example_images()), **kwargs})

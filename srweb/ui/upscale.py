@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +13,7 @@ from srweb.config import get_settings
 from srweb.imaging import ImageError, load_image, png_ready, to_rgb8
 from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
+from srweb.ui.outputs import image_file, output_dir
 from srweb.weights import WeightsError, list_weights
 
 BASELINE_SCALES = (2, 3, 4)
@@ -97,7 +97,7 @@ def upscale_image(image: Image.Image, choice: str, progress=None) -> UpscaleResu
     sr = upscaler.upscale(image, progress=report)
     seconds = upscaler.last_seconds
     bicubic = get_upscaler("bicubic", upscaler.scale).upscale(image)
-    out_dir = Path(tempfile.mkdtemp(prefix="srweb-upscale-"))
+    out_dir = output_dir()
     sr_path = out_dir / f"{upscaler.name}.png"
     png_ready(sr).save(sr_path)
     return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path)
@@ -122,6 +122,15 @@ def _slider_view(img: Image.Image) -> Image.Image:
     return img if img.mode in {"RGB", "RGBA", "L"} else to_rgb8(img)
 
 
+def _slider_files(result: UpscaleResult) -> tuple[str, str]:
+    """The slider's two images as files beside the SR PNG (files, not PIL images: see
+    :mod:`srweb.ui.outputs`); the SR PNG itself when it displays as is."""
+    folder = result.sr_path.parent
+    sr = str(result.sr_path) if result.sr.mode in {"RGB", "RGBA", "L"} else \
+        image_file(_slider_view(result.sr), "sr-view", folder)
+    return image_file(_slider_view(result.bicubic), "bicubic", folder), sr
+
+
 def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None, progress=gr.Progress()):
     """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
     if not image_path:
@@ -139,7 +148,7 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
             report += "\n\n" + compare_with_reference(result, load_image(reference_path, max_pixels=4 * limit * 16))
     except (ImageError, WeightsError, ValueError) as exc:
         raise gr.Error(str(exc).replace(str(Path(image_path).parent), "").lstrip("/")) from None
-    return str(result.sr_path), (_slider_view(result.bicubic), _slider_view(result.sr)), report
+    return str(result.sr_path), _slider_files(result), report
 
 
 def example_images() -> list[str]:
