@@ -35,3 +35,15 @@ def test_import_is_light():
     code = "import sys, srweb; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_space_front_matter_matches_the_installed_gradio():
+    import gradio
+
+    front = (ROOT / "README.md").read_text().split("---\n")[1]
+    fields = {k.strip(): v.strip().strip('"') for k, v in (line.split(":", 1) for line in front.splitlines())}
+    assert fields["sdk"] == "gradio" and fields["sdk_version"] == gradio.__version__
+    assert fields["app_file"] == "app.py" and (ROOT / fields["app_file"]).is_file()
+    minimum = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, fields["python_version"].split("."))) >= tuple(map(int, minimum.split(".")))
+    assert "## Deploy to Hugging Face Spaces" in (ROOT / "README.md").read_text()
