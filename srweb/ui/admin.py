@@ -36,7 +36,8 @@ def check(token: Any, action: str) -> None:
         require_admin(token, action)
     except AccessDenied as exc:
         message = str(exc)
-        raise gr.Error(html.escape(message[:1].upper() + message[1:] + "."), title="Not allowed") from None
+        hint = " Enter it in the Admin token box at the top of the page." if admin_enabled() else ""
+        raise gr.Error(html.escape(message[:1].upper() + message[1:] + "." + hint), title="Not allowed") from None
 
 
 def admin_only(fn: Callable[..., Any], action: str) -> Callable[..., Any]:
