@@ -165,3 +165,16 @@ def test_too_large_images_are_refused_with_a_clear_message(client, public_app_se
     assert response.status_code == 413 and "maximum allowed size" in response.text
     sr_path, _, _ = _upscale(client, _image(tmp_path / "ok.png"), weights)  # still serving
     assert Image.open(sr_path).size[0] == 40 * public_app_server.scale
+
+
+def test_an_oversized_reference_is_refused_from_its_header(client, public_app_server, tmp_path):
+    """The HR reference must match the output; a larger one is refused before decoding (a 9000x9000
+    header, under PIL's own bomb limit, would otherwise make the server allocate ~240 MB)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    scale = public_app_server.scale
+    side = 40 * scale
+    with pytest.raises(AppError, match=f"^ref.png: 9000x9000 = 81,000,000 pixels exceeds the limit of {side * 32 * scale:,}"):
+        client.predict(handle_file(str(_image(tmp_path / "in.png"))), public_app_server.weights_name,
+                       handle_file(str(forged_png(tmp_path / "ref.png", 9000, 9000))), api_name="/upscale")

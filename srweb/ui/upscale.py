@@ -145,9 +145,15 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})")
         if reference_path:
-            report += "\n\n" + compare_with_reference(result, load_image(reference_path, max_pixels=4 * limit * 16))
+            # The reference must match the output, so no larger one is ever decoded (memory).
+            reference = load_image(reference_path, max_pixels=result.sr.width * result.sr.height)
+            report += "\n\n" + compare_with_reference(result, reference)
     except (ImageError, WeightsError, ValueError) as exc:
-        raise gr.Error(str(exc).replace(str(Path(image_path).parent), "").lstrip("/")) from None
+        message = str(exc)
+        for path in (image_path, reference_path):  # name uploads as the user did, not by server path
+            if path:
+                message = message.replace(str(Path(path).parent) + "/", "")
+        raise gr.Error(message) from None
     return str(result.sr_path), _slider_files(result), report
 
 
