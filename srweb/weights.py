@@ -116,6 +116,7 @@ def save_weights(
     os.close(fd)
     try:
         save_model(model, tmp, metadata={"arch": model.arch, "scale": str(model.scale)})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
