@@ -56,18 +56,17 @@ def _free_port() -> int:
 
 
 def _prepare_weights(target: Path) -> tuple[str, int]:
-    """Fill ``target`` with the shipped weights (or one tiny untrained espcn x2); return the
-    smallest entry's (name, scale)."""
+    """Fill ``target`` with the smallest shipped weights entry (or one tiny untrained espcn x2);
+    return its (name, scale)."""
     from srweb.models import create_model
     from srweb.weights import list_weights, save_weights
 
-    shipped = sorted((REPO / "weights").glob("*.safetensors"))
     target.mkdir(parents=True, exist_ok=True)
-    for tensors in shipped:
-        card = tensors.with_suffix(".json")
-        if card.exists():
-            shutil.copy2(tensors, target / tensors.name)
-            shutil.copy2(card, target / card.name)
+    shipped = list_weights(REPO / "weights")
+    if shipped:  # only the smallest entry: the rating pool and the tests then all use that one
+        smallest = min(shipped, key=lambda c: c.num_params)
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(REPO / "weights" / f"{smallest.name}{suffix}", target / f"{smallest.name}{suffix}")
     cards = list_weights(target)
     if not cards:
         save_weights(create_model("espcn", 2), "espcn-x2.untrained", weights_dir=target,
