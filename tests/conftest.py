@@ -1,7 +1,7 @@
 """Shared fixtures: the real app (``python app.py``) in a subprocess, headless Chromium, screenshots.
 
 The app runs on a free port with a fresh state folder (so a fresh SQLite file and runs folder)
-and its own weights folder: a copy of the repo's ``weights/``, or one untrained ``espcn`` x2
+and its own weights folder: the smallest entry of the repo's ``weights/``, or one untrained ``espcn`` x2
 checkpoint when nothing is shipped. Browser tests need ``/usr/bin/chromium`` (Debian package
 ``chromium``); without it they are skipped, unless ``SRWEB_REQUIRE_BROWSER=1`` makes that a failure.
 """
