@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from srweb.config import get_settings
 from srweb.track.db import init_db, write_transaction
-from srweb.track.runs import create_run, get_run, mark_orphans, set_status
+from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, set_status
 from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
 
@@ -182,12 +182,8 @@ def _alive(pid: int) -> bool:
     with _children_lock:
         if pid in _children:
             return _children[pid].poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie (ended, not yet reaped by its parent) is not a live worker
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
     except OSError:
