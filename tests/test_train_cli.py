@@ -129,6 +129,42 @@ def test_from_card_retrains_bit_identically(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
+    # x2 from scratch, then x3 initialised from it (the shared layers): the x3 card records its parent,
+    # and --from-card retrains both stages and lands on the same tensors.
+    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = _env(tmp_path)
+    common = ["--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8", "--batch-size", "4",
+              "--tag", "a", "--no-track"]
+    _summary(_srweb(["train", *common, "--iterations", "10", "--run-dir", str(tmp_path / "x2"),
+                     "--export", str(tmp_path / "w1")], env, tmp_path))
+    parent_card = json.loads((tmp_path / "w1" / "espcn-x2.a.json").read_text())
+    _summary(_srweb(["train", *common, "--scale", "3", "--iterations", "12", "--pretrained",
+                     str(tmp_path / "w1" / "espcn-x2.a.json"), "--run-dir", str(tmp_path / "x3"),
+                     "--export", str(tmp_path / "w2")], env, tmp_path))
+    card = json.loads((tmp_path / "w2" / "espcn-x3.a.json").read_text())
+    assert card["training"]["parent"]["name"] == "espcn-x2.a"
+    assert card["training"]["parent"]["sha256"] == parent_card["sha256"]
+    assert card["training"]["parent"]["training"]["config"] == parent_card["training"]["config"]
+    first = load_file(tmp_path / "w2" / "espcn-x3.a.safetensors")
+    # The shared layers start from the x2 weights; the scale-specific last layer cannot and starts fresh.
+    from srweb.train.config import TrainConfig
+    from srweb.train.trainer import Trainer
+
+    init = Trainer(TrainConfig(model="espcn", scale=3, data=str(train), val_data="",
+                               pretrained=str(tmp_path / "w1" / "espcn-x2.a.json")), tmp_path / "probe")._build_model()
+    parent = load_file(tmp_path / "w1" / "espcn-x2.a.safetensors")
+    assert torch.equal(init.head[0].weight, parent["head.0.weight"])
+    assert init.upsample[0].weight.shape[0] == 9 != parent["upsample.0.weight"].shape[0]
+
+    out = _srweb(["train", "--from-card", str(tmp_path / "w2" / "espcn-x3.a.json"), "--no-track",
+                  "--run-dir", str(tmp_path / "again"), "--export", str(tmp_path / "w3")], env, tmp_path)
+    assert _summary(out)["step"] == 12 and "stage 1/2" in out.stdout
+    again = load_file(tmp_path / "w3" / "espcn-x3.a.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -70,10 +70,44 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(base)
 
 
+def card_stages(card: dict) -> list[dict]:
+    """The training configs that made a card, oldest first: a fine-tuned card records its parent's."""
+    stages, training = [], card.get("training") or {}
+    while training.get("config"):
+        stages.append(dict(training["config"]))
+        training = (training.get("parent") or {}).get("training") or {}
+    return stages[::-1]
+
+
+def replay_parents(card_path: str, run_dir: Path) -> Path | None:
+    """Retrain the runs a fine-tuned card started from (each from the one before), in ``run_dir/stage-N``.
+
+    Returns the last parent's exported card, the ``pretrained`` of the card's own run (None when the
+    card was trained from scratch).
+    """
+    from srweb.train.trainer import Trainer
+
+    parents, pretrained = card_stages(json.loads(Path(card_path).read_text()))[:-1], None
+    for i, stage in enumerate(parents):
+        cfg = TrainConfig.from_dict({**stage, "name": None, "pretrained": str(pretrained) if pretrained else stage.get("pretrained")})
+        stage_dir = run_dir / f"stage-{i + 1}"
+        print(f"stage {i + 1}/{len(parents) + 1}: {cfg.resolved().name}")
+        card = Trainer(cfg, stage_dir).train().card
+        if card is None:
+            raise RuntimeError(f"stage {i + 1} did not finish")
+        pretrained = stage_dir / "export" / f"{card.name}.json"
+    return pretrained
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train import jobs
 
     cfg = jobs.check_config(config_from_args(args))
+    if args.from_card and len(card_stages(json.loads(Path(args.from_card).read_text()))) > 1:
+        if args.background:
+            raise ValueError(f"{args.from_card} was fine-tuned from other runs; reproduce it in the foreground")
+        parent = replay_parents(args.from_card, Path(args.run_dir or Path("runs") / cfg.name))
+        cfg = dataclasses.replace(cfg, pretrained=str(parent))
     if args.background:
         run_id = jobs.submit(cfg)
         print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")

@@ -152,6 +152,7 @@ class Trainer:
         if self.device == "cuda" and self.world > 1:
             self.device = f"cuda:{self.local_rank}"
         self.precision = pick_precision(self.device, self.cfg.precision)
+        self.parent: dict[str, Any] | None = None
 
     # ---- setup -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -163,9 +164,22 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
         if cfg.pretrained:
-            model, card = load_weights(cfg.pretrained)
-            if card.arch != cfg.model or card.scale != cfg.scale:
-                raise ConfigError(f"pretrained {card.name} is {card.arch} x{card.scale}, not {cfg.model} x{cfg.scale}")
+            source, card = load_weights(cfg.pretrained)
+            # The card records its starting point, so the chain of runs stays reproducible.
+            self.parent = {"name": card.name, "sha256": card.sha256, "metrics": card.metrics, "training": card.training}
+            if card.arch != cfg.model:
+                raise ConfigError(f"pretrained {card.name} is {card.arch}, not {cfg.model}")
+            if card.scale == cfg.scale:
+                model = source
+            else:
+                # The papers' transfer between scales (FSRCNN's shared convolutions, EDSR's x2
+                # pre-training): every tensor whose shape fits; the scale-specific ones start fresh.
+                model = create_model(cfg.model, cfg.scale, **{**card.config, **cfg.overrides})
+                target = model.state_dict()
+                fitting = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
+                if not fitting:
+                    raise ConfigError(f"pretrained {card.name} shares no tensor with {cfg.model} x{cfg.scale}")
+                model.load_state_dict(fitting, strict=False)
             model.train()
         else:
             model = create_model(cfg.model, cfg.scale, **cfg.overrides)
@@ -422,6 +436,8 @@ class Trainer:
             "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
             "torch": torch.__version__, "num_params": count_params(self.model),
         }
+        if self.parent is not None:
+            training["parent"] = self.parent
         # SRGAN is the srresnet generator trained adversarially: named as the papers name it.
         prefix = "srgan" if cfg.loss.startswith("srgan") else cfg.model
         return save_weights(self.model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
