@@ -1,0 +1,63 @@
+"""`srweb bench` runs and reports both paths; the fast path keeps to its quality guard.
+
+Speeds are never asserted here (machines are noisy): only that the numbers exist and make sense.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from srweb.bench import QUALITY_GUARD_DB, bench_pipeline, bench_tiling, psnr_delta
+from srweb.data.samples import benchmark_path
+from srweb.weights import list_weights
+
+
+def _set5_present() -> bool:
+    try:
+        benchmark_path("Set5")
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
+    env_cmd = [sys.executable, "-m", "srweb.cli", "bench", "--quick", "--json", "--no-store", "--no-quality",
+               "--models", "espcn", "fsrcnn", "--repeats", "1"]
+    out = subprocess.run(env_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["host"]["threads"] >= 1 and report["host"]["torch"]
+    assert [r["model"] for r in report["inference"]] == ["espcn", "fsrcnn"]
+    for r in report["inference"]:
+        assert r["plain_ms"] > 0 and r["fast_ms"] > 0 and r["peak_rss_mb"] > 0
+        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["fast_ms"], rel=0.02)
+        assert r["precision"] in ("fp32", "bf16", "fp16")
+
+
+def test_pipeline_bench_measures_loader_wait_and_tracking():
+    result = bench_pipeline(steps=3, batch=2, patch=24)
+    assert result["steps"] == 3 and result["it_per_s"] > 0
+    assert 0 <= result["loader_wait_share"] < 1
+    assert 0 < result["tracking_share"] < 1  # the buffer was written (close flushes)
+
+
+def test_tiling_bench_compares_tiled_with_untiled():
+    result = bench_tiling("espcn", 4, 120, 68, repeats=1)
+    assert result["output"] == "480x272" and result["tiled_s"] > 0 and result["untiled_s"] > 0
+    assert result["tiled_peak_rss_mb"] > 0 and result["untiled_grid"] == "1x1"
+
+
+@pytest.mark.skipif(not _set5_present(), reason="Set5 is not beside the checkout")
+@pytest.mark.parametrize("card", [c for c in list_weights() if c.inference.get("fast_path_ok")
+                                  and c.inference.get("fast_precision", "fp32") != "fp32" and c.num_params < 100_000],
+                         ids=lambda c: c.name)
+def test_shipped_fast_path_stays_within_the_guard(card):
+    # A card that says its fast path is safe must hold to it on Set5 (PSNR Y within 0.01 dB of fp32).
+    precision, delta = psnr_delta(card.name)
+    if precision == "fp32":
+        pytest.skip("no bf16/fp16 on this machine: the fast path is fp32")
+    assert delta >= -QUALITY_GUARD_DB, f"{card.name}: fast path loses {-delta:.4f} dB"
