@@ -119,3 +119,25 @@ def test_shipped_cards_match_their_models():
         assert set5 is not None and set5["protocol"]["channel"] == "y", card.name
         assert set5["protocol"]["crop_border"] == card.scale
         assert card.training.get("config"), f"{card.name} card cannot reproduce its run"
+
+
+def _set5_present() -> bool:
+    from srweb.data.samples import benchmark_path
+
+    try:
+        benchmark_path("Set5")
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _set5_present(), reason="Set5 is not beside the checkout")
+@pytest.mark.parametrize("card", list_weights(), ids=lambda c: c.name)
+def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
+    # The acceptance check: `srweb eval` on Set5 gives the card's PSNR within 0.01 dB.
+    from srweb.cli import main
+
+    assert main(["eval", "--weights", card.name, "--scale", str(card.scale), "--dataset", "Set5", "--json",
+                 "--no-store"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert abs(measured["psnr"] - card.metric("Set5")["psnr"]) <= 0.01, (measured["psnr"], card.metric("Set5"))
