@@ -42,6 +42,7 @@ class InferenceResult:
     peak_rss_mb: float
     precision: str
     psnr_delta_db: float | None = None
+    compiled_ms: float | None = None  # the fast path under torch.compile (``--compile``)
 
 
 def host_info() -> dict:
@@ -92,7 +93,7 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3) -> InferenceResult:
+def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3, compile: bool = False) -> InferenceResult:
     """Time plain fp32 NCHW eager against the Upscaler's fast path on one input size."""
     model = model.eval()
     scale = model.scale
@@ -113,13 +114,17 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3)
     _reset_peak_rss()
     fast_ms = _median_ms(lambda: fast._forward(x), repeats)
     peak = _peak_rss_mb()
+    compiled_ms = None
+    if compile:  # the warm-up call of _median_ms pays the compilation
+        compiled = Upscaler(model, tile_size=10_000, compile=True)
+        compiled_ms = round(_median_ms(lambda: compiled._forward(x), repeats), 1)
     model.to(memory_format=torch.contiguous_format)
     return InferenceResult(
         model=getattr(model, "arch", "?"), scale=scale, input=f"{width}x{height}", plain_ms=round(plain_ms, 1),
         fast_ms=round(fast_ms, 1), speedup=round(plain_ms / fast_ms, 2),
         fast_mpix_per_s=round(out_mpix / fast_ms * 1000, 2), plain_mpix_per_s=round(out_mpix / plain_ms * 1000, 2),
         fast_gflops=round(flops / fast_ms / 1e6, 1), plain_gflops=round(flops / plain_ms / 1e6, 1),
-        peak_rss_mb=round(peak, 0), precision=fast.precision,
+        peak_rss_mb=round(peak, 0), precision=fast.precision, compiled_ms=compiled_ms,
     )
 
 
@@ -255,7 +260,8 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
             "tracking_share": round(logger.seconds / result.wall_seconds, 5)}
 
 
-def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True) -> dict:
+def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
+              compile: bool = False) -> dict:
     from srweb.models import create_model
     from srweb.weights import list_weights
 
@@ -263,7 +269,7 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
                     "tiling": None}
     for arch, scale, w, h in cases:
-        report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats)))
+        report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
     if quality:
         for card in list_weights():
             precision, delta = psnr_delta(card.name)
@@ -309,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
     report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
-                       quality=not args.no_quality)
+                       quality=not args.no_quality, compile=args.compile)
     if args.store:
         record(report)
     if args.json:
@@ -322,6 +328,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"
               f"{r['speedup']:>8}x{r['fast_mpix_per_s']:>8}{str(r['plain_gflops']) + '->' + str(r['fast_gflops']):>16}"
               f"{r['peak_rss_mb']:>9.0f}")
+        if r["compiled_ms"]:
+            print(f"  torch.compile: {r['compiled_ms']} ms ({r['plain_ms'] / r['compiled_ms']:.2f}x plain)")
     for q in report["quality"]:
         ok = "ok" if q["psnr_delta_db"] >= -q["guard_db"] else "FAILS guard -> fp32"
         print(f"quality {q['weights']}: fast - fp32 = {q['psnr_delta_db']:+.4f} dB on Set5 ({ok})")
@@ -350,4 +358,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-training", action="store_true")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--no-store", dest="store", action="store_false")
+    p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     p.set_defaults(func=cmd_bench)

@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from srweb.config import apply_threads
+
+        apply_threads()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("srweb: interrupted", file=sys.stderr)

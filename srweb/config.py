@@ -64,6 +64,9 @@ class Settings:
         max_upload_mb: largest accepted upload in MB (Gradio's ``max_file_size``); None: no limit.
         queue_size: requests waiting in the app's queue before new ones are refused; None: no limit.
         concurrency: handlers of one event running at once unless the event sets its own limit.
+        threads: torch intra-op threads; None keeps torch's default (one per physical core).
+        compile: run inference through ``torch.compile`` (off by default: on the 2-core AVX-512
+            CPU it measured slower than eager bf16 + channels_last, see README "Speed").
     """
 
     weights_dir: Path
@@ -80,6 +83,8 @@ class Settings:
     max_upload_mb: int | None = 50
     queue_size: int | None = 64
     concurrency: int = 4
+    threads: int | None = None
+    compile: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -106,7 +111,19 @@ def get_settings() -> Settings:
         max_upload_mb=_env_int("SRWEB_MAX_UPLOAD_MB", 20 if public else 50),
         queue_size=_env_int("SRWEB_QUEUE_SIZE", 64),
         concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,
+        threads=_env_int("SRWEB_THREADS", None),
+        compile=_env_bool("SRWEB_COMPILE"),
     )
+
+
+def apply_threads(settings: Settings | None = None) -> int:
+    """Set torch's intra-op thread count from ``SRWEB_THREADS`` (if given); returns the count in use."""
+    import torch
+
+    threads = (settings or get_settings()).threads
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def resolve_device(name: str | None = None) -> str:

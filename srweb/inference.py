@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from srweb.config import resolve_device
+from srweb.config import get_settings, resolve_device
 from srweb.imaging import rgb_to_ycbcr, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
 from srweb.resize import imresize
@@ -119,6 +119,7 @@ class Upscaler:
             fewest pixels (overlaps included) while each tile fits the activation budget.
         tile_overlap: context pixels around each tile; ``None`` uses the receptive radius.
         channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
+        compile: run the model through ``torch.compile``; ``None`` follows ``SRWEB_COMPILE``.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class Upscaler:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         channels_last: bool = True,
+        compile: bool | None = None,
     ) -> None:
         self.card: WeightsCard | None = None
         if isinstance(model, str):
@@ -151,6 +153,9 @@ class Upscaler:
         self.tile_size = tile_size
         element_bytes = BYTES_PER_ELEMENT[self.precision]
         self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))
+        self.compiled = get_settings().compile if compile is None else compile
+        # Dynamic shapes: one compilation serves every image and tile size.
+        self._net = torch.compile(self.model, dynamic=True) if self.compiled else self.model
         self._lock = threading.Lock()
         self.last_seconds = 0.0
 
@@ -195,7 +200,7 @@ class Upscaler:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            y = self.model(x)
+            y = self._net(x)
         return y.float().clamp_(0, 1).cpu()
 
     @torch.inference_mode()

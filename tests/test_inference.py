@@ -142,3 +142,12 @@ def test_fast_path_close_to_fp32(photo):
     fast = np.asarray(Upscaler(model, precision="bf16").upscale(photo), dtype=float)
     exact = np.asarray(Upscaler(model, precision="fp32").upscale(photo), dtype=float)
     assert np.abs(fast - exact).mean() < 1.0
+
+
+def test_compiled_path_matches_eager(photo):
+    torch.manual_seed(0)
+    model = srweb.create_model("espcn", 2)
+    eager = np.asarray(Upscaler(model, precision="fp32").upscale(photo), dtype=float)
+    compiled = Upscaler(model, precision="fp32", compile=True)
+    assert compiled.compiled
+    assert np.abs(np.asarray(compiled.upscale(photo), dtype=float) - eager).max() <= 1
