@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from srweb.config import get_settings
+from srweb.fileio import atomic_copy
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.evals import seed_from_cards
 from srweb.track.runs import get_run
@@ -30,17 +28,6 @@ def unique_weights_name(base: str, weights_dir: Path, run_id: int) -> str:
     while taken(candidate):
         candidate, n = f"{base}-run{run_id}-{n}", n + 1
     return candidate
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str | None = None) -> WeightsCard:
@@ -80,7 +67,7 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
         raise ExportError(f"run {run_id}: {new_name!r} is not a valid weights name (ARCH-xS.TAG)")
     card.name = new_name
     card.training = {**card.training, "run_id": int(run_id), "exported_from": str(tensors)}
-    _copy_atomic(tensors, target_dir / f"{new_name}.safetensors")
+    atomic_copy(tensors, target_dir / f"{new_name}.safetensors")
     write_card(card, target_dir / f"{new_name}.json")
     write_transaction(lambda s: seed_from_cards(s, [card.to_dict()]), url=url)
     return card

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
+from srweb.fileio import atomic_write, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -155,26 +155,12 @@ def pool_dir() -> Path:
 
 def _save_png(img: np.ndarray | Image.Image, path: Path) -> None:
     """Write atomically: readers never see half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    image = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _write_index(root: Path, index: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".index.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(index, fh, indent=1, sort_keys=True)
-        os.replace(tmp, root / "index.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(root / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
 
 
 def _read_index(root: Path) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +24,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from srweb.config import get_settings
+from srweb.fileio import atomic_write, atomic_write_bytes
 from srweb.models import create_model, get_model_info
 
 NAME_PATTERN = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d)\.(?P<tag>[A-Za-z0-9_.-]+)$")
@@ -81,20 +81,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(
     model: nn.Module,
     name: str,
@@ -110,17 +96,8 @@ def save_weights(
     ``model`` must come from :func:`srweb.create_model` (it carries arch, scale and config).
     """
     directory = Path(weights_dir or get_settings().weights_dir)
-    target = directory / f"{name}.safetensors"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata={"arch": model.arch, "scale": str(model.scale)})
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights are meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = atomic_write(directory / f"{name}.safetensors",
+                          lambda tmp: save_model(model, tmp, metadata={"arch": model.arch, "scale": str(model.scale)}))
     card = WeightsCard(
         name=name,
         arch=model.arch,
@@ -141,7 +118,7 @@ def save_weights(
 
 
 def write_card(card: WeightsCard, path: Path) -> None:
-    _atomic_write_bytes(Path(path), (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+    atomic_write_bytes(Path(path), (json.dumps(card.to_dict(), indent=2) + "\n").encode())
 
 
 def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = None) -> tuple[Path, Path]:

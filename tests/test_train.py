@@ -350,9 +350,9 @@ def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
     assert result.card.num_params == count_params(create_model("srresnet", 2, num_blocks=1, num_features=8))
 
 
-def test_srgan_pretrained_must_match(env, tiny, tiny_srresnet):
-    cfg = _cfg(tiny, "srresnet", scale=3, loss="srgan-mse", pretrained=tiny_srresnet, val_data=None)
-    with pytest.raises(ConfigError, match="srresnet x2, not srresnet x3"):
+def test_pretrained_must_be_the_same_architecture(env, tiny, tiny_srresnet):
+    cfg = _cfg(tiny, "edsr-baseline", pretrained=tiny_srresnet, val_data=None)
+    with pytest.raises(ConfigError, match="is srresnet, not edsr-baseline"):
         Trainer(cfg, env / "run", progress=False).train()
 
 

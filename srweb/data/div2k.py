@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from srweb.config import get_settings
 from srweb.data.folders import check_channels, make_item, make_lr, mod_crop, read_rgb8
+from srweb.fileio import atomic_write
 from srweb.imaging import ImageError
 
 BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
@@ -181,15 +182,8 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
     return root
 
 
-def _save_png_atomic(img: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_png(img: np.ndarray, path: Path) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="PNG"))
 
 
 class DIV2K(Dataset):
@@ -259,7 +253,7 @@ class DIV2K(Dataset):
             out = self._writable(folders)
             for i in tqdm(missing, desc=f"MATLAB bicubic x{self.scale}", disable=not progress):
                 hr = mod_crop(read_rgb8(self.hr_files[i]), self.scale)
-                _save_png_atomic(make_lr(hr, self.scale), out / names[i])
+                save_png(make_lr(hr, self.scale), out / names[i])
                 found[i] = out / names[i]
         return found
 

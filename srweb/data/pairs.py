@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset
 
 from srweb.config import get_settings
 from srweb.data.folders import HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, to_tensor
+from srweb.fileio import atomic_write
 from srweb.imaging import ImageError
 from srweb.resize import imresize_np
 
@@ -133,10 +133,7 @@ class PatchPairs(Dataset):
         for kind in self._kinds():
             path = self.cache_dir / f"{key}.{kind}.npy"
             if arrays is not None and not path.exists():
-                fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".npy")
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arrays[kind])
-                os.replace(tmp, path)
+                atomic_write(path, lambda tmp, a=arrays[kind]: _save_npy(tmp, a))
             entry[kind] = str(path)
         if min(np.load(entry["lr"], mmap_mode="r").shape[:2]) < self.patch_size:
             self._warn_small(hr_path, factor)
@@ -217,6 +214,11 @@ class PatchPairs(Dataset):
             "lr_path": entry["lr_path"],
             "hr_path": entry["hr_path"],
         }
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a path
+        np.save(fh, array)
 
 
 def augment_pair(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from srweb.data.div2k import _save_png_atomic, hr_dir, lr_dir
+from srweb.data.div2k import save_png, hr_dir, lr_dir
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
 from srweb.imaging import ImageError
 
@@ -67,9 +67,9 @@ def prepare_dataset(
             skipped.append(path.name)
             continue
         stem = f"{index:04d}"
-        _save_png_atomic(hr, hr_dir(dst, split) / f"{stem}.png")
+        save_png(hr, hr_dir(dst, split) / f"{stem}.png")
         for s, folder in folders.items():
-            _save_png_atomic(make_lr(hr, s), folder / f"{stem}x{s}.png")
+            save_png(make_lr(hr, s), folder / f"{stem}x{s}.png")
         mapping[f"{stem}.png"] = path.name
         index += 1
     if not mapping:

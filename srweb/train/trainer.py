@@ -10,7 +10,6 @@ import math
 import os
 import random
 import socket
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from srweb.config import resolve_device
+from srweb.fileio import atomic_write
 from srweb.inference import Upscaler, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
@@ -49,23 +49,8 @@ class TrainResult:
     card: WeightsCard | None = None
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(temp_path)`` then rename over ``path``, so a crash or a full disk never damages
-    the previous file; the temp file is removed on failure (a SIGKILL leaves it for
-    :func:`_sweep_temp_files`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _sweep_temp_files(run_dir: Path) -> None:
@@ -417,7 +402,7 @@ class Trainer:
         return out
 
     def _save_best(self) -> None:
-        _atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.model, tmp))
+        atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.model, tmp))
 
     def export(self, step: int, best: float | None, wall: float) -> WeightsCard:
         """Write the final weights (best validation checkpoint if any) with a complete card."""
