@@ -1,4 +1,4 @@
-"""Command line: ``srweb models | upscale | eval | prepare | train | jobs | bench``.
+"""Command line: ``srweb models | upscale | eval | prepare | train | jobs | bench | compare``.
 
 On bad input every command exits non-zero with one clear line on stderr, never a traceback.
 """
@@ -172,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list:
-    """Commands that live next to the code they drive (training, jobs, benchmarks)."""
+    """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
-    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register")):
+    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

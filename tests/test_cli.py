@@ -116,3 +116,18 @@ def test_prepare_then_eval(tmp_path, state):
     srweb("prepare", src, tmp_path / "div2k", "--scales", "2", "4", env=state)
     assert (tmp_path / "div2k" / "DIV2K_train_HR" / "0001.png").exists()
     assert any((tmp_path / "div2k" / "DIV2K_train_LR_bicubic" / "X4").iterdir())
+
+
+def test_compare_writes_a_side_by_side_figure(tmp_path, capsys):
+    from srweb.cli import main
+    from srweb.data.samples import benchmark_path
+
+    image = sorted(benchmark_path("sample").glob("*.png"))[0]
+    out = tmp_path / "fig.png"
+    assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic", "nearest",
+                 "--crop", "0", "0", "24", "--zoom", "3", "--out", str(out)]) == 0
+    with Image.open(out) as fig:
+        assert fig.size == (3 * 72 + 2 * 4, 72 + 22)  # bicubic, nearest, HR
+    assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
+                 "--crop", "0", "0", "100000", "--out", str(out)]) == 2
+    assert "outside the" in capsys.readouterr().err
