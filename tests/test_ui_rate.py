@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
+from pathlib import Path
+
 from PIL import Image
 
 import srweb
@@ -38,14 +40,18 @@ def test_start_shows_a_trial_with_hidden_names(env):
     assert token and rate.start(token)[0] == token
     side = rating_pool.CROP * rating_pool.ZOOM
     assert isinstance(trial_id, int)
-    assert isinstance(left, Image.Image) and left.size == right.size == (side, side)  # images, never paths
+    # Files named only a.png / b.png in a fresh folder: nothing in a name or path tells the method.
+    assert (Path(left).name, Path(right).name) == ("a.png", "b.png") and Path(left).parent == Path(right).parent
+    assert not left.startswith(str(rating_pool.pool_dir()))
+    with Image.open(left) as a, Image.open(right) as b:
+        assert a.size == b.size == (side, side)
     assert left_score is None and right_score is None and "Submit" in status
 
 
 def test_submit_advances_and_counts(env):
     token, trial_id, *_ = rate.start(None)
     next_id, left, right, left_score, right_score, status = rate.submit(token, trial_id, 4, 2)
-    assert next_id != trial_id and isinstance(left, Image.Image)
+    assert next_id != trial_id and Path(left).name == "a.png"
     assert left_score is None and right_score is None and "**1** pair" in status
     assert rating_pool.rater_vote_count(token) == 1
 

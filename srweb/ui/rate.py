@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from srweb import rating_pool
+from srweb.ui.outputs import image_file, output_dir
 
 ACR_LABELS = ("Bad", "Poor", "Fair", "Good", "Excellent")
 SCORE_CHOICES = [(f"{i} · {label}", i) for i, label in enumerate(ACR_LABELS, start=1)]
@@ -30,7 +31,9 @@ def _show(token: str, count: int | None = None):
     """Outputs for a freshly drawn trial: trial id, left, right, both scores cleared, status."""
     try:
         view = rating_pool.next_trial(token)
-        left, right = rating_pool.view_image(view.left), rating_pool.view_image(view.right)
+        folder = output_dir()  # files, not PIL images: see srweb.ui.outputs
+        left = image_file(rating_pool.view_image(view.left), "a", folder)
+        right = image_file(rating_pool.view_image(view.right), "b", folder)
     except (rating_pool.PoolUnavailable, OSError) as exc:
         gr.Warning(f"No images to rate: {exc}")
         return None, None, None, None, None, "No images to rate yet."
@@ -69,11 +72,11 @@ def build_tab() -> None:
     side = rating_pool.CROP * rating_pool.ZOOM + 16  # room to show the zoomed crop without rescaling
     with gr.Row(equal_height=True):
         with gr.Column():
-            left = gr.Image(label="A", type="pil", format="png", interactive=False, buttons=[],
+            left = gr.Image(label="A", type="filepath", format="png", interactive=False, buttons=[],
                             height=side, elem_id="rate-left")
             left_score = gr.Radio(SCORE_CHOICES, label="Score for A", elem_id="rate-left-score")
         with gr.Column():
-            right = gr.Image(label="B", type="pil", format="png", interactive=False, buttons=[],
+            right = gr.Image(label="B", type="filepath", format="png", interactive=False, buttons=[],
                              height=side, elem_id="rate-right")
             right_score = gr.Radio(SCORE_CHOICES, label="Score for B", elem_id="rate-right-score")
     with gr.Row():
