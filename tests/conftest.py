@@ -166,6 +166,83 @@ def running_app(root: Path, extra_env: dict[str, str] | None = None, artifact: s
         stop_app(server, artifact=artifact)
 
 
+# --- state for tests that train or track in this process or in child processes ---------------
+
+STATE_FOLDERS = (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs"))
+
+
+def data_root() -> Path:
+    from srweb.config import get_settings
+
+    return Path(get_settings().data_root)
+
+
+def crops(src: Path, dst: Path, count: int, size: int) -> Path:
+    """The top-left ``size`` px square of the first ``count`` PNGs of ``src``, saved in ``dst``."""
+    from PIL import Image
+
+    dst.mkdir(parents=True)
+    for path in sorted(src.glob("*.png"))[:count]:
+        with Image.open(path) as img:
+            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
+    return dst
+
+
+def child_env(root: Path, **extra: str) -> dict[str, str]:
+    """Environment for an ``srweb``/torchrun child process with its state, weights and runs under
+    ``root``; one torch thread (tiny convolutions run several times faster so on a loaded 2-core box)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
+    env.update({name: str(root / sub) for name, sub in STATE_FOLDERS})
+    env.update(SRWEB_DATA_ROOT=str(data_root()), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def point_at(monkeypatch, env: dict[str, str]) -> None:
+    """Make this process use the state folders of ``env`` (a :func:`child_env`)."""
+    from srweb.config import get_settings
+
+    for name, _ in STATE_FOLDERS:
+        monkeypatch.setenv(name, env[name])
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def fresh_state(tmp_path, monkeypatch):
+    """This process (and the workers it starts) on fresh state, weights and runs folders under
+    ``tmp_path``; settings are reread, and the database engine is closed afterwards."""
+    from srweb.config import get_settings
+    from srweb.track.db import dispose_engine
+
+    for name, sub in STATE_FOLDERS:
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    for name in ("SRWEB_DATABASE_URL", "SRWEB_CACHE_DIR", "SRWEB_PUBLIC", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def jobs_state(fresh_state, monkeypatch):
+    """:func:`fresh_state` with a migrated database and one job slot; workers the test left
+    running are killed afterwards."""
+    from srweb.config import get_settings
+    from srweb.track.db import init_db
+    from srweb.train import jobs
+
+    monkeypatch.setenv("SRWEB_MAX_PARALLEL_JOBS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers: one thread is ~5x faster on a loaded 2-core box
+    get_settings.cache_clear()
+    init_db()
+    yield fresh_state
+    for pid, proc in list(jobs._children.items()):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        jobs._children.pop(pid, None)
+
+
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory) -> AppServer:
     """The real app (``python app.py``) on a free port with fresh state; terminated after the session."""

@@ -7,29 +7,20 @@ validates, checkpoints and exports, and a second launch resumes the same run fol
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 import srweb
+from conftest import child_env, crops
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, session_scope
 from srweb.track.runs import list_runs
 
 DATA = Path(get_settings().data_root)
 pytestmark = pytest.mark.slow
-
-
-def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
-    dst.mkdir(parents=True)
-    for path in sorted(src.glob("*.png"))[:count]:
-        with Image.open(path) as img:
-            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
-    return dst
 
 
 def _torchrun(args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> tuple[int, list[str], str]:
@@ -47,12 +38,9 @@ def _torchrun(args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> tu
 
 
 def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
-    train = _crops(DATA / "General-100", tmp_path / "train", 8, 48)
-    val = _crops(DATA / "Set5", tmp_path / "val", 2, 32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
-    env.update(SRWEB_STATE_DIR=str(tmp_path / "state"), SRWEB_WEIGHTS_DIR=str(tmp_path / "weights"),
-               SRWEB_RUNS_DIR=str(tmp_path / "runs"), SRWEB_DATA_ROOT=str(DATA), OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1")
+    train = crops(DATA / "General-100", tmp_path / "train", 8, 48)
+    val = crops(DATA / "Set5", tmp_path / "val", 2, 32)
+    env = child_env(tmp_path)
     export = tmp_path / "export"
     args = ["--model", "espcn", "--scale", "2", "--data", str(train), "--val-data", str(val), "--patch-size", "8",
             "--batch-size", "2", "--iterations", "12", "--val-interval", "6", "--precision", "fp32",
@@ -107,14 +95,12 @@ def test_torchrun_srgan_keeps_one_discriminator(tmp_path):
     from srweb.models import create_model
     from srweb.weights import save_weights
 
-    train = _crops(DATA / "General-100", tmp_path / "train", 8, 48)
+    train = crops(DATA / "General-100", tmp_path / "train", 8, 48)
     save_weights(create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny",
                  weights_dir=tmp_path / "weights")
     script = tmp_path / "srgan_ddp.py"
     script.write_text(SRGAN_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
-    env.update(SRWEB_STATE_DIR=str(tmp_path / "state"), SRWEB_WEIGHTS_DIR=str(tmp_path / "weights"),
-               OMP_NUM_THREADS="1")
+    env = child_env(tmp_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                str(train), "srresnet-x2.tiny", str(tmp_path)]
     out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

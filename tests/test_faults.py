@@ -27,7 +27,7 @@ from sqlalchemy import func, select, text
 
 from srweb.config import get_settings
 from srweb.track import runs as track_runs
-from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
+from srweb.track.db import dispose_engine, session_scope, write_transaction
 from srweb.track.runs import get_run
 from srweb.track.schema import Metric, Run
 from srweb.train import jobs, trainer
@@ -74,24 +74,8 @@ def _wait(what: str, predicate, timeout: float = TIMEOUT, poll: float = 0.2):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Fresh state (SQLite file, runs, weights) for this process and the workers it starts."""
-    for name, sub in (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    for name in ("SRWEB_DATABASE_URL", "SRWEB_CACHE_DIR", "SRWEB_PUBLIC", "SPACE_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SRWEB_MAX_PARALLEL_JOBS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers: one thread is much faster on a loaded 2-core box
-    get_settings.cache_clear()
-    init_db()
-    yield tmp_path
-    for pid, proc in list(jobs._children.items()):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        jobs._children.pop(pid, None)
-    dispose_engine()
-    get_settings.cache_clear()
+def env(jobs_state):
+    return jobs_state
 
 
 # --- a worker killed mid-step ---------------------------------------------------------------------

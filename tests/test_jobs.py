@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from sqlalchemy import func, select, text
 
 import srweb
+from conftest import crops
 from srweb.config import get_settings
-from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
+from srweb.track.db import session_scope, write_transaction
 from srweb.track.runs import create_run, get_run, metric_series, set_status
 from srweb.track.schema import Checkpoint, Run
 from srweb.train import jobs
@@ -32,38 +32,16 @@ DATA = Path(get_settings().data_root)
 TIMEOUT = 120  # seconds; a loaded 2-core machine starts a torch worker in ~5-10 s
 
 
-def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
-    dst.mkdir(parents=True)
-    for path in sorted(src.glob("*.png"))[:count]:
-        with Image.open(path) as img:
-            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-data")
-    return {"train": str(_crops(DATA / "General-100", root / "train", 4, 48)),
-            "val": str(_crops(DATA / "Set5", root / "val", 2, 32))}
+    return {"train": str(crops(DATA / "General-100", root / "train", 4, 48)),
+            "val": str(crops(DATA / "Set5", root / "val", 2, 32))}
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Fresh state (SQLite file, runs, weights) for this process and the workers it starts."""
-    for name, sub in (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    monkeypatch.setenv("SRWEB_MAX_PARALLEL_JOBS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # workers: one thread is ~5x faster on a loaded 2-core box
-    get_settings.cache_clear()
-    init_db()
-    yield tmp_path
-    for pid, proc in list(jobs._children.items()):  # workers this test started and left running
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        jobs._children.pop(pid, None)
-    dispose_engine()
-    get_settings.cache_clear()
+def env(jobs_state):
+    return jobs_state
 
 
 def _cfg(tiny, **kw) -> TrainConfig:

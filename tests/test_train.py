@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 import srweb
+from conftest import crops
 from srweb.config import get_settings
 from srweb.models import create_model
-from srweb.track.db import dispose_engine
 from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
 from srweb.train.trainer import Trainer, lr_factor
@@ -27,34 +26,20 @@ from srweb.weights import count_params, save_weights
 DATA = Path(get_settings().data_root)
 
 
-def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
-    dst.mkdir(parents=True)
-    for path in sorted(src.glob("*.png"))[:count]:
-        with Image.open(path) as img:
-            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """``{"train": 4 crops of General-100 (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
     root = tmp_path_factory.mktemp("tiny-data")
     return {
-        "train": str(_crops(DATA / "General-100", root / "train", 4, 48)),
-        "val": str(_crops(DATA / "Set5", root / "val", 2, 32)),
-        "one": str(_crops(DATA / "General-100", root / "one", 1, 16)),
+        "train": str(crops(DATA / "General-100", root / "train", 4, 48)),
+        "val": str(crops(DATA / "Set5", root / "val", 2, 32)),
+        "one": str(crops(DATA / "General-100", root / "one", 1, 16)),
     }
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Fresh state, weights and runs folders for one test."""
-    for name, sub in (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs")):
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    get_settings.cache_clear()
-    yield tmp_path
-    dispose_engine()
-    get_settings.cache_clear()
+def env(fresh_state):
+    return fresh_state
 
 
 @pytest.fixture(autouse=True)

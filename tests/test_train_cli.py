@@ -4,7 +4,6 @@ in-process for the many bad-input cases (same code path, without a torch import 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import srweb
+from conftest import child_env, crops, point_at
 from srweb.cli import main
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, session_scope
@@ -23,22 +22,6 @@ from srweb.track.runs import get_run, list_runs, metric_series
 
 DATA = Path(get_settings().data_root)
 SRWEB = [sys.executable, "-m", "srweb.cli"]
-
-
-def _crops(src: Path, dst: Path, count: int, size: int) -> Path:
-    dst.mkdir(parents=True)
-    for path in sorted(src.glob("*.png"))[:count]:
-        with Image.open(path) as img:
-            img.convert("RGB").crop((0, 0, size, size)).save(dst / path.name)
-    return dst
-
-
-def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
-    env.update(SRWEB_STATE_DIR=str(root / "state"), SRWEB_WEIGHTS_DIR=str(root / "weights"),
-               SRWEB_RUNS_DIR=str(root / "runs"), SRWEB_DATA_ROOT=str(DATA), OMP_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def _srweb(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -54,7 +37,7 @@ def _summary(out: subprocess.CompletedProcess) -> dict:
 def trained(tmp_path_factory):
     """The issue's command: EDSR-baseline on General-100, validated on Set5, tracked, exported."""
     root = tmp_path_factory.mktemp("cli")
-    env = _env(root)
+    env = child_env(root)
     args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(DATA / "General-100"),
             "--val-data", str(DATA / "Set5"), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
             "--override", "num_blocks=2", "--val-interval", "10", "--export", str(root / "weights")]
@@ -66,9 +49,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def state(trained, monkeypatch):
     """This process pointed at the database and folders of the ``trained`` run."""
-    for key in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR"):
-        monkeypatch.setenv(key, trained["env"][key])
-    get_settings.cache_clear()
+    point_at(monkeypatch, trained["env"])
     yield trained
     dispose_engine()
     get_settings.cache_clear()
@@ -99,7 +80,7 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 def test_from_card_reproduces_the_cards_config(state, tmp_path):
     card_path = state["root"] / "weights" / "edsr-baseline-x2.custom.json"
     recorded = json.loads(card_path.read_text())["training"]["config"]
-    env = _env(state["root"], SRWEB_MAX_PARALLEL_JOBS="0")  # queue it, do not train it again
+    env = child_env(state["root"], SRWEB_MAX_PARALLEL_JOBS="0")  # queue it, do not train it again
     out = _srweb(["train", "--from-card", str(card_path), "--background"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("queued run 2 (edsr-baseline-x2_f64b2_p24_b4_lr1e-4)")
@@ -112,8 +93,8 @@ def test_from_card_reproduces_the_cards_config(state, tmp_path):
 @pytest.mark.slow
 def test_from_card_retrains_bit_identically(tmp_path):
     # Same config, same seed, one CPU thread: training again from the card gives the same tensors.
-    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
-    env = _env(tmp_path)
+    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = child_env(tmp_path)
     first = _summary(_srweb(["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                              "--batch-size", "4", "--iterations", "15", "--tag", "a", "--no-track", "--run-dir",
                              str(tmp_path / "a"), "--export", str(tmp_path / "w1")], env, tmp_path))
@@ -133,8 +114,8 @@ def test_from_card_retrains_bit_identically(tmp_path):
 def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     # x2 from scratch, then x3 initialised from it (the shared layers): the x3 card records its parent,
     # and --from-card retrains both stages and lands on the same tensors.
-    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
-    env = _env(tmp_path)
+    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = child_env(tmp_path)
     common = ["--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8", "--batch-size", "4",
               "--tag", "a", "--no-track"]
     _summary(_srweb(["train", *common, "--iterations", "10", "--run-dir", str(tmp_path / "x2"),
@@ -199,21 +180,19 @@ def test_bad_hyperparameters_exit_2_with_one_line(args, message, tmp_path, monke
 
 
 def test_bad_hyperparameters_in_a_real_process(tmp_path):
-    out = _srweb(["train", "--model", "edsr-baseline", "--lr", "-1", "--no-track"], _env(tmp_path), tmp_path)
+    out = _srweb(["train", "--model", "edsr-baseline", "--lr", "-1", "--no-track"], child_env(tmp_path), tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "srweb: error: lr must be > 0, got -1.0\n"
 
 
 @pytest.mark.slow
 def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
-    train = _crops(DATA / "General-100", tmp_path / "train", 4, 48)
-    env = _env(tmp_path)
+    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = child_env(tmp_path)
     out = _srweb(["jobs", "submit", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                   "--batch-size", "4", "--iterations", "20", "--precision", "fp32"], env, tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
-    for key in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR"):
-        monkeypatch.setenv(key, env[key])
-    get_settings.cache_clear()
+    point_at(monkeypatch, env)
     try:
         deadline = time.monotonic() + 180
         while True:  # the worker outlives the CLI process that started it
