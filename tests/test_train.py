@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import srweb
 from conftest import crops
@@ -322,7 +323,7 @@ def tiny_srresnet(env):
 @pytest.mark.slow
 def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
     cfg = _cfg(tiny, "srresnet", loss="srgan-mse", pretrained=tiny_srresnet, batch_size=2, iterations=3,
-               val_data=None, overrides={"num_blocks": 1, "num_features": 8})
+               val_interval=1, overrides={"num_blocks": 1, "num_features": 8})
     log = Recorder()
     trainer = Trainer(cfg, env / "run", logger=log, progress=False)
     result = trainer.train()
@@ -332,6 +333,10 @@ def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
     assert all(math.isfinite(row[k]) for k in ("loss", "content", "adv", "d_loss"))
     state = torch.load(env / "run" / "last.pt", weights_only=True)
     assert "disc" in state and "disc_optimizer" in state
+    # Validated every step, yet it ships its last weights: the best PSNR is the least adversarial one.
+    assert not (env / "run" / "best.safetensors").exists() and result.card.metrics
+    exported = load_file(env / "run" / "export" / f"{result.card.name}.safetensors")
+    assert all(torch.equal(exported[k], state["model"][k].contiguous()) for k in exported)
     assert result.card.num_params == count_params(create_model("srresnet", 2, num_blocks=1, num_features=8))
 
 

@@ -339,7 +339,8 @@ class Trainer:
                     metrics.update(val)
                     if best is None or val["val_psnr"] > best:
                         best = val["val_psnr"]
-                        self._save_best()
+                        if self.disc is None:  # a GAN is judged by perception: it ships its last weights
+                            self._save_best()
                     bar.set_postfix(loss=f"{metrics.get('loss', 0):.4g}", psnr=f"{best:.2f}")
             if self.rank == 0 and step % cfg.ckpt_interval == 0:
                 self.save_checkpoint(step, best)
@@ -405,7 +406,8 @@ class Trainer:
         atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.model, tmp))
 
     def export(self, step: int, best: float | None, wall: float) -> WeightsCard:
-        """Write the final weights (best validation checkpoint if any) with a complete card."""
+        """Write the final weights (the best validation checkpoint, if any: never for GANs, whose
+        best PSNR is the one least changed by the adversarial loss) with a complete card."""
         from safetensors.torch import load_model
 
         cfg = self.cfg
