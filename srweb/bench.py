@@ -55,6 +55,13 @@ def host_info() -> dict:
             "bf16": cpu_supports_bf16(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of an ``n`` x ``n`` matrix product: the practical compute roof of this host."""
+    a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+    ms = _median_ms(lambda: torch.mm(a, b), repeats)
+    return round(2 * n**3 / ms / 1e6, 1)
+
+
 def _reset_peak_rss() -> None:
     try:  # Linux: writing 5 resets VmHWM, so each case reports its own peak
         Path("/proc/self/clear_refs").write_text("5")
@@ -267,6 +274,9 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     torch.manual_seed(0)
     report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
                     "tiling": None}
+    # The roofline: what a large matrix product reaches on this host, fp32 and (where fast) bf16.
+    report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
+                                       "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
     for arch, scale, w, h in cases:
         report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
     if quality:
@@ -321,7 +331,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     host = report["host"]
-    print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}")
+    print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}; "
+          f"matmul roof {host['matmul_gflops']['fp32']} GFLOP/s fp32, {host['matmul_gflops']['bf16']} bf16")
     print(f"{'model':<15}{'input':>10}{'plain ms':>10}{'fast ms':>10}{'speedup':>9}{'MP/s':>8}{'GFLOP/s':>16}{'peak MB':>9}")
     for r in report["inference"]:
         print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"

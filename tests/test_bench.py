@@ -30,7 +30,7 @@ def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
     out = subprocess.run(env_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
-    assert report["host"]["threads"] >= 1 and report["host"]["torch"]
+    assert report["host"]["threads"] >= 1 and report["host"]["torch"] and report["host"]["matmul_gflops"]["fp32"] > 0
     assert [r["model"] for r in report["inference"]] == ["espcn", "fsrcnn"]
     for r in report["inference"]:
         assert r["plain_ms"] > 0 and r["fast_ms"] > 0 and r["peak_rss_mb"] > 0
