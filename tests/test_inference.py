@@ -151,3 +151,15 @@ def test_compiled_path_matches_eager(photo):
     compiled = Upscaler(model, precision="fp32", compile=True)
     assert compiled.compiled
     assert np.abs(np.asarray(compiled.upscale(photo), dtype=float) - eager).max() <= 1
+
+
+def test_fp32_edges_leave_the_shared_model_alone():
+    from srweb.inference import with_fp32_edges
+
+    model = srweb.create_model("srcnn", 2)
+    net = with_fp32_edges(model)
+    wrapped = [n for n, m in net.named_modules() if type(m).__name__ == "_FP32"]
+    assert len(wrapped) == 2 and not any(type(m).__name__ == "_FP32" for m in model.modules())
+    x = torch.rand(1, 1, 20, 20)
+    with torch.inference_mode():
+        assert torch.equal(net(x), model(x))  # same weights, same fp32 result outside autocast
