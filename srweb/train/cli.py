@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
     from srweb.train.trainer import Trainer
-    from srweb.train.worker import RunLogger
+    from srweb.train.worker import RunLogger, heartbeat_loop
 
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -137,6 +137,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logger = RunLogger(run_id) if run_id else None
+    beating = threading.Event()
+    if run_id:  # as a background worker does: the run is not taken for dead during a long validation
+        threading.Thread(target=heartbeat_loop, args=(run_id, logger, beating), daemon=True).start()
     try:
         result = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
                          run_id=run_id).train()
@@ -144,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if run_id:
             write_transaction(lambda s: set_status(s, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]))
         raise
+    finally:
+        beating.set()
     if run_id:
         def finish(session):
             from srweb.track.runs import get_run

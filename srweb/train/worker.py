@@ -46,7 +46,8 @@ class RunLogger:
         self.buffer.flush()
 
 
-def _beat(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
+def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
+    """Stamp the run's heartbeat every HEARTBEAT_SECONDS until ``stop`` is set."""
     from srweb.track.db import write_transaction
     from srweb.track.runs import heartbeat
 
@@ -84,7 +85,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
     cancel = cancel or threading.Event()
     logger = RunLogger(run_id)
     done = threading.Event()
-    threading.Thread(target=_beat, args=(run_id, logger, done), daemon=True).start()
+    threading.Thread(target=heartbeat_loop, args=(run_id, logger, done), daemon=True).start()
     try:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
         write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
