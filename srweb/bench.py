@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srweb.inference import Upscaler, cpu_supports_bf16
+from srweb.inference import Upscaler, cpu_supports_bf16, device_name
 
 DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
                  ("srcnn", 3, 240, 160))
@@ -45,13 +45,7 @@ class InferenceResult:
 
 
 def host_info() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "bf16": cpu_supports_bf16(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
 
 
@@ -304,7 +298,7 @@ def record(report: dict) -> None:
         card = read_card(card_path)
         card.inference.update(fast_precision=q["precision"], fast_psnr_delta_db=q["psnr_delta_db"],
                               fast_path_ok=q["psnr_delta_db"] >= -q["guard_db"],
-                              guard=f"Set5 PSNR within {q['guard_db']} dB of fp32")
+                              guard=f"Set5 PSNR within {q['guard_db']} dB of fp32", measured_on=report["host"]["cpu"])
         write_card(card, card_path)
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
     init_db()

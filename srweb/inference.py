@@ -56,6 +56,19 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def device_name(device: str = "cpu") -> str:
+    """The processor a result was measured on: CPU model name, or the CUDA device name."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or device
+
+
 def pick_precision(device: str, requested: str = "auto") -> str:
     """Resolve ``auto`` to the fastest safe precision for a device: bf16 / fp16 / fp32."""
     if requested != "auto":

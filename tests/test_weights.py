@@ -134,10 +134,11 @@ def _set5_present() -> bool:
 @pytest.mark.skipif(not _set5_present(), reason="Set5 is not beside the checkout")
 @pytest.mark.parametrize("card", list_weights(), ids=lambda c: c.name)
 def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
-    # The acceptance check: `srweb eval` on Set5 gives the card's PSNR within 0.01 dB.
+    # The acceptance check: `srweb eval` on Set5 gives the card's PSNR within 0.01 dB. Cards hold
+    # fp32 figures (the fast path's own delta is checked against its guard in test_bench.py).
     from srweb.cli import main
 
     assert main(["eval", "--weights", card.name, "--scale", str(card.scale), "--dataset", "Set5", "--json",
-                 "--no-store"]) == 0
+                 "--no-store", "--precision", "fp32"]) == 0
     measured = json.loads(capsys.readouterr().out)
     assert abs(measured["psnr"] - card.metric("Set5")["psnr"]) <= 0.01, (measured["psnr"], card.metric("Set5"))
