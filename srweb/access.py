@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hmac
 import tempfile
+import time
 from pathlib import Path
 
 from srweb.config import REPO_ROOT, get_settings
 
 # What the admin gate covers, for messages and the README.
 ADMIN_FEATURES = "training, evaluation, run export/cancel/resume and dataset paths"
+WRONG_TOKEN_DELAY_S = 1.0
 
 
 class AccessDenied(PermissionError):
@@ -58,7 +60,10 @@ def require_admin(token: object, action: str = "this action") -> None:
     if not admin_enabled():
         raise AccessDenied(f"{action} is disabled on this public instance ({ADMIN_FEATURES} "
                            "need an admin token, and none is configured)")
-    reason = "a wrong admin token" if isinstance(token, str) and token.strip() else "no admin token"
+    wrong = isinstance(token, str) and bool(token.strip())
+    if wrong:  # each wrong guess costs the guesser a second: no brute force through the queue
+        time.sleep(WRONG_TOKEN_DELAY_S)
+    reason = "a wrong admin token" if wrong else "no admin token"
     raise AccessDenied(f"{action} needs the admin token on this public instance; got {reason}")
 
 

@@ -80,7 +80,9 @@ def test_explicit_settings_win(env, tmp_path):
     (True, None, "anything", False),
     (True, "pässwört", "pässwört", True),  # non-ASCII tokens compare as bytes
 ])
-def test_admin_policy(env, public, configured, token, allowed):
+def test_admin_policy(env, public, configured, token, allowed, monkeypatch):
+    delays = []
+    monkeypatch.setattr(access.time, "sleep", delays.append)
     values = {"SRWEB_PUBLIC": "1" if public else "0"}
     if configured:
         values["SRWEB_ADMIN_TOKEN"] = configured
@@ -96,6 +98,9 @@ def test_admin_policy(env, public, configured, token, allowed):
     assert ("none is configured" in message) == (configured is None)
     if isinstance(token, str) and token:
         assert token not in message  # never echoed
+    # A wrong guess (not a missing token) is slowed down, so the token cannot be brute-forced.
+    wrong = configured is not None and isinstance(token, str) and bool(token.strip())
+    assert delays == ([access.WRONG_TOKEN_DELAY_S] if wrong else [])
 
 
 def test_admin_only_wrapper_checks_before_the_handler_runs(env):
