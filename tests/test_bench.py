@@ -35,7 +35,8 @@ def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
     assert [r["model"] for r in report["inference"]] == ["espcn", "fsrcnn"]
     for r in report["inference"]:
         assert r["plain_ms"] > 0 and r["fast_ms"] > 0 and r["peak_rss_mb"] > 0
-        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["fast_ms"], rel=0.02)
+        # ms are rounded to 0.1 in the report, the ratio is not: a few-ms case differs by a few percent
+        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["fast_ms"], rel=0.1)
         assert r["precision"] in ("fp32", "bf16", "fp16")
 
 
