@@ -43,5 +43,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
+def atomic_save_png(img, path: str | os.PathLike) -> Path:
+    """Write ``img`` (a PIL image or an ``HxW[xC]`` uint8 array) as a PNG, atomically."""
+    from PIL import Image
+
+    image = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_write, atomic_write_bytes
+from srweb.fileio import atomic_save_png, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,6 @@ def pool_dir() -> Path:
 # --- building ---------------------------------------------------------------------------------
 
 
-def _save_png(img: np.ndarray | Image.Image, path: Path) -> None:
-    """Write atomically: readers never see half a PNG."""
-    image = img if isinstance(img, Image.Image) else Image.fromarray(img)
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
 def _write_index(root: Path, index: dict[str, Any]) -> None:
     atomic_write_bytes(root / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
 
@@ -241,8 +235,8 @@ def _make_crops(root: Path, dataset: str) -> dict[str, Any]:
             region = [max(0, x - MARGIN), max(0, y - MARGIN),
                       min(hr.shape[1], x + CROP + MARGIN), min(hr.shape[0], y + CROP + MARGIN)]
             folder = root / "crops" / crop_id
-            _save_png(hr[region[1]:region[3], region[0]:region[2]], folder / "region.png")
-            _save_png(hr[y:y + CROP, x:x + CROP], folder / "hr.png")
+            atomic_save_png(hr[region[1]:region[3], region[0]:region[2]], folder / "region.png")
+            atomic_save_png(hr[y:y + CROP, x:x + CROP], folder / "hr.png")
             crops[crop_id] = {"source": path.name, "box": [x, y], "region": region}
     if not crops:
         raise PoolUnavailable(f"no image in {name} is at least {CROP}x{CROP} pixels")
@@ -272,9 +266,9 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
 
     for crop_id, crop in index["crops"].items():
         lr = _region_lr(pool.root, crop_id, scale, lrs)
-        _save_png(_inner(imresize_np(lr, scale), crop), pool.image_path(crop_id, scale, "bicubic"))
+        atomic_save_png(_inner(imresize_np(lr, scale), crop), pool.image_path(crop_id, scale, "bicubic"))
         nearest = lr.repeat(scale, axis=0).repeat(scale, axis=1)
-        _save_png(_inner(nearest, crop), pool.image_path(crop_id, scale, "nearest"))
+        atomic_save_png(_inner(nearest, crop), pool.image_path(crop_id, scale, "nearest"))
     index["scales"] = sorted({*index["scales"], scale})
 
 
@@ -284,7 +278,7 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
     upscaler = Upscaler(card.name, card.scale, device="cpu", precision="fp32")
     for crop_id, crop in index["crops"].items():
         sr = upscaler.upscale(Image.fromarray(_region_lr(pool.root, crop_id, card.scale, lrs)))
-        _save_png(_inner(np.asarray(sr.convert("RGB")), crop), pool.image_path(crop_id, card.scale, card.name))
+        atomic_save_png(_inner(np.asarray(sr.convert("RGB")), crop), pool.image_path(crop_id, card.scale, card.name))
     index["entries"][card.name] = {"scale": int(card.scale), "sha256": _fingerprint(card), "arch": card.arch}
 
 

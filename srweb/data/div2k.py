@@ -20,14 +20,12 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from srweb.config import get_settings
 from srweb.data.folders import check_channels, make_item, make_lr, mod_crop, read_rgb8
-from srweb.fileio import atomic_write
+from srweb.fileio import atomic_save_png
 from srweb.imaging import ImageError
 
 BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
@@ -182,10 +180,6 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
     return root
 
 
-def save_png(img: np.ndarray, path: Path) -> None:
-    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="PNG"))
-
-
 class DIV2K(Dataset):
     """DIV2K LR/HR pairs read from the official layout.
 
@@ -253,7 +247,7 @@ class DIV2K(Dataset):
             out = self._writable(folders)
             for i in tqdm(missing, desc=f"MATLAB bicubic x{self.scale}", disable=not progress):
                 hr = mod_crop(read_rgb8(self.hr_files[i]), self.scale)
-                save_png(make_lr(hr, self.scale), out / names[i])
+                atomic_save_png(make_lr(hr, self.scale), out / names[i])
                 found[i] = out / names[i]
         return found
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from srweb.data.div2k import save_png, hr_dir, lr_dir
+from srweb.data.div2k import hr_dir, lr_dir
+from srweb.fileio import atomic_save_png
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
 from srweb.imaging import ImageError
 
@@ -67,9 +68,9 @@ def prepare_dataset(
             skipped.append(path.name)
             continue
         stem = f"{index:04d}"
-        save_png(hr, hr_dir(dst, split) / f"{stem}.png")
+        atomic_save_png(hr, hr_dir(dst, split) / f"{stem}.png")
         for s, folder in folders.items():
-            save_png(make_lr(hr, s), folder / f"{stem}x{s}.png")
+            atomic_save_png(make_lr(hr, s), folder / f"{stem}x{s}.png")
         mapping[f"{stem}.png"] = path.name
         index += 1
     if not mapping:
