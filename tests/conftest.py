@@ -177,6 +177,17 @@ def data_root() -> Path:
     return Path(get_settings().data_root)
 
 
+def set5_present() -> bool:
+    """Whether Set5 is beside the checkout (tests that evaluate real weights need it)."""
+    from srweb.data.samples import benchmark_path
+
+    try:
+        benchmark_path("Set5")
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
 def crops(src: Path, dst: Path, count: int, size: int) -> Path:
     """The top-left ``size`` px square of the first ``count`` PNGs of ``src``, saved in ``dst``."""
     from PIL import Image

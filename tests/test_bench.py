@@ -11,18 +11,10 @@ import sys
 
 import pytest
 
+from conftest import set5_present
 from srweb.bench import QUALITY_GUARD_DB, bench_pipeline, bench_tiling, psnr_delta
-from srweb.data.samples import benchmark_path
 from srweb.inference import device_name
 from srweb.weights import list_weights
-
-
-def _set5_present() -> bool:
-    try:
-        benchmark_path("Set5")
-    except (FileNotFoundError, ValueError):
-        return False
-    return True
 
 
 def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
@@ -55,7 +47,7 @@ def test_tiling_bench_compares_tiled_with_untiled():
     assert result["tiled_peak_rss_mb"] > 0 and result["untiled_grid"] == "1x1"
 
 
-@pytest.mark.skipif(not _set5_present(), reason="Set5 is not beside the checkout")
+@pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")
 @pytest.mark.parametrize("card", [c for c in list_weights() if c.inference.get("fast_path_ok")
                                   and c.inference.get("fast_precision", "fp32") != "fp32" and c.num_params < 100_000],
                          ids=lambda c: c.name)

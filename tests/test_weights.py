@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import srweb
+from conftest import set5_present
 from srweb.weights import WeightsError, count_params, import_pth, list_weights, load_weights, save_weights
 
 
@@ -121,17 +122,7 @@ def test_shipped_cards_match_their_models():
         assert card.training.get("config"), f"{card.name} card cannot reproduce its run"
 
 
-def _set5_present() -> bool:
-    from srweb.data.samples import benchmark_path
-
-    try:
-        benchmark_path("Set5")
-    except (FileNotFoundError, ValueError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _set5_present(), reason="Set5 is not beside the checkout")
+@pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")
 @pytest.mark.parametrize("card", list_weights(), ids=lambda c: c.name)
 def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
     # The acceptance check: `srweb eval` on Set5 gives the card's PSNR within 0.01 dB. Cards hold
