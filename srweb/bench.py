@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srweb.inference import Upscaler, cpu_supports_bf16, device_name
+from srweb.inference import Upscaler, cpu_supports_bf16, device_name, guard_verdict
 
 DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
                  ("srcnn", 3, 240, 160))
@@ -296,6 +296,7 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
 def record(report: dict) -> None:
     """Store ms per output megapixel of the fast path for every shipped entry (leaderboard speed)."""
     from srweb.track.db import init_db, write_transaction
+    from srweb.config import resolve_device
     from srweb.track.evals import record_speed
     from srweb.weights import list_weights
 
@@ -304,9 +305,7 @@ def record(report: dict) -> None:
     for q in report["quality"]:  # the quality guard travels with the weights, in the card
         _, card_path = resolve_weights(q["weights"])
         card = read_card(card_path)
-        card.inference.update(fast_precision=q["precision"], fast_psnr_delta_db=q["psnr_delta_db"],
-                              fast_path_ok=q["psnr_delta_db"] >= -q["guard_db"],
-                              guard=f"Set5 PSNR within {q['guard_db']} dB of fp32", measured_on=report["host"]["cpu"])
+        card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
         write_card(card, card_path)
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
     init_db()

@@ -69,6 +69,13 @@ def device_name(device: str = "cpu") -> str:
         return platform.processor() or device
 
 
+def guard_verdict(precision: str, delta_db: float, dataset: str, device: str, tolerance_db: float = 0.01) -> dict:
+    """The quality guard's entry in a card: is the fast path within ``tolerance_db`` of fp32?"""
+    return {"fast_precision": precision, "fast_psnr_delta_db": round(delta_db, 4),
+            "fast_path_ok": delta_db >= -tolerance_db, "guard": f"{dataset} PSNR within {tolerance_db} dB of fp32",
+            "measured_on": device_name(device)}
+
+
 def pick_precision(device: str, requested: str = "auto") -> str:
     """Resolve ``auto`` to the fastest safe precision for a device: bf16 / fp16 / fp32."""
     if requested != "auto":

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from srweb.config import resolve_device
 from srweb.fileio import atomic_write
-from srweb.inference import Upscaler, device_name, pick_precision
+from srweb.inference import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
@@ -77,9 +77,7 @@ def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: f
         delta = evaluate(fast.upscale, val_dir, exact.scale).psnr - exact.psnr
     finally:
         model.to(memory_format=torch.contiguous_format)
-    return {"fast_precision": fast.precision, "fast_psnr_delta_db": round(delta, 4),
-            "fast_path_ok": delta >= -tolerance_db, "guard": f"{exact.dataset} PSNR within {tolerance_db} dB of fp32",
-            "measured_on": device_name(device)}
+    return guard_verdict(fast.precision, delta, exact.dataset, device, tolerance_db)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
