@@ -110,6 +110,17 @@ def test_resolved_keeps_explicit_values_and_names_the_run():
     assert TrainConfig(model="edsr-baseline", name="mine").resolved().name == "mine"
 
 
+def test_default_training_data_is_general100_when_present_else_the_sample_set(env, tmp_path, monkeypatch):
+    """A run that names no data (e.g. ``srweb train --pretrained W.json``) must not silently train on
+    the 8 built-in sample images when General-100 is there; the resolved name is what the card records."""
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    assert TrainConfig(model="espcn").resolved().data == "sample"
+    crops(DATA / "General-100", tmp_path / "data" / "General-100", 2, 48)
+    assert TrainConfig(model="espcn").resolved().data == "General-100"
+    assert TrainConfig(model="espcn", data="sample").resolved().data == "sample"
+
+
 @pytest.mark.parametrize(
     ("changes", "words"),
     [

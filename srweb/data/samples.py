@@ -53,6 +53,16 @@ def sample_images_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return out
 
 
+def default_training_data() -> str:
+    """The training set used when none is named: ``General-100`` (the FSRCNN paper's set) when the
+    data root holds it, else the built-in ``sample`` set, so training works on any machine."""
+    try:
+        benchmark_path("General-100")
+    except ValueError:
+        return "sample"
+    return "General-100"
+
+
 def benchmark_path(name: str | os.PathLike) -> Path:
     """Resolve a dataset name (``"Set5"``, ``"General-100"``, ``"sample"``, case-insensitive,
     looked up under ``settings.data_root``) or a folder path to an existing folder.

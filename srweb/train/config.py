@@ -52,13 +52,14 @@ class TrainConfig:
 
     ``patch_size`` is the LR patch side; the HR patch is ``patch_size * scale``. ``data`` and
     ``val_data`` are folders (HR images, a prepared/DIV2K tree) or names (``sample``,
-    ``General-100``, ``Set5``) resolved against the data root.
+    ``General-100``, ``Set5``) resolved against the data root; ``data=None`` resolves to
+    :func:`~srweb.data.samples.default_training_data` (General-100 when the data root has it).
     """
 
     model: str
     scale: int = 2
     overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "sample"
+    data: str | None = None
     val_data: str | None = "Set5"
     patch_size: int | None = None
     batch_size: int = 16
@@ -97,6 +98,10 @@ class TrainConfig:
         for key, value in defaults.items():
             if values.get(key) is None:
                 values[key] = value
+        if values["data"] is None:
+            from srweb.data.samples import default_training_data
+
+            values["data"] = default_training_data()
         if values["name"] is None:
             values["name"] = run_name(TrainConfig(**values))
         return TrainConfig(**values)

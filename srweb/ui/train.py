@@ -89,7 +89,7 @@ def build_config(*values: Any) -> TrainConfig:
     val = (form["val_data"] or "").strip()
     return TrainConfig(
         model=form["model"], scale=_whole("scale", form["scale"]),
-        data=(form["data_path"] or "").strip() or form["data"] or "sample",
+        data=(form["data_path"] or "").strip() or form["data"] or None,
         val_data=None if val in ("", NO_VAL) else val,
         patch_size=_whole("patch_size", form["patch_size"]), batch_size=_whole("batch_size", form["batch_size"]),
         iterations=_whole("iterations", form["iterations"]), lr=float(form["lr"]),
