@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import set5_present
-from srweb.bench import QUALITY_GUARD_DB, bench_pipeline, bench_tiling, psnr_delta
+from srweb.bench import QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed, psnr_delta
 from srweb.inference import device_name
 from srweb.weights import list_weights
 
@@ -32,6 +32,13 @@ def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
         hi = (r["plain_ms"] + 0.05) / max(r["fast_ms"] - 0.05, 1e-6)
         assert lo - 0.005 <= r["speedup"] <= hi + 0.005
         assert r["precision"] in ("fp32", "bf16", "fp16")
+
+
+def test_leaderboard_speed_is_the_path_the_card_runs():
+    case = {"fast_mpix_per_s": 4.0, "plain_mpix_per_s": 1.6}
+    assert card_speed({"fast_path_ok": True, "fast_precision": "bf16"}, case) == (250.0, True)
+    assert card_speed({"fast_path_ok": False, "fast_precision": "bf16"}, case) == (625.0, False)
+    assert card_speed({}, case) == (250.0, True)  # never guarded: the fast path is what runs
 
 
 def test_pipeline_bench_measures_loader_wait_and_tracking():
