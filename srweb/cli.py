@@ -33,8 +33,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         archs.append({
             "name": name, "paper": info.paper, "year": info.year, "input_kind": info.input_kind,
             "upsampling": info.upsampling, "scales": list(info.scales), "trainable": info.trainable,
-            "params": params, "defaults": info.defaults,
+            "params": params, "defaults": info.defaults, "paper_set5": info.paper_set5,
         })
+    if args.markdown:
+        print(_weights_markdown(list_weights()))
+        return 0
     cards = [card.to_dict() for card in list_weights()]
     if args.json:
         _print_json({"architectures": archs, "weights": cards})
@@ -49,6 +52,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         score = f"{set5['psnr']:.2f} / {set5['ssim']:.4f}" if set5 else "-"
         print(f"{c['name']:<34}x{c['scale']:<6}{c['num_params']:>12,}  {score}")
     return 0
+
+
+def _weights_markdown(cards: list) -> str:
+    """The README's shipped-weights table, with bicubic measured on Set5 when it is present."""
+    from srweb.data.samples import benchmark_path
+    from srweb.evaluate import bicubic_sr, evaluate
+    from srweb.weights_table import markdown_table
+
+    try:
+        set5 = benchmark_path("Set5")
+    except ValueError:
+        return markdown_table(cards)
+    return markdown_table(cards, {s: evaluate(bicubic_sr(s), set5, s).psnr for s in sorted({c.scale for c in cards})})
 
 
 def _collect_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -135,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list architectures and shipped weights")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true",
+                   help="the shipped weights as a Markdown table (training chain, Set5, paper, bicubic)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("upscale", help="upscale image files or folders")

@@ -60,12 +60,26 @@ class WeightsCard:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def training_chain(self) -> list[dict[str, Any]]:
+        """The training runs that made these weights, oldest first: each ``training`` record
+        (config, iterations, wall_seconds, data, ...); a fine-tuned card holds its parent's."""
+        return training_chain(self.to_dict())
+
     def metric(self, dataset: str = "Set5") -> dict[str, Any] | None:
         """The card's result on ``dataset`` (case-insensitive), if any."""
         for entry in self.metrics:
             if str(entry.get("dataset", "")).lower() == dataset.lower():
                 return entry
         return None
+
+
+def training_chain(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``training`` records of a card dict and its parents, oldest first."""
+    chain, training = [], card.get("training") or {}
+    while training.get("config"):
+        chain.append({k: v for k, v in training.items() if k != "parent"})
+        training = (training.get("parent") or {}).get("training") or {}
+    return chain[::-1]
 
 
 def count_params(model: nn.Module) -> int:

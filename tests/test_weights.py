@@ -133,3 +133,21 @@ def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
                  "--no-store", "--precision", "fp32"]) == 0
     measured = json.loads(capsys.readouterr().out)
     assert abs(measured["psnr"] - card.metric("Set5")["psnr"]) <= 0.01, (measured["psnr"], card.metric("Set5"))
+
+
+def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
+    from srweb.weights import WeightsCard
+    from srweb.weights_table import markdown_table
+
+    def training(iterations, data, seconds, loss="l2", parent=None):
+        return {"config": {"data": data, "loss": loss, "iterations": iterations}, "iterations": iterations,
+                "data": data, "wall_seconds": seconds, **({"parent": {"training": parent}} if parent else {})}
+
+    fsrcnn = WeightsCard(name="fsrcnn-x3.a", arch="fsrcnn", scale=3, config={}, input_kind="y", upsampling="post",
+                         num_params=1, training=training(2000, "General-100", 600, parent=training(4000, "sample", 300)),
+                         metrics=[{"dataset": "Set5", "scale": 3, "psnr": 32.514, "ssim": 0.9061}])
+    srgan = WeightsCard(name="srgan-x4.b", arch="srresnet", scale=4, config={}, input_kind="rgb", upsampling="post",
+                        num_params=1, training=training(10, "General-100", 60, loss="srgan-mse"))
+    lines = markdown_table([fsrcnn, srgan], {3: 30.38}).splitlines()
+    assert lines[2] == "| fsrcnn-x3.a | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | 33.06 | 30.38 |"
+    assert lines[3] == "| srgan-x4.b | 10 General-100 | 1 min | - | 30.64 | - |"  # SRGAN-MSE, not SRResNet's 32.05

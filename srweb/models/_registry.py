@@ -7,7 +7,7 @@ import line in ``srweb/models/__init__.py``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any, Callable
 
@@ -33,6 +33,7 @@ class ModelInfo:
         defaults: default config, the builder's keyword arguments except ``scale``.
         trainable: ``False`` for parameterless baselines (bicubic, nearest).
         description: one line for listings.
+        paper_set5: the paper's Set5 PSNR (Y, dB) per scale, where it reports one.
     """
 
     name: str
@@ -45,6 +46,7 @@ class ModelInfo:
     defaults: dict[str, Any]
     trainable: bool = True
     description: str = ""
+    paper_set5: dict[int, float] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -61,6 +63,7 @@ def register_model(
     defaults: dict[str, Any] | None = None,
     trainable: bool = True,
     description: str = "",
+    paper_set5: dict[int, float] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``builder(scale, **config) -> nn.Module`` under ``name``.
 
@@ -87,6 +90,7 @@ def register_model(
             defaults=dict(defaults or {}),
             trainable=trainable,
             description=description or doc_line,
+            paper_set5=dict(paper_set5 or {}),
         )
         return builder
 

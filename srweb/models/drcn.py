@@ -64,6 +64,7 @@ class DRCN(nn.Module):
 
 @register_model(
     "drcn",
+    paper_set5={2: 37.63, 3: 33.82, 4: 31.53},
     paper="Kim, Lee, Lee: Deeply-Recursive Convolutional Network for Image Super-Resolution (CVPR 2016)",
     year=2016,
     input_kind="y",

@@ -74,6 +74,7 @@ class DRRN(nn.Module):
 
 @register_model(
     "drrn",
+    paper_set5={2: 37.74, 3: 34.03, 4: 31.68},
     paper="Tai, Yang, Liu: Image Super-Resolution via Deep Recursive Residual Network (CVPR 2017)",
     year=2017,
     input_kind="y",

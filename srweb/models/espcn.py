@@ -41,6 +41,7 @@ class ESPCN(nn.Module):
 
 @register_model(
     "espcn",
+    paper_set5={3: 33.00, 4: 30.90},
     paper="Shi et al.: Real-Time Single Image and Video Super-Resolution Using an Efficient "
     "Sub-Pixel Convolutional Neural Network (CVPR 2016)",
     year=2016,

@@ -58,6 +58,7 @@ class FSRCNN(nn.Module):
 
 @register_model(
     "fsrcnn",
+    paper_set5={2: 36.94, 3: 33.06, 4: 30.55},
     paper="Dong, Loy, Tang: Accelerating the Super-Resolution Convolutional Neural Network (ECCV 2016)",
     year=2016,
     input_kind="y",

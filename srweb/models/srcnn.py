@@ -45,6 +45,7 @@ class SRCNN(nn.Module):
 
 @register_model(
     "srcnn",
+    paper_set5={2: 36.66, 3: 32.75, 4: 30.48},
     paper="Dong, Loy, He, Tang: Image Super-Resolution Using Deep Convolutional Networks (ECCV 2014, TPAMI 2016)",
     year=2014,
     input_kind="y",

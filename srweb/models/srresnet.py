@@ -101,6 +101,7 @@ class Discriminator(nn.Module):
 
 @register_model(
     "srresnet",
+    paper_set5={4: 32.05},
     paper="Ledig et al.: Photo-Realistic Single Image Super-Resolution Using a Generative Adversarial "
     "Network (CVPR 2017)",
     year=2017,

@@ -41,6 +41,7 @@ class VDSR(nn.Module):
 
 @register_model(
     "vdsr",
+    paper_set5={2: 37.53, 3: 33.66, 4: 31.35},
     paper="Kim, Lee, Lee: Accurate Image Super-Resolution Using Very Deep Convolutional Networks (CVPR 2016)",
     year=2016,
     input_kind="y",

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from srweb.train.config import TrainConfig
+from srweb.weights import training_chain
 
 # CLI flag -> TrainConfig field, for every hyperparameter a user sets on the command line.
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -72,11 +73,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def card_stages(card: dict) -> list[dict]:
     """The training configs that made a card, oldest first: a fine-tuned card records its parent's."""
-    stages, training = [], card.get("training") or {}
-    while training.get("config"):
-        stages.append(dict(training["config"]))
-        training = (training.get("parent") or {}).get("training") or {}
-    return stages[::-1]
+    return [dict(stage["config"]) for stage in training_chain(card)]
 
 
 def replay_parents(card_path: str, run_dir: Path) -> Path | None:

@@ -1,0 +1,46 @@
+"""The shipped-weights table of the README: each card's training chain, wall time and Set5 scores
+next to its paper's figure and bicubic (``srweb models --markdown``)."""
+
+from __future__ import annotations
+
+from srweb.models import get_model_info
+from srweb.weights import WeightsCard
+
+# Ledig et al., Table 1 (Set5 x4): SRGAN's content losses; the generator is SRResNet.
+SRGAN_PAPER_SET5 = {"srgan-mse": 30.64, "srgan-vgg54": 29.40}
+
+
+def paper_psnr(card: WeightsCard) -> float | None:
+    """The paper's Set5 PSNR for the card's architecture, scale and (for SRGAN) loss."""
+    loss = ((card.training or {}).get("config") or {}).get("loss")
+    if loss in SRGAN_PAPER_SET5:
+        return SRGAN_PAPER_SET5[loss] if card.scale == 4 else None
+    try:
+        return get_model_info(card.arch).paper_set5.get(card.scale)
+    except ValueError:
+        return None
+
+
+def training_summary(card: WeightsCard) -> tuple[str, float]:
+    """``"4,000 General-100 + 20,000 sample"`` (iterations and data per stage, oldest first) and the
+    chain's total wall time in seconds."""
+    chain = card.training_chain()
+    stages = " + ".join(f"{stage.get('iterations', 0):,} {stage.get('data') or stage['config'].get('data')}"
+                        for stage in chain)
+    return stages or "-", sum(float(stage.get("wall_seconds") or 0) for stage in chain)
+
+
+def markdown_table(cards: list[WeightsCard], bicubic: dict[int, float] | None = None) -> str:
+    """A Markdown table of ``cards``: training chain, wall time, Set5 PSNR/SSIM, paper, bicubic."""
+    bicubic = bicubic or {}
+    rows = ["| weights | training (iterations, data) | wall time | Set5 PSNR / SSIM | paper PSNR | bicubic |",
+            "|---|---|---|---|---|---|"]
+    for card in cards:
+        stages, seconds = training_summary(card)
+        set5 = card.metric("Set5")
+        score = f"{set5['psnr']:.2f} / {set5['ssim']:.4f}" if set5 else "-"
+        paper = paper_psnr(card)
+        base = bicubic.get(card.scale)
+        rows.append(f"| {card.name} | {stages} | {seconds / 60:.0f} min | {score} | "
+                    f"{f'{paper:.2f}' if paper else '-'} | {f'{base:.2f}' if base else '-'} |")
+    return "\n".join(rows)
