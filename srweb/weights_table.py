@@ -21,6 +21,16 @@ def paper_psnr(card: WeightsCard) -> float | None:
         return None
 
 
+def paper_psnr_of(weights: str, arch: str, scale: int, cards: dict[str, WeightsCard]) -> float | None:
+    """:func:`paper_psnr` for a leaderboard row: from its card when there is one, else its architecture."""
+    if weights in cards:
+        return paper_psnr(cards[weights])
+    try:
+        return get_model_info(arch).paper_set5.get(int(scale))
+    except (ValueError, TypeError):
+        return None
+
+
 def training_summary(card: WeightsCard) -> tuple[str, float]:
     """``"4,000 General-100 + 20,000 sample"`` (iterations and data per stage, oldest first) and the
     chain's total wall time in seconds."""

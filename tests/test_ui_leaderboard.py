@@ -62,6 +62,8 @@ def test_fresh_database_is_filled_from_the_cards(env):
     assert list(lb.refresh(2)[0]["weights"]) == [NAME]
     row = table.set_index("weights").loc[NAME]
     assert row["PSNR Set5"] == 36.5 and row["SSIM Set5"] == 0.95 and row["scale"] == 2
+    assert row["paper PSNR Set5"] is None  # ESPCN's paper reports no x2
+    assert bare["paper PSNR Set5"] == 33.00  # ESPCN x3 (Shi et al.)
     assert row["params (K)"] == pytest.approx(srweb.load_weights(NAME)[1].num_params / 1000, abs=0.05)
     assert row["MOS"] is None and row["ratings"] == 0
     assert "Set5**: Y, crop 2, matlab-bicubic" in note
@@ -72,7 +74,8 @@ def test_table_columns_rows_and_filters(env):
     seed_ratings()
     table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
     assert list(table.columns) == [
-        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "ms/MP", "MOS", "MOS 95% CI",
+        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "paper PSNR Set5", "ms/MP", "MOS",
+        "MOS 95% CI",
         "ratings", "raters", "win % vs bicubic", "win 95% CI", "BT", "BT 95% CI",
     ]
     rows = table.set_index("weights")

@@ -22,6 +22,8 @@ import pandas as pd
 from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
+from srweb.weights import list_weights
+from srweb.weights_table import paper_psnr_of
 
 ALL = "all"
 SCALES = (2, 3, 4)
@@ -90,6 +92,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for d in datasets:
         out[f"PSNR {d}"] = frame[f"psnr_{d}"].round(2)
         out[f"SSIM {d}"] = frame[f"ssim_{d}"].round(4)
+    cards = {card.name: card for card in list_weights()}
+    out["paper PSNR Set5"] = [paper_psnr_of(w, a, s, cards) for w, a, s in zip(frame["weights"], frame["arch"], frame["scale"])]
     out["ms/MP"] = frame["ms_per_mpix"].round(1)
     out["MOS"] = frame["mos"].round(2)
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
