@@ -58,8 +58,11 @@ def _weights_markdown(cards: list) -> str:
     """The README's shipped-weights table, with bicubic measured on Set5 when it is present."""
     from srweb.data.samples import benchmark_path
     from srweb.evaluate import bicubic_sr, evaluate
+    from srweb.models import list_models
     from srweb.weights_table import markdown_table
 
+    order = {name: i for i, name in enumerate(list_models())}  # papers in order, SRGAN after SRResNet
+    cards = sorted(cards, key=lambda c: (order.get(c.arch, len(order)), c.scale, c.name.startswith("srgan")))
     try:
         set5 = benchmark_path("Set5")
     except ValueError:
