@@ -19,6 +19,13 @@ _FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations",
           "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
           "loss", "adv_weight", "pretrained", "vgg_weights", "val_interval", "ckpt_interval", "seed",
           "device", "precision", "num_workers", "tag", "name")
+_HELP = {
+    "data": "training images: a folder, or a name under the data root (default: General-100 when the "
+            "data root has it, else the built-in sample set)",
+    "val_data": "validation images, as --data (default: Set5; '' for none)",
+    "pretrained": "initialise from these weights (a card or .safetensors; shape-matching tensors); "
+                  "the data still comes from --data",
+}
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -27,7 +34,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TrainConfig JSON file")
     for name in _FLAGS:
         kind = {int: int, float: float}.get(_type_of(name), str)
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=_HELP.get(name))
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture override, e.g. num_blocks=8 (JSON values)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
