@@ -37,10 +37,7 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        res = self.body(x)
-        if self.res_scale != 1:  # EDSR-baseline's 1.0: a multiply that costs a full memory pass per block
-            res = res * self.res_scale
-        return x + res
+        return x + self.body(x) * self.res_scale
 
 
 class EDSR(nn.Module):
