@@ -297,6 +297,9 @@ def test_cancel_then_resume_continues_the_run(env, tiny):
     assert lrs[30] == pytest.approx(1e-5)
     assert part2.best_psnr >= part1.best_psnr
     assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 30
+    # The card's wall time covers both sessions, not only the one that finished the run.
+    assert state["wall_seconds"] > 0 and part2.card.training["wall_seconds"] >= round(state["wall_seconds"], 1)
+    assert part2.wall_seconds >= state["wall_seconds"]
 
 
 def test_resume_restores_optimizer_and_rng_exactly(env, tiny):

@@ -126,6 +126,7 @@ class Trainer:
                  run_id: int | None = None, progress: bool = True) -> None:
         self.cfg = config.resolved().validate()
         self.run_dir = Path(run_dir)
+        self.wall_before, self._started = 0.0, time.perf_counter()  # training time of earlier (resumed) sessions
         self.export_dir = Path(export_dir) if export_dir else self.run_dir / "export"
         self.logger = logger
         self.should_stop = should_stop or (lambda: False)
@@ -188,7 +189,7 @@ class Trainer:
     def _state(self, step: int, best: float | None) -> dict[str, Any]:
         np_state = np.random.get_state()
         state = {
-            "step": step, "best_psnr": best, "config": self.cfg.to_dict(),
+            "step": step, "best_psnr": best, "config": self.cfg.to_dict(), "wall_seconds": self.wall_seconds(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
             "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
@@ -199,6 +200,10 @@ class Trainer:
             state["disc"] = self.disc.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
         return state
+
+    def wall_seconds(self) -> float:
+        """Training wall time of the run so far, over every session that resumed it."""
+        return self.wall_before + time.perf_counter() - self._started
 
     def save_checkpoint(self, step: int, best: float | None) -> Path:
         path = self.run_dir / "last.pt"
@@ -221,6 +226,7 @@ class Trainer:
         np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        self.wall_before = float(state.get("wall_seconds", 0.0))
         return int(state["step"]), state["best_psnr"]
 
     # ---- validation ----------------------------------------------------------------------
@@ -289,7 +295,7 @@ class Trainer:
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
 
-        epoch, step, started = 0, start_step, time.perf_counter()
+        epoch, step, self._started = 0, start_step, time.perf_counter()
         data_iter = iter(loader)
         window: dict[str, float] = {}
         window_n, window_start, wait = 0, time.perf_counter(), 0.0
@@ -348,13 +354,13 @@ class Trainer:
         if self.rank == 0:
             self.save_checkpoint(step, best)
             if status == "finished":
-                card = self.export(step, best, time.perf_counter() - started)
+                card = self.export(step, best, self.wall_seconds())
         if self.logger is not None:
             self.logger.flush()
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-        return TrainResult(status, step, best, time.perf_counter() - started, metrics, card)
+        return TrainResult(status, step, best, self.wall_seconds(), metrics, card)
 
     def _step(self, net, lr_img, hr_img, criterion, scaler, supervised: bool, step: int) -> dict[str, float]:
         cfg = self.cfg
