@@ -63,7 +63,7 @@ class WeightsCard:
     def training_chain(self) -> list[dict[str, Any]]:
         """The training runs that made these weights, oldest first: each ``training`` record
         (config, iterations, wall_seconds, data, ...); a fine-tuned card holds its parent's."""
-        return training_chain(self.to_dict())
+        return training_chain({"training": self.training})
 
     def metric(self, dataset: str = "Set5") -> dict[str, Any] | None:
         """The card's result on ``dataset`` (case-insensitive), if any."""

@@ -10,25 +10,24 @@ from srweb.weights import WeightsCard
 SRGAN_PAPER_SET5 = {"srgan-mse": 30.64, "srgan-vgg54": 29.40}
 
 
+def _arch_paper_psnr(arch: str, scale: int) -> float | None:
+    try:
+        return get_model_info(arch).paper_set5.get(int(scale))
+    except (ValueError, TypeError):  # not a registered architecture (e.g. the "hr" reference row)
+        return None
+
+
 def paper_psnr(card: WeightsCard) -> float | None:
     """The paper's Set5 PSNR for the card's architecture, scale and (for SRGAN) loss."""
     loss = ((card.training or {}).get("config") or {}).get("loss")
     if loss in SRGAN_PAPER_SET5:
         return SRGAN_PAPER_SET5[loss] if card.scale == 4 else None
-    try:
-        return get_model_info(card.arch).paper_set5.get(card.scale)
-    except ValueError:
-        return None
+    return _arch_paper_psnr(card.arch, card.scale)
 
 
 def paper_psnr_of(weights: str, arch: str, scale: int, cards: dict[str, WeightsCard]) -> float | None:
     """:func:`paper_psnr` for a leaderboard row: from its card when there is one, else its architecture."""
-    if weights in cards:
-        return paper_psnr(cards[weights])
-    try:
-        return get_model_info(arch).paper_set5.get(int(scale))
-    except (ValueError, TypeError):
-        return None
+    return paper_psnr(cards[weights]) if weights in cards else _arch_paper_psnr(arch, scale)
 
 
 def training_summary(card: WeightsCard) -> tuple[str, float]:

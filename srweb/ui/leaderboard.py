@@ -22,7 +22,7 @@ import pandas as pd
 from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
-from srweb.weights import list_weights
+from srweb.weights import WeightsCard, list_weights
 from srweb.weights_table import paper_psnr_of
 
 ALL = "all"
@@ -53,15 +53,18 @@ def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tupl
         names = {e.dataset for e in best_evaluations(session)}
         datasets = sorted(names, key=lambda d: (d.lower() != "set5", d.lower()))
         frame = leaderboard(session, scale=_scale_arg(scale), dataset=None if dataset in (None, "", ALL) else dataset)
-    return _add_unscored_weights(frame, _scale_arg(scale)), datasets
+    cards = {card.name: card for card in list_weights()}
+    frame = _add_unscored_weights(frame, _scale_arg(scale), cards)
+    frame["paper_psnr_Set5"] = pd.to_numeric(
+        [paper_psnr_of(w, a, s, cards) for w, a, s in zip(frame["weights"], frame["arch"], frame["scale"])],
+        errors="coerce")
+    return frame, datasets
 
 
-def _add_unscored_weights(frame: pd.DataFrame, scale: int | None) -> pd.DataFrame:
+def _add_unscored_weights(frame: pd.DataFrame, scale: int | None, cards: dict[str, WeightsCard]) -> pd.DataFrame:
     """Rows for shipped weights with no result yet, so every entry is listed (and can be evaluated)."""
-    from srweb.weights import list_weights
-
     missing = [{"weights": c.name, "kind": "model", "arch": c.arch, "scale": int(c.scale), "params": c.num_params}
-               for c in list_weights() if c.name not in set(frame["weights"]) and scale in (None, int(c.scale))]
+               for c in cards.values() if c.name not in set(frame["weights"]) and scale in (None, int(c.scale))]
     if not missing:
         return frame
     extra = pd.DataFrame(missing).reindex(columns=frame.columns)
@@ -92,8 +95,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for d in datasets:
         out[f"PSNR {d}"] = frame[f"psnr_{d}"].round(2)
         out[f"SSIM {d}"] = frame[f"ssim_{d}"].round(4)
-    cards = {card.name: card for card in list_weights()}
-    out["paper PSNR Set5"] = [paper_psnr_of(w, a, s, cards) for w, a, s in zip(frame["weights"], frame["arch"], frame["scale"])]
+    out["paper PSNR Set5"] = frame["paper_psnr_Set5"].round(2)
     out["ms/MP"] = frame["ms_per_mpix"].round(1)
     out["MOS"] = frame["mos"].round(2)
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
