@@ -87,7 +87,7 @@ def blocked_paths(keep: list[str | Path] = ()) -> list[str]:
 
     settings = get_settings()
     candidates = [settings.state_dir / "db", settings.runs_dir, settings.cache_dir, settings.weights_dir,
-                  settings.data_root]
+                  settings.user_weights_dir, settings.data_root]
     if settings.state_dir != REPO_ROOT:
         candidates.append(settings.state_dir)
     if settings.database_url.startswith("sqlite:///"):

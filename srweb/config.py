@@ -50,7 +50,10 @@ class Settings:
     """Runtime configuration.
 
     Attributes:
-        weights_dir: shipped and exported checkpoints (``NAME.safetensors`` + ``NAME.json``).
+        weights_dir: shipped checkpoints (``NAME.safetensors`` + ``NAME.json``), read only.
+        user_weights_dir: checkpoints exported from this app's runs (Runs tab); kept apart from
+            the shipped ones so an export never writes into the checkout, and it persists with
+            the rest of the state (``/data`` inside a Space).
         state_dir: root for the database, runs and caches.
         database_url: any SQLAlchemy URL; SQLite file under ``state_dir/db`` by default.
         runs_dir: per-run checkpoints and logs.
@@ -70,6 +73,7 @@ class Settings:
     """
 
     weights_dir: Path
+    user_weights_dir: Path
     state_dir: Path
     database_url: str
     runs_dir: Path
@@ -97,6 +101,7 @@ def get_settings() -> Settings:
     public = _env_bool("SRWEB_PUBLIC", default=bool(os.environ.get("SPACE_ID")))
     return Settings(
         weights_dir=_env_path("SRWEB_WEIGHTS_DIR", REPO_ROOT / "weights"),
+        user_weights_dir=_env_path("SRWEB_USER_WEIGHTS_DIR", db_dir / "weights"),
         state_dir=state_dir,
         database_url=database_url,
         runs_dir=_env_path("SRWEB_RUNS_DIR", db_dir / "runs"),

@@ -1,4 +1,4 @@
-"""Publish a finished run's exported weights into the weights folder (so Upscale lists them)."""
+"""Publish a finished run's exported weights into the user weights folder (so Upscale lists them)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from srweb.fileio import atomic_copy
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.evals import seed_from_cards
 from srweb.track.runs import get_run
-from srweb.weights import NAME_PATTERN, WeightsCard, WeightsError, file_sha256, read_card, write_card
+from srweb.weights import NAME_PATTERN, WeightsCard, WeightsError, file_sha256, read_card, weights_dirs, write_card
 
 
 class ExportError(ValueError):
     """A run whose weights cannot be exported (not finished, files missing or altered)."""
 
 
-def unique_weights_name(base: str, weights_dir: Path, run_id: int) -> str:
-    """``base`` if free in ``weights_dir``, else ``base-run<id>``, then ``-run<id>-2``, ``-3``, ..."""
+def unique_weights_name(base: str, folders: list[Path], run_id: int) -> str:
+    """``base`` if free in every folder, else ``base-run<id>``, then ``-run<id>-2``, ``-3``, ..."""
     def taken(name: str) -> bool:
-        return any((weights_dir / f"{name}{ext}").exists() for ext in (".safetensors", ".json"))
+        return any((Path(folder) / f"{name}{ext}").exists() for folder in folders for ext in (".safetensors", ".json"))
 
     if not taken(base):
         return base
@@ -31,9 +31,10 @@ def unique_weights_name(base: str, weights_dir: Path, run_id: int) -> str:
 
 
 def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str | None = None) -> WeightsCard:
-    """Copy ``run_dir/export/NAME.safetensors`` + ``NAME.json`` of a finished run into the weights folder.
+    """Copy ``run_dir/export/NAME.safetensors`` + ``NAME.json`` of a finished run into the user
+    weights folder (``Settings.user_weights_dir`` unless ``weights_dir`` is given).
 
-    The copy gets a name not used there yet (see :func:`unique_weights_name`); its card is
+    The copy gets a name no shipped or exported weights use yet (see :func:`unique_weights_name`); its card is
     rewritten with that name and the run id, and its metrics are seeded into the leaderboard.
     The tensors are written before the card, so a half-done export is never listed.
 
@@ -60,9 +61,9 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
     if card.sha256 and file_sha256(tensors) != card.sha256:
         raise ExportError(f"run {run_id}: {tensors.name} differs from its card (changed or corrupt)")
 
-    target_dir = Path(weights_dir or get_settings().weights_dir)
+    target_dir = Path(weights_dir or get_settings().user_weights_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
-    new_name = unique_weights_name(name, target_dir, int(run_id))
+    new_name = unique_weights_name(name, [target_dir, *weights_dirs()], int(run_id))
     if not NAME_PATTERN.match(new_name):
         raise ExportError(f"run {run_id}: {new_name!r} is not a valid weights name (ARCH-xS.TAG)")
     card.name = new_name

@@ -285,8 +285,13 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
 def _fingerprint(card: Any) -> str:
     if card.sha256:
         return card.sha256
-    tensors = get_settings().weights_dir / f"{card.name}.safetensors"
-    return f"mtime:{tensors.stat().st_mtime_ns}" if tensors.exists() else "unknown"
+    from srweb.weights import WeightsError, resolve_weights
+
+    try:
+        tensors, _ = resolve_weights(card.name)
+    except WeightsError:
+        return "unknown"
+    return f"mtime:{tensors.stat().st_mtime_ns}"
 
 
 def _usable_cards() -> list[Any]:

@@ -135,20 +135,31 @@ def write_card(card: WeightsCard, path: Path) -> None:
     atomic_write_bytes(Path(path), (json.dumps(card.to_dict(), indent=2) + "\n").encode())
 
 
+def weights_dirs() -> list[Path]:
+    """The folders weights are looked up in: shipped first, then exported from runs."""
+    settings = get_settings()
+    folders = [Path(settings.weights_dir), Path(settings.user_weights_dir)]
+    return folders[:1] if folders[0].resolve() == folders[1].resolve() else folders
+
+
 def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = None) -> tuple[Path, Path]:
-    """Find ``(safetensors_path, card_path)`` for a shipped name or a path to either file."""
+    """Find ``(safetensors_path, card_path)`` for a weights name or a path to either file.
+
+    A name is looked up in ``weights_dir`` if given, else in :func:`weights_dirs`.
+    """
     raw = str(name_or_path)
     candidate = Path(raw).expanduser()
     if candidate.suffix in {".safetensors", ".json"} and candidate.exists():
-        stem = candidate.with_suffix("")
+        stems = [candidate.with_suffix("")]
     else:
-        stem = Path(weights_dir or get_settings().weights_dir) / raw
-    # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
-    tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
-    if not tensors.exists() or not card.exists():
-        known = ", ".join(c.name for c in list_weights(weights_dir)) or "none"
-        raise WeightsError(f"weights {raw!r} not found (need {tensors.name} and {card.name}); shipped: {known}")
-    return tensors, card
+        stems = [Path(folder) / raw for folder in ([weights_dir] if weights_dir else weights_dirs())]
+    for stem in stems:
+        # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
+        tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
+        if tensors.exists() and card.exists():
+            return tensors, card
+    known = ", ".join(c.name for c in list_weights(weights_dir)) or "none"
+    raise WeightsError(f"weights {raw!r} not found (need {tensors.name} and {card.name}); available: {known}")
 
 
 def read_card(path: Path) -> WeightsCard:
@@ -193,16 +204,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
-    """Cards of every checkpoint in the weights folder, sorted by architecture, scale, name."""
-    directory = Path(weights_dir or get_settings().weights_dir)
-    cards = []
-    for card_path in sorted(directory.glob("*.json")):
-        if card_path.with_suffix(".safetensors").exists():
-            try:
-                cards.append(read_card(card_path))
-            except WeightsError:
-                continue
-    return sorted(cards, key=lambda c: (c.arch, c.scale, c.name))
+    """Cards of every checkpoint in ``weights_dir`` (default: :func:`weights_dirs`), sorted by
+    architecture, scale, name; a name found twice is listed once, from the first folder."""
+    cards: dict[str, WeightsCard] = {}
+    for directory in [weights_dir] if weights_dir else weights_dirs():
+        for card_path in sorted(Path(directory).glob("*.json")):
+            if card_path.with_suffix(".safetensors").exists():
+                try:
+                    card = read_card(card_path)
+                except WeightsError:
+                    continue
+                cards.setdefault(card.name, card)
+    return sorted(cards.values(), key=lambda c: (c.arch, c.scale, c.name))
 
 
 def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key: str | None = None, **config: Any) -> WeightsCard:

@@ -136,7 +136,7 @@ def test_launch_options_block_server_folders(env, tmp_path):
     options = access.launch_options([str(example)])
     assert options["max_file_size"] == "20mb" and options["allowed_paths"] == [str(example)]
     blocked = options["blocked_paths"]
-    for folder in (s.state_dir, s.state_dir / "db", s.weights_dir, s.runs_dir):
+    for folder in (s.state_dir, s.state_dir / "db", s.weights_dir, s.user_weights_dir, s.runs_dir):
         assert str(folder.resolve()) in blocked
     import tempfile
 

@@ -151,7 +151,8 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page.locator("#runs-export").click()
     page.wait_for_function("() => document.querySelector('#runs-export-status').innerText.includes('Exported run')")
     name = re.search(r"as (\S+);", page.locator("#runs-export-status").inner_text()).group(1)
-    assert name in {c.name for c in list_weights(app_server.weights_dir)}
+    assert name in {c.name for c in list_weights(app_server.state_dir / "db" / "weights")}  # not in shipped
+    assert name not in {c.name for c in list_weights(app_server.weights_dir)}
     screenshot(page, "runs")
 
     page.get_by_role("tab", name="Upscale").click()  # the exported weights are in the model list

@@ -150,18 +150,32 @@ def test_cancel_queued_run(env):
 
 def test_export_copies_weights_under_a_unique_name(env):
     run_id = _finished_run(env)
-    weights_dir = get_settings().weights_dir
+    settings = get_settings()
     card = export_run_weights(run_id)
     assert card.name == "espcn-x2.custom" and card.training["run_id"] == run_id
     model, loaded = load_weights(card.name)  # sha256 of the copy matches its card
     assert loaded.num_params == sum(p.numel() for p in model.parameters())
     again = export_run_weights(run_id)
     assert again.name == f"espcn-x2.custom-run{run_id}"
-    assert unique_weights_name("espcn-x2.custom", weights_dir, run_id) == f"espcn-x2.custom-run{run_id}-2"
+    folders = [settings.weights_dir, settings.user_weights_dir]
+    assert unique_weights_name("espcn-x2.custom", folders, run_id) == f"espcn-x2.custom-run{run_id}-2"
     assert {c.name for c in list_weights()} == {"espcn-x2.custom", f"espcn-x2.custom-run{run_id}"}
     with session_scope(write=False) as session:  # the card's Set5 result reaches the leaderboard
         names = {e.weights_name for e in session.query(Evaluation).filter(Evaluation.source == "card")}
     assert names == {"espcn-x2.custom", f"espcn-x2.custom-run{run_id}"}
+    # Exports land beside the state, never among the shipped weights.
+    assert {c.name for c in list_weights(settings.user_weights_dir)} == {c.name for c in list_weights()}
+    assert not settings.weights_dir.exists() or not any(settings.weights_dir.iterdir())
+
+
+def test_an_export_never_takes_a_shipped_name(env):
+    run_id = _finished_run(env)
+    settings = get_settings()
+    shipped = save_weights(create_model("espcn", 2), "espcn-x2.custom", weights_dir=settings.weights_dir)
+    card = export_run_weights(run_id)
+    assert card.name == f"espcn-x2.custom-run{run_id}"
+    assert load_weights("espcn-x2.custom")[1].sha256 == shipped.sha256
+    assert {c.name for c in list_weights()} == {"espcn-x2.custom", card.name}
 
 
 def test_export_handler_refreshes_upscale_choices(env):
