@@ -62,13 +62,19 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
         raise ExportError(f"run {run_id}: {tensors.name} differs from its card (changed or corrupt)")
 
     target_dir = Path(weights_dir or get_settings().user_weights_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
     new_name = unique_weights_name(name, [target_dir, *weights_dirs()], int(run_id))
     if not NAME_PATTERN.match(new_name):
         raise ExportError(f"run {run_id}: {new_name!r} is not a valid weights name (ARCH-xS.TAG)")
     card.name = new_name
     card.training = {**card.training, "run_id": int(run_id), "exported_from": str(tensors)}
-    atomic_copy(tensors, target_dir / f"{new_name}.safetensors")
-    write_card(card, target_dir / f"{new_name}.json")
+    copied = target_dir / f"{new_name}.safetensors"
+    try:
+        atomic_copy(tensors, copied)
+        write_card(card, target_dir / f"{new_name}.json")
+    except OSError as exc:  # unwritable, full, or not a folder (SRWEB_USER_WEIGHTS_DIR); the run keeps its files
+        if copied.is_file():  # the card failed after the tensors: an export is both or nothing
+            copied.unlink()
+        raise ExportError(f"run {run_id}: cannot write to the weights folder {target_dir} "
+                          f"({exc.strerror or exc})") from None
     write_transaction(lambda s: seed_from_cards(s, [card.to_dict()]), url=url)
     return card

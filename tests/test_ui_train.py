@@ -178,6 +178,20 @@ def test_an_export_never_takes_a_shipped_name(env):
     assert {c.name for c in list_weights()} == {"espcn-x2.custom", card.name}
 
 
+def test_export_to_an_unwritable_folder_says_so_and_keeps_the_run(env, monkeypatch):
+    run_id = _finished_run(env)
+    blocker = env / "not-a-folder"
+    blocker.write_text("a file where the user weights folder should be")
+    monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(blocker / "weights"))
+    get_settings.cache_clear()
+    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights folder .*not-a-folder"):
+        export_run_weights(run_id)
+    assert list_weights() == [] and blocker.read_text().startswith("a file")
+    monkeypatch.delenv("SRWEB_USER_WEIGHTS_DIR")
+    get_settings.cache_clear()
+    assert export_run_weights(run_id).name == "espcn-x2.custom"  # the run's export was left intact
+
+
 def test_export_handler_refreshes_upscale_choices(env):
     run_id = _finished_run(env)
     message, dropdown = runs.export_weights(run_id)

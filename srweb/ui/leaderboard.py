@@ -62,7 +62,7 @@ def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tupl
 
 
 def _add_unscored_weights(frame: pd.DataFrame, scale: int | None, cards: dict[str, WeightsCard]) -> pd.DataFrame:
-    """Rows for shipped weights with no result yet, so every entry is listed (and can be evaluated)."""
+    """Rows for shipped or exported weights with no result yet, so every entry is listed (and can be evaluated)."""
     missing = [{"weights": c.name, "kind": "model", "arch": c.arch, "scale": int(c.scale), "params": c.num_params}
                for c in cards.values() if c.name not in set(frame["weights"]) and scale in (None, int(c.scale))]
     if not missing:

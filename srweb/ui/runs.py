@@ -61,7 +61,7 @@ def show_config(run: int | str | None):
 
 
 def export_weights(run: int | str | None):
-    """Copy a finished run's weights into the weights folder (API name ``runs_export``);
+    """Copy a finished run's weights into the user weights folder (API name ``runs_export``);
     returns a message and the refreshed Upscale model list."""
     run_id = as_run_id(run)
     if run_id is None:
