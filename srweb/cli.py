@@ -24,7 +24,7 @@ def _print_json(data: object) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from srweb.models import create_model, get_model_info, list_models
-    from srweb.weights import count_params, list_weights
+    from srweb.weights import count_params, list_weights, weights_source
 
     archs = []
     for name in list_models():
@@ -35,10 +35,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             "upsampling": info.upsampling, "scales": list(info.scales), "trainable": info.trainable,
             "params": params, "defaults": info.defaults, "paper_set5": info.paper_set5,
         })
+    cards = [{**card.to_dict(), "source": weights_source(card.name)} for card in list_weights()]
     if args.markdown:
-        print(_weights_markdown(list_weights()))
+        print(_weights_markdown([c for c in list_weights() if weights_source(c.name) == "shipped"]))
         return 0
-    cards = [card.to_dict() for card in list_weights()]
     if args.json:
         _print_json({"architectures": archs, "weights": cards})
         return 0
@@ -46,11 +46,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     for a in archs:
         params = " / ".join(f"{int(v):,}" for v in a["params"].values()) or "-"
         print(f"{a['name']:<15}{a['input_kind']:<7}{a['upsampling']:<12}{params:<34}{a['paper']} ({a['year']})")
-    print(f"\n{'weights':<34}{'scale':<7}{'params':>12}  Set5 PSNR/SSIM")
+    print(f"\n{'weights':<34}{'scale':<7}{'params':>12}  {'Set5 PSNR/SSIM':<18}source")
     for c in cards:
         set5 = next((m for m in c["metrics"] if str(m.get("dataset", "")).lower() == "set5"), None)
         score = f"{set5['psnr']:.2f} / {set5['ssim']:.4f}" if set5 else "-"
-        print(f"{c['name']:<34}x{c['scale']:<6}{c['num_params']:>12,}  {score}")
+        print(f"{c['name']:<34}x{c['scale']:<6}{c['num_params']:>12,}  {score:<18}{c['source']}")
     return 0
 
 
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srweb", description="Super-resolution studio")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("models", help="list architectures and shipped weights")
+    p = sub.add_parser("models", help="list architectures and weights (shipped, and exported from runs)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--markdown", action="store_true",
                    help="the shipped weights as a Markdown table (training chain, Set5, paper, bicubic)")

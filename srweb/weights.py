@@ -218,6 +218,12 @@ def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
     return sorted(cards.values(), key=lambda c: (c.arch, c.scale, c.name))
 
 
+def weights_source(name: str) -> str:
+    """``"shipped"`` for a checkpoint in the shipped folder, ``"exported"`` for one a run exported."""
+    tensors, _ = resolve_weights(name)
+    return "shipped" if tensors.parent.resolve() == Path(get_settings().weights_dir).resolve() else "exported"
+
+
 def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key: str | None = None, **config: Any) -> WeightsCard:
     """Convert a foreign PyTorch checkpoint into srweb's format without executing pickled code."""
     try:

@@ -50,6 +50,25 @@ def test_models_json():
     assert "srcnn" in srweb("models").stdout
 
 
+def test_models_says_which_weights_are_shipped_and_which_exported(tmp_path):
+    user = tmp_path / "user-weights"
+    user.mkdir()
+    shipped = Path(__file__).resolve().parents[1] / "weights"
+    card = json.loads((shipped / "srcnn-x2.general100.json").read_text())
+    card["name"] = "srcnn-x2.mine"
+    (user / "srcnn-x2.mine.json").write_text(json.dumps(card))
+    (user / "srcnn-x2.mine.safetensors").write_bytes((shipped / "srcnn-x2.general100.safetensors").read_bytes())
+    env = {"SRWEB_USER_WEIGHTS_DIR": str(user)}
+
+    sources = {w["name"]: w["source"] for w in json.loads(srweb("models", "--json", env=env).stdout)["weights"]}
+    assert sources["srcnn-x2.mine"] == "exported"
+    assert sources["srcnn-x2.general100"] == "shipped"
+    line = next(l for l in srweb("models", env=env).stdout.splitlines() if l.startswith("srcnn-x2.mine"))
+    assert line.endswith("exported")
+    # The README table lists what ships, never a user's exports.
+    assert "srcnn-x2.mine" not in srweb("models", "--markdown", env=env).stdout
+
+
 def test_upscale_batch_keeps_going_past_bad_files(tmp_path, state):
     src = tmp_path / "in"
     src.mkdir()
