@@ -140,6 +140,8 @@ def test_default_training_data_is_general100_when_present_else_the_sample_set(en
         ({"loss": "srgan-mse"}, "srresnet"),
         ({"tag": "../../etc"}, "tag may use"),
         ({"name": "a/b"}, "name may use"),
+        ({"ema": 1.0}, r"ema must be in \[0, 1\)"),
+        ({"ema": -0.5}, r"ema must be in \[0, 1\)"),
     ],
 )
 def test_validation_rejects_impossible_hyperparameters(changes, words):
@@ -322,6 +324,34 @@ def test_finished_run_resumed_again_does_not_train_further(env, tiny):
     log = Recorder()
     result = Trainer(cfg, env / "run", logger=log, progress=False).train()
     assert (result.status, result.step) == ("finished", 10) and log.series("loss") == []
+
+
+def test_ema_averages_the_weights_resumes_exactly_and_is_what_ships(env, tiny):
+    # One image, no validation: the exported weights are the moving average, not the last step.
+    cfg = _cfg(tiny, "espcn", data=tiny["one"], val_data=None, precision="fp32", channels_last=False, ema=0.75)
+    assert "ema0.75" in cfg.resolved().name
+    Trainer(TrainConfig(**{**cfg.to_dict(), "iterations": 1}), env / "one", progress=False).train()
+    two = Trainer(TrainConfig(**{**cfg.to_dict(), "iterations": 2}), env / "two", progress=False).train()
+    first = torch.load(env / "one" / "last.pt", weights_only=True)
+    second = torch.load(env / "two" / "last.pt", weights_only=True)
+    for key, theta1 in first["model"].items():
+        # Step 1 copies the weights; step 2 keeps 0.75 of them and takes 0.25 of the new ones.
+        assert torch.equal(first["ema"][f"module.{key}"], theta1), key
+        expected = 0.75 * theta1 + 0.25 * second["model"][key]
+        assert torch.allclose(second["ema"][f"module.{key}"], expected, atol=1e-7), key
+    shipped = load_file(str(env / "two" / "export" / f"{two.card.name}.safetensors"))
+    assert all(torch.equal(shipped[k], second["ema"][f"module.{k}"]) for k in shipped)
+    assert any(not torch.equal(shipped[k], second["model"][k]) for k in shipped)
+
+    # Stopped and resumed, the average continues where it was: bit-identical to one straight run.
+    cfg = TrainConfig(**{**cfg.to_dict(), "iterations": 12})
+    Trainer(cfg, env / "straight", progress=False).train()
+    Trainer(cfg, env / "split", should_stop=_stop_after(5), progress=False).train()
+    Trainer(cfg, env / "split", progress=False).train()
+    a = torch.load(env / "straight" / "last.pt", weights_only=True)["ema"]
+    b = torch.load(env / "split" / "last.pt", weights_only=True)["ema"]
+    assert int(a["n_averaged"]) == int(b["n_averaged"]) == 12
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --- SRGAN ---------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_MODES = ("norm", "adjustable")
 _INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_interval", "ckpt_interval", "seed",
          "num_workers")
-_NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha")
+_NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
+            "ema")
 # tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
 _TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _NAME = re.compile(r"[\w.+-]{1,200}")
@@ -76,6 +77,7 @@ class TrainConfig:
     clip_mode: str | None = None
     loss: str | None = None
     adv_weight: float = 1e-3
+    ema: float = 0.0
     pretrained: str | None = None
     vgg_weights: str = "imagenet"
     recursive_alpha: float = 1.0
@@ -141,6 +143,7 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.val_interval >= 1 and self.ckpt_interval >= 1, "val_interval and ckpt_interval must be >= 1"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
+            (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (bool(_TAG.fullmatch(str(self.tag))), f"tag may use letters, digits and _ . - only, got {self.tag!r}"),
@@ -198,4 +201,6 @@ def run_name(cfg: TrainConfig) -> str:
     parts += [f"p{cfg.patch_size}", f"b{cfg.batch_size}", f"lr{_short(cfg.lr or 0)}"]
     if cfg.loss and cfg.loss not in ("l1",):
         parts.append(cfg.loss)
+    if isinstance(cfg.ema, (int, float)) and cfg.ema:
+        parts.append(f"ema{cfg.ema:g}")
     return "_".join(parts)

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_model
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from srweb.config import resolve_device
@@ -179,6 +180,11 @@ class Trainer:
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that validation and export judge: the moving average when the run keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _autocast(self):
         if self.precision == "fp32" or self.device == "mps":
             return nullcontext()
@@ -196,6 +202,8 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         if self.disc is not None:
             state["disc"] = self.disc.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
@@ -217,6 +225,8 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
@@ -236,7 +246,7 @@ class Trainer:
             return {}
         from srweb.evaluate import evaluate
 
-        upscaler = Upscaler(self.model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
+        upscaler = Upscaler(self.eval_model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
             result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
         finally:
@@ -258,6 +268,9 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
         self._seed()
         self.model = self._build_model()
+        # Polyak/EMA averaging (BasicSR's ema_decay): BatchNorm statistics are averaged too.
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                    if cfg.ema else None)
         self.train_set, self.val_dir = build_datasets(cfg, self.model)
         self.optimizer = self._optimizer(self.model.parameters())
         self.disc = self.disc_optimizer = self.vgg = None
@@ -323,6 +336,8 @@ class Trainer:
             if cfg.channels_last:
                 lr_img = lr_img.contiguous(memory_format=torch.channels_last)
             losses = self._step(net, lr_img, hr_img, criterion, scaler, supervised, step)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             scheduler.step()
             step += 1
             for k, v in losses.items():
@@ -408,16 +423,20 @@ class Trainer:
         return out
 
     def _save_best(self) -> None:
-        atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.model, tmp))
+        atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.eval_model, tmp))
 
     def export(self, step: int, best: float | None, wall: float) -> WeightsCard:
         """Write the final weights (the best validation checkpoint, if any: never for GANs, whose
-        best PSNR is the one least changed by the adversarial loss) with a complete card."""
+        best PSNR is the one least changed by the adversarial loss; else the moving average, if
+        the run keeps one) with a complete card."""
         from safetensors.torch import load_model
 
         cfg = self.cfg
         if (self.run_dir / "best.safetensors").exists():
             load_model(self.model, str(self.run_dir / "best.safetensors"))
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+        self.ema = None  # from here on self.model holds the weights being exported
         self.model.eval()
         val = self.validate() if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
