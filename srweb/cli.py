@@ -35,10 +35,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             "upsampling": info.upsampling, "scales": list(info.scales), "trainable": info.trainable,
             "params": params, "defaults": info.defaults, "paper_set5": info.paper_set5,
         })
-    cards = [{**card.to_dict(), "source": weights_source(card.name)} for card in list_weights()]
+    found = [(card, weights_source(card.name)) for card in list_weights()]
     if args.markdown:
-        print(_weights_markdown([c for c in list_weights() if weights_source(c.name) == "shipped"]))
+        print(_weights_markdown([card for card, source in found if source == "shipped"]))
         return 0
+    cards = [{**card.to_dict(), "source": source} for card, source in found]
     if args.json:
         _print_json({"architectures": archs, "weights": cards})
         return 0
