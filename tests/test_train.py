@@ -205,6 +205,9 @@ def test_trainer_runs_validates_and_exports(env, tiny, model, overrides, kind):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     assert [s for s, _ in log.series("val_psnr")] == [10, 20]
     assert result.best_psnr == max(v for _, v in log.series("val_psnr"))
+    # The card says which validation step its weights come from (the best one), of how many.
+    best_step = max(log.series("val_psnr"), key=lambda sv: sv[1])[0]
+    assert (result.card.training["weights_step"], result.card.training["iterations"]) == (best_step, 20)
     assert {"lr", "it_per_s", "loader_wait", "val_ssim"} <= {k for _, row in log.rows for k in row}
     assert log.flushed >= 1
     assert (env / "run" / "last.pt").is_file() and (env / "run" / "best.safetensors").is_file()
@@ -284,7 +287,7 @@ def test_cancel_then_resume_continues_the_run(env, tiny):
     part1 = Trainer(cfg, run_dir, logger=first, should_stop=_stop_after(17), progress=False).train()
     assert (part1.status, part1.step, part1.card) == ("cancelled", 17, None)
     state = torch.load(run_dir / "last.pt", weights_only=True)
-    assert state["step"] == 17 and state["best_psnr"] == part1.best_psnr
+    assert state["step"] == 17 and state["best_psnr"] == part1.best_psnr and state["best_step"] == 10
     assert not (run_dir / "export").exists()  # a cancelled run exports nothing
 
     part2 = Trainer(cfg, run_dir, logger=second, progress=False).train()

@@ -139,6 +139,7 @@ class Trainer:
             self.device = f"cuda:{self.local_rank}"
         self.precision = pick_precision(self.device, self.cfg.precision)
         self.parent: dict[str, Any] | None = None
+        self.best_step: int | None = None  # step of best.safetensors
 
     # ---- setup -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -195,7 +196,8 @@ class Trainer:
     def _state(self, step: int, best: float | None) -> dict[str, Any]:
         np_state = np.random.get_state()
         state = {
-            "step": step, "best_psnr": best, "config": self.cfg.to_dict(), "wall_seconds": self.wall_seconds(),
+            "step": step, "best_psnr": best, "best_step": self.best_step, "config": self.cfg.to_dict(),
+            "wall_seconds": self.wall_seconds(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
             "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
@@ -237,6 +239,7 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.wall_before = float(state.get("wall_seconds", 0.0))
+        self.best_step = state.get("best_step")
         return int(state["step"]), state["best_psnr"]
 
     # ---- validation ----------------------------------------------------------------------
@@ -361,6 +364,7 @@ class Trainer:
                         best = val["val_psnr"]
                         if self.disc is None:  # a GAN is judged by perception: it ships its last weights
                             self._save_best()
+                            self.best_step = step
                     bar.set_postfix(loss=f"{metrics.get('loss', 0):.4g}", psnr=f"{best:.2f}")
             if self.rank == 0 and step % cfg.ckpt_interval == 0:
                 self.save_checkpoint(step, best)
@@ -432,8 +436,10 @@ class Trainer:
         from safetensors.torch import load_model
 
         cfg = self.cfg
+        weights_step = step
         if (self.run_dir / "best.safetensors").exists():
             load_model(self.model, str(self.run_dir / "best.safetensors"))
+            weights_step = self.best_step
         elif self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
         self.ema = None  # from here on self.model holds the weights being exported
@@ -442,7 +448,7 @@ class Trainer:
         metrics = [card_metric(self.last_eval)] if val else []
         inference = quality_guard(self.model, self.last_eval, self.val_dir, self.device) if val else {}
         training = {
-            "config": cfg.to_dict(), "iterations": step, "wall_seconds": round(wall, 1),
+            "config": cfg.to_dict(), "iterations": step, "weights_step": weights_step, "wall_seconds": round(wall, 1),
             "device": self.device, "precision": self.precision, "host": socket.gethostname(),
             "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
             "torch": torch.__version__, "num_params": count_params(self.model),
