@@ -63,7 +63,7 @@ def test_models_says_which_weights_are_shipped_and_which_exported(tmp_path):
     sources = {w["name"]: w["source"] for w in json.loads(srweb("models", "--json", env=env).stdout)["weights"]}
     assert sources["srcnn-x2.mine"] == "exported"
     assert sources["srcnn-x2.general100"] == "shipped"
-    line = next(l for l in srweb("models", env=env).stdout.splitlines() if l.startswith("srcnn-x2.mine"))
+    line = next(row for row in srweb("models", env=env).stdout.splitlines() if row.startswith("srcnn-x2.mine"))
     assert line.endswith("exported")
     # The README table lists what ships, never a user's exports.
     assert "srcnn-x2.mine" not in srweb("models", "--markdown", env=env).stdout
