@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import srweb
 from conftest import crops
 from srweb.config import get_settings
+from srweb.evaluate import evaluate
 from srweb.models import create_model
 from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
@@ -355,6 +356,15 @@ def test_ema_averages_the_weights_resumes_exactly_and_is_what_ships(env, tiny):
     b = torch.load(env / "split" / "last.pt", weights_only=True)["ema"]
     assert int(a["n_averaged"]) == int(b["n_averaged"]) == 12
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_with_validation_ships_the_best_average_and_its_card_measures_that_file(env, tiny):
+    cfg = _cfg(tiny, "espcn", ema=0.9, precision="fp32")
+    result = Trainer(cfg, env / "run", progress=False).train()
+    shipped = env / "run" / "export" / f"{result.card.name}.safetensors"
+    scored = evaluate(srweb.Upscaler(str(shipped), precision="fp32").upscale, tiny["val"], 2)
+    assert result.card.metrics[0]["psnr"] == pytest.approx(scored.psnr, abs=1e-3)
+    assert result.card.metrics[0]["psnr"] == pytest.approx(result.best_psnr, abs=1e-3)
 
 
 # --- SRGAN ---------------------------------------------------------------------------------------

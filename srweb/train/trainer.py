@@ -243,13 +243,13 @@ class Trainer:
         return int(state["step"]), state["best_psnr"]
 
     # ---- validation ----------------------------------------------------------------------
-    def validate(self) -> dict[str, float]:
-        """PSNR/SSIM of the current model on the validation folder under the SR protocol."""
+    def validate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """PSNR/SSIM of ``model`` (default: :attr:`eval_model`) on the validation folder under the SR protocol."""
         if self.val_dir is None:
             return {}
         from srweb.evaluate import evaluate
 
-        upscaler = Upscaler(self.eval_model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
+        upscaler = Upscaler(model if model is not None else self.eval_model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
             result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
         finally:
@@ -442,9 +442,8 @@ class Trainer:
             weights_step = self.best_step
         elif self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
-        self.ema = None  # from here on self.model holds the weights being exported
         self.model.eval()
-        val = self.validate() if self.val_dir is not None else {}
+        val = self.validate(self.model) if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
         inference = quality_guard(self.model, self.last_eval, self.val_dir, self.device) if val else {}
         training = {
