@@ -377,6 +377,28 @@ def tiny_srresnet(env):
     return "srresnet-x2.tiny"
 
 
+def test_freeze_bn_trains_the_weights_and_keeps_the_batchnorm_statistics(env, tiny, tiny_srresnet):
+    # Fine-tuning with frozen BatchNorm: the network trained is the one inference runs (running stats).
+    cfg = _cfg(tiny, "srresnet", pretrained=tiny_srresnet, batch_size=2, iterations=3, val_interval=2,
+               overrides={"num_blocks": 1, "num_features": 8}, precision="fp32", freeze_bn=True)
+    assert cfg.resolved().name.endswith("_frozenbn")
+    trainer = Trainer(cfg, env / "run", progress=False)
+    assert trainer.train().status == "finished"
+    start = load_file(str(env / "weights" / "srresnet-x2.tiny.safetensors"))
+    end = torch.load(env / "run" / "last.pt", weights_only=True)["model"]
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(start[k], end[k]) for k in stats)
+    assert int(end[stats[0].rsplit(".", 1)[0] + ".num_batches_tracked"]) == 0
+    learned = [k for k in start if k.endswith(".weight") and not torch.equal(start[k], end[k])]
+    assert any("bn" not in k for k in learned)  # convolutions (and BatchNorm's affine scale) still learn
+    trainer.validate()  # returns the model to training mode, with its BatchNorm layers still frozen
+    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and trainer.model.training
+
+    with pytest.raises(ConfigError, match="freeze_bn"):
+        TrainConfig(model="srresnet", freeze_bn="yes").validate()
+
+
 @pytest.mark.slow
 def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
     cfg = _cfg(tiny, "srresnet", loss="srgan-mse", pretrained=tiny_srresnet, batch_size=2, iterations=3,

@@ -41,6 +41,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="architecture override, e.g. num_blocks=8 (JSON values)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--scale-augment", dest="scale_augment", action="store_true", default=None)
+    p.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
+                   help="BatchNorm layers normalise with their running statistics and keep them (training "
+                        "then optimises the network inference runs; for fine-tuning BatchNorm models such as "
+                        "SRResNet)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
 
 
@@ -59,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"{args.from_card}: card has no training config to reproduce")
     if args.config:
         base.update(json.loads(Path(args.config).read_text()))
-    for name in (*_FLAGS, "augment", "scale_augment", "channels_last"):
+    for name in (*_FLAGS, "augment", "scale_augment", "freeze_bn", "channels_last"):
         value = getattr(args, name, None)
         if value is not None:
             base[name] = value

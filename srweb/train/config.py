@@ -78,6 +78,7 @@ class TrainConfig:
     loss: str | None = None
     adv_weight: float = 1e-3
     ema: float = 0.0
+    freeze_bn: bool = False
     pretrained: str | None = None
     vgg_weights: str = "imagenet"
     recursive_alpha: float = 1.0
@@ -143,6 +144,7 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.val_interval >= 1 and self.ckpt_interval >= 1, "val_interval and ckpt_interval must be >= 1"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
+            (isinstance(self.freeze_bn, bool), f"freeze_bn must be true or false, got {self.freeze_bn!r}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
@@ -203,4 +205,6 @@ def run_name(cfg: TrainConfig) -> str:
         parts.append(cfg.loss)
     if isinstance(cfg.ema, (int, float)) and cfg.ema:
         parts.append(f"ema{cfg.ema:g}")
+    if cfg.freeze_bn:
+        parts.append("frozenbn")
     return "_".join(parts)

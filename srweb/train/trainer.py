@@ -186,6 +186,14 @@ class Trainer:
         """The weights that validation and export judge: the moving average when the run keeps one."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _train_mode(self) -> None:
+        """Put the model in training mode; with ``freeze_bn`` its BatchNorm layers stay in eval mode."""
+        self.model.train()
+        if self.cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def _autocast(self):
         if self.precision == "fp32" or self.device == "mps":
             return nullcontext()
@@ -253,7 +261,7 @@ class Trainer:
         try:
             result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
         finally:
-            self.model.train()
+            self._train_mode()
         self.last_eval = result
         return {"val_psnr": result.psnr, "val_ssim": result.ssim}
 
@@ -319,7 +327,7 @@ class Trainer:
                    dynamic_ncols=True)
         status = "finished"
         metrics: dict[str, float] = {}
-        self.model.train()
+        self._train_mode()
         while step < cfg.iterations:
             if self.should_stop():
                 status = "cancelled"
