@@ -257,7 +257,8 @@ class Trainer:
             return {}
         from srweb.evaluate import evaluate
 
-        upscaler = Upscaler(model if model is not None else self.eval_model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
+        judged = model if model is not None else self.eval_model
+        upscaler = Upscaler(judged, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
             result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
         finally:
