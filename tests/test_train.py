@@ -395,8 +395,10 @@ def test_freeze_bn_trains_the_weights_and_keeps_the_batchnorm_statistics(env, ti
     bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns) and trainer.model.training
 
-    with pytest.raises(ConfigError, match="freeze_bn"):
+    with pytest.raises(ConfigError, match="freeze_bn must be true or false"):
         TrainConfig(model="srresnet", freeze_bn="yes").validate()
+    with pytest.raises(ConfigError, match="augment must be true or false"):
+        TrainConfig(model="srresnet", augment="no").validate()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ _INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_inte
          "num_workers")
 _NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
             "ema")
+_BOOLS = ("augment", "scale_augment", "freeze_bn", "channels_last")
 # tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
 _TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _NAME = re.compile(r"[\w.+-]{1,200}")
@@ -125,6 +126,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"{key} must be a number, got {value!r}")
+        for key in _BOOLS:
+            value = getattr(self, key)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
         unknown = sorted(set(self.overrides) - set(info.defaults))
         if unknown:
             raise ConfigError(f"unknown override(s) {', '.join(unknown)} for {self.model}; "
@@ -144,7 +149,6 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.val_interval >= 1 and self.ckpt_interval >= 1, "val_interval and ckpt_interval must be >= 1"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
-            (isinstance(self.freeze_bn, bool), f"freeze_bn must be true or false, got {self.freeze_bn!r}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
