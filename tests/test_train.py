@@ -401,6 +401,12 @@ def test_freeze_bn_trains_the_weights_and_keeps_the_batchnorm_statistics(env, ti
         TrainConfig(model="srresnet", augment="no").validate()
 
 
+def test_freeze_bn_warns_when_the_model_has_no_batchnorm(env, tiny):
+    trainer = Trainer(_cfg(tiny, "espcn", iterations=1, val_data=None, freeze_bn=True), env / "run", progress=False)
+    with pytest.warns(UserWarning, match="espcn has no BatchNorm layer, so it changes nothing"):
+        assert trainer.train().status == "finished"
+
+
 @pytest.mark.slow
 def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
     cfg = _cfg(tiny, "srresnet", loss="srgan-mse", pretrained=tiny_srresnet, batch_size=2, iterations=3,

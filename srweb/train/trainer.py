@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,12 +168,13 @@ class Trainer:
                 if not fitting:
                     raise ConfigError(f"pretrained {card.name} shares no tensor with {cfg.model} x{cfg.scale}")
                 model.load_state_dict(fitting, strict=False)
-            model.train()
         else:
             model = create_model(cfg.model, cfg.scale, **cfg.overrides)
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.freeze_bn and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            warnings.warn(f"freeze_bn: {cfg.model} has no BatchNorm layer, so it changes nothing", stacklevel=3)
         return model
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
