@@ -46,7 +46,7 @@ def form(**changes):
     """Form values in train.FIELDS order: a tiny valid espcn x2 job on the tiny folder."""
     values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8,
                   batch_size=2, iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2",
-                  precision="auto", device="auto", val_interval=10)
+                  precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False)
     values.update(changes)
     return [values[name] for name in train.FIELDS]
 
@@ -61,6 +61,7 @@ def form(**changes):
     ({"data_path": "/no/such/folder"}, "data: dataset '/no/such/folder' not found"),
     ({"val_data": "NoSuchSet"}, "val_data: dataset 'NoSuchSet' not found"),
     ({"device": "cuda:7"}, "device 'cuda:7' is not available"),
+    ({"pretrained": "srcnn-x2.general100"}, "'srcnn-x2.general100' is not a checkpoint of espcn"),
 ])
 def test_launch_rejects_bad_hyperparameters_with_the_reason(env, changes, reason):
     values = form(data_path=str(env / "tiny"), **changes) if "data_path" not in changes else form(**changes)
@@ -77,6 +78,14 @@ def test_launch_queues_a_run_and_selects_it(env):
     assert picker.value == frame["id"][0] and timer.active is True
     details = views.run_details(frame["id"][0])
     assert details["config"]["data"] == str(env / "tiny") and details["config"]["val_data"] is None
+
+
+def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
+    save_weights(create_model("espcn", 3), "espcn-x3.mine", weights_dir=get_settings().weights_dir)
+    assert train.start_choices("espcn") == ["none", "espcn-x3.mine"] and train.start_choices("srcnn") == ["none"]
+    train.launch_job(*form(data_path=str(env / "tiny"), pretrained="espcn-x3.mine", freeze_bn=True))
+    config = views.run_details(views.runs_frame()["id"][0])["config"]
+    assert config["pretrained"] == "espcn-x3.mine" and config["freeze_bn"] is True  # x3 into x2: what fits transfers
 
 
 def test_double_launch_queues_one_run(env):
@@ -254,8 +263,9 @@ def test_curves_figure_one_trace_per_run_per_metric():
 
 
 def test_model_change_loads_paper_defaults():
-    scale, patch, lr, optimizer, loss = train.on_model_change("vdsr", 3)
+    scale, patch, lr, optimizer, loss, start = train.on_model_change("vdsr", 3)
     assert scale.value == 3 and (patch, lr, optimizer, loss) == (14, 0.1, "sgd", "l2")
+    assert start.value == "none" and start.choices[0][0] == "none"
     assert train.form_defaults("edsr-baseline")["patch_size"] == 48
     assert train.dataset_choices()[0] == "sample"
 

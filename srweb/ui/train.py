@@ -20,11 +20,12 @@ from srweb.train.config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, Config
 from srweb.train.launch import DuplicateLaunch, available_devices, submit_once
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import curves_figure
+from srweb.weights import list_weights
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
-          "optimizer", "schedule", "loss", "precision", "device", "val_interval")
-NO_VAL = "none"
+          "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn")
+NO_VAL = NO_START = "none"
 JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration"]
 REFRESH_S = 2.0
 
@@ -40,24 +41,30 @@ def dataset_choices() -> list[str]:
     return ["sample", *found]
 
 
+def start_choices(model: str) -> list[str]:
+    """``none`` (from scratch) plus every checkpoint of ``model`` to fine-tune from (any scale: the
+    tensors that fit transfer)."""
+    return [NO_START, *(card.name for card in list_weights() if card.arch == model)]
+
+
 def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     """Form values for ``model`` from ``TrainConfig.resolved()`` (the paper's defaults)."""
     scales = get_model_info(model).scales
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL)
+    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=NO_START, freeze_bn=False)
     return values
 
 
 def on_model_change(model: str, scale: int | None):
-    """Scale choices and the architecture's default patch size, lr, optimiser and loss."""
+    """Scale choices, the architecture's default patch size, lr, optimiser and loss, and its checkpoints."""
     if not model:
-        return (gr.skip(),) * 5
+        return (gr.skip(),) * 6
     values = form_defaults(model, scale)
     scales = list(get_model_info(model).scales)
     return (gr.Dropdown(choices=scales, value=values["scale"]), values["patch_size"], values["lr"],
-            values["optimizer"], values["loss"])
+            values["optimizer"], values["loss"], gr.Dropdown(choices=start_choices(model), value=NO_START))
 
 
 def as_run_id(value: Any) -> int | None:
@@ -87,6 +94,9 @@ def build_config(*values: Any) -> TrainConfig:
     if form["lr"] is None or form["lr"] == "":
         raise ConfigError("lr is required")
     val = (form["val_data"] or "").strip()
+    start = (form["pretrained"] or "").strip()
+    if start not in ("", NO_START) and start not in start_choices(form["model"]):
+        raise ConfigError(f"{start!r} is not a checkpoint of {form['model']}; pick one of the list")
     return TrainConfig(
         model=form["model"], scale=_whole("scale", form["scale"]),
         data=(form["data_path"] or "").strip() or form["data"] or None,
@@ -96,6 +106,7 @@ def build_config(*values: Any) -> TrainConfig:
         optimizer=form["optimizer"] or None, schedule=form["schedule"] or "constant", loss=form["loss"] or None,
         precision=form["precision"] or "auto", device=(form["device"] or "auto").strip(),
         val_interval=_whole("val_interval", form["val_interval"]),
+        pretrained=None if start in ("", NO_START) else start, freeze_bn=bool(form["freeze_bn"]),
     )
 
 
@@ -223,6 +234,11 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                                         elem_id="train-precision")
                 device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
                                      elem_id="train-device")
+            with gr.Row():
+                pretrained = gr.Dropdown(start_choices(first), value=NO_START, label="Start from (fine-tune)",
+                                         elem_id="train-pretrained")
+                freeze_bn = gr.Checkbox(False, label="Freeze BatchNorm (keep its running statistics)",
+                                        elem_id="train-freeze-bn")
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -243,9 +259,10 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     timer = gr.Timer(REFRESH_S, active=True)
 
     form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval]
+            precision, device, val_interval, pretrained, freeze_bn]
     assert len(form) == len(FIELDS)
-    model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss], api_visibility="private")
+    model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
+                 api_visibility="private")
     # Launch is disabled while a submission is in flight; it comes back after success or error.
     submitted = (launch.click(lambda: gr.Button(interactive=False), None, launch, queue=False, api_visibility="private")
                  .then(admin_only(launch_job, "launching a training run"), [*form, admin], [message, run, timer],
