@@ -138,7 +138,8 @@ def test_app_killed_and_restarted_shows_the_truth_about_the_worker(tmp_path):
     first = start_app(tmp_path, env, log_name="app-1.log")
     url = first.database_url
     try:
-        form = ["espcn", 2, "sample", data, "none", 8, 4, 100_000, 1e-3, "adam", "constant", "l2", "fp32", "cpu", 10_000, "none", False]
+        form = ["espcn", 2, "sample", data, "none", 8, 4, 100_000, 1e-3, "adam", "constant", "l2", "fp32", "cpu",
+                10_000, "none", False]
         message = Client(first.url, verbose=False).predict(*form, api_name="/train_launch")[0]
         run_id = int(message.split("#")[1].rstrip("."))
         run = _wait("the worker to train", lambda: (r := _run(run_id, url)).status == "running" and r.step > 0 and r)

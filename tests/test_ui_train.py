@@ -85,7 +85,7 @@ def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
     assert train.start_choices("espcn") == ["none", "espcn-x3.mine"] and train.start_choices("srcnn") == ["none"]
     train.launch_job(*form(data_path=str(env / "tiny"), pretrained="espcn-x3.mine", freeze_bn=True))
     config = views.run_details(views.runs_frame()["id"][0])["config"]
-    assert config["pretrained"] == "espcn-x3.mine" and config["freeze_bn"] is True  # x3 into x2: what fits transfers
+    assert config["pretrained"] == "espcn-x3.mine" and config["freeze_bn"] is True
 
 
 def test_double_launch_queues_one_run(env):
