@@ -53,7 +53,7 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=NO_START, freeze_bn=False)
+    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START)
     return values
 
 
@@ -64,7 +64,7 @@ def on_model_change(model: str, scale: int | None):
     values = form_defaults(model, scale)
     scales = list(get_model_info(model).scales)
     return (gr.Dropdown(choices=scales, value=values["scale"]), values["patch_size"], values["lr"],
-            values["optimizer"], values["loss"], gr.Dropdown(choices=start_choices(model), value=NO_START))
+            values["optimizer"], values["loss"], gr.Dropdown(choices=start_choices(model), value=values["pretrained"]))
 
 
 def as_run_id(value: Any) -> int | None:
@@ -95,8 +95,9 @@ def build_config(*values: Any) -> TrainConfig:
         raise ConfigError("lr is required")
     val = (form["val_data"] or "").strip()
     start = (form["pretrained"] or "").strip()
-    if start not in ("", NO_START) and start not in start_choices(form["model"]):
-        raise ConfigError(f"{start!r} is not a checkpoint of {form['model']}; pick one of the list")
+    pretrained = None if start in ("", NO_START) else start
+    if pretrained is not None and pretrained not in start_choices(form["model"]):
+        raise ConfigError(f"{pretrained!r} is not a checkpoint of {form['model']}; pick one of the list")
     return TrainConfig(
         model=form["model"], scale=_whole("scale", form["scale"]),
         data=(form["data_path"] or "").strip() or form["data"] or None,
@@ -106,7 +107,7 @@ def build_config(*values: Any) -> TrainConfig:
         optimizer=form["optimizer"] or None, schedule=form["schedule"] or "constant", loss=form["loss"] or None,
         precision=form["precision"] or "auto", device=(form["device"] or "auto").strip(),
         val_interval=_whole("val_interval", form["val_interval"]),
-        pretrained=None if start in ("", NO_START) else start, freeze_bn=bool(form["freeze_bn"]),
+        pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]),
     )
 
 
@@ -235,9 +236,9 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                 device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
                                      elem_id="train-device")
             with gr.Row():
-                pretrained = gr.Dropdown(start_choices(first), value=NO_START, label="Start from (fine-tune)",
+                pretrained = gr.Dropdown(start_choices(first), value=d["pretrained"], label="Start from (fine-tune)",
                                          elem_id="train-pretrained")
-                freeze_bn = gr.Checkbox(False, label="Freeze BatchNorm (keep its running statistics)",
+                freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
                                         elem_id="train-freeze-bn")
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
