@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from sqlalchemy.exc import OperationalError
 
 import srweb
 from conftest import child_env, crops, point_at
@@ -217,5 +218,86 @@ def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
         assert main(["jobs", "resume", "7"]) == 2
         assert capsys.readouterr().err == "srweb: error: no run with id 7\n"
     finally:
+        dispose_engine()
+        get_settings.cache_clear()
+
+
+def test_training_in_a_checkpointed_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.runs import set_status
+    from srweb.train.cli import start_tracked_run
+    from srweb.train.config import TrainConfig
+
+    point_at(monkeypatch, child_env(tmp_path))
+    cfg, folder = TrainConfig(model="espcn", scale=2, iterations=50).resolved(), tmp_path / "run"
+    try:
+        init_db()
+        first, where = write_transaction(lambda s: start_tracked_run(s, cfg, folder))
+        assert where == folder.resolve()  # no checkpoint yet: a new run in the folder
+        write_transaction(lambda s: set_status(s, first, "cancelled"))
+        folder.mkdir()
+        (folder / "last.pt").write_bytes(b"checkpoint")
+        # Cancelled (or failed) with the same config: the same run continues, one row, one curve.
+        assert write_transaction(lambda s: start_tracked_run(s, cfg, folder))[0] == first
+        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
+            write_transaction(lambda s: start_tracked_run(s, cfg, folder))
+        write_transaction(lambda s: set_status(s, first, "finished"))
+        # Finished, or another config: a new run that says which run and checkpoint it came from.
+        longer = TrainConfig(model="espcn", scale=2, iterations=80).resolved()
+        second, _ = write_transaction(lambda s: start_tracked_run(s, longer, folder))
+        with session_scope(write=False) as session:
+            run = get_run(session, second)
+            assert (run.status, run.parent_id, run.resumed_from) == ("running", first, str(folder.resolve() / "last.pt"))
+        # A dead worker's run is marked failed first, so rerunning its command continues it.
+        write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
+        assert write_transaction(lambda s: start_tracked_run(s, longer, folder))[0] == second
+        # Elsewhere (no checkpoint in the folder), an identical config is a new run of its own.
+        assert write_transaction(lambda s: start_tracked_run(s, cfg, tmp_path / "fresh"))[0] == second + 1
+    finally:
+        dispose_engine()
+        get_settings.cache_clear()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_run(tmp_path, monkeypatch):
+    import signal
+
+    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    env = child_env(tmp_path)
+    args = ["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
+            "--batch-size", "4", "--iterations", "4000", "--precision", "fp32", "--ckpt-interval", "100000",
+            "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen([*SRWEB, *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    point_at(monkeypatch, env)
+    try:
+        deadline, step = time.monotonic() + 120, 0
+        while not step and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                with session_scope(write=False) as session:
+                    runs = list_runs(session)
+            except OperationalError:  # the child has not created the database yet
+                continue
+            step = runs[0].step if runs else 0
+        assert step, "the run never reported a step"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, err[-2000:]
+        stopped = json.loads(out.strip().splitlines()[-1])
+        assert stopped["status"] == "cancelled" and 0 < stopped["step"] < 4000
+        assert "saving a checkpoint to resume from" in err and "Traceback" not in err
+        assert (tmp_path / "run" / "last.pt").exists()  # saved at the interrupt, not at an interval
+
+        finished = _summary(_srweb(args, env, tmp_path))
+        assert (finished["run_id"], finished["status"], finished["step"]) == (stopped["run_id"], "finished", 4000)
+        with session_scope(write=False) as session:
+            (run,) = list_runs(session)
+            steps = metric_series(session, run.id, ["loss"], wide=True).index
+            assert (run.status, run.step, run.error, run.parent_id) == ("finished", 4000, None, None)
+            assert steps.min() < stopped["step"] < steps.max() == 4000  # one curve across both sessions
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         dispose_engine()
         get_settings.cache_clear()

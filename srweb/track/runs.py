@@ -75,6 +75,27 @@ def get_run(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
 
 
+def latest_run_in(session: Session, run_dir: str) -> Run | None:
+    """The newest run that trained in the folder ``run_dir`` (an absolute path), or None."""
+    query = select(Run).where(Run.run_dir == run_dir).order_by(Run.id.desc()).limit(1)
+    return session.scalars(query).first()
+
+
+def reopen_run(session: Session, run_id: int) -> Run:
+    """Queue a failed or cancelled run again, to continue from its last checkpoint.
+
+    Raises:
+        ValueError: the run is queued, running or finished.
+        KeyError: no such run.
+    """
+    run = _require_run(session, run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise ValueError(f"run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
+    run.status, run.error, run.finished_at, run.pid = "queued", None, None, None
+    session.flush()
+    return run
+
+
 def _require_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id)
     if run is None:

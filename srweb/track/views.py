@@ -147,5 +147,6 @@ def run_details(run_id: int, *, url: str | None = None) -> dict[str, Any]:
             "step": run.step, "total_steps": run.total_steps, "best_psnr": run.best_psnr, "error": run.error,
             "device": run.device, "weights_name": run.weights_name, "run_dir": run.run_dir,
             "created": stamp(run.created_at), "started": stamp(run.started_at), "finished": stamp(run.finished_at),
-            "git_commit": run.git_commit, "config": dict(run.config or {}),
+            "git_commit": run.git_commit, "resumed_from": run.resumed_from, "parent_run": run.parent_id,
+            "config": dict(run.config or {}),
         }

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -109,6 +110,41 @@ def replay_parents(card_path: str, run_dir: Path) -> Path | None:
     return pretrained
 
 
+def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[int, Path]:
+    """The run row a foreground training records into, marked running; returns (id, run folder).
+
+    Training in a folder that holds a checkpoint resumes it: the folder's last run continues
+    when it failed or was cancelled with this same config (one run, one curve), else a new
+    run records which run and checkpoint it started from.
+
+    Raises:
+        ValueError: the folder's last run is queued or still running.
+    """
+    from srweb.train import jobs
+    from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
+
+    checkpoint = run_dir.resolve() / "last.pt" if run_dir is not None else None
+    previous = None
+    if checkpoint is not None and checkpoint.exists():
+        mark_orphans(session)  # a run killed with its terminal is not taken for a live one
+        previous = latest_run_in(session, str(run_dir.resolve()))
+    if previous is not None and previous.status in ("queued", "running"):
+        raise ValueError(f"{run_dir} belongs to run {previous.id}, which is {previous.status}; "
+                         f"wait for it or cancel it (srweb jobs cancel {previous.id})")
+    if (previous is not None and previous.status in ("failed", "cancelled")
+            and previous.config == json.loads(json.dumps(cfg.to_dict()))):
+        run = reopen_run(session, previous.id)
+    else:
+        run = jobs.create_tracked_run(session, cfg)
+        if run_dir is not None:
+            run.run_dir = str(run_dir.resolve())
+        if checkpoint is not None and checkpoint.exists():
+            run.resumed_from = str(checkpoint)
+            run.parent_id = previous.id if previous is not None else None
+    set_status(session, run.id, "running")
+    return run.id, Path(run.run_dir)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train import jobs
 
@@ -123,9 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")
         return 0
     from srweb.track.db import init_db, write_transaction
-    from srweb.track.runs import set_status
+    from srweb.track.runs import get_run, set_status
     from srweb.train.trainer import Trainer
-    from srweb.train.worker import RunLogger, heartbeat_loop
+    from srweb.train.worker import RunLogger, heartbeat_loop, record_result
 
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -133,26 +169,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = run_dir or Path("runs") / cfg.name
     if not args.no_track and rank == 0:  # one run row per training, not one per process
         init_db()
-
-        def start(session):
-            run = jobs.create_tracked_run(session, cfg)
-            if run_dir is not None:
-                run.run_dir = str(run_dir.resolve())
-            set_status(session, run.id, "running")
-            return run.id, Path(run.run_dir)
-
-        run_id, tracked_dir = write_transaction(start)
-        run_dir = run_dir or tracked_dir
+        run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
     run_dir = run_dir or Path("runs") / cfg.name
     stop = threading.Event()
+
+    def interrupt(*_) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping: saving a checkpoint to resume from (Ctrl-C again to quit at once)", file=sys.stderr)
+
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, interrupt)
     logger = RunLogger(run_id) if run_id else None
     beating = threading.Event()
     if run_id:  # as a background worker does: the run is not taken for dead during a long validation
         threading.Thread(target=heartbeat_loop, args=(run_id, logger, beating), daemon=True).start()
     try:
-        result = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
-                         run_id=run_id).train()
+        trainer = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
+                          run_id=run_id)
+        if run_id:
+            write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))
+        result = trainer.train()
     except BaseException as exc:
         if run_id:
             write_transaction(lambda s: set_status(s, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]))
@@ -160,15 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         beating.set()
     if run_id:
-        def finish(session):
-            from srweb.track.runs import get_run
-
-            run = get_run(session, run_id)
-            run.step, run.best_psnr = result.step, result.best_psnr
-            run.weights_name = result.card.name if result.card else None
-            set_status(session, run_id, result.status)
-
-        write_transaction(finish)
+        write_transaction(lambda s: record_result(s, run_id, trainer, result))
     summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
                "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
                "run_dir": str(run_dir)}

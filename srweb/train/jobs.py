@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from srweb.config import get_settings
 from srweb.track.db import init_db, write_transaction
-from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, set_status
+from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, reopen_run, set_status
 from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
 
@@ -217,14 +217,12 @@ def resume(run_id: int) -> int:
     """Queue a failed or cancelled run again; it continues from its last checkpoint."""
 
     def act(session: Session) -> int:
-        run = get_run(session, run_id)
-        if run is None:
-            raise JobError(f"no run with id {run_id}")
-        if run.status not in ("failed", "cancelled"):
-            raise JobError(f"run {run_id} is {run.status}; only failed or cancelled runs can be resumed")
-        run.status, run.error, run.finished_at, run.pid = "queued", None, None, None
-        session.flush()
-        return run.id
+        try:
+            return reopen_run(session, run_id).id
+        except KeyError:
+            raise JobError(f"no run with id {run_id}") from None
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
 
     write_transaction(act)
     dispatch()

@@ -58,13 +58,30 @@ def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> Non
             pass
 
 
+def record_result(session, run_id: int, trainer, result) -> None:
+    """Store a finished or cancelled training's outcome on its run: step, best PSNR, the
+    checkpoint to resume from, the exported weights, and the final status."""
+    from srweb.track.runs import add_checkpoint, get_run, set_status
+
+    run = get_run(session, run_id)
+    run.step = result.step
+    if result.best_psnr is not None:
+        run.best_psnr = result.best_psnr
+    add_checkpoint(session, run_id, step=result.step, path=str(trainer.run_dir / "last.pt"), kind="last")
+    if result.card is not None:
+        run.weights_name = result.card.name
+        add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
+                       path=str(trainer.export_dir / f"{result.card.name}.safetensors"))
+    set_status(session, run_id, result.status)
+
+
 def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
     """Train run ``run_id`` to completion, cancellation or failure; returns the exit code.
 
     ``cancel`` (set by SIGTERM/SIGINT) makes the trainer save a checkpoint and stop.
     """
     from srweb.track.db import init_db, write_transaction
-    from srweb.track.runs import add_checkpoint, get_run, set_status
+    from srweb.track.runs import get_run, set_status
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
@@ -97,20 +114,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
         write_transaction(lambda s: set_status(s, run_id, "failed", error=message[:2000]))
         return 1
     done.set()
-
-    def finish(session) -> None:
-        run = get_run(session, run_id)
-        run.step = result.step
-        if result.best_psnr is not None:
-            run.best_psnr = result.best_psnr
-        add_checkpoint(session, run_id, step=result.step, path=str(run_dir / "last.pt"), kind="last")
-        if result.card is not None:
-            run.weights_name = result.card.name
-            add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
-                           path=str(run_dir / "export" / f"{result.card.name}.safetensors"))
-        set_status(session, run_id, result.status)
-
-    write_transaction(finish)
+    write_transaction(lambda s: record_result(s, run_id, trainer, result))
     print(f"run {run_id} {result.status} at step {result.step}", flush=True)
     return 0
 
