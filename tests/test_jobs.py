@@ -237,6 +237,37 @@ def test_app_restart_marks_orphaned_running_rows_failed(env, tiny):
     write_transaction(lambda s: set_status(s, live, "cancelled"))
 
 
+def test_a_run_whose_worker_cannot_start_fails_and_the_queue_goes_on(env, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SRWEB_MAX_PARALLEL_JOBS", "0")
+    get_settings.cache_clear()
+    blocked, fine = jobs.submit(_cfg(tiny)), jobs.submit(_cfg(tiny, iterations=10))
+    (tmp_path / "file").write_text("not a folder")
+    write_transaction(lambda s: setattr(get_run(s, blocked), "run_dir", str(tmp_path / "file" / "run")))
+    monkeypatch.setenv("SRWEB_MAX_PARALLEL_JOBS", "1")
+    get_settings.cache_clear()
+    assert jobs.dispatch() == [fine]
+    run = _run(blocked)
+    assert run.status == "failed" and run.error.startswith("could not start the worker: ")
+    _wait(fine, lambda r: r.status == "finished", "the next run to finish", reap=True)
+
+
+def test_a_paused_run_taken_for_dead_records_its_real_outcome(env, tiny):
+    from datetime import timedelta
+
+    from srweb.track.runs import mark_orphans
+    from srweb.train.trainer import TrainResult
+    from srweb.train.worker import record_result
+
+    run_id = write_transaction(lambda s: set_status(s, create_run(s, name="paused", arch="espcn", scale=2,
+                                                                  config={}).id, "running", pid=os.getpid()).id)
+    later = _run(run_id).heartbeat_at + timedelta(minutes=11)
+    assert write_transaction(lambda s: mark_orphans(s, now=later)) == [run_id]  # no heartbeat for 11 min
+    trainer = type("T", (), {"run_dir": Path("run"), "export_dir": Path("run/export")})()
+    write_transaction(lambda s: record_result(s, run_id, trainer, TrainResult("finished", 20, 30.0, 1.0)))
+    run = _run(run_id)
+    assert (run.status, run.error, run.step, run.best_psnr) == ("finished", None, 20, 30.0)
+
+
 # --- the acceptance scenario of the issue -------------------------------------------------------
 
 

@@ -308,10 +308,21 @@ def test_cancel_then_resume_continues_the_run(env, tiny):
     assert part2.wall_seconds >= state["wall_seconds"]
 
 
+def test_step_batches_depend_on_the_step_alone():
+    from srweb.data.sampling import StepBatches
+
+    whole = list(StepBatches(100, 8, 50, seed=3))
+    assert len(whole) == 50 and all(len(b) == 8 and 0 <= min(b) and max(b) < 100 for b in whole)
+    assert list(StepBatches(100, 8, 50, seed=3, start=37)) == whole[37:]  # resume continues the sequence
+    assert list(StepBatches(100, 8, 50, seed=3, rank=1)) != whole  # each torchrun process draws its own
+    assert list(StepBatches(100, 8, 50, seed=4)) != whole
+    assert len({i for b in whole for i in b}) > 90  # uniform with replacement: nearly every sample in 400 draws
+
+
 def test_resume_restores_optimizer_and_rng_exactly(env, tiny):
-    # One training image: the sampler always picks it, so crops and flips come from the
-    # restored Python RNG. An interrupted run must then end bit-identical to an uninterrupted one.
-    cfg = _cfg(tiny, "espcn", data=tiny["one"], val_data=None, iterations=12, precision="fp32", channels_last=False)
+    # Batches are a function of the step, crops and flips come from the restored Python RNG:
+    # an interrupted run ends bit-identical to an uninterrupted one.
+    cfg = _cfg(tiny, "espcn", val_data=None, iterations=12, precision="fp32", channels_last=False)
     Trainer(cfg, env / "straight", progress=False).train()
     Trainer(cfg, env / "split", should_stop=_stop_after(5), progress=False).train()
     Trainer(cfg, env / "split", progress=False).train()

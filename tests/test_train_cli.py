@@ -222,7 +222,7 @@ def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
         get_settings.cache_clear()
 
 
-def test_training_in_a_checkpointed_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
+def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
     from srweb.train.cli import start_tracked_run
@@ -230,29 +230,33 @@ def test_training_in_a_checkpointed_folder_continues_its_run_or_records_where_it
 
     point_at(monkeypatch, child_env(tmp_path))
     cfg, folder = TrainConfig(model="espcn", scale=2, iterations=50).resolved(), tmp_path / "run"
+    start = lambda config, where=folder: write_transaction(lambda s: start_tracked_run(s, config, where))  # noqa: E731
     try:
         init_db()
-        first, where = write_transaction(lambda s: start_tracked_run(s, cfg, folder))
-        assert where == folder.resolve()  # no checkpoint yet: a new run in the folder
+        first, where = start(cfg)
+        assert where == folder.resolve()
+        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
+            start(cfg)  # two trainings in one folder would overwrite each other's checkpoints
         write_transaction(lambda s: set_status(s, first, "cancelled"))
         folder.mkdir()
         (folder / "last.pt").write_bytes(b"checkpoint")
         # Cancelled (or failed) with the same config: the same run continues, one row, one curve.
-        assert write_transaction(lambda s: start_tracked_run(s, cfg, folder))[0] == first
-        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
-            write_transaction(lambda s: start_tracked_run(s, cfg, folder))
-        write_transaction(lambda s: set_status(s, first, "finished"))
-        # Finished, or another config: a new run that says which run and checkpoint it came from.
+        assert start(cfg)[0] == first
+        write_transaction(lambda s: set_status(s, first, "failed"))
+        # Another config: a new run that says which run and checkpoint it came from.
         longer = TrainConfig(model="espcn", scale=2, iterations=80).resolved()
-        second, _ = write_transaction(lambda s: start_tracked_run(s, longer, folder))
+        second, _ = start(longer)
         with session_scope(write=False) as session:
             run = get_run(session, second)
             assert (run.status, run.parent_id, run.resumed_from) == ("running", first, str(folder.resolve() / "last.pt"))
+            assert run.log_path == str(folder.resolve() / "train.log")  # where `srweb jobs resume` will log
         # A dead worker's run is marked failed first, so rerunning its command continues it.
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
-        assert write_transaction(lambda s: start_tracked_run(s, longer, folder))[0] == second
-        # Elsewhere (no checkpoint in the folder), an identical config is a new run of its own.
-        assert write_transaction(lambda s: start_tracked_run(s, cfg, tmp_path / "fresh"))[0] == second + 1
+        assert start(longer)[0] == second
+        write_transaction(lambda s: set_status(s, second, "finished"))
+        with pytest.raises(ValueError, match=f"holds run {second}, which finished; to train it further, copy"):
+            start(longer)  # its checkpoint and exported weights stay its own
+        assert start(cfg, tmp_path / "fresh")[0] == second + 1
     finally:
         dispose_engine()
         get_settings.cache_clear()

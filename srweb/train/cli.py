@@ -113,34 +113,36 @@ def replay_parents(card_path: str, run_dir: Path) -> Path | None:
 def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[int, Path]:
     """The run row a foreground training records into, marked running; returns (id, run folder).
 
-    Training in a folder that holds a checkpoint resumes it: the folder's last run continues
-    when it failed or was cancelled with this same config (one run, one curve), else a new
-    run records which run and checkpoint it started from.
+    In a folder another run trained in, the folder's last run continues when it failed or was
+    cancelled with this same config (one run, one curve); with another config a new run starts
+    from its checkpoint and records which run and checkpoint that was.
 
     Raises:
-        ValueError: the folder's last run is queued or still running.
+        ValueError: the folder's last run is queued, running or finished (its files stay its own).
     """
     from srweb.train import jobs
     from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
 
-    checkpoint = run_dir.resolve() / "last.pt" if run_dir is not None else None
+    folder = run_dir.resolve() if run_dir is not None else None
     previous = None
-    if checkpoint is not None and checkpoint.exists():
+    if folder is not None:
         mark_orphans(session)  # a run killed with its terminal is not taken for a live one
-        previous = latest_run_in(session, str(run_dir.resolve()))
+        previous = latest_run_in(session, str(folder))
     if previous is not None and previous.status in ("queued", "running"):
         raise ValueError(f"{run_dir} belongs to run {previous.id}, which is {previous.status}; "
                          f"wait for it or cancel it (srweb jobs cancel {previous.id})")
-    if (previous is not None and previous.status in ("failed", "cancelled")
-            and previous.config == json.loads(json.dumps(cfg.to_dict()))):
+    if previous is not None and previous.status == "finished":
+        raise ValueError(f"{run_dir} holds run {previous.id}, which finished; to train it further, copy the "
+                         f"folder and pass the copy as --run-dir, or start from its weights with --pretrained")
+    if previous is not None and previous.config == json.loads(json.dumps(cfg.to_dict())):
         run = reopen_run(session, previous.id)
     else:
         run = jobs.create_tracked_run(session, cfg)
-        if run_dir is not None:
-            run.run_dir = str(run_dir.resolve())
-        if checkpoint is not None and checkpoint.exists():
-            run.resumed_from = str(checkpoint)
-            run.parent_id = previous.id if previous is not None else None
+        if folder is not None:
+            run.run_dir, run.log_path = str(folder), str(folder / "train.log")
+            if (folder / "last.pt").exists():
+                run.resumed_from = str(folder / "last.pt")
+                run.parent_id = previous.id if previous is not None else None
     set_status(session, run.id, "running")
     return run.id, Path(run.run_dir)
 

@@ -100,7 +100,7 @@ def create_tracked_run(session: Session, cfg: TrainConfig) -> Run:
     """Insert a queued run for ``cfg`` with its run folder and log file."""
     run = create_run(session, name=cfg.name, arch=cfg.model, scale=cfg.scale, config=cfg.to_dict(),
                      total_steps=cfg.iterations, git_commit=git_commit(), host=socket.gethostname())
-    run_dir = get_settings().runs_dir / f"{run.id:05d}-{cfg.name}"
+    run_dir = get_settings().runs_dir.resolve() / f"{run.id:05d}-{cfg.name}"
     run.run_dir, run.log_path = str(run_dir), str(run_dir / "train.log")
     session.flush()
     return run
@@ -117,8 +117,8 @@ def submit(cfg: TrainConfig, *, start: bool = True) -> int:
 
 
 def _spawn(run: Run) -> int:
-    run_dir = Path(run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Path(run.run_dir).mkdir(parents=True, exist_ok=True)
+    Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(run.log_path, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "srweb.train.worker", str(run.id)], stdout=log,
@@ -136,10 +136,15 @@ def dispatch() -> list[int]:
     def start(session: Session) -> list[int]:
         running = session.scalars(select(Run.id).where(Run.status == "running")).all()
         free = max(0, limit - len(running))
-        queued = session.scalars(select(Run).where(Run.status == "queued").order_by(Run.id).limit(free)).all()
-        started = []
-        for run in queued:
-            pid = _spawn(run)
+        started: list[int] = []
+        for run in session.scalars(select(Run).where(Run.status == "queued").order_by(Run.id)).all():
+            if len(started) == free:
+                break
+            try:
+                pid = _spawn(run)
+            except OSError as exc:  # e.g. an unwritable run folder: this run fails, the queue goes on
+                set_status(session, run.id, "failed", error=f"could not start the worker: {exc}")
+                continue
             set_status(session, run.id, "running", pid=pid, host=socket.gethostname())
             started.append(run.id)
         return started

@@ -23,9 +23,10 @@ import torch.distributed as dist
 from safetensors.torch import save_model
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 
 from srweb.config import resolve_device
+from srweb.data.sampling import StepBatches
 from srweb.fileio import atomic_write
 from srweb.inference import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
@@ -188,6 +189,15 @@ class Trainer:
         """The weights that validation and export judge: the moving average when the run keeps one."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _stopping(self) -> bool:
+        """``should_stop()``, agreed by all torchrun processes: when one stops, all stop at the same step."""
+        stop = bool(self.should_stop())
+        if self.world > 1:
+            flag = torch.tensor([int(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
     def _train_mode(self) -> None:
         """Put the model in training mode; with ``freeze_bn`` its BatchNorm layers stay in eval mode."""
         self.model.train()
@@ -309,20 +319,17 @@ class Trainer:
         net = self.model
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
-            sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
-        else:
-            sampler = RandomSampler(self.train_set, replacement=True, num_samples=10**8)
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, pin_memory=self.device.startswith("cuda"),
-                            persistent_workers=cfg.num_workers > 0)
-        if len(loader) == 0:  # else the first next() raises a bare StopIteration
-            raise ConfigError(f"{len(self.train_set)} training samples split over {self.world} processes leave fewer "
-                              f"than batch_size={cfg.batch_size} per process; lower the batch size or add images")
+        batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.iterations, seed=cfg.seed, rank=self.rank,
+                              start=start_step)
+        # The loader's own generator (not the global RNG, restored on resume) seeds its workers.
+        loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
+                            pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.num_workers > 0,
+                            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step))
         scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
 
-        epoch, step, self._started = 0, start_step, time.perf_counter()
+        step, self._started = start_step, time.perf_counter()
         data_iter = iter(loader)
         window: dict[str, float] = {}
         window_n, window_start, wait = 0, time.perf_counter(), 0.0
@@ -332,18 +339,11 @@ class Trainer:
         metrics: dict[str, float] = {}
         self._train_mode()
         while step < cfg.iterations:
-            if self.should_stop():
+            if self._stopping():
                 status = "cancelled"
                 break
             t0 = time.perf_counter()
-            try:
-                batch = next(data_iter)
-            except StopIteration:
-                epoch += 1
-                if isinstance(sampler, DistributedSampler):
-                    sampler.set_epoch(epoch)
-                data_iter = iter(loader)
-                batch = next(data_iter)
+            batch = next(data_iter)
             wait += time.perf_counter() - t0
             lr_img = batch["lr"].to(self.device, non_blocking=True)
             hr_img = batch["hr"].to(self.device, non_blocking=True)

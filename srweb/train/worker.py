@@ -61,9 +61,11 @@ def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> Non
 def record_result(session, run_id: int, trainer, result) -> None:
     """Store a finished or cancelled training's outcome on its run: step, best PSNR, the
     checkpoint to resume from, the exported weights, and the final status."""
-    from srweb.track.runs import add_checkpoint, get_run, set_status
+    from srweb.track.runs import ORPHAN_ERROR, add_checkpoint, get_run, set_status
 
     run = get_run(session, run_id)
+    if run.status == "failed" and (run.error or "").startswith(ORPHAN_ERROR):
+        run.status, run.error = "running", None  # taken for dead while paused (Ctrl-Z, sleep): it was not
     run.step = result.step
     if result.best_psnr is not None:
         run.best_psnr = result.best_psnr
