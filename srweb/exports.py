@@ -8,7 +8,7 @@ from srweb.config import get_settings
 from srweb.fileio import atomic_copy
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.evals import seed_from_cards
-from srweb.track.runs import get_run
+from srweb.track.runs import get_run, latest_checkpoint
 from srweb.weights import NAME_PATTERN, WeightsCard, WeightsError, file_sha256, read_card, weights_dirs, write_card
 
 
@@ -46,11 +46,12 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
         if run is None:
             raise ExportError(f"no run with id {run_id}")
         status, name, run_dir = run.status, run.weights_name, run.run_dir
+        exported = latest_checkpoint(session, run.id, "export")  # where `srweb train --export` put them
     if status != "finished":
         raise ExportError(f"run {run_id} is {status}; only finished runs have weights to export")
     if not name or not run_dir:
         raise ExportError(f"run {run_id} finished without exported weights")
-    export_dir = Path(run_dir) / "export"
+    export_dir = Path(exported.path).parent if exported is not None else Path(run_dir) / "export"
     tensors, card_path = export_dir / f"{name}.safetensors", export_dir / f"{name}.json"
     if not tensors.is_file() or not card_path.is_file():
         raise ExportError(f"run {run_id}: {tensors.name} or {card_path.name} is missing in {tensors.parent}")

@@ -78,6 +78,16 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 
 
 @pytest.mark.slow
+def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tmp_path):
+    from srweb.exports import export_run_weights
+
+    card = export_run_weights(1, weights_dir=tmp_path)  # its files are in --export, not run_dir/export
+    assert card.name == "edsr-baseline-x2.custom-run1"  # the plain name is taken by the --export folder
+    assert (tmp_path / f"{card.name}.safetensors").is_file()
+    assert card.training["exported_from"] == str(state["root"] / "weights" / "edsr-baseline-x2.custom.safetensors")
+
+
+@pytest.mark.slow
 def test_from_card_reproduces_the_cards_config(state, tmp_path):
     card_path = state["root"] / "weights" / "edsr-baseline-x2.custom.json"
     recorded = json.loads(card_path.read_text())["training"]["config"]

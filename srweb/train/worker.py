@@ -69,11 +69,11 @@ def record_result(session, run_id: int, trainer, result) -> None:
     run.step = result.step
     if result.best_psnr is not None:
         run.best_psnr = result.best_psnr
-    add_checkpoint(session, run_id, step=result.step, path=str(trainer.run_dir / "last.pt"), kind="last")
+    add_checkpoint(session, run_id, step=result.step, path=str((trainer.run_dir / "last.pt").resolve()), kind="last")
     if result.card is not None:
         run.weights_name = result.card.name
         add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
-                       path=str(trainer.export_dir / f"{result.card.name}.safetensors"))
+                       path=str((trainer.export_dir / f"{result.card.name}.safetensors").resolve()))
     set_status(session, run_id, result.status)
 
 
