@@ -230,6 +230,9 @@ class _TimedLogger:
         if "loader_wait" in values:
             self.loader_wait.append(values["loader_wait"])
 
+    def resumed(self, step: int) -> None:  # a benchmark run starts fresh: never called
+        raise AssertionError("bench training runs do not resume")
+
     def flush(self) -> None:
         start = time.perf_counter()
         self.buffer.flush()

@@ -66,6 +66,9 @@ class Recorder:
     def flush(self) -> None:
         self.flushed += 1
 
+    def resumed(self, step: int) -> None:
+        self.rows = [(s, v) for s, v in self.rows if s <= step]
+
     def series(self, name: str) -> list[tuple[int, float]]:
         return [(step, values[name]) for step, values in self.rows if name in values]
 
@@ -306,6 +309,42 @@ def test_cancel_then_resume_continues_the_run(env, tiny):
     # The card's wall time covers both sessions, not only the one that finished the run.
     assert state["wall_seconds"] > 0 and part2.card.training["wall_seconds"] >= round(state["wall_seconds"], 1)
     assert part2.wall_seconds >= state["wall_seconds"]
+
+
+def test_a_killed_session_is_trained_again_from_its_checkpoint_and_logged_once(env, tiny):
+    cfg = _cfg(tiny, "espcn", iterations=30, val_data=None, ckpt_interval=10, precision="fp32")
+    log, calls = Recorder(), {"n": 0}
+
+    def killed_at_step_25() -> bool:
+        calls["n"] += 1
+        if calls["n"] > 25:
+            raise KeyboardInterrupt  # no checkpoint: the process dies between two intervals
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, env / "run", logger=log, should_stop=killed_at_step_25, progress=False).train()
+    assert [s for s, _ in log.series("loss")] == [10, 20]
+    log.rows.append((25, {"loss": 1.0}))  # what a logger had recorded past the checkpoint
+    Trainer(cfg, env / "run", logger=log, progress=False).train()
+    assert [s for s, _ in log.series("loss")] == [10, 20, 30]
+
+
+def test_run_logger_forgets_metrics_past_the_checkpoint_it_resumes_from(fresh_state):
+    from srweb.track.db import init_db, session_scope, write_transaction
+    from srweb.track.runs import create_run, metric_series
+    from srweb.train.worker import RunLogger
+
+    init_db()
+    run_id = write_transaction(lambda s: create_run(s, name="r", arch="espcn", scale=2, config={}).id)
+    logger = RunLogger(run_id)
+    for step in (10, 20, 30, 40):
+        logger.log(step, {"loss": step / 100})
+    logger.resumed(20)
+    logger.log(30, {"loss": 0.5})
+    logger.flush()
+    with session_scope(write=False) as session:
+        frame = metric_series(session, run_id)
+    assert list(frame["step"]) == [10, 20, 30] and frame["value"].iloc[-1] == 0.5
 
 
 def test_step_batches_depend_on_the_step_alone():

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from srweb.track.db import session_scope, with_retry
@@ -169,6 +169,11 @@ def log_metrics(
     if rows:
         _insert_metric_rows(session, rows)
     return len(rows)
+
+
+def delete_metrics_after(session: Session, run_id: int, step: int) -> int:
+    """Delete the run's metrics logged at steps after ``step``; returns how many."""
+    return session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step)).rowcount
 
 
 def _insert_metric_rows(session: Session, rows: list[dict[str, Any]]) -> None:

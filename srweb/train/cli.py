@@ -165,14 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train.trainer import Trainer
     from srweb.train.worker import RunLogger, heartbeat_loop, record_result
 
-    run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:  # under torchrun every process must resume from and save to the same folder
-        run_dir = run_dir or Path("runs") / cfg.name
-    if not args.no_track and rank == 0:  # one run row per training, not one per process
-        init_db()
-        run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
-    run_dir = run_dir or Path("runs") / cfg.name
+    # Before the run row exists: a Ctrl-C from here on stops cleanly instead of leaving it 'running'.
     stop = threading.Event()
 
     def interrupt(*_) -> None:
@@ -183,6 +176,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, interrupt)
+    run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun every process must resume from and save to the same folder
+        run_dir = run_dir or Path("runs") / cfg.name
+    if not args.no_track and rank == 0:  # one run row per training, not one per process
+        init_db()
+        run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
+    run_dir = run_dir or Path("runs") / cfg.name
     logger = RunLogger(run_id) if run_id else None
     beating = threading.Event()
     if run_id:  # as a background worker does: the run is not taken for dead during a long validation

@@ -40,6 +40,7 @@ LOG_INTERVAL = 10
 class MetricLogger(Protocol):
     def log(self, step: int, values: dict[str, float]) -> None: ...
     def flush(self) -> None: ...
+    def resumed(self, step: int) -> None: ...  # the run continues from its checkpoint at ``step``
 
 
 @dataclass
@@ -226,6 +227,8 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.scaler.is_enabled():  # fp16 on CUDA: the loss scale carries over a resume
+            state["scaler"] = self.scaler.state_dict()
         if self.disc is not None:
             state["disc"] = self.disc.state_dict()
             state["disc_optimizer"] = self.disc_optimizer.state_dict()
@@ -249,6 +252,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
@@ -305,7 +310,10 @@ class Trainer:
                 self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
         if self.rank == 0:
             _sweep_temp_files(self.run_dir)
+        self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         start_step, best = self._restore()
+        if start_step and self.logger is not None and self.rank == 0:
+            self.logger.resumed(start_step)
         if self.disc is not None and self.world > 1:
             # DDP syncs the generator only; the discriminator (seeded per rank) must start as rank 0's.
             for tensor in self.disc.state_dict().values():
@@ -325,7 +333,6 @@ class Trainer:
         loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
                             pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.num_workers > 0,
                             generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step))
-        scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
 
@@ -349,7 +356,7 @@ class Trainer:
             hr_img = batch["hr"].to(self.device, non_blocking=True)
             if cfg.channels_last:
                 lr_img = lr_img.contiguous(memory_format=torch.channels_last)
-            losses = self._step(net, lr_img, hr_img, criterion, scaler, supervised, step)
+            losses = self._step(net, lr_img, hr_img, criterion, self.scaler, supervised, step)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             scheduler.step()

@@ -45,6 +45,15 @@ class RunLogger:
     def flush(self) -> None:
         self.buffer.flush()
 
+    def resumed(self, step: int) -> None:
+        """Forget what a killed session logged after its last checkpoint (``step``): those steps
+        are trained again, and the curve shows each step once."""
+        from srweb.track.db import write_transaction
+        from srweb.track.runs import delete_metrics_after
+
+        self.buffer.flush()
+        write_transaction(lambda s: delete_metrics_after(s, self.run_id, step))
+
 
 def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
     """Stamp the run's heartbeat every HEARTBEAT_SECONDS until ``stop`` is set."""
