@@ -70,7 +70,40 @@ def test_rejections_warn_and_keep_or_advance(env):
     assert rating_pool.rater_vote_count(token) == 1
 
 
-def test_tab_builds_alone():
+def test_the_same_crop_never_has_the_same_bytes_or_url_twice(tmp_path):
+    from srweb.ui.outputs import image_file
+
+    crop = Image.new("RGB", (8, 8), (40, 90, 200))
+    (tmp_path / "1").mkdir(), (tmp_path / "2").mkdir()
+    first, second = image_file(crop, "a", tmp_path / "1", unique=True), image_file(crop, "a", tmp_path / "2", unique=True)
+    assert Path(first).read_bytes() != Path(second).read_bytes()  # Gradio's cache URL is a hash of the bytes
+    with Image.open(first) as a, Image.open(second) as b:
+        assert list(a.getdata()) == list(b.getdata())
+
+
+def test_rater_tokens_survive_an_app_restart(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    try:
+        key = rate.browser_secret()
+        restarted = subprocess.run([sys.executable, "-c", "from srweb.ui.rate import browser_secret; print(browser_secret())"],
+                                   capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        assert len(key) >= 32 and restarted == key  # the browser's stored token still decrypts
+        path = tmp_path / "state" / "browser-state.key"
+        assert path.stat().st_mode & 0o777 == 0o600
+        with gr.Blocks() as blocks:
+            rate.build_tab()
+        assert [b.secret for b in blocks.blocks.values() if isinstance(b, gr.BrowserState)] == [key]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_tab_builds_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
     with gr.Blocks() as blocks:
         rate.build_tab()
     ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
@@ -78,3 +111,4 @@ def test_tab_builds_alone():
     radio = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "rate-left-score")
     labels = [label for label, _ in radio.choices]
     assert labels == ["1 · Bad", "2 · Poor", "3 · Fair", "4 · Good", "5 · Excellent"]
+    get_settings.cache_clear()

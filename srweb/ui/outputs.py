@@ -10,12 +10,14 @@ cache (``delete_cache``), are removed after :data:`OUTPUT_TTL_S`.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from srweb.imaging import png_ready
 
@@ -38,10 +40,17 @@ def output_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=root))
 
 
-def image_file(img: Image.Image, name: str, folder: Path | None = None) -> str:
-    """Save ``img`` as ``folder/name.png`` (a fresh :func:`output_dir` by default); returns the path."""
+def image_file(img: Image.Image, name: str, folder: Path | None = None, *, unique: bool = False) -> str:
+    """Save ``img`` as ``folder/name.png`` (a fresh :func:`output_dir` by default); returns the path.
+
+    ``unique`` adds a random text chunk, so equal images get different bytes (and Gradio URLs).
+    """
     path = (folder or output_dir()) / f"{name}.png"
-    png_ready(img).save(path)
+    info = None
+    if unique:
+        info = PngInfo()
+        info.add_text("nonce", secrets.token_hex(8))
+    png_ready(img).save(path, pnginfo=info)
     return str(path)
 
 

@@ -8,9 +8,15 @@ The rater is an opaque token kept in the browser's local storage. All logic is i
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
+from pathlib import Path
+
 import gradio as gr
 
 from srweb import rating_pool
+from srweb.config import get_settings
 from srweb.ui.outputs import image_file, output_dir
 
 ACR_LABELS = ("Bad", "Poor", "Fair", "Good", "Excellent")
@@ -32,8 +38,10 @@ def _show(token: str, count: int | None = None):
     try:
         view = rating_pool.next_trial(token)
         folder = output_dir()  # files, not PIL images: see srweb.ui.outputs
-        left = image_file(rating_pool.view_image(view.left), "a", folder)
-        right = image_file(rating_pool.view_image(view.right), "b", folder)
+        # unique: Gradio serves a file under a hash of its bytes, so the same bicubic crop would
+        # have the same URL in every trial and give its side away.
+        left = image_file(rating_pool.view_image(view.left), "a", folder, unique=True)
+        right = image_file(rating_pool.view_image(view.right), "b", folder, unique=True)
     except (rating_pool.PoolUnavailable, OSError) as exc:
         gr.Warning(f"No images to rate: {exc}")
         return None, None, None, None, None, "No images to rate yet."
@@ -64,9 +72,29 @@ def submit(token: str | None, trial_id: int | None, left: int | None, right: int
     return _show(token, outcome.count)
 
 
+def browser_secret() -> str:
+    """The key that encrypts the rater token in the browser, kept in the state folder: with
+    Gradio's default (a new key per process) every restart would make every rater a new one."""
+    path = Path(get_settings().state_dir) / "browser-state.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made by an earlier start (or by another app process just now)
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty; delete it to make a new key") from None
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
 def build_tab() -> None:
     """Lay out the Rate tab inside the current Blocks context."""
-    token = gr.BrowserState(None, storage_key="srweb-rater")
+    token = gr.BrowserState(None, storage_key="srweb-rater", secret=browser_secret())
     trial = gr.State(None)
     gr.Markdown(INSTRUCTIONS)
     side = rating_pool.CROP * rating_pool.ZOOM + 16  # room to show the zoomed crop without rescaling
