@@ -92,7 +92,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     from srweb.config import get_settings
     from srweb.imaging import ImageError
-    from srweb.inference import Upscaler, upscale_file
+    from srweb.inference import Upscaler, output_paths, upscale_file
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
                         tile_size=args.tile)
@@ -100,14 +100,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not files:
         raise CLIError("no input images")
     failures = 0
-    for path in tqdm(files, desc=f"upscale x{upscaler.scale}", unit="img", disable=args.quiet or len(files) < 2):
+    targets = output_paths(files, args.out)
+    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{upscaler.scale}", unit="img",
+                             disable=args.quiet or len(files) < 2):
         try:
-            target = upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels)
+            upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels, target=target)
             if not args.quiet:
                 tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
-        except (ImageError, ValueError, OSError) as exc:
+        except Exception as exc:  # one bad file must not end the batch
             failures += 1
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"  # name the file in a batch
+            message = str(exc) if isinstance(exc, (ImageError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            message = message if str(path) in message else f"{path}: {message}"  # name the file in a batch
             tqdm.write(f"srweb: error: {message}", file=sys.stderr)
     return 1 if failures else 0
 
@@ -166,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (writes <stem>.png)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--tile", type=int, help="input tile size in pixels (default: automatic)")
+    p.add_argument("--tile", type=int, help="input tile size in pixels (default or 0: automatic)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_upscale)
 

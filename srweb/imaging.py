@@ -29,6 +29,10 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the reason."""
 
 
+class ImageTooLarge(ImageError):
+    """The header declares more pixels than allowed (refused before decoding)."""
+
+
 def _describe(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
@@ -72,19 +76,29 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
             raise ImageError(f"{name}: not a readable image file") from None
         except OSError as exc:
             raise ImageError(f"{name}: cannot open image ({exc})") from None
+        except Exception as exc:  # a plugin's parser on a malformed header (ValueError, SyntaxError, ...)
+            raise ImageError(f"{name}: not a readable image file ({exc})") from None
     width, height = img.size
     if width == 0 or height == 0:
         raise ImageError(f"{name}: image has zero size ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
         )
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # truncated data, or a decoder's error on corrupt data
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    return img
+    return upright(img)
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says; unchanged when its EXIF block is corrupt
+    (the pixels are fine, only the orientation is unknown)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # Pillow's EXIF parser raises SyntaxError, ValueError, struct.error, ...
+        return img
 
 
 def image_to_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:

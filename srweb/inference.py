@@ -20,11 +20,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from srweb.config import get_settings, resolve_device
-from srweb.imaging import rgb_to_ycbcr, ycbcr_to_rgb
+from srweb.imaging import rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
 from srweb.resize import imresize
 from srweb.weights import WeightsCard, load_weights, resolve_weights
@@ -172,9 +172,10 @@ class Upscaler:
         device: ``auto`` (cuda > mps > cpu) or a torch device string.
         precision: ``auto`` (bf16 where the hardware has it, unless the card says the model
             loses quality in it), ``fp32``, ``bf16`` or ``fp16``.
-        tile_size: input tile side in pixels; ``None`` picks the tile grid that computes the
-            fewest pixels (overlaps included) while each tile fits the activation budget.
-        tile_overlap: context pixels around each tile; ``None`` uses the receptive radius.
+        tile_size: input tile side in pixels; ``None`` (or 0) picks the tile grid that computes
+            the fewest pixels (overlaps included) while each tile fits the activation budget.
+        tile_overlap: context pixels around each tile; ``None`` uses the receptive radius
+            (capped at :data:`MAX_OVERLAP`).
         channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
         compile: run the model through ``torch.compile``; ``None`` follows ``SRWEB_COMPILE``.
     """
@@ -191,6 +192,9 @@ class Upscaler:
         channels_last: bool = True,
         compile: bool | None = None,
     ) -> None:
+        for what, value in (("tile size", tile_size), ("tile overlap", tile_overlap)):
+            if value is not None and value < 0:
+                raise ValueError(f"{what} must be >= 0 pixels, got {value}")
         self.card: WeightsCard | None = None
         if isinstance(model, str):
             model = self._resolve(model, scale)
@@ -316,7 +320,7 @@ class Upscaler:
     def upscale(self, img: Image.Image, progress: ProgressFn | None = None) -> Image.Image:
         """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth)."""
         start = time.perf_counter()
-        img = ImageOps.exif_transpose(img)
+        img = upright(img)
         if img.width == 0 or img.height == 0:
             raise ValueError(f"image has zero size ({img.width}x{img.height})")
         with self._lock:
@@ -377,13 +381,36 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
     return result
 
 
-def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.PathLike, *, max_pixels: int | None = None) -> Path:
-    """Load, upscale and write ``out_dir/<stem>.png``; returns the output path."""
+def output_paths(inputs: list[Path], out_dir: str | os.PathLike) -> list[Path]:
+    """``out_dir/<stem>.png`` for each input; a stem seen before in the batch gets ``-2``, ``-3``, ...
+    (``a.png`` and ``a.jpg`` do not overwrite each other)."""
+    taken: set[Path] = set()
+    paths = []
+    for path in inputs:
+        stem, n = Path(path).stem, 1
+        target = Path(out_dir) / f"{stem}.png"
+        while target in taken:
+            n += 1
+            target = Path(out_dir) / f"{stem}-{n}.png"
+        taken.add(target)
+        paths.append(target)
+    return paths
+
+
+def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.PathLike, *,
+                 max_pixels: int | None = None, target: str | os.PathLike | None = None) -> Path:
+    """Load, upscale and write ``target`` (default ``out_dir/<stem>.png``) in one rename; returns it.
+
+    Raises:
+        ValueError: the output would replace the input file.
+    """
+    from srweb.fileio import atomic_save_png
     from srweb.imaging import load_image, png_ready
 
+    target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
+    if target.exists() and target.resolve() == Path(path).resolve():
+        raise ValueError(f"{path}: the output would overwrite the input; pick another --out folder")
     img = load_image(path, max_pixels=max_pixels)
     result = upscaler.upscale(img)
-    target = Path(out_dir) / f"{Path(path).stem}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    png_ready(result).save(target)
-    return target
+    return atomic_save_png(png_ready(result), target)

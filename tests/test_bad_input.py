@@ -79,6 +79,9 @@ def _write_cases(folder: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     _ramp(40, 24).save(folder / "exif-rotated.jpg", exif=exif.tobytes())
+    rotated = (folder / "exif-rotated.jpg").read_bytes()
+    tiff = rotated.find(b"MM\x00*") if b"MM\x00*" in rotated else rotated.find(b"II*\x00")
+    (folder / "corrupt-exif.jpg").write_bytes(rotated[: tiff + 2] + b"\x00\x04" + rotated[tiff + 4 :])
     forged_png(folder / "bomb.png", 30000, 30000)
     Image.fromarray(np.broadcast_to(np.linspace(0, 255, HUGE[0], dtype=np.uint8)[None, :, None],
                                     (HUGE[1], HUGE[0], 3)).copy()).save(folder / "huge.png", compress_level=1)
@@ -95,6 +98,7 @@ CASES = {
     "palette-transparency": Case("palette-alpha.png", (40, 32), ("RGBA", "PA"), ("RGBA",)),
     "cmyk-jpeg": Case("cmyk.jpg", (40, 32), ("CMYK",), ("RGB",)),
     "exif-rotated": Case("exif-rotated.jpg", (24, 40), ("RGB",), ("RGB",)),
+    "corrupt-exif": Case("corrupt-exif.jpg", (40, 24), ("RGB",), ("RGB",)),  # orientation unknown: as stored
     "decompression-bomb": Case("bomb.png", error="too large"),
     "huge-valid": Case("huge.png", HUGE, ("RGB",), ("RGB",)),
 }

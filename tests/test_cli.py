@@ -91,8 +91,27 @@ def test_upscale_batch_keeps_going_past_bad_files(tmp_path, state):
     assert not (tmp_path / "out" / "text.png").exists()
 
 
+def test_upscale_never_overwrites_an_input_or_another_output_of_the_batch(tmp_path, state):
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (5, 5), "green").save(tmp_path / "a.jpg")
+    Image.new("RGB", (6, 6), "blue").save(tmp_path / "sub" / "a.png")
+    out = srweb("upscale", tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "sub" / "a.png", "--weights", "bicubic",
+                "--scale", "2", "--out", tmp_path / "out", env=state)
+    sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
+    assert sizes == {"a.png": (8, 8), "a-2.png": (10, 10), "a-3.png": (12, 12)}, out.stdout
+    assert f"sub/a.png -> {tmp_path / 'out' / 'a-3.png'}" in out.stdout  # each line says where it went
+    # Written into the input's own folder, the output would replace it: refused, the input kept.
+    before = (tmp_path / "a.png").read_bytes()
+    out = srweb("upscale", tmp_path / "a.png", "--weights", "bicubic", "--scale", "2", "--out", tmp_path, env=state,
+                check_ok=False)
+    assert out.returncode == 1 and "would overwrite the input" in out.stderr
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["--weights", "no-such-model-x2.foo"], "not found"),
+    (["--weights", "bicubic", "--scale", "2", "--tile", "-1"], "tile size must be >= 0 pixels, got -1"),
     (["--weights", "bicubic", "--scale", "5"], "scales"),
     (["--weights", "bicubic"], "needs a scale"),
 ])

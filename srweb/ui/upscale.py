@@ -10,7 +10,7 @@ import gradio as gr
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import ImageError, load_image, png_ready, to_rgb8
+from srweb.imaging import ImageError, ImageTooLarge, load_image, png_ready, to_rgb8
 from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
 from srweb.ui.outputs import image_file, output_dir
@@ -50,6 +50,7 @@ class UpscaleResult:
     precision: str
     tiles: int
     sr_path: Path
+    scale: int
 
 
 def weights_choices() -> list[tuple[str, str]]:
@@ -100,16 +101,16 @@ def upscale_image(image: Image.Image, choice: str, progress=None) -> UpscaleResu
     out_dir = output_dir()
     sr_path = out_dir / f"{upscaler.name}.png"
     png_ready(sr).save(sr_path)
-    return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path)
+    return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path,
+                         upscaler.scale)
 
 
 def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str:
     """PSNR/SSIM (Y channel, border = scale) of SR and bicubic against an HR reference."""
     ref = to_rgb8(reference)
-    scale = round(result.sr.width / max(1, result.bicubic.width)) or 1
     if ref.size != result.sr.size:
         raise ImageError(f"reference is {ref.width}x{ref.height}, the output is {result.sr.width}x{result.sr.height}")
-    border = max(1, scale)
+    border = result.scale  # the classic protocol shaves as many pixels as the scale
     rows = []
     for label, img in (("SR", result.sr), ("bicubic", result.bicubic)):
         img = to_rgb8(img)
@@ -128,7 +129,8 @@ def _slider_files(result: UpscaleResult) -> tuple[str, str]:
     folder = result.sr_path.parent
     sr = str(result.sr_path) if result.sr.mode in {"RGB", "RGBA", "L"} else \
         image_file(_slider_view(result.sr), "sr-view", folder)
-    return image_file(_slider_view(result.bicubic), "bicubic", folder), sr
+    # "bicubic-view": the SR file of the bicubic baseline is bicubic.png, which the download must keep
+    return image_file(_slider_view(result.bicubic), "bicubic-view", folder), sr
 
 
 def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None, progress=gr.Progress()):
@@ -145,8 +147,11 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})")
         if reference_path:
-            # The reference must match the output, so no larger one is ever decoded (memory).
-            reference = load_image(reference_path, max_pixels=result.sr.width * result.sr.height)
+            try:  # never decoded when larger than the output (memory): it could not match anyway
+                reference = load_image(reference_path, max_pixels=result.sr.width * result.sr.height)
+            except ImageTooLarge as exc:
+                raise ImageTooLarge(f"{exc}; the HR reference must be the size of the output, "
+                                    f"{result.sr.width}x{result.sr.height}") from None
             report += "\n\n" + compare_with_reference(result, reference)
     except (ImageError, WeightsError, ValueError) as exc:
         message = str(exc)

@@ -1,0 +1,57 @@
+"""Upscale tab handler in-process: the HR reference report and the download file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from srweb.metrics import psnr, ssim
+from srweb.resize import imresize_np
+from srweb.ui.upscale import run_upscale
+
+
+def _photo(size: int = 60) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([128 + 100 * np.sin(x / 3.0), 128 + 90 * np.cos(y / 4.0), (x * y) % 255], axis=-1)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_reference_figures_follow_the_protocol_border_equals_scale(tmp_path):
+    hr = _photo()
+    lr = Image.fromarray(imresize_np(np.asarray(hr), scale=1 / 3))
+    hr.save(tmp_path / "hr.png"), lr.save(tmp_path / "lr.png")
+    sr_file, (bicubic_view, sr_view), report = run_upscale(str(tmp_path / "lr.png"), "bicubic-x3",
+                                                           str(tmp_path / "hr.png"))
+    with Image.open(sr_file) as sr:
+        expected_psnr = psnr(sr.convert("RGB"), hr, crop_border=3, y_channel=True)
+        expected_ssim = ssim(sr.convert("RGB"), hr, crop_border=3, y_channel=True)
+        assert psnr(sr.convert("RGB"), hr, crop_border=1, y_channel=True) != pytest.approx(expected_psnr, abs=0.005)
+    row = re.search(r"\| SR \| ([\d.]+) dB \| ([\d.]+) \|", report)
+    assert row, report
+    assert float(row[1]) == pytest.approx(expected_psnr, abs=0.005)
+    assert float(row[2]) == pytest.approx(expected_ssim, abs=0.00005)
+
+
+@pytest.mark.parametrize("mode", ["LA", "I;16"])
+def test_the_baselines_download_keeps_the_input_mode(tmp_path, mode):
+    source = _photo(16).convert("LA") if mode == "LA" else Image.fromarray(
+        (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 200))
+    source.save(tmp_path / "in.png")
+    sr_file, (bicubic_view, sr_view), _ = run_upscale(str(tmp_path / "in.png"), "bicubic-x2")
+    with Image.open(sr_file) as sr:
+        assert sr.size == (32, 32) and sr.mode == ("LA" if mode == "LA" else "I;16")
+    assert Path(bicubic_view) != Path(sr_file)  # the 8-bit slider view is a file of its own
+
+
+def test_a_reference_of_the_wrong_size_is_a_message(tmp_path):
+    _photo(20).save(tmp_path / "lr.png"), _photo(50).save(tmp_path / "hr.png"), _photo(30).save(tmp_path / "small.png")
+    with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds the limit of 1,600; the HR reference must "
+                                       "be the size of the output, 40x40"):
+        run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"))
+    with pytest.raises(gr.Error, match="reference is 30x30, the output is 40x40"):
+        run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "small.png"))
