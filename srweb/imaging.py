@@ -116,9 +116,10 @@ def to_rgb8(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
         return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "F":
+    if img.mode == "F":  # [0, 1] floats, or [0, 255] ones (as srweb.inference reads them)
         arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        scale = 1.0 if arr.max() > 1.0 else 255.0
+        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     return img.convert("RGB")
@@ -131,7 +132,11 @@ PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "P", "RGB", "RGBA"}
 def png_ready(img: Image.Image) -> Image.Image:
     """``img`` in a mode PNG can store: unchanged when it can, else 8-bit RGB (CMYK, YCbCr, LAB,
     HSV, float, ...), so that saving an upscaled CMYK JPEG as PNG does not fail."""
-    return img if img.mode in PNG_MODES else to_rgb8(img)
+    if img.mode in PNG_MODES:
+        return img
+    converted = to_rgb8(img)
+    converted.info.pop("icc_profile", None)  # a CMYK/LAB profile does not describe the RGB pixels
+    return converted
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

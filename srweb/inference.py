@@ -325,6 +325,8 @@ class Upscaler:
             raise ValueError(f"image has zero size ({img.width}x{img.height})")
         with self._lock:
             result = _upscale_any_mode(self, img, progress)
+        if img.info.get("icc_profile"):  # colour-managed input (Display P3, Adobe RGB): same colours out
+            result.info["icc_profile"] = img.info["icc_profile"]
         self.last_seconds = time.perf_counter() - start
         return result
 
@@ -352,8 +354,10 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
     mode = img.mode
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode == "PA":
+    elif mode == "PA" or mode == "RGB" and "transparency" in img.info:  # RGB with a tRNS colour key
         img = img.convert("RGBA")
+    elif mode == "L" and "transparency" in img.info:
+        img = img.convert("LA")
     elif mode == "1":
         img = img.convert("L")
     elif mode not in {"L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"}:
@@ -363,8 +367,13 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
         alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0
         img = img.convert("RGB" if img.mode == "RGBA" else "L")
     arr, peak = _to_array(img)
+    if alpha is not None:  # premultiplied: the colour of invisible pixels must not bleed into edges
+        arr = arr * alpha[..., None]
     x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
     out = upscaler.upscale_tensor(x, progress).numpy().transpose(1, 2, 0)
+    if alpha is not None:
+        alpha = _resize_channel(alpha, upscaler.scale)
+        out = np.where(alpha[..., None] > 1 / 510, out / np.maximum(alpha[..., None], 1 / 510), 0.0).clip(0, 1)
     if img.mode == "F":
         result = Image.fromarray((out[..., 0] * peak).astype(np.float32), mode="F")
     elif peak > 255:
@@ -373,7 +382,7 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
         u8 = np.round(out * 255.0).astype(np.uint8)
         result = Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8)
     if alpha is not None:
-        a = Image.fromarray(np.round(_resize_channel(alpha, upscaler.scale) * 255).astype(np.uint8))
+        a = Image.fromarray(np.round(alpha * 255).astype(np.uint8))
         result = result.convert("RGBA" if result.mode == "RGB" else "LA")
         result.putalpha(a)
     if mode in {"CMYK", "YCbCr", "LAB", "HSV"}:

@@ -60,6 +60,49 @@ def test_alpha_is_upscaled_separately_never_black():
     assert (np.abs(arr[:, 20:, :3].astype(int) - [200, 100, 50]) <= 1).all()
 
 
+def test_transparent_colour_does_not_bleed_into_edges():
+    # Opaque white beside transparent black: upscaled in premultiplied form, the edge stays white
+    # over any background (straight-alpha upscaling mixes in the black: a dark halo, 203 on white).
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    img.paste((255, 255, 255, 255), (0, 0, 8, 16))
+    arr = np.asarray(Upscaler("bicubic", 2).upscale(img), dtype=np.float64)
+    alpha = arr[..., 3:] / 255
+    assert 0 < alpha[:, 16].min() < 1  # the edge is partly transparent ...
+    assert (arr[..., :3] * alpha + 255 * (1 - alpha)).min() >= 254  # ... and white, no halo
+
+
+def test_colour_key_transparency_becomes_alpha():
+    rgb = Image.new("RGB", (8, 8), (255, 0, 0))
+    rgb.paste((0, 0, 0), (0, 0, 4, 8))
+    rgb.info["transparency"] = (0, 0, 0)  # a PNG tRNS chunk: black is transparent
+    grey = Image.new("L", (8, 8), 200)
+    grey.paste(0, (0, 0, 4, 8))
+    grey.info["transparency"] = 0
+    for img, mode in ((rgb, "RGBA"), (grey, "LA")):
+        out = Upscaler("nearest", 2).upscale(img)
+        alpha = np.asarray(out.getchannel("A"))
+        assert out.mode == mode and (alpha[:, :6] == 0).all() and (alpha[:, 10:] == 255).all(), mode
+
+
+def test_colour_profile_is_kept(tmp_path):
+    from PIL import ImageCms
+
+    from srweb.inference import upscale_file
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "tagged.png", icc_profile=profile)
+    target = upscale_file(tmp_path / "tagged.png", Upscaler("bicubic", 2), tmp_path / "out")
+    with Image.open(target) as out:
+        assert out.info.get("icc_profile") == profile
+
+
+def test_float_images_in_0_255_are_not_washed_out():
+    from srweb.imaging import png_ready
+
+    ramp = Image.fromarray(np.tile(np.linspace(0, 255, 16, dtype=np.float32), (16, 1)), "F")
+    assert abs(np.asarray(png_ready(Upscaler("bicubic", 2).upscale(ramp))).mean() - 127.5) < 2
+
+
 def test_palette_with_transparency_gets_alpha():
     img = Image.new("P", (10, 10), 0)
     img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
