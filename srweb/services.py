@@ -14,13 +14,13 @@ _watcher_lock = threading.Lock()
 def prepare_database() -> None:
     """Upgrade the schema, seed shipped cards' results, and mark runs orphaned by a restart."""
     from srweb.track.db import init_db, write_transaction
-    from srweb.track.evals import seed_from_cards
+    from srweb.track.evals import forget_missing_cards, seed_from_cards
     from srweb.train import jobs
     from srweb.weights import list_weights
 
     init_db()
     cards = [card.to_dict() for card in list_weights()]
-    write_transaction(lambda s: seed_from_cards(s, cards))
+    write_transaction(lambda s: (seed_from_cards(s, cards), forget_missing_cards(s, [c["name"] for c in cards])))
     jobs.reap()
 
 

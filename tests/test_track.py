@@ -395,6 +395,22 @@ def test_seed_from_cards_is_idempotent(url):
                                                    "degradation": "matlab-bicubic", "dataset": "Set5"}
 
 
+def test_the_card_row_of_removed_weights_goes_and_measurements_stay(url):
+    card = {"name": "espcn-x3.gone", "arch": "espcn", "scale": 3, "num_params": 23_472,
+            "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.905}]}
+    kept = {**card, "name": "espcn-x3.kept"}
+    with session_scope(url) as session:
+        evals.seed_from_cards(session, [card, kept])
+        evals.record_evaluation(session, weights_name="espcn-x3.gone", scale=3, dataset="Set14", psnr=29.1,
+                                protocol=PROTOCOL)
+    with session_scope(url) as session:
+        assert evals.forget_missing_cards(session, ["espcn-x3.kept"]) == 1
+        assert evals.forget_missing_cards(session, ["espcn-x3.kept"]) == 0
+    with session_scope(url) as session:
+        rows = {(e.weights_name, e.dataset) for e in evals.best_evaluations(session)}
+    assert rows == {("espcn-x3.kept", "Set5"), ("espcn-x3.gone", "Set14")}
+
+
 def test_seed_from_cards_accepts_weights_card_objects(url):
     class Card:
         def to_dict(self):

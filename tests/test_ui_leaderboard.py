@@ -14,6 +14,7 @@ from srweb.track.db import dispose_engine, write_transaction
 from srweb.track.evals import record_evaluation, record_speed
 from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
 from srweb.ui import leaderboard as lb
+from srweb.ui.outputs import output_dir
 from srweb.ui.leaderboard_charts import perception_distortion_figure, psnr_params_figure
 from srweb.weights import save_weights
 
@@ -74,14 +75,15 @@ def test_table_columns_rows_and_filters(env):
     seed_ratings()
     table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
     assert list(table.columns) == [
-        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "paper PSNR Set5", "ms/MP", "MOS",
-        "MOS 95% CI",
+        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "paper PSNR Set5", "ms/MP", "speed on",
+        "MOS", "MOS 95% CI",
         "ratings", "raters", "win % vs bicubic", "win 95% CI", "BT", "BT 95% CI",
     ]
     rows = table.set_index("weights")
     assert set(rows.index) == {NAME, "bicubic", "hr", "nearest"}
     model = rows.loc[NAME]
     assert model["MOS"] == 4.0 and model["ratings"] == 9 and model["raters"] == 3 and model["ms/MP"] == 123.4
+    assert model["speed on"] == "cpu"
     lo, hi = (float(v) for v in model["MOS 95% CI"].strip("[]").split(","))
     assert lo < 4.0 < hi
     assert model["win % vs bicubic"] == pytest.approx(100 * (6 + 0.5 * 3) / 9, abs=0.05) and model["BT"] > 0
@@ -103,7 +105,9 @@ def test_csv_export_holds_the_full_frame(env):
     row = csv.set_index("weights").loc[NAME]
     assert row["psnr_Set5"] == 36.5 and row["protocol_Set5"] == "Y, crop 2, matlab-bicubic"
     assert row["mos"] == pytest.approx(4.0) and row["n_ratings"] == 9 and row["mos_lo"] < 4.0 < row["mos_hi"]
-    assert lb.write_csv(frame, 2, "Set5").name == "leaderboard_x2_Set5.csv"
+    path = lb.write_csv(frame, 2, "Set5")
+    assert path.name == "leaderboard_x2_Set5.csv"
+    assert path.parent.parent == output_dir().parent  # a request folder the hourly sweep removes
 
 
 def test_charts_show_entries_with_intervals(env):

@@ -198,6 +198,18 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
     return changed
 
 
+def forget_missing_cards(session: Session, names: Iterable[str]) -> int:
+    """Delete the card rows (``source="card"``) of weights not in ``names``: their card is gone,
+    so the figure it held is no longer anyone's. Measured evaluations stay. Returns rows deleted."""
+    keep = set(names)
+    rows = [row for row in session.scalars(select(Evaluation).where(Evaluation.source == "card"))
+            if row.weights_name not in keep]
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return len(rows)
+
+
 def record_speed(
     session: Session,
     *,

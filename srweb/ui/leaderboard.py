@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
+from srweb.ui.outputs import output_dir
 from srweb.weights import WeightsCard, list_weights
 from srweb.weights_table import paper_psnr_of
 
@@ -97,6 +97,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out[f"SSIM {d}"] = frame[f"ssim_{d}"].round(4)
     out["paper PSNR Set5"] = frame["paper_psnr_Set5"].round(2)
     out["ms/MP"] = frame["ms_per_mpix"].round(1)
+    out["speed on"] = frame["speed_device"]  # a GPU figure beside CPU ones must say so
     out["MOS"] = frame["mos"].round(2)
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
     out["MOS 95% CI"] = [_interval(max(lo, 1.0), min(hi, 5.0)) for lo, hi in zip(frame["mos_lo"], frame["mos_hi"])]
@@ -122,8 +123,8 @@ def protocol_note(frame: pd.DataFrame) -> str:
 
 
 def write_csv(frame: pd.DataFrame, scale: str | int | None = ALL, dataset: str | None = ALL) -> Path:
-    """The full-precision leaderboard as CSV in a fresh temp file."""
-    folder = Path(tempfile.mkdtemp(prefix="srweb-leaderboard-"))
+    """The full-precision leaderboard as CSV in a fresh request folder (removed after an hour)."""
+    folder = output_dir()
     suffix = "".join(f"_{part}" for part in (f"x{scale}" if scale not in (None, "", ALL) else "",
                                                dataset if dataset not in (None, "", ALL) else "") if part)
     path = folder / f"leaderboard{suffix}.csv"
