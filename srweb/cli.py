@@ -122,18 +122,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     dataset = benchmark_path(args.dataset)
     if args.weights == "bicubic":
-        sr_fn, name, scale, params = bicubic_sr(args.scale), "bicubic", args.scale, 0
+        sr_fn, name, scale, params, sha = bicubic_sr(args.scale), "bicubic", args.scale, 0, None
     else:
         upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision)
         sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
         params = upscaler.card.num_params if upscaler.card else None
+        sha = upscaler.card.sha256 if upscaler.card else None
     result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json)
     if args.store:
         from srweb.track.db import init_db, write_transaction
         from srweb.track.evals import record_evaluation
 
         init_db()
-        write_transaction(lambda s: record_evaluation(s, result, weights_name=name, num_params=params))
+        write_transaction(lambda s: record_evaluation(s, result, weights_name=name, num_params=params,
+                                                      weights_sha256=sha))
     if args.json:
         _print_json({"weights": name, **result.to_dict()})
     else:

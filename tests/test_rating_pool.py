@@ -112,6 +112,10 @@ def test_draw_trial_balances_entries_and_mixes_anchors(env):
     assert 0.1 < (kinds["hr"] + kinds["nearest"]) / 200 < 0.3 and kinds["hr"] and kinds["nearest"]
     per_entry = Counter(t.weights_name for t in trials.values() if t.kind == "model")
     assert set(per_entry) == {"espcn-x2.a", "espcn-x2.b"}
+    shas = {card.name: card.sha256 for card in srweb.list_weights()}
+    # Each trial records the checkpoint its images came from: a later one under the name starts afresh.
+    assert all(t.weights_sha256 == shas[t.weights_name] for t in trials.values() if t.kind == "model")
+    assert all(t.weights_sha256 is None for t in trials.values() if t.kind != "model")
     assert abs(per_entry["espcn-x2.a"] - per_entry["espcn-x2.b"]) <= 1
     per_crop = Counter(t.image_id for t in trials.values() if t.weights_name == "espcn-x2.a")
     assert set(per_crop) == set(pool.crops) and max(per_crop.values()) - min(per_crop.values()) <= 1

@@ -61,7 +61,7 @@ def test_sqlite_pragmas_and_idempotent_init(url, tmp_path):
         assert pragma("foreign_keys") == 1
         assert pragma("synchronous") == 1  # NORMAL
         assert pragma("busy_timeout") == 30000
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
 
 
 def test_write_sessions_begin_immediate_read_sessions_do_not(url, tmp_path):
@@ -409,6 +409,31 @@ def test_the_card_row_of_removed_weights_goes_and_measurements_stay(url):
     with session_scope(url) as session:
         rows = {(e.weights_name, e.dataset) for e in evals.best_evaluations(session)}
     assert rows == {("espcn-x3.kept", "Set5"), ("espcn-x3.gone", "Set14")}
+
+
+def test_a_new_checkpoint_under_an_old_name_is_judged_on_its_own_results_and_votes(url):
+    old, new = "a" * 64, "b" * 64
+    card = {"name": "espcn-x2.v", "arch": "espcn", "scale": 2, "num_params": 1, "sha256": old,
+            "metrics": [{"dataset": "Set5", "psnr": 36.0, "ssim": 0.95}]}
+    with session_scope(url) as session:
+        evals.seed_from_cards(session, [card])
+        evals.record_evaluation(session, weights_name="espcn-x2.v", scale=2, dataset="Set14", psnr=32.5,
+                                protocol=PROTOCOL, weights_sha256=old)
+        evals.record_evaluation(session, weights_name="espcn-x2.v", scale=2, dataset="Urban100", psnr=29.0,
+                                protocol=PROTOCOL)  # checkpoint not recorded: kept
+        rater = get_or_create_rater(session, "rater-token-v").id
+        for i, (sha, score) in enumerate([(old, 5), (old, 5), (new, 2), (None, 3)]):
+            trial = create_trial(session, image_id=f"img{i}", scale=2, weights_name="espcn-x2.v", weights_sha256=sha)
+            submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=score, score_ref=3,
+                        preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic", rate_limit=None)
+    with session_scope(url) as session:
+        evals.seed_from_cards(session, [{**card, "sha256": new, "metrics": [{"dataset": "Set5", "psnr": 35.5}]}])
+    with session_scope(url, write=False) as session:
+        everything = leaderboard(session, n_boot=20).set_index("weights").loc["espcn-x2.v"]
+        current = leaderboard(session, n_boot=20, versions={"espcn-x2.v": new}).set_index("weights").loc["espcn-x2.v"]
+    assert everything["n_ratings"] == 4 and everything["psnr_Set14"] == 32.5
+    assert current["psnr_Set5"] == 35.5 and "psnr_Set14" not in current.index and current["psnr_Urban100"] == 29.0
+    assert current["n_ratings"] == 2 and current["mos"] == pytest.approx(2.5)  # the new checkpoint's vote + the unknown
 
 
 def test_seed_from_cards_accepts_weights_card_objects(url):

@@ -42,6 +42,7 @@ def record_evaluation(
     per_image: list[dict[str, Any]] | None = None,
     num_params: int | None = None,
     source: str = "eval",
+    weights_sha256: str | None = None,
 ) -> Evaluation:
     """Store one evaluation result.
 
@@ -55,6 +56,8 @@ def record_evaluation(
         per_image: optional rows such as ``{"image": "baby.png", "psnr": ..., "ssim": ...}``.
         num_params: the model's parameter count (from its card); the leaderboard shows it.
         source: ``"eval"`` for a measurement, ``"card"`` for a number copied from a weights card.
+        weights_sha256: the checkpoint measured (its card's sha256), so results of an earlier
+            checkpoint under the same name are not taken for the current one's.
     """
     if result is not None:
         scale = result.scale if scale is None else scale
@@ -82,6 +85,7 @@ def record_evaluation(
         per_image=_json_safe(per_image),
         num_params=num_params,
         source=source,
+        weights_sha256=weights_sha256,
         created_at=utcnow(),
     )
     session.add(evaluation)
@@ -112,8 +116,12 @@ def best_evaluations(
     dataset: str | None = None,
     weights_name: str | None = None,
     channel: str | None = None,
+    versions: Mapping[str, str | None] | None = None,
 ) -> list[Evaluation]:
     """The highest-PSNR evaluation per (weights, dataset, scale), newest first on ties.
+
+    ``versions`` (weights name -> sha256 of its current checkpoint) skips results of other
+    checkpoints of those names; results whose checkpoint was not recorded are kept.
 
     ``channel`` (e.g. ``"y"``) keeps only results measured on that channel, so Y and RGB
     numbers are never ranked together. Sorted by scale, dataset, then PSNR descending.
@@ -129,6 +137,9 @@ def best_evaluations(
     best: dict[tuple[str, str, int], Evaluation] = {}
     for evaluation in session.scalars(query):
         if channel is not None and str(evaluation.protocol.get("channel", "")).lower() != channel.lower():
+            continue
+        current = (versions or {}).get(evaluation.weights_name)
+        if current and evaluation.weights_sha256 and evaluation.weights_sha256 != current:
             continue
         best.setdefault((evaluation.weights_name, evaluation.dataset, evaluation.scale), evaluation)
     return sorted(best.values(), key=lambda e: (e.scale, e.dataset, -e.psnr))
@@ -182,6 +193,7 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
                 "psnr": float(entry["psnr"]),
                 "ssim": None if entry.get("ssim") is None else float(entry["ssim"]),
                 "num_params": card.get("num_params"),
+                "weights_sha256": card.get("sha256") or None,
             }
             row = existing.get((card["name"], dataset, scale))
             if row is None:

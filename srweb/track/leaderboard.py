@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -54,6 +54,7 @@ def leaderboard(
     params: Callable[[str], int | None] | None = None,
     n_boot: int = 200,
     seed: int = 0,
+    versions: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """One row per weights entry x scale, with reference rows (bicubic, nearest, hr) when rated.
 
@@ -69,16 +70,18 @@ def leaderboard(
         channel: PSNR/SSIM measured on this channel only (e.g. ``"y"``).
         params: fallback parameter count for a weights name without ``num_params`` stored.
         n_boot, seed: bootstrap of the Bradley-Terry intervals.
+        versions: weights name -> sha256 of its current checkpoint: results and votes of other
+            checkpoints under those names are left out.
 
     Sorted by scale, then PSNR on the main dataset (``dataset``, else Set5, else the first) descending.
     """
-    evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel)
+    evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions)
     num_params: dict[str, int] = {}
     for name, count in session.execute(
         select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
     ):
         num_params[name] = max(count, num_params.get(name, 0))
-    ratings = rating_stats(session, scale=scale, n_boot=n_boot, seed=seed)
+    ratings = rating_stats(session, scale=scale, n_boot=n_boot, seed=seed, versions=versions)
     speeds = _latest_speed(session, device)
 
     rows: dict[tuple[str, int], dict[str, Any]] = {}

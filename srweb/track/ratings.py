@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -81,6 +81,7 @@ def create_trial(
     scale: int,
     kind: str = "model",
     weights_name: str | None = None,
+    weights_sha256: str | None = None,
     left_is_sr: bool | None = None,
     rater_id: str | None = None,
     now: datetime | None = None,
@@ -96,10 +97,11 @@ def create_trial(
     if kind == "model" and weights_name in REFERENCE_ENTRIES:
         raise ValueError(f"{weights_name!r} is a reference entry, not a weights name")
     if kind != "model":
-        weights_name = None
+        weights_name = weights_sha256 = None
     trial = Trial(
         kind=kind,
         weights_name=weights_name,
+        weights_sha256=weights_sha256,
         image_id=image_id,
         scale=int(scale),
         left_is_sr=bool(random.getrandbits(1)) if left_is_sr is None else bool(left_is_sr),
@@ -287,16 +289,19 @@ def bradley_terry(
     return np.where(active, p, np.nan)
 
 
-def votes_frame(session: Session, *, scale: int | None = None, include_flagged: bool = False) -> pd.DataFrame:
+def votes_frame(session: Session, *, scale: int | None = None, include_flagged: bool = False,
+                versions: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """All votes joined with their trial and rater, one row per vote.
 
     Columns: ``vote_id, rater_id, flagged, kind, entry, image_id, scale, score_sr, score_ref,
     preferred``; ``entry`` is the weights name for model trials and the anchor kind otherwise.
+    ``versions`` (weights name -> sha256 of its current checkpoint) drops votes on other
+    checkpoints of those names; votes whose checkpoint was not recorded are kept.
     """
     query = (
         select(
             Vote.id, Vote.rater_id, Rater.flagged, Trial.kind, Trial.weights_name, Trial.image_id,
-            Trial.scale, Vote.score_sr, Vote.score_ref, Vote.preferred,
+            Trial.scale, Vote.score_sr, Vote.score_ref, Vote.preferred, Trial.weights_sha256,
         )
         .join(Trial, Vote.trial_id == Trial.id)
         .join(Rater, Vote.rater_id == Rater.id)
@@ -307,10 +312,14 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
     if not include_flagged:
         query = query.where(Rater.flagged.is_(False))
     columns = ["vote_id", "rater_id", "flagged", "kind", "entry", "image_id", "scale", "score_sr", "score_ref",
-               "preferred"]
+               "preferred", "sha256"]
     frame = pd.DataFrame(session.execute(query).all(), columns=columns)
+    if versions:
+        current = frame["entry"].map(lambda name: versions.get(name))
+        stale = frame["sha256"].notna() & current.notna() & (frame["sha256"] != current)
+        frame = frame[~stale].reset_index(drop=True)
     frame["entry"] = frame["entry"].where(frame["kind"] == "model", frame["kind"])
-    return frame
+    return frame.drop(columns="sha256")
 
 
 STATS_COLUMNS = [
@@ -363,15 +372,16 @@ def rating_stats(
     seed: int = 0,
     bt_prior: float = 1.0,
     confidence: float = 0.95,
+    versions: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """One row per rated entry and scale, plus reference rows ``bicubic``, ``nearest``, ``hr``.
 
     Columns: ``entry, kind ("model"|"reference"), scale, mos, mos_lo, mos_hi, n_ratings,
     n_raters, wins, ties, losses, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``. Votes of flagged
-    raters are excluded unless ``include_flagged``. Deterministic for a given ``seed``. Sorted by
-    scale, then BT score descending.
+    raters are excluded unless ``include_flagged``; ``versions`` as in :func:`votes_frame`.
+    Deterministic for a given ``seed``. Sorted by scale, then BT score descending.
     """
-    votes = votes_frame(session, scale=scale, include_flagged=include_flagged)
+    votes = votes_frame(session, scale=scale, include_flagged=include_flagged, versions=versions)
     rows: list[dict[str, object]] = []
     for s, frame in votes.groupby("scale", sort=True):
         players = ["bicubic"] + sorted(frame["entry"].unique())

@@ -168,6 +168,7 @@ class Evaluation(Base):
     per_image: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     num_params: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(16), default="eval")
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))  # the checkpoint measured (None: unknown)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -201,6 +202,7 @@ class Trial(Base):
     image_id: Mapped[str] = mapped_column(String(255))
     scale: Mapped[int] = mapped_column(Integer)
     left_is_sr: Mapped[bool] = mapped_column(Boolean)
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))  # the checkpoint shown (None: unknown)
     rater_id: Mapped[str | None] = mapped_column(ForeignKey("raters.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

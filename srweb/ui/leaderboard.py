@@ -49,11 +49,13 @@ def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tupl
     from srweb.track.evals import best_evaluations
     from srweb.track.leaderboard import leaderboard
 
-    with session_scope(write=False) as session:
-        names = {e.dataset for e in best_evaluations(session)}
-        datasets = sorted(names, key=lambda d: (d.lower() != "set5", d.lower()))
-        frame = leaderboard(session, scale=_scale_arg(scale), dataset=None if dataset in (None, "", ALL) else dataset)
     cards = {card.name: card for card in list_weights()}
+    versions = {name: card.sha256 for name, card in cards.items()}  # the checkpoints the app serves now
+    with session_scope(write=False) as session:
+        names = {e.dataset for e in best_evaluations(session, versions=versions)}
+        datasets = sorted(names, key=lambda d: (d.lower() != "set5", d.lower()))
+        frame = leaderboard(session, scale=_scale_arg(scale), dataset=None if dataset in (None, "", ALL) else dataset,
+                            versions=versions)
     frame = _add_unscored_weights(frame, _scale_arg(scale), cards)
     frame["paper_psnr_Set5"] = pd.to_numeric(
         [paper_psnr_of(w, a, s, cards) for w, a, s in zip(frame["weights"], frame["arch"], frame["scale"])],
