@@ -212,6 +212,24 @@ def test_anchor_flagging(url):
         assert not raters[sloppy].flagged
 
 
+def test_a_rater_who_scores_everything_alike_is_flagged_after_two_anchors_of_each_kind(url):
+    with session_scope(url) as session:
+        flat = get_or_create_rater(session, "flat-rater").id
+        careful = get_or_create_rater(session, "careful-rater").id
+        for kind in ("hr", "nearest"):
+            _vote(session, create_trial(session, image_id="a", scale=2, kind=kind), flat, sr=3, ref=3, preferred="tie")
+        assert assess_rater(session, flat) is None  # one pair of anchors: could be one slip
+        for kind in ("hr", "nearest"):
+            _vote(session, create_trial(session, image_id="b", scale=2, kind=kind), flat, sr=3, ref=3, preferred="tie")
+        assert assess_rater(session, flat) == "anchor: nearest-neighbour anchors not rated below HR"
+        # A careful rater may tie one pair, as long as HR wins on average.
+        for sr_hr, sr_nearest in ((4, 4), (5, 2)):
+            _vote(session, create_trial(session, image_id="c", scale=2, kind="hr"), careful, sr=sr_hr, ref=3)
+            _vote(session, create_trial(session, image_id="c", scale=2, kind="nearest"), careful, sr=sr_nearest,
+                  ref=3, preferred="bicubic")
+        assert assess_rater(session, careful) is None
+
+
 def test_rating_stats_small_example(url):
     with session_scope(url) as session:
         raters = [get_or_create_rater(session, f"rater-{i:04d}").id for i in range(3)]

@@ -187,8 +187,10 @@ def assess_rater(session: Session, rater_id: str) -> str | None:
     """Flag (or clear an automatic flag on) a rater from their anchor votes; returns the reason.
 
     Contradictions: an HR anchor scored ``HR_BELOW_BICUBIC`` (2) or more points below the
-    bicubic beside it, or nearest-neighbour anchors scored above HR anchors on average.
-    Manual flags (reasons not starting with ``"anchor: "``) are left alone.
+    bicubic beside it, nearest-neighbour anchors scored above HR anchors on average, or, after
+    two anchors of each kind, not below them (someone who gives every image the same score
+    cannot tell the ground truth from blocks). Manual flags (reasons not starting with
+    ``"anchor: "``) are left alone.
     """
     rows = session.execute(
         select(Trial.kind, Vote.score_sr, Vote.score_ref)
@@ -200,8 +202,11 @@ def assess_rater(session: Session, rater_id: str) -> str | None:
     problems = []
     if any(ref - sr >= HR_BELOW_BICUBIC for sr, ref in hr):
         problems.append(f"HR anchor rated {HR_BELOW_BICUBIC}+ below bicubic")
-    if hr and nearest and np.mean(nearest) > np.mean([sr for sr, _ in hr]):
+    hr_mean = np.mean([sr for sr, _ in hr]) if hr else None
+    if hr and nearest and np.mean(nearest) > hr_mean:
         problems.append("nearest-neighbour anchor rated above HR")
+    elif len(hr) >= 2 and len(nearest) >= 2 and np.mean(nearest) >= hr_mean:
+        problems.append("nearest-neighbour anchors not rated below HR")
     reason = AUTO_FLAG_PREFIX + "; ".join(problems) if problems else None
     rater = session.get(Rater, rater_id)
     if rater is not None and (rater.flag_reason is None or rater.flag_reason.startswith(AUTO_FLAG_PREFIX)):
