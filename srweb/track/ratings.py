@@ -336,30 +336,33 @@ STATS_COLUMNS = [
 def _bt_scores(
     frame: pd.DataFrame, players: list[str], n_boot: int, seed: int, prior: float, confidence: float
 ) -> dict[str, tuple[float, float, float]]:
-    """BT log-strength vs bicubic (player 0) with bootstrap percentile intervals."""
+    """BT log-strength vs bicubic (player 0) with bootstrap percentile intervals.
+
+    Every vote is one of ``3k`` kinds (candidate x win/tie/loss), so a bootstrap resample of the
+    votes is a multinomial draw of the kind counts: memory grows with the players, not the votes.
+    """
     index = {name: i for i, name in enumerate(players)}
     candidate = frame["entry"].map(index).to_numpy()
-    credit = frame["preferred"].map({"sr": 1.0, "tie": 0.5, "bicubic": 0.0}).to_numpy()
+    outcome = frame["preferred"].map({"sr": 0, "tie": 1, "bicubic": 2}).to_numpy()
     k = len(players)
+    counts = np.bincount(candidate * 3 + outcome, minlength=3 * k).astype(float)  # (3k,)
 
-    def matrices(rows: np.ndarray) -> np.ndarray:
-        """Win matrices for draws ``rows`` (shape ``(B, n)`` of vote indices) -> ``(B, k, k)``."""
-        draws = rows.shape[0]
-        flat = (candidate[rows] + k * np.arange(draws)[:, None]).ravel()
-        won = np.bincount(flat, weights=credit[rows].ravel(), minlength=draws * k).reshape(draws, k)
-        played = np.bincount(flat, minlength=draws * k).reshape(draws, k)
-        w = np.zeros((draws, k, k))
+    def matrices(kinds: np.ndarray) -> np.ndarray:
+        """Win matrices for vote-kind counts ``(B, 3k)`` -> ``(B, k, k)``."""
+        per = kinds.reshape(kinds.shape[0], k, 3)
+        won = per[..., 0] + 0.5 * per[..., 1]
+        played = per.sum(-1)
+        w = np.zeros((kinds.shape[0], k, k))
         w[:, 1:, 0] = won[:, 1:]
         w[:, 0, 1:] = (played - won)[:, 1:]
         return w
 
-    everything = np.arange(len(frame))[None, :]
-    strength = bradley_terry(matrices(everything), prior=prior)[0]
+    strength = bradley_terry(matrices(counts[None]), prior=prior)[0]
     point = np.log(strength / strength[0])
     lo = hi = np.full(k, np.nan)
     if n_boot > 0 and len(frame) > 0:
         rng = np.random.default_rng(seed)
-        draws = rng.integers(0, len(frame), size=(n_boot, len(frame)))
+        draws = rng.multinomial(len(frame), counts / counts.sum(), size=n_boot)
         boot = bradley_terry(matrices(draws), prior=prior)
         with np.errstate(invalid="ignore", divide="ignore"):
             log_ratio = np.log(boot / boot[:, :1])
