@@ -63,6 +63,8 @@ class Settings:
             evaluation, run export/cancel/resume and arbitrary dataset paths need ``admin_token``
             (see :mod:`srweb.access`).
         admin_token: token unlocking admin features in public mode; None disables them there.
+        browser_secret: key encrypting the rater token kept in browsers; None: a key made once
+            and kept in ``state_dir/db`` (set it when several app hosts share one database).
         max_input_pixels: largest accepted input image (width x height); 4 MP in public mode.
         max_upload_mb: largest accepted upload in MB (Gradio's ``max_file_size``); None: no limit.
         queue_size: requests waiting in the app's queue before new ones are refused; None: no limit.
@@ -82,6 +84,7 @@ class Settings:
     device: str = "auto"
     public: bool = False
     admin_token: str | None = None
+    browser_secret: str | None = None
     max_input_pixels: int = LOCAL_MAX_INPUT_PIXELS
     max_parallel_jobs: int = 1
     max_upload_mb: int | None = 50
@@ -110,6 +113,7 @@ def get_settings() -> Settings:
         device=os.environ.get("SRWEB_DEVICE", "auto"),
         public=public,
         admin_token=os.environ.get("SRWEB_ADMIN_TOKEN", "").strip() or None,
+        browser_secret=os.environ.get("SRWEB_BROWSER_SECRET", "").strip() or None,
         max_input_pixels=_env_int("SRWEB_MAX_INPUT_PIXELS",
                                   PUBLIC_MAX_INPUT_PIXELS if public else LOCAL_MAX_INPUT_PIXELS) or 2**62,
         max_parallel_jobs=int(os.environ.get("SRWEB_MAX_PARALLEL_JOBS", 1)),

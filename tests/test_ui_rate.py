@@ -92,11 +92,14 @@ def test_rater_tokens_survive_an_app_restart(tmp_path, monkeypatch):
         restarted = subprocess.run([sys.executable, "-c", "from srweb.ui.rate import browser_secret; print(browser_secret())"],
                                    capture_output=True, text=True, timeout=120, check=True).stdout.strip()
         assert len(key) >= 32 and restarted == key  # the browser's stored token still decrypts
-        path = tmp_path / "state" / "browser-state.key"
-        assert path.stat().st_mode & 0o777 == 0o600
+        path = tmp_path / "state" / "db" / "browser-state.key"  # with the rest of the app's state
+        assert path.stat().st_mode & 0o777 == 0o600 and path.read_text() == key
         with gr.Blocks() as blocks:
             rate.build_tab()
         assert [b.secret for b in blocks.blocks.values() if isinstance(b, gr.BrowserState)] == [key]
+        monkeypatch.setenv("SRWEB_BROWSER_SECRET", "shared-by-every-host")  # several hosts, one database
+        get_settings.cache_clear()
+        assert rate.browser_secret() == "shared-by-every-host"
     finally:
         get_settings.cache_clear()
 

@@ -73,9 +73,13 @@ def submit(token: str | None, trial_id: int | None, left: int | None, right: int
 
 
 def browser_secret() -> str:
-    """The key that encrypts the rater token in the browser, kept in the state folder: with
-    Gradio's default (a new key per process) every restart would make every rater a new one."""
-    path = Path(get_settings().state_dir) / "browser-state.key"
+    """The key that encrypts the rater token in the browser (``SRWEB_BROWSER_SECRET``, else one
+    made once and kept in ``state_dir/db``): with Gradio's default, a new key per process, every
+    restart would make every rater a new one."""
+    settings = get_settings()
+    if settings.browser_secret:
+        return settings.browser_secret
+    path = Path(settings.state_dir) / "db" / "browser-state.key"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
