@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from srweb.track.schema import EVAL_SOURCES, Evaluation, SpeedResult, utcnow
+from srweb.track.schema import EVAL_SOURCES, Evaluation, SpeedResult, other_checkpoint, utcnow
 
 PROTOCOL_KEYS = ("channel", "crop_border", "degradation")
 DEFAULT_DEGRADATION = "matlab-bicubic"
@@ -138,8 +138,7 @@ def best_evaluations(
     for evaluation in session.scalars(query):
         if channel is not None and str(evaluation.protocol.get("channel", "")).lower() != channel.lower():
             continue
-        current = (versions or {}).get(evaluation.weights_name)
-        if current and evaluation.weights_sha256 and evaluation.weights_sha256 != current:
+        if other_checkpoint(evaluation.weights_sha256, (versions or {}).get(evaluation.weights_name)):
             continue
         best.setdefault((evaluation.weights_name, evaluation.dataset, evaluation.scale), evaluation)
     return sorted(best.values(), key=lambda e: (e.scale, e.dataset, -e.psnr))

@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from srweb.track.schema import PREFERENCES, TRIAL_KINDS, Rater, Trial, Vote, utcnow
+from srweb.track.schema import PREFERENCES, TRIAL_KINDS, Rater, Trial, Vote, other_checkpoint, utcnow
 
 ANCHOR_KINDS = ("hr", "nearest")
 REFERENCE_ENTRIES = ("bicubic", "nearest", "hr")
@@ -320,9 +320,9 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
                "preferred", "sha256"]
     frame = pd.DataFrame(session.execute(query).all(), columns=columns)
     if versions:
-        current = frame["entry"].map(lambda name: versions.get(name))
-        stale = frame["sha256"].notna() & current.notna() & (frame["sha256"] != current)
-        frame = frame[~stale].reset_index(drop=True)
+        shas = frame["sha256"].astype(object).where(frame["sha256"].notna(), None)  # pandas reads NULL as NaN
+        stale = [other_checkpoint(sha, versions.get(name)) for name, sha in zip(frame["entry"], shas)]
+        frame = frame[~np.array(stale, dtype=bool)].reset_index(drop=True)
     frame["entry"] = frame["entry"].where(frame["kind"] == "model", frame["kind"])
     return frame.drop(columns="sha256")
 

@@ -48,6 +48,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def other_checkpoint(recorded: str | None, current: str | None) -> bool:
+    """Whether a result or trial recorded on checkpoint ``recorded`` (a sha256) is about another
+    checkpoint than its weights name's ``current`` one; False when either is unknown."""
+    return bool(recorded and current and recorded != current)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """``DateTime`` stored as naive UTC, returned as aware UTC (SQLite keeps no offset)."""
 
