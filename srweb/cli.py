@@ -91,7 +91,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from srweb.config import get_settings
-    from srweb.imaging import ImageError
     from srweb.inference import Upscaler, output_paths, upscale_file
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
@@ -109,7 +108,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
         except Exception as exc:  # one bad file must not end the batch
             failures += 1
-            message = str(exc) if isinstance(exc, (ImageError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            # ImageError is a ValueError: its message already says what is wrong with the file
+            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
             message = message if str(path) in message else f"{path}: {message}"  # name the file in a batch
             tqdm.write(f"srweb: error: {message}", file=sys.stderr)
     return 1 if failures else 0

@@ -294,6 +294,11 @@ def _fingerprint(card: Any) -> str:
     return f"mtime:{tensors.stat().st_mtime_ns}"
 
 
+def _checkpoint_sha(fingerprint: str) -> str | None:
+    """The card's sha256 a :func:`_fingerprint` holds; None for its stand-ins (no sha in the card)."""
+    return None if fingerprint == "unknown" or fingerprint.startswith("mtime:") else fingerprint
+
+
 def _usable_cards() -> list[Any]:
     from srweb.weights import list_weights
 
@@ -446,10 +451,9 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     kind, name, scale = _least_seen(options, seen_candidates, rng)
     crop_id = _least_seen(sorted(pool.crops), Counter({c: seen_crops[(kind, name, scale, c)] for c in pool.crops}), rng)
     left_is_sr = rng.random() < 0.5
-    sha = entries[name]["sha256"] if kind == "model" else None  # the checkpoint these images came from
+    checkpoint = _checkpoint_sha(entries[name]["sha256"]) if kind == "model" else None  # the images' checkpoint
     trial = create_trial(session, image_id=crop_id, scale=scale, kind=kind, weights_name=name,
-                         weights_sha256=sha if sha and not sha.startswith(("mtime:", "unknown")) else None,
-                         left_is_sr=left_is_sr, rater_id=rater_id)
+                         weights_sha256=checkpoint, left_is_sr=left_is_sr, rater_id=rater_id)
     candidate = pool.image_path(crop_id, scale, name if kind == "model" else kind)
     reference = pool.image_path(crop_id, scale, "bicubic")
     left, right = (candidate, reference) if left_is_sr else (reference, candidate)

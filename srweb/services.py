@@ -20,7 +20,12 @@ def prepare_database() -> None:
 
     init_db()
     cards = [card.to_dict() for card in list_weights()]
-    write_transaction(lambda s: (seed_from_cards(s, cards), forget_missing_cards(s, [c["name"] for c in cards])))
+
+    def seed(session) -> None:
+        seed_from_cards(session, cards)
+        forget_missing_cards(session, [card["name"] for card in cards])
+
+    write_transaction(seed)
     jobs.reap()
 
 
