@@ -16,6 +16,7 @@ from srweb.track.ratings import (
     assess_rater,
     bradley_terry,
     create_trial,
+    effective_count,
     flag_rater,
     get_or_create_rater,
     mean_ci,
@@ -54,6 +55,58 @@ def test_mean_ci_by_hand():
     single = mean_ci([5])
     assert single[0] == 5 and np.isnan(single[1]) and np.isnan(single[2])
     assert all(np.isnan(v) for v in mean_ci([]))
+
+
+def test_clustered_mean_ci_and_effective_count_by_hand():
+    # residuals -2 -1 1 2, cluster sums -3 and 3: variance 2/1 * 18 / 16, t(0.975, 1) = 12.7062
+    mean, lo, hi = mean_ci([1, 2, 4, 5], clusters=["a", "a", "b", "b"])
+    assert mean == 3.0 and (lo, hi) == pytest.approx((3 - 12.7062 * 1.5, 3 + 12.7062 * 1.5), abs=1e-3)
+    assert mean_ci([1, 2, 3, 4, 5], clusters=list("abcde")) == pytest.approx(mean_ci([1, 2, 3, 4, 5]))
+    one_rater = mean_ci([1, 5, 3], clusters=[7, 7, 7])
+    assert one_rater[0] == 3.0 and np.isnan(one_rater[1]) and np.isnan(one_rater[2])
+    # identical within raters: variance 2 * 2 * 0.25 / 16 against (1/3) / 4 -> deff 3
+    assert effective_count([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(4 / 3)
+    assert effective_count([1, 0, 1, 0], ["a", "a", "b", "b"]) == 4  # no excess between raters
+    assert effective_count([1, 1, 1], ["a", "b", "c"]) == 3  # no spread
+
+
+def test_clustered_interval_keeps_its_coverage_when_raters_differ():
+    """Raters with their own bias (sd 0.5) and vote noise (sd 0.6), 8 raters x 25 votes: the
+    interval that treats 200 votes as independent misses the true mean far more than 5% of the
+    time; the one that treats raters as clusters keeps close to its 95%."""
+    rng = np.random.default_rng(7)
+    raters = np.repeat(np.arange(8), 25)
+    hits = {"votes": 0, "raters": 0}
+    for _ in range(400):
+        scores = 3.5 + rng.normal(0, 0.5, 8)[raters] + rng.normal(0, 0.6, raters.size)
+        for kind, clusters in (("votes", None), ("raters", raters)):
+            _, lo, hi = mean_ci(scores, clusters=clusters)
+            hits[kind] += lo <= 3.5 <= hi
+    assert hits["votes"] / 400 < 0.7
+    assert 0.88 <= hits["raters"] / 400 <= 0.99
+
+
+def test_intervals_widen_when_few_raters_cast_the_votes(url):
+    """The same 40 votes (half for SR at 5, half for bicubic at 1): from two raters who disagree
+    throughout they say little about the crowd; from 40 raters they say much more."""
+    intervals = {}
+    for n_raters in (2, 40):
+        with session_scope(url) as session:
+            name = f"m{n_raters}-x2.t"
+            raters = [get_or_create_rater(session, f"rater-{n_raters:02d}-{r:02d}").id for r in range(n_raters)]
+            for i in range(40):
+                rater = raters[i % n_raters]
+                sr, preferred = (5, "sr") if raters.index(rater) % 2 == 0 else (1, "bicubic")
+                trial = create_trial(session, image_id=f"c{i}", scale=2, weights_name=name)
+                _vote(session, trial, rater, sr=sr, ref=3, preferred=preferred)
+        with session_scope(url, write=False) as session:
+            table = rating_stats(session, n_boot=300, versions=None).set_index("entry")
+        row = table.loc[name]
+        assert row["mos"] == 3.0 and row["win_rate"] == 0.5 and row["n_raters"] == n_raters
+        intervals[n_raters] = {k: row[f"{k}_hi"] - row[f"{k}_lo"] for k in ("mos", "win", "bt")}
+    few, many = intervals[2], intervals[40]
+    assert few["mos"] > 10 * many["mos"]  # t with one degree of freedom
+    assert few["win"] > 1.5 * many["win"] and few["bt"] > 1.5 * many["bt"]
 
 
 def test_wilson_interval_by_hand():

@@ -10,7 +10,9 @@ stay stored but are left out of every statistic.
 Statistics per (entry, scale): MOS with a t-distribution 95% CI, number of ratings and raters,
 win rate against bicubic (ties count half) with a Wilson 95% interval, and a Bradley-Terry
 score from the pairwise outcomes (MM algorithm of Hunter 2004; ties count half a win to each
-side) with seeded bootstrap 95% intervals (votes resampled with replacement). BT scores are
+side) with seeded bootstrap 95% intervals. Every interval treats a rater's votes as one cluster
+(they share the rater's bias): the MOS standard error is cluster-robust, the Wilson interval uses
+Kish's effective sample size, and the bootstrap resamples raters. BT scores are
 natural-log strengths relative to bicubic (0 = as good as bicubic, +0.69 = preferred 2:1 over
 bicubic). Reference rows cover bicubic (its ``score_ref`` over every trial), nearest and HR.
 
@@ -228,23 +230,59 @@ def flag_rater(session: Session, rater_id: str, reason: str | None) -> Rater:
 # --- statistics -------------------------------------------------------------------------------
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean with a two-sided t-distribution confidence interval: ``(mean, low, high)``.
+def mean_ci(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    clusters: Sequence[object] | np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """Mean with a two-sided t confidence interval: ``(mean, low, high)``.
 
-    NaN bounds for fewer than two values; NaN everything for none.
+    ``clusters`` (the rater of each vote) makes the standard error cluster-robust (CR1, ``G - 1``
+    degrees of freedom for ``G`` clusters): one rater's votes share that rater's bias, so they
+    count as less than independent votes. Without it every value is its own cluster, which is the
+    classic t-interval. NaN bounds for fewer than two clusters; NaN everything for no values.
     """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return (float("nan"),) * 3
     mean = float(x.mean())
-    if x.size < 2:
+    variance, groups = _mean_variance(x, clusters)
+    if groups < 2:
         return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    half = float(stats.t.ppf(0.5 + confidence / 2, groups - 1) * np.sqrt(variance))
     return mean, mean - half, mean + half
 
 
-def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``successes / n`` (NaN, NaN for ``n == 0``)."""
+def _mean_variance(x: np.ndarray, clusters: Sequence[object] | np.ndarray | None) -> tuple[float, int]:
+    """CR1 sampling variance of ``x.mean()`` and the number of clusters (``s^2 / n`` for singletons)."""
+    if clusters is None:
+        sums, groups = x - x.mean(), x.size
+    else:
+        codes = pd.factorize(np.asarray(clusters))[0]
+        groups = int(codes.max()) + 1 if codes.size else 0
+        sums = np.bincount(codes, weights=x - x.mean(), minlength=groups)
+    if groups < 2:
+        return float("nan"), groups
+    return float(groups / (groups - 1) * np.sum(sums**2) / x.size**2), groups
+
+
+def effective_count(values: Sequence[float] | np.ndarray, clusters: Sequence[object] | np.ndarray) -> float:
+    """Kish's effective sample size ``n / deff`` of clustered values (at most ``n``).
+
+    The design effect ``deff`` is the cluster-robust variance of the mean over the independent one;
+    ``n`` when there is no spread or fewer than two clusters to measure it with.
+    """
+    x = np.asarray(values, dtype=float)
+    clustered, groups = _mean_variance(x, clusters)
+    independent = x.var(ddof=1) / x.size if x.size > 1 else 0.0
+    if groups < 2 or independent <= 0 or clustered <= independent:
+        return float(x.size)
+    return float(x.size * independent / clustered)
+
+
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``successes / n`` (NaN, NaN for ``n == 0``); ``n`` may
+    be an effective (fractional) count."""
     if n <= 0:
         return float("nan"), float("nan")
     z = float(stats.norm.ppf(0.5 + confidence / 2))
@@ -338,14 +376,19 @@ def _bt_scores(
 ) -> dict[str, tuple[float, float, float]]:
     """BT log-strength vs bicubic (player 0) with bootstrap percentile intervals.
 
-    Every vote is one of ``3k`` kinds (candidate x win/tie/loss), so a bootstrap resample of the
-    votes is a multinomial draw of the kind counts: memory grows with the players, not the votes.
+    The bootstrap resamples raters, not votes (one rater's votes share that rater's taste). Every
+    vote is one of ``3k`` kinds (candidate x win/tie/loss), so a resample is a multinomial draw of
+    rater multiplicities times each rater's kind counts: memory grows with raters and players,
+    not with votes.
     """
     index = {name: i for i, name in enumerate(players)}
     candidate = frame["entry"].map(index).to_numpy()
     outcome = frame["preferred"].map({"sr": 0, "tie": 1, "bicubic": 2}).to_numpy()
-    k = len(players)
-    counts = np.bincount(candidate * 3 + outcome, minlength=3 * k).astype(float)  # (3k,)
+    rater = pd.factorize(frame["rater_id"])[0]
+    k, n_raters = len(players), int(rater.max()) + 1 if len(frame) else 0
+    per_rater = np.bincount(rater * 3 * k + candidate * 3 + outcome, minlength=n_raters * 3 * k)
+    per_rater = per_rater.reshape(n_raters, 3 * k).astype(float)  # (raters, 3k)
+    counts = per_rater.sum(0)  # (3k,)
 
     def matrices(kinds: np.ndarray) -> np.ndarray:
         """Win matrices for vote-kind counts ``(B, 3k)`` -> ``(B, k, k)``."""
@@ -360,9 +403,9 @@ def _bt_scores(
     strength = bradley_terry(matrices(counts[None]), prior=prior)[0]
     point = np.log(strength / strength[0])
     lo = hi = np.full(k, np.nan)
-    if n_boot > 0 and len(frame) > 0:
+    if n_boot > 0 and n_raters > 1:  # one rater: no spread between raters to resample
         rng = np.random.default_rng(seed)
-        draws = rng.multinomial(len(frame), counts / counts.sum(), size=n_boot)
+        draws = rng.multinomial(n_raters, np.full(n_raters, 1 / n_raters), size=n_boot) @ per_rater
         boot = bradley_terry(matrices(draws), prior=prior)
         with np.errstate(invalid="ignore", divide="ignore"):
             log_ratio = np.log(boot / boot[:, :1])
@@ -400,7 +443,7 @@ def rating_stats(
             else:
                 part = frame[frame["entry"] == entry]
                 scores = part["score_sr"]
-            mos, mos_lo, mos_hi = mean_ci(scores.to_numpy(), confidence)
+            mos, mos_lo, mos_hi = mean_ci(scores.to_numpy(), confidence, clusters=part["rater_id"].to_numpy())
             row: dict[str, object] = {
                 "entry": entry,
                 "kind": "model" if entry not in REFERENCE_ENTRIES else "reference",
@@ -416,7 +459,9 @@ def rating_stats(
                 wins, ties, losses = (int(counts.get(key, 0)) for key in ("sr", "tie", "bicubic"))
                 n = wins + ties + losses
                 credit = wins + 0.5 * ties
-                win_lo, win_hi = wilson_interval(credit, n, confidence)
+                votes = part["preferred"].map({"sr": 1.0, "tie": 0.5, "bicubic": 0.0}).to_numpy()
+                n_eff = effective_count(votes, part["rater_id"].to_numpy())
+                win_lo, win_hi = wilson_interval(credit / n * n_eff, n_eff, confidence)
                 row.update(wins=wins, ties=ties, losses=losses, win_rate=credit / n, win_lo=win_lo, win_hi=win_hi)
                 row.update(zip(("bt", "bt_lo", "bt_hi"), bt[entry], strict=True))
             rows.append(row)

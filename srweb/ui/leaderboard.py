@@ -32,7 +32,9 @@ FOOTNOTE = (
     "MOS: mean opinion score (1 Bad … 5 Excellent, blind, vs bicubic) with a t 95% CI. "
     "Win %: share of pairs preferred over bicubic (ties count half), Wilson 95% interval. "
     "BT: Bradley–Terry log-strength vs bicubic (0 = as good as bicubic), bootstrap 95% interval. "
-    "Votes of raters who failed the hidden checks are left out. Speed: ms per output megapixel."
+    "Each interval counts one rater's votes as one cluster (raters differ in taste), so few raters "
+    "mean wide intervals. Votes of raters who failed the hidden checks are left out. "
+    "Speed: ms per output megapixel."
 )
 
 
