@@ -328,10 +328,20 @@ def card_speed(inference: dict, case: dict) -> tuple[float, bool]:
     return round(1000 / case["fast_mpix_per_s" if fast else "plain_mpix_per_s"], 2), fast
 
 
+def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
+    """``cases`` plus one per shipped (architecture, scale) they lack, at a 960x540 output, so that
+    ``--store`` gives every shipped entry its Leaderboard speed."""
+    from srweb.weights import list_weights
+
+    have = {(arch, scale) for arch, scale, _, _ in cases}
+    missing = sorted({(card.arch, card.scale) for card in list_weights()} - have)
+    return tuple(cases) + tuple((arch, scale, 960 // scale, 540 // scale) for arch, scale in missing)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    cases = DEFAULT_CASES
+    cases = leaderboard_cases() if args.store else DEFAULT_CASES
     if args.models:
-        cases = tuple(c for c in DEFAULT_CASES if c[0] in args.models) or tuple(
+        cases = tuple(c for c in cases if c[0] in args.models) or tuple(
             (m, 4, 256, 256) for m in args.models)
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)

@@ -12,8 +12,10 @@ import sys
 import pytest
 
 from conftest import set5_present
-from srweb.bench import QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed, psnr_delta
+from srweb.bench import (DEFAULT_CASES, QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed,
+                         leaderboard_cases, psnr_delta)
 from srweb.inference import device_name
+from srweb.models import create_model
 from srweb.weights import list_weights
 
 
@@ -39,6 +41,16 @@ def test_leaderboard_speed_is_the_path_the_card_runs():
     assert card_speed({"fast_path_ok": True, "fast_precision": "bf16"}, case) == (250.0, True)
     assert card_speed({"fast_path_ok": False, "fast_precision": "bf16"}, case) == (625.0, False)
     assert card_speed({}, case) == (250.0, True)  # never guarded: the fast path is what runs
+
+
+def test_stored_bench_times_every_shipped_entry():
+    """`srweb bench` stores speed per shipped card through its (architecture, scale) case: each
+    one needs a case, and the model the case builds must carry the card's architecture name."""
+    cases = leaderboard_cases()
+    assert cases[: len(DEFAULT_CASES)] == DEFAULT_CASES
+    timed = {(create_model(arch, scale).arch, scale) for arch, scale, _, _ in cases}
+    assert {(card.arch, card.scale) for card in list_weights()} <= timed
+    assert all((w * s, h * s) == (960, 540) for _, s, w, h in cases[len(DEFAULT_CASES):])
 
 
 def test_pipeline_bench_measures_loader_wait_and_tracking():
