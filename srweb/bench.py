@@ -301,9 +301,7 @@ def record(report: dict) -> None:
     from srweb.track.db import init_db, write_transaction
     from srweb.config import resolve_device
     from srweb.track.evals import record_speed
-    from srweb.weights import list_weights
-
-    from srweb.weights import read_card, resolve_weights, write_card
+    from srweb.weights import list_weights, read_card, resolve_weights, write_card
 
     for q in report["quality"]:  # the quality guard travels with the weights, in the card
         _, card_path = resolve_weights(q["weights"])
@@ -319,6 +317,11 @@ def record(report: dict) -> None:
             ms, fast = card_speed(card.inference, r)
             write_transaction(lambda s, c=card, ms=ms, fast=fast: record_speed(
                 s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host))
+            # The card carries it too: a fresh database starts with it (services.prepare_database).
+            card_path = resolve_weights(card.name)[1]
+            stored = read_card(card_path)
+            stored.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host}
+            write_card(stored, card_path)
 
 
 def card_speed(inference: dict, case: dict) -> tuple[float, bool]:

@@ -14,7 +14,7 @@ _watcher_lock = threading.Lock()
 def prepare_database() -> None:
     """Upgrade the schema, seed shipped cards' results, and mark runs orphaned by a restart."""
     from srweb.track.db import init_db, write_transaction
-    from srweb.track.evals import forget_missing_cards, seed_from_cards
+    from srweb.track.evals import forget_missing_cards, seed_from_cards, seed_speeds_from_cards
     from srweb.train import jobs
     from srweb.weights import list_weights
 
@@ -23,6 +23,7 @@ def prepare_database() -> None:
 
     def seed(session) -> None:
         seed_from_cards(session, cards)
+        seed_speeds_from_cards(session, cards)
         forget_missing_cards(session, [card["name"] for card in cards])
 
     write_transaction(seed)

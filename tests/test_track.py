@@ -453,6 +453,22 @@ def test_record_speed(url):
         assert result.host and result.fast_path is True and result.created_at.tzinfo is not None
 
 
+def test_a_cards_speed_fills_a_fresh_database_and_never_replaces_one_measured_here(url):
+    speed = {"ms_per_mpix": 27.5, "fast_path": True, "device": "cpu", "host": "Reference CPU"}
+    cards = [{"name": "espcn-x4.s", "arch": "espcn", "scale": 4, "metrics": [], "inference": {"speed": speed}},
+             {"name": "srcnn-x3.s", "arch": "srcnn", "scale": 3, "metrics": [], "inference": {"speed": speed}},
+             {"name": "fsrcnn-x2.s", "arch": "fsrcnn", "scale": 2, "metrics": [], "inference": {}}]
+    with session_scope(url) as session:
+        evals.record_speed(session, weights_name="srcnn-x3.s", device="cpu", ms_per_mpix=600.0, host="here")
+        assert evals.seed_speeds_from_cards(session, cards) == 1
+        assert evals.seed_speeds_from_cards(session, cards) == 0  # idempotent: every app start seeds
+    with session_scope(url, write=False) as session:
+        rows = leaderboard(session, n_boot=0).set_index("weights")
+    assert rows.loc["espcn-x4.s", "ms_per_mpix"] == 27.5 and rows.loc["espcn-x4.s", "speed_device"] == "cpu"
+    assert rows.loc["srcnn-x3.s", "ms_per_mpix"] == 600.0
+    assert "fsrcnn-x2.s" not in rows.index  # nothing known about it
+
+
 # --- leaderboard -------------------------------------------------------------------------------
 
 

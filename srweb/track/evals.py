@@ -221,6 +221,24 @@ def forget_missing_cards(session: Session, names: Iterable[str]) -> int:
     return len(rows)
 
 
+def seed_speeds_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) -> int:
+    """Store the speed a card carries (``inference.speed``, written by ``srweb bench``) for weights
+    with no speed on that device yet, so a fresh Leaderboard shows one: the host it was measured
+    on says where. A speed measured here is never replaced. Returns rows inserted."""
+    known = {(name, device) for name, device in session.execute(select(SpeedResult.weights_name, SpeedResult.device))}
+    added = 0
+    for raw in cards:
+        card = _card_dict(raw)
+        speed = (card.get("inference") or {}).get("speed")
+        if not speed or (card["name"], speed["device"]) in known:
+            continue
+        record_speed(session, weights_name=card["name"], device=speed["device"], ms_per_mpix=speed["ms_per_mpix"],
+                     fast_path=speed.get("fast_path", False), host=speed.get("host"))
+        known.add((card["name"], speed["device"]))
+        added += 1
+    return added
+
+
 def record_speed(
     session: Session,
     *,

@@ -34,7 +34,8 @@ FOOTNOTE = (
     "BT: Bradley–Terry log-strength vs bicubic (0 = as good as bicubic), bootstrap 95% interval. "
     "Each interval counts one rater's votes as one cluster (raters differ in taste), so few raters "
     "mean wide intervals. Votes of raters who failed the hidden checks are left out. "
-    "Speed: ms per output megapixel."
+    "Speed: ms per output megapixel on the device named; until `srweb bench --store` runs on this "
+    "host, the figure the weights' card carries (measured where they were made)."
 )
 
 
