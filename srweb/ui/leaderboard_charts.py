@@ -87,9 +87,12 @@ def psnr_params_figure(frame: pd.DataFrame, dataset: str | None = None) -> go.Fi
         params = pd.to_numeric(frame["params"], errors="coerce")
         models = frame[(frame["kind"] == "model") & _finite(frame[psnr_col]) & (params > 0)]
         for scale, part in models.groupby("scale", sort=True):
+            part = part.sort_values("params", kind="stable")
             fig.add_trace(go.Scatter(
                 x=part["params"].astype(float), y=part[psnr_col], mode="markers+text", text=part["weights"],
-                textposition="top center", name=f"x{scale}",
+                # neighbours' labels alternate above and below their points, so they do not overlap
+                textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(part))],
+                name=f"x{scale}",
                 marker={"size": 10, "color": _scale_color(scale)},
                 hovertemplate="%{text}<br>%{x:,.0f} parameters<br>PSNR %{y:.2f} dB<extra></extra>",
             ))
@@ -104,6 +107,9 @@ def psnr_params_figure(frame: pd.DataFrame, dataset: str | None = None) -> go.Fi
         _empty_note(fig, "no evaluation yet")
     fig.update_layout(title=f"PSNR vs parameters{_on(dataset)}", **_LAYOUT)
     fig.update_xaxes(type="log", title_text="parameters (log scale)")
+    if psnr_col in frame and not models.empty:  # room for the labels of the smallest and largest models
+        span = np.log10(models["params"].astype(float))
+        fig.update_xaxes(range=[span.min() - 0.4, span.max() + 0.6])
     fig.update_yaxes(title_text=f"PSNR{_on(dataset)} (dB, Y)")
     return fig
 
