@@ -28,7 +28,8 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.delenv("SRWEB_DATABASE_URL", raising=False)
     get_settings.cache_clear()
-    save_weights(srweb.create_model("espcn", 2), NAME, metrics=[SET5])
+    save_weights(srweb.create_model("espcn", 2), NAME, metrics=[SET5],
+                 inference={"speed": {"ms_per_mpix": 31.5, "fast_path": True, "device": "cpu", "host": "Card CPU"}})
     prepare_database()  # what the app does at start: schema + card seeding
     yield tmp_path
     dispose_engine()
@@ -68,6 +69,8 @@ def test_fresh_database_is_filled_from_the_cards(env):
     assert bare["paper PSNR Set5"] == 33.00  # ESPCN x3 (Shi et al.)
     assert row["params (K)"] == pytest.approx(srweb.load_weights(NAME)[1].num_params / 1000, abs=0.05)
     assert row["MOS"] is None and row["ratings"] == 0
+    assert row["ms/MP"] == 31.5 and row["speed on"] == "cpu"  # the card's speed, until a bench runs here
+    assert bare["ms/MP"] is None
     assert "Set5**: Y, crop 2, matlab-bicubic" in note
     assert [value for _, value in bench.choices] == [lb.ALL, "Set5"]
 
