@@ -1,5 +1,6 @@
 """In real headless Chromium: a rater scores blind pairs in the Rate tab, then the Leaderboard
-shows the entry's MOS with its confidence interval next to its PSNR.
+shows the entry's MOS next to its PSNR, and its confidence interval once a second rater has voted
+(the interval is taken across raters).
 
 Uses the ``app_server`` / ``browser_page`` / ``screenshot`` fixtures of ``tests/conftest.py``. The
 test rater is an honest oracle: it looks the displayed trial up in the app's database (which side
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from srweb.track.db import dispose_engine, session_scope
 from srweb.track.evals import best_evaluations
+from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
 from srweb.track.schema import Rater, Trial
 
 pytestmark = pytest.mark.browser
@@ -56,6 +58,16 @@ def shows_mos_interval(page, name: str) -> bool:
     return bool(re.fullmatch(r"\[\d\.\d\d, \d\.\d\d\]", row.get("MOS 95% CI", "")))
 
 
+def shows_mos(page, name: str) -> bool:
+    return bool(re.fullmatch(r"\d(\.\d+)?", table_rows(page).get(name, {}).get("MOS", "")))
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def evaluate_in_ui(page, name: str) -> None:
     page.get_by_text("Evaluate weights on a benchmark").click()
     page.locator("#lb-eval-weights input").click()
@@ -78,7 +90,7 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
         page.wait_for_selector("#rate-left img")
         page.wait_for_selector("#rate-right img")
         screenshot(page, "rate-trial")
-        model_votes = anchors = 0
+        model_votes = anchors = scale = 0
         for n in range(1, MAX_TRIALS + 1):
             started = time.monotonic()
             trial = latest_trial(url)
@@ -89,7 +101,8 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
             page.locator("#rate-submit").click()
             page.wait_for_function(
                 f"() => document.querySelector('#rate-status').innerText.includes('rated {n} pair')")
-            model_votes += trial.kind == "model" and trial.weights_name == name
+            if trial.kind == "model" and trial.weights_name == name:
+                model_votes, scale = model_votes + 1, trial.scale
             anchors += trial.kind != "model"
             if model_votes >= MIN_MODEL_VOTES and n >= 5:
                 break
@@ -100,15 +113,25 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
             assert not any(session.scalars(select(Rater.flagged)))  # an honest rater passes the anchors
 
         page.get_by_role("tab", name="Leaderboard").click()  # selecting the tab refreshes the board
-        deadline = time.monotonic() + 30
-        while not shows_mos_interval(page, name) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for(lambda: shows_mos(page, name))
+        row = table_rows(page)[name]
+        assert float(row["MOS"]) == pytest.approx(4.5, abs=0.5)
+        assert float(row["PSNR Set5"]) > 0 and int(row["ratings"]) == model_votes
+        assert int(row["raters"]) == 1 and row["MOS 95% CI"] == ""  # one rater: no spread across raters yet
+
+        with session_scope(url) as session:  # a second rater (another browser), straight into the database
+            other = get_or_create_rater(session, "second-rater-0001").id
+            for i in range(3):
+                trial = create_trial(session, image_id=f"second-{i}", scale=scale, weights_name=name)
+                submit_vote(session, trial_id=trial.id, rater_id=other, score_sr=3, score_ref=3,
+                            preferred="tie", rate_limit=None)
+        page.get_by_role("button", name="Refresh").click()
+        wait_for(lambda: shows_mos_interval(page, name))
         rows = table_rows(page)
         row = rows[name]
-        assert float(row["MOS"]) == pytest.approx(4.5, abs=0.5)
         lo, hi = (float(v) for v in re.fullmatch(r"\[(.+), (.+)\]", row["MOS 95% CI"]).groups())
-        assert lo <= float(row["MOS"]) <= hi
-        assert float(row["PSNR Set5"]) > 0 and int(row["ratings"]) == model_votes
+        assert lo <= float(row["MOS"]) <= hi and int(row["raters"]) == 2
+        assert int(row["ratings"]) == model_votes + 3
         assert "bicubic" in rows and (not anchors or {"hr", "nearest"} & set(rows))
         page.locator("#lb-pd-plot").scroll_into_view_if_needed()
         screenshot(page, "leaderboard-rated")
