@@ -297,31 +297,31 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
 
 
 def record(report: dict) -> None:
-    """Store ms per output megapixel of the fast path for every shipped entry (leaderboard speed)."""
+    """Store ms per output megapixel of the fast path for every shipped entry (leaderboard speed).
+
+    Each card gets its quality guard verdict and its speed (a fresh database starts with the
+    card's speed: services.prepare_database), written once per card.
+    """
     from srweb.track.db import init_db, write_transaction
     from srweb.config import resolve_device
     from srweb.track.evals import record_speed
-    from srweb.weights import list_weights, read_card, resolve_weights, write_card
+    from srweb.weights import list_weights, resolve_weights, write_card
 
-    for q in report["quality"]:  # the quality guard travels with the weights, in the card
-        _, card_path = resolve_weights(q["weights"])
-        card = read_card(card_path)
-        card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
-        write_card(card, card_path)
+    guards = {q["weights"]: q for q in report["quality"]}
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
     init_db()
     host = report["host"]["cpu"]
     for card in list_weights():
-        r = by_arch.get((card.arch, card.scale))
+        q, r = guards.get(card.name), by_arch.get((card.arch, card.scale))
+        if q:  # the guard first: it decides which path is timed
+            card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
         if r:
             ms, fast = card_speed(card.inference, r)
             write_transaction(lambda s, c=card, ms=ms, fast=fast: record_speed(
                 s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host))
-            # The card carries it too: a fresh database starts with it (services.prepare_database).
-            card_path = resolve_weights(card.name)[1]
-            stored = read_card(card_path)
-            stored.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host}
-            write_card(stored, card_path)
+            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host}
+        if q or r:
+            write_card(card, resolve_weights(card.name)[1])
 
 
 def card_speed(inference: dict, case: dict) -> tuple[float, bool]:

@@ -459,8 +459,8 @@ def rating_stats(
                 wins, ties, losses = (int(counts.get(key, 0)) for key in ("sr", "tie", "bicubic"))
                 n = wins + ties + losses
                 credit = wins + 0.5 * ties
-                votes = part["preferred"].map({"sr": 1.0, "tie": 0.5, "bicubic": 0.0}).to_numpy()
-                n_eff = effective_count(votes, part["rater_id"].to_numpy())
+                vote_credit = part["preferred"].map({"sr": 1.0, "tie": 0.5, "bicubic": 0.0}).to_numpy()
+                n_eff = effective_count(vote_credit, part["rater_id"].to_numpy())
                 win_lo, win_hi = wilson_interval(credit / n * n_eff, n_eff, confidence)
                 row.update(wins=wins, ties=ties, losses=losses, win_rate=credit / n, win_lo=win_lo, win_hi=win_hi)
                 row.update(zip(("bt", "bt_lo", "bt_hi"), bt[entry], strict=True))
