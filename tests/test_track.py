@@ -457,7 +457,9 @@ def test_a_cards_speed_fills_a_fresh_database_and_never_replaces_one_measured_he
     speed = {"ms_per_mpix": 27.5, "fast_path": True, "device": "cpu", "host": "Reference CPU"}
     cards = [{"name": "espcn-x4.s", "arch": "espcn", "scale": 4, "metrics": [], "inference": {"speed": speed}},
              {"name": "srcnn-x3.s", "arch": "srcnn", "scale": 3, "metrics": [], "inference": {"speed": speed}},
-             {"name": "fsrcnn-x2.s", "arch": "fsrcnn", "scale": 2, "metrics": [], "inference": {}}]
+             {"name": "fsrcnn-x2.s", "arch": "fsrcnn", "scale": 2, "metrics": [], "inference": {}},
+             *({"name": f"bad-x2.{i}", "arch": "espcn", "scale": 2, "metrics": [], "inference": {"speed": bad}}
+               for i, bad in enumerate([{"device": "cpu"}, {"ms_per_mpix": 3.0}, "fast", {"device": "cpu", "ms_per_mpix": "x"}]))]
     with session_scope(url) as session:
         evals.record_speed(session, weights_name="srcnn-x3.s", device="cpu", ms_per_mpix=600.0, host="here")
         assert evals.seed_speeds_from_cards(session, cards) == 1
@@ -467,6 +469,7 @@ def test_a_cards_speed_fills_a_fresh_database_and_never_replaces_one_measured_he
     assert rows.loc["espcn-x4.s", "ms_per_mpix"] == 27.5 and rows.loc["espcn-x4.s", "speed_device"] == "cpu"
     assert rows.loc["srcnn-x3.s", "ms_per_mpix"] == 600.0
     assert "fsrcnn-x2.s" not in rows.index  # nothing known about it
+    assert not any(name.startswith("bad-x2.") for name in rows.index)  # malformed speeds are skipped
 
 
 # --- leaderboard -------------------------------------------------------------------------------

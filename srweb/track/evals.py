@@ -230,7 +230,10 @@ def seed_speeds_from_cards(session: Session, cards: Iterable[Mapping[str, Any] |
     for raw in cards:
         card = _card_dict(raw)
         speed = (card.get("inference") or {}).get("speed")
-        if not speed or (card["name"], speed["device"]) in known:
+        # a hand-edited card's malformed speed is skipped: it must not stop the app's start
+        usable = (isinstance(speed, Mapping) and isinstance(speed.get("device"), str)
+                  and isinstance(speed.get("ms_per_mpix"), (int, float)) and speed["ms_per_mpix"] > 0)
+        if not usable or (card["name"], speed["device"]) in known:
             continue
         record_speed(session, weights_name=card["name"], device=speed["device"], ms_per_mpix=speed["ms_per_mpix"],
                      fast_path=speed.get("fast_path", False), host=speed.get("host"))
