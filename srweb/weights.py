@@ -27,6 +27,8 @@ from srweb.config import get_settings
 from srweb.fileio import atomic_write, atomic_write_bytes
 from srweb.models import create_model, get_model_info
 
+# Results of a weights entry under the x8 self-ensemble are named "<name>+" (after EDSR+, Lim et al. 2017).
+ENSEMBLE_SUFFIX = "+"
 NAME_PATTERN = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d)\.(?P<tag>[A-Za-z0-9_.-]+)$")
 
 

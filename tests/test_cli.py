@@ -139,6 +139,28 @@ def test_eval_bicubic_set5_json(state):
     assert len(data["images"]) == 5
 
 
+@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not present")
+def test_eval_self_ensemble_is_recorded_as_its_own_entry(state):
+    from sqlalchemy import create_engine, text
+
+    name = "fsrcnn-x3.general100"
+    if not (Path(__file__).resolve().parents[1] / "weights" / f"{name}.json").exists():
+        pytest.skip(f"{name} is not shipped")
+    runs = {flag: json.loads(srweb("eval", "--weights", name, "--scale", "3", "--dataset", SET5, "--json",
+                                   *([flag] if flag else []), env=state).stdout) for flag in ("", "--self-ensemble")}
+    plain, ensemble = runs[""], runs["--self-ensemble"]
+    assert ensemble["weights"] == name + "+" and ensemble["protocol"]["self_ensemble"] is True
+    assert ensemble["psnr"] > plain["psnr"] + 0.05  # 32.961 -> 33.106 dB
+    engine = create_engine(f"sqlite:///{state['SRWEB_STATE_DIR']}/db/srweb.sqlite")
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("select weights_name, psnr from evaluations")).all())
+    engine.dispose()
+    assert stored == {name: pytest.approx(plain["psnr"]), name + "+": pytest.approx(ensemble["psnr"])}
+    bicubic = srweb("eval", "--weights", "bicubic", "--scale", "3", "--dataset", SET5, "--self-ensemble",
+                    env=state, check_ok=False)
+    assert bicubic.returncode == 2 and "needs a model" in bicubic.stderr
+
+
 def test_eval_bad_dataset(state, tmp_path):
     out = srweb("eval", "--weights", "bicubic", "--scale", "2", "--dataset", tmp_path / "nope", env=state,
                 check_ok=False)

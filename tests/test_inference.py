@@ -147,6 +147,40 @@ def test_tiled_equals_untiled(name):
     assert (full - tiled).abs().max() < 1e-3
 
 
+def _dihedral_mean(up: Upscaler, x: torch.Tensor) -> torch.Tensor:
+    """The self-ensemble written out: the 8 flips/rotations, each forward turned back, averaged."""
+    outs = []
+    for flip in (False, True):
+        for turns in range(4):
+            t = torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
+            y = torch.rot90(up.forward_tensor(t), -turns, dims=(-2, -1))
+            outs.append(y.flip(-1) if flip else y)
+    return torch.stack(outs).mean(0)
+
+
+@pytest.mark.parametrize("name", ["espcn", "srcnn"])  # post- and pre-upsampling
+def test_self_ensemble_averages_the_eight_flips_and_rotations(name):
+    torch.manual_seed(0)
+    model = srweb.create_model(name, 3)
+    plain = Upscaler(model, precision="fp32")
+    ensemble = Upscaler(model, precision="fp32", self_ensemble=True, tile_size=8)
+    x = torch.rand(1, 1, 13, 19)  # not square: rotations change the shape
+    steps = []
+    out = ensemble.forward_tensor(x, progress=lambda d, t: steps.append((d, t)))
+    assert out.shape == (1, 1, 39, 57)
+    assert (out - _dihedral_mean(plain, x)).abs().max() < 1e-4
+    assert (out - plain.forward_tensor(x)).abs().max() > 1e-3  # an untrained model is not symmetric
+    assert [d for d, _ in steps] == list(range(1, len(steps) + 1)) and steps[-1][1] == len(steps) > 8
+    assert ensemble.name == plain.name + "+"
+
+
+def test_self_ensemble_of_bicubic_is_bicubic(photo):
+    """Bicubic commutes with flips and rotations, which is what lets pre-upsampling run inside."""
+    plain = np.asarray(Upscaler("bicubic", 3).upscale(photo), dtype=int)
+    ensemble = np.asarray(Upscaler("bicubic", 3, self_ensemble=True).upscale(photo), dtype=int)
+    assert np.abs(plain - ensemble).max() <= 1
+
+
 def test_y_models_process_luma_only(photo):
     up = Upscaler(srweb.create_model("srcnn", 3), precision="fp32")
     assert up.model.input_kind == "y" and up.model.upsampling == "pre"

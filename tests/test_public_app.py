@@ -87,13 +87,13 @@ def test_export_and_evaluation_need_the_admin_token(client, public_app_server):
     # The Evaluate event is hidden from API clients, not from a hand-made queue request: the
     # handler itself refuses.
     evaluate = dependency_index(public_app_server.url, "on_evaluate")
-    refused = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "sample", "all", "all", ""])
+    refused = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "sample", False, "all", "all", ""])
     assert refused["success"] is False and DENIED in refused["output"]["error"]
     # A server path as the benchmark: refused (Gradio checks dropdown values against the choices
     # before the handler runs; the gate would refuse it next).
-    refused = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "/etc", "all", "all", "nope"])
+    refused = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "/etc", False, "all", "all", "nope"])
     assert refused["success"] is False and "/etc is not in the list of choices" in refused["output"]["error"]
-    started = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "sample", "all", "all", ADMIN_TOKEN],
+    started = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "sample", False, "all", "all", ADMIN_TOKEN],
                          first_only=True)
     assert "Evaluating bicubic x2 on sample" in str(started["output"]["data"][0])
 

@@ -76,6 +76,12 @@ def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
         assert (sr.format, sr.size) == ("PNG", (40 * scale, 30 * scale))
     screenshot(page, "upscale")
 
+    page.locator("#self-ensemble input[type=checkbox]").check()
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#upscale-report').innerText.includes('self-ensemble')",
+                           timeout=60_000)
+    assert page.locator("#sr-download a[download]").get_attribute("download") == f"{app_server.weights_name}+.png"
+
 
 def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page, app_server, tmp_path):
     page = browser_page

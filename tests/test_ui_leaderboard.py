@@ -157,4 +157,27 @@ def test_evaluate_runs_in_background_one_at_a_time(env, tmp_path):
     with pytest.warns(UserWarning, match="Pick weights"):
         next(lb.run_evaluation(runner, None, "Set5", lb.ALL, lb.ALL))
     assert lb.eval_target(NAME) == (NAME, 2) and lb.eval_target("bicubic-x4") == ("bicubic", 4)
+
+    status, table, *_ = list(lb.run_evaluation(runner, NAME, str(folder), lb.ALL, lb.ALL, True, poll=0.2))[-1]
+    assert status.startswith(f"Done: {NAME}+ x2 on tiny") and "recorded" in status
+    assert table.set_index("weights").loc[NAME + "+", "PSNR tiny"] > 0
+    refused = list(lb.run_evaluation(runner, "bicubic-x2", str(folder), lb.ALL, lb.ALL, True, poll=0.2))[-1][0]
+    assert "failed" in refused and "needs a model" in refused
     assert lb.eval_datasets()[:2] == ["Set5", "sample"]
+
+
+def test_self_ensemble_results_are_their_own_rows_of_the_served_checkpoint(env):
+    sha = srweb.load_weights(NAME)[1].sha256
+    protocol = {"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic", "self_ensemble": True}
+
+    def seed(session):
+        for psnr, checkpoint in ((36.62, sha), (36.9, "0" * 64)):  # the second: an older checkpoint's result
+            record_evaluation(session, weights_name=NAME + "+", scale=2, dataset="Set5", psnr=psnr, ssim=0.951,
+                              protocol=protocol, weights_sha256=checkpoint)
+
+    write_transaction(seed)
+    table, note, *_ = lb.refresh(2, lb.ALL)
+    rows = table.set_index("weights")
+    assert rows.loc[NAME + "+", "PSNR Set5"] == 36.62 and rows.loc[NAME, "PSNR Set5"] == 36.5
+    assert rows.loc[NAME + "+", "arch"] == "espcn" and rows.loc[NAME + "+", "scale"] == 2
+    assert "Y, crop 2, matlab-bicubic, x8 self-ensemble" in note

@@ -55,3 +55,20 @@ def test_a_reference_of_the_wrong_size_is_a_message(tmp_path):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"))
     with pytest.raises(gr.Error, match="reference is 30x30, the output is 40x40"):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "small.png"))
+
+
+def test_self_ensemble_is_a_checkbox_away(tmp_path):
+    from srweb.weights import list_weights
+
+    cards = list_weights()
+    if not cards:
+        pytest.skip("no shipped weights")
+    card = min(cards, key=lambda c: c.num_params)
+    _photo(24).save(tmp_path / "lr.png")
+    plain_file, _, plain_report = run_upscale(str(tmp_path / "lr.png"), card.name)
+    ensemble_file, _, report = run_upscale(str(tmp_path / "lr.png"), card.name, None, True)
+    assert "x8 self-ensemble" in report and "self-ensemble" not in plain_report
+    assert Path(ensemble_file).name == f"{card.name}+.png" and Path(plain_file).name == f"{card.name}.png"
+    with Image.open(plain_file) as plain, Image.open(ensemble_file) as ensemble:
+        assert plain.size == ensemble.size == (24 * card.scale, 24 * card.scale)
+        assert np.asarray(plain).tolist() != np.asarray(ensemble).tolist()

@@ -26,10 +26,10 @@ RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate"
 
 
 def protocol_label(protocol: dict[str, Any]) -> str:
-    """Short text for a protocol, e.g. ``"Y, crop 4, matlab-bicubic"``."""
+    """Short text for a protocol, e.g. ``"Y, crop 4, matlab-bicubic"`` (``", x8 self-ensemble"`` after it)."""
     channel = str(protocol.get("channel", "?"))
     return f"{channel.upper() if len(channel) == 1 else channel}, crop {protocol.get('crop_border', '?')}, " \
-           f"{protocol.get('degradation', '?')}"
+           f"{protocol.get('degradation', '?')}" + (", x8 self-ensemble" if protocol.get("self_ensemble") else "")
 
 
 def _parse_name(name: str) -> tuple[str, int | None]:

@@ -22,7 +22,7 @@ from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
 from srweb.ui.outputs import output_dir
-from srweb.weights import WeightsCard, list_weights
+from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, list_weights
 from srweb.weights_table import paper_psnr_of
 
 ALL = "all"
@@ -53,7 +53,8 @@ def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tupl
     from srweb.track.leaderboard import leaderboard
 
     cards = {card.name: card for card in list_weights()}
-    versions = {name: card.sha256 for name, card in cards.items()}  # the checkpoints the app serves now
+    # The checkpoints the app serves now; a self-ensemble result ("name+") is of its entry's checkpoint.
+    versions = {name + suffix: card.sha256 for name, card in cards.items() for suffix in ("", ENSEMBLE_SUFFIX)}
     with session_scope(write=False) as session:
         names = {e.dataset for e in best_evaluations(session, versions=versions)}
         datasets = sorted(names, key=lambda d: (d.lower() != "set5", d.lower()))
@@ -195,15 +196,15 @@ class EvalRunner:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, weights: str, scale: int, dataset: str) -> bool:
+    def start(self, weights: str, scale: int, dataset: str, self_ensemble: bool = False) -> bool:
         """Start evaluating; False (and nothing started) when one is already running."""
         with self._lock:
             if self.running:
                 return False
-            self.label = f"{weights} x{scale} on {dataset}"
+            self.label = f"{weights}{ENSEMBLE_SUFFIX if self_ensemble else ''} x{scale} on {dataset}"
             self.message = f"Evaluating {self.label}…"
             command = [sys.executable, "-m", "srweb.cli", "eval", "--weights", weights, "--scale", str(scale),
-                       "--dataset", dataset, "--json"]
+                       "--dataset", dataset, "--json", *(["--self-ensemble"] if self_ensemble else [])]
             self._thread = threading.Thread(target=self._run, args=(command,), name="srweb-eval", daemon=True)
             self._thread.start()
             return True
@@ -233,7 +234,7 @@ class EvalRunner:
 
 
 def run_evaluation(runner: EvalRunner, choice: str | None, dataset: str | None, scale: str, bench: str,
-                   poll: float = 1.0):
+                   self_ensemble: bool = False, poll: float = 1.0):
     """Generator handler: start the evaluation, report while it runs, then refresh the board."""
     skip_board = (gr.skip(),) * 6
     if not choice or not dataset:
@@ -246,7 +247,7 @@ def run_evaluation(runner: EvalRunner, choice: str | None, dataset: str | None, 
         gr.Warning(str(exc))
         yield (gr.skip(), *skip_board)
         return
-    if not runner.start(weights, eval_scale, dataset):
+    if not runner.start(weights, eval_scale, dataset, self_ensemble):
         gr.Warning(f"An evaluation is already running ({runner.label}); wait for it to finish.")
         yield (f"Busy: {runner.message}", *skip_board)
         return
@@ -281,12 +282,14 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
             target = gr.Dropdown(choices, value=default, label="Weights", elem_id="lb-eval-weights")
             datasets = eval_datasets()
             dataset = gr.Dropdown(datasets, value=datasets[0], label="Benchmark", elem_id="lb-eval-dataset")
+            ensemble = gr.Checkbox(False, label="x8 self-ensemble (its own row, NAME+)", elem_id="lb-eval-ensemble")
             evaluate = gr.Button("Evaluate", variant="primary", elem_id="lb-evaluate", scale=0)
         admin = admin if admin is not None else admin_box()
         status = gr.Markdown(runner.message, elem_id="lb-eval-status")
 
-    def on_evaluate(choice: str | None, benchmark: str | None, scale_filter: str, bench_filter: str):
-        yield from run_evaluation(runner, choice, benchmark, scale_filter, bench_filter)
+    def on_evaluate(choice: str | None, benchmark: str | None, self_ensemble: bool, scale_filter: str,
+                    bench_filter: str):
+        yield from run_evaluation(runner, choice, benchmark, scale_filter, bench_filter, self_ensemble)
 
     outputs = [table, note, pd_plot, params_plot, download, bench]
     filters = [scale, bench]
@@ -297,7 +300,7 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
     refresh_button.click(refresh, filters, outputs, api_name="leaderboard")
     if tab is not None:
         tab.select(refresh, filters, outputs, show_progress="hidden", api_visibility="private")
-    evaluate.click(admin_only(on_evaluate, "running an evaluation"), [target, dataset, scale, bench, admin],
+    evaluate.click(admin_only(on_evaluate, "running an evaluation"), [target, dataset, ensemble, scale, bench, admin],
                    [status, *outputs], api_visibility="private")
 
 

@@ -79,15 +79,15 @@ def parse_choice(value: str) -> tuple[str, int | None]:
 
 
 @lru_cache(maxsize=8)
-def get_upscaler(name: str, scale: int | None) -> Upscaler:
+def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False) -> Upscaler:
     """Cached Upscaler per weights entry, so a model loads once per process."""
-    return Upscaler(name, scale)
+    return Upscaler(name, scale, self_ensemble=self_ensemble)
 
 
-def upscale_image(image: Image.Image, choice: str, progress=None) -> UpscaleResult:
+def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble: bool = False) -> UpscaleResult:
     """Run SR and the bicubic reference on ``image``; write the SR PNG to a temp file."""
     name, scale = parse_choice(choice)
-    upscaler = get_upscaler(name, scale)
+    upscaler = get_upscaler(name, scale, bool(self_ensemble))
     tiles_seen = [1]
 
     def report(done: int, total: int) -> None:
@@ -133,7 +133,8 @@ def _slider_files(result: UpscaleResult) -> tuple[str, str]:
     return image_file(_slider_view(result.bicubic), "bicubic-view", folder), sr
 
 
-def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None, progress=gr.Progress()):
+def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None,
+                self_ensemble: bool = False, progress=gr.Progress()):
     """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
     if not image_path:
         raise gr.Error("Upload an image first.")
@@ -142,9 +143,10 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
     limit = get_settings().max_input_pixels
     try:
         image = load_image(image_path, max_pixels=limit)
-        result = upscale_image(image, choice, progress)
+        result = upscale_image(image, choice, progress, self_ensemble)
         report = (f"**{image.width}x{image.height} {image.mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
+                  f"{', x8 self-ensemble' if self_ensemble else ''}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})")
         if reference_path:
             try:  # never decoded when larger than the output (memory): it could not match anyway
@@ -180,6 +182,8 @@ def build_tab() -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
+            ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
+                                   "+0.04 to +0.18 dB on Set5)", elem_id="self-ensemble")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
                 reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
@@ -191,7 +195,7 @@ def build_tab() -> gr.Dropdown:
                                     max_height=640, elem_id="sr-slider")
             report = gr.Markdown(elem_id="upscale-report")
             download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
-    button.click(run_upscale, inputs=[image, weights, reference], outputs=[download, slider, report],
+    button.click(run_upscale, inputs=[image, weights, reference, ensemble], outputs=[download, slider, report],
                  api_name="upscale", concurrency_limit=2)
     return weights
 
