@@ -280,12 +280,18 @@ def effective_count(values: Sequence[float] | np.ndarray, clusters: Sequence[obj
     return float(x.size * independent / clustered)
 
 
-def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: float, confidence: float = 0.95, df: int | None = None) -> tuple[float, float]:
     """Wilson score interval for a proportion ``successes / n`` (NaN, NaN for ``n == 0``); ``n`` may
-    be an effective (fractional) count."""
-    if n <= 0:
+    be an effective (fractional) count.
+
+    ``df``: take the quantile from Student's t with ``df`` degrees of freedom instead of the normal
+    (clusters - 1 for a clustered count, as :func:`mean_ci` does; NaN, NaN for ``df < 1``). With
+    the normal quantile, 8 raters' intervals held the crowd's rate 91.5% of the time, 3 raters'
+    83.6%; with t, 94.9% and 98.2% (tests/test_ratings.py simulates such crowds).
+    """
+    if n <= 0 or df is not None and df < 1:
         return float("nan"), float("nan")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(stats.norm.ppf(0.5 + confidence / 2) if df is None else stats.t.ppf(0.5 + confidence / 2, df))
     p = successes / n
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
@@ -461,7 +467,7 @@ def rating_stats(
                 credit = wins + 0.5 * ties
                 vote_credit = part["preferred"].map({"sr": 1.0, "tie": 0.5, "bicubic": 0.0}).to_numpy()
                 n_eff = effective_count(vote_credit, part["rater_id"].to_numpy())
-                win_lo, win_hi = wilson_interval(credit / n * n_eff, n_eff, confidence)
+                win_lo, win_hi = wilson_interval(credit / n * n_eff, n_eff, confidence, df=row["n_raters"] - 1)
                 row.update(wins=wins, ties=ties, losses=losses, win_rate=credit / n, win_lo=win_lo, win_hi=win_hi)
                 row.update(zip(("bt", "bt_lo", "bt_hi"), bt[entry], strict=True))
             rows.append(row)

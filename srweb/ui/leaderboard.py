@@ -30,7 +30,8 @@ SCALES = (2, 3, 4)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 FOOTNOTE = (
     "MOS: mean opinion score (1 Bad … 5 Excellent, blind, vs bicubic) with a t 95% CI. "
-    "Win %: share of pairs preferred over bicubic (ties count half), Wilson 95% interval. "
+    "Win %: share of pairs preferred over bicubic (ties count half), Wilson 95% interval (on the raters' "
+    "effective count, with a t quantile). "
     "BT: Bradley–Terry log-strength vs bicubic (0 = as good as bicubic), bootstrap 95% interval. "
     "Each interval counts one rater's votes as one cluster (raters differ in taste), so few raters "
     "mean wide intervals. Votes of raters who failed the hidden checks are left out. "
