@@ -43,10 +43,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"architectures": archs, "weights": cards})
         return 0
-    print(f"{'architecture':<15}{'input':<7}{'upsampling':<12}{'params (x2/x3/x4)':<34}paper")
+    params = {a["name"]: " / ".join(f"{int(v):,}" for v in a["params"].values()) or "-" for a in archs}
+    width = max(len("params (x2/x3/x4)"), *map(len, params.values())) + 2
+    print(f"{'architecture':<15}{'input':<7}{'upsampling':<12}{'params (x2/x3/x4)':<{width}}paper")
     for a in archs:
-        params = " / ".join(f"{int(v):,}" for v in a["params"].values()) or "-"
-        print(f"{a['name']:<15}{a['input_kind']:<7}{a['upsampling']:<12}{params:<34}{a['paper']} ({a['year']})")
+        year = str(a["year"] or "")
+        paper = a["paper"] if year in a["paper"] else f"{a['paper']} ({year})"  # the year once, if known
+        print(f"{a['name']:<15}{a['input_kind']:<7}{a['upsampling']:<12}{params[a['name']]:<{width}}{paper}")
     print(f"\n{'weights':<34}{'scale':<7}{'params':>12}  {'Set5 PSNR/SSIM':<18}source")
     for c in cards:
         set5 = next((m for m in c["metrics"] if str(m.get("dataset", "")).lower() == "set5"), None)
