@@ -72,3 +72,35 @@ def test_self_ensemble_is_a_checkbox_away(tmp_path):
     with Image.open(plain_file) as plain, Image.open(ensemble_file) as ensemble:
         assert plain.size == ensemble.size == (24 * card.scale, 24 * card.scale)
         assert np.asarray(plain).tolist() != np.asarray(ensemble).tolist()
+
+
+def test_the_slider_can_compare_two_weights_entries(tmp_path):
+    from srweb.weights import list_weights
+
+    by_scale = {}
+    for card in sorted(list_weights(), key=lambda c: c.num_params):
+        by_scale.setdefault(card.scale, []).append(card.name)
+    pair = next((names[:2] for names in by_scale.values() if len(names) >= 2), None)
+    if pair is None:
+        pytest.skip("needs two shipped entries of one scale")
+    model, other = pair
+    scale = next(s for s, names in by_scale.items() if model in names)
+    hr = _photo(12 * scale)
+    hr.save(tmp_path / "hr.png"), Image.fromarray(imresize_np(np.asarray(hr), scale=1 / scale)).save(tmp_path / "lr.png")
+    sr_file, (left, right), report = run_upscale(str(tmp_path / "lr.png"), model, str(tmp_path / "hr.png"),
+                                                 False, other)
+    assert f"Slider: {other} ◀ ▶ {model}" in report
+    assert re.search(rf"\| {re.escape(other)} \| [\d.]+ dB \|", report) and "| bicubic |" not in report
+    assert Path(left).name.startswith(other) and Path(right) == Path(sr_file)
+    with Image.open(left) as shown:
+        assert shown.size == (12 * scale, 12 * scale)
+    # The same entry against its own self-ensemble
+    _, _, report = run_upscale(str(tmp_path / "lr.png"), model, None, True, model)
+    assert f"Slider: {model} ◀ ▶ {model}+" in report
+
+    mismatched = next((names[0] for s, names in by_scale.items() if s != scale), None)
+    if mismatched:
+        with pytest.raises(gr.Error, match="compare entries of one scale"):
+            run_upscale(str(tmp_path / "lr.png"), model, None, False, mismatched)
+    with pytest.raises(gr.Error, match="unknown weights"):
+        run_upscale(str(tmp_path / "lr.png"), model, None, False, "/etc/passwd")

@@ -1,4 +1,4 @@
-"""Upscale tab: upload, pick weights, compare bicubic and SR on a slider, download the PNG."""
+"""Upscale tab: upload, pick weights, compare bicubic (or other weights) and SR on a slider, download the PNG."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from srweb.ui.outputs import image_file, output_dir
 from srweb.weights import WeightsError, list_weights
 
 BASELINE_SCALES = (2, 3, 4)
+BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
 
 
 class ImageInput(gr.Image):
@@ -44,7 +45,8 @@ class ImageInput(gr.Image):
 @dataclass
 class UpscaleResult:
     sr: Image.Image
-    bicubic: Image.Image
+    reference: Image.Image  # the slider's left side: bicubic, or the weights compared with
+    reference_name: str
     seconds: float
     device: str
     precision: str
@@ -84,10 +86,24 @@ def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False) -> U
     return Upscaler(name, scale, self_ensemble=self_ensemble)
 
 
-def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble: bool = False) -> UpscaleResult:
-    """Run SR and the bicubic reference on ``image``; write the SR PNG to a temp file."""
+def compare_choices() -> list[tuple[str, str]]:
+    """"Compare with" entries: bicubic at the model's scale, then every weights entry."""
+    return [("bicubic (at the model's scale)", BICUBIC)] + [c for c in weights_choices() if not c[1].startswith("bicubic-")]
+
+
+def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble: bool = False,
+                  compare_with: str = BICUBIC) -> UpscaleResult:
+    """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
+    ``image``; write the SR PNG to a temp file."""
     name, scale = parse_choice(choice)
     upscaler = get_upscaler(name, scale, bool(self_ensemble))
+    if compare_with in (None, "", BICUBIC):
+        other = get_upscaler(BICUBIC, upscaler.scale)
+    else:
+        other = get_upscaler(*parse_choice(compare_with))
+        if other.scale != upscaler.scale:
+            raise ValueError(f"{other.name} is a x{other.scale} model and {upscaler.name} x{upscaler.scale}: "
+                             f"compare entries of one scale")
     tiles_seen = [1]
 
     def report(done: int, total: int) -> None:
@@ -97,22 +113,22 @@ def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble:
 
     sr = upscaler.upscale(image, progress=report)
     seconds = upscaler.last_seconds
-    bicubic = get_upscaler("bicubic", upscaler.scale).upscale(image)
+    reference = other.upscale(image)
     out_dir = output_dir()
     sr_path = out_dir / f"{upscaler.name}.png"
     png_ready(sr).save(sr_path)
-    return UpscaleResult(sr, bicubic, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path,
+    return UpscaleResult(sr, reference, other.name, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path,
                          upscaler.scale)
 
 
 def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str:
-    """PSNR/SSIM (Y channel, border = scale) of SR and bicubic against an HR reference."""
+    """PSNR/SSIM (Y channel, border = scale) of SR and the compared image against an HR reference."""
     ref = to_rgb8(reference)
     if ref.size != result.sr.size:
         raise ImageError(f"reference is {ref.width}x{ref.height}, the output is {result.sr.width}x{result.sr.height}")
     border = result.scale  # the classic protocol shaves as many pixels as the scale
     rows = []
-    for label, img in (("SR", result.sr), ("bicubic", result.bicubic)):
+    for label, img in (("SR", result.sr), (result.reference_name, result.reference)):
         img = to_rgb8(img)
         rows.append(f"| {label} | {psnr(img, ref, crop_border=border, y_channel=True):.2f} dB | "
                     f"{ssim(img, ref, crop_border=border, y_channel=True):.4f} |")
@@ -129,12 +145,12 @@ def _slider_files(result: UpscaleResult) -> tuple[str, str]:
     folder = result.sr_path.parent
     sr = str(result.sr_path) if result.sr.mode in {"RGB", "RGBA", "L"} else \
         image_file(_slider_view(result.sr), "sr-view", folder)
-    # "bicubic-view": the SR file of the bicubic baseline is bicubic.png, which the download must keep
-    return image_file(_slider_view(result.bicubic), "bicubic-view", folder), sr
+    # "-view": the SR file of the bicubic baseline is bicubic.png, which the download must keep
+    return image_file(_slider_view(result.reference), f"{result.reference_name}-view", folder), sr
 
 
 def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None,
-                self_ensemble: bool = False, progress=gr.Progress()):
+                self_ensemble: bool = False, compare_with: str = BICUBIC, progress=gr.Progress()):
     """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
     if not image_path:
         raise gr.Error("Upload an image first.")
@@ -143,11 +159,12 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
     limit = get_settings().max_input_pixels
     try:
         image = load_image(image_path, max_pixels=limit)
-        result = upscale_image(image, choice, progress, self_ensemble)
+        result = upscale_image(image, choice, progress, self_ensemble, compare_with)
         report = (f"**{image.width}x{image.height} {image.mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
-                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})")
+                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})  \n"
+                  f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}")
         if reference_path:
             try:  # never decoded when larger than the output (memory): it could not match anyway
                 reference = load_image(reference_path, max_pixels=result.sr.width * result.sr.height)
@@ -182,6 +199,8 @@ def build_tab() -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
+            compare = gr.Dropdown(choices=compare_choices(), value=BICUBIC, label="Compare with (slider left side)",
+                                  elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
                                    "+0.04 to +0.18 dB on Set5)", elem_id="self-ensemble")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
@@ -191,12 +210,16 @@ def build_tab() -> gr.Dropdown:
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
         with gr.Column(scale=2):
-            slider = gr.ImageSlider(label="Bicubic ◀ ▶ SR", format="png", type="pil", image_mode=None,
-                                    max_height=640, elem_id="sr-slider")
+            slider = gr.ImageSlider(label="Compared (bicubic unless chosen) ◀ ▶ SR", format="png", type="pil",
+                                    image_mode=None, max_height=640, elem_id="sr-slider")
             report = gr.Markdown(elem_id="upscale-report")
             download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
-    button.click(run_upscale, inputs=[image, weights, reference, ensemble], outputs=[download, slider, report],
-                 api_name="upscale", concurrency_limit=2)
+    button.click(run_upscale, inputs=[image, weights, reference, ensemble, compare],
+                 outputs=[download, slider, report], api_name="upscale", concurrency_limit=2)
+    # Weights exported since start-up appear here on the next page load (the model list refreshes
+    # on export too, from the Runs tab).
+    gr.on(None, lambda: gr.Dropdown(choices=compare_choices()), None, compare, show_progress="hidden",
+          api_visibility="private")
     return weights
 
 
