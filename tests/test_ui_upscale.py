@@ -68,6 +68,7 @@ def test_self_ensemble_is_a_checkbox_away(tmp_path):
     plain_file, _, plain_report = run_upscale(str(tmp_path / "lr.png"), card.name)
     ensemble_file, _, report = run_upscale(str(tmp_path / "lr.png"), card.name, None, True)
     assert "x8 self-ensemble" in report and "self-ensemble" not in plain_report
+    assert "tiles" not in report  # 8 passes over one tile
     assert Path(ensemble_file).name == f"{card.name}+.png" and Path(plain_file).name == f"{card.name}.png"
     with Image.open(plain_file) as plain, Image.open(ensemble_file) as ensemble:
         assert plain.size == ensemble.size == (24 * card.scale, 24 * card.scale)

@@ -109,7 +109,7 @@ def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble:
     def report(done: int, total: int) -> None:
         tiles_seen[0] = total
         if progress is not None:
-            progress(done / total, desc=f"tile {done}/{total}")
+            progress(done / total, desc=f"{'pass' if upscaler.self_ensemble else 'tile'} {done}/{total}")
 
     sr = upscaler.upscale(image, progress=report)
     seconds = upscaler.last_seconds
@@ -117,7 +117,8 @@ def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble:
     out_dir = output_dir()
     sr_path = out_dir / f"{upscaler.name}.png"
     png_ready(sr).save(sr_path)
-    return UpscaleResult(sr, reference, other.name, seconds, upscaler.device, upscaler.precision, tiles_seen[0], sr_path,
+    return UpscaleResult(sr, reference, other.name, seconds, upscaler.device, upscaler.precision,
+                         tiles_seen[0] // (8 if upscaler.self_ensemble else 1), sr_path,
                          upscaler.scale)
 
 
