@@ -122,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from srweb.data.samples import benchmark_path
     from srweb.evaluate import bicubic_sr, evaluate
     from srweb.inference import Upscaler
+    from srweb.weights import ENSEMBLE_SUFFIX
 
     dataset = benchmark_path(args.dataset)
     if args.weights == "bicubic":
@@ -135,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         params = upscaler.card.num_params if upscaler.card else None
         sha = upscaler.card.sha256 if upscaler.card else None
     result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json)
-    if args.self_ensemble:
+    if name.endswith(ENSEMBLE_SUFFIX):  # --self-ensemble, or weights given as NAME+
         result.protocol["self_ensemble"] = True
     if args.store:
         from srweb.track.db import init_db, write_transaction

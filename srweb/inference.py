@@ -179,7 +179,8 @@ class Upscaler:
         channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
         compile: run the model through ``torch.compile``; ``None`` follows ``SRWEB_COMPILE``.
         self_ensemble: average the model over the 8 flips and rotations of the input (the "+"
-            of EDSR+): 8 times the work for a higher PSNR; the name gets :data:`ENSEMBLE_SUFFIX`.
+            of EDSR+): 8 times the work for a higher PSNR; the name gets :data:`ENSEMBLE_SUFFIX`
+            (and a weights name given with it, ``"NAME+"``, turns this on).
     """
 
     def __init__(
@@ -200,6 +201,8 @@ class Upscaler:
                 raise ValueError(f"{what} must be >= 0 pixels, got {value}")
         self.card: WeightsCard | None = None
         if isinstance(model, str):
+            if model.endswith(ENSEMBLE_SUFFIX) and not Path(model).exists():  # "NAME+", as results are named
+                model, self_ensemble = model[: -len(ENSEMBLE_SUFFIX)], True
             model = self._resolve(model, scale)
         if scale is not None and int(scale) != int(model.scale):
             raise ValueError(f"{getattr(model, 'arch', 'model')} is a x{model.scale} model, not x{scale}")

@@ -151,6 +151,9 @@ def test_eval_self_ensemble_is_recorded_as_its_own_entry(state):
     plain, ensemble = runs[""], runs["--self-ensemble"]
     assert ensemble["weights"] == name + "+" and ensemble["protocol"]["self_ensemble"] is True
     assert ensemble["psnr"] > plain["psnr"] + 0.05  # 32.961 -> 33.106 dB
+    by_name = json.loads(srweb("eval", "--weights", name + "+", "--scale", "3", "--dataset", SET5, "--json",
+                               "--no-store", env=state).stdout)
+    assert by_name["psnr"] == ensemble["psnr"] and by_name["protocol"]["self_ensemble"] is True
     engine = create_engine(f"sqlite:///{state['SRWEB_STATE_DIR']}/db/srweb.sqlite")
     with engine.connect() as conn:
         stored = dict(conn.execute(text("select weights_name, psnr from evaluations")).all())

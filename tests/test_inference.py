@@ -174,6 +174,20 @@ def test_self_ensemble_averages_the_eight_flips_and_rotations(name):
     assert ensemble.name == plain.name + "+"
 
 
+def test_a_plus_after_a_weights_name_means_its_self_ensemble(tmp_path, monkeypatch):
+    from srweb.config import get_settings
+
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        srweb.save_weights(srweb.create_model("espcn", 2), "espcn-x2.plus", weights_dir=tmp_path)
+        up = Upscaler("espcn-x2.plus+", precision="fp32")
+        assert up.self_ensemble and up.name == "espcn-x2.plus+" and up.card.name == "espcn-x2.plus"
+        assert not Upscaler("espcn-x2.plus").self_ensemble
+    finally:
+        get_settings.cache_clear()
+
+
 def test_self_ensemble_of_bicubic_is_bicubic(photo):
     """Bicubic commutes with flips and rotations, which is what lets pre-upsampling run inside."""
     plain = np.asarray(Upscaler("bicubic", 3).upscale(photo), dtype=int)
