@@ -203,7 +203,7 @@ def build_tab() -> gr.Dropdown:
             compare = gr.Dropdown(choices=compare_choices(), value=BICUBIC, label="Compare with (slider left side)",
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
-                                   "+0.04 to +0.18 dB on Set5)", elem_id="self-ensemble")
+                                   "+0.06 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
                 reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
