@@ -105,3 +105,25 @@ def test_the_slider_can_compare_two_weights_entries(tmp_path):
             run_upscale(str(tmp_path / "lr.png"), model, None, False, mismatched)
     with pytest.raises(gr.Error, match="unknown weights"):
         run_upscale(str(tmp_path / "lr.png"), model, None, False, "/etc/passwd")
+
+
+def test_compare_with_offers_the_picked_models_scale_only():
+    from srweb.ui.upscale import BICUBIC, compare_choices, refresh_compare
+    from srweb.weights import list_weights
+
+    cards = list_weights()
+    if not cards:
+        pytest.skip("needs shipped weights")
+    scale_of = {c.name: c.scale for c in cards}
+    model = cards[0].name
+    values = [v for _, v in compare_choices(model)]
+    assert values[0] == BICUBIC and model in values[1:]  # itself: against its own self-ensemble
+    assert {scale_of[v] for v in values[1:]} == {scale_of[model]}
+    assert {v for _, v in compare_choices(f"bicubic-x{scale_of[model]}")} == set(values)
+    assert [v for _, v in compare_choices(None)][1:] == [c.name for c in cards]
+    assert [v for _, v in compare_choices("no-such-weights")][1:] == [c.name for c in cards]
+    # A pick that still fits is kept; one of another scale falls back to bicubic.
+    assert refresh_compare(model, model).value == model
+    other = next((c.name for c in cards if c.scale != scale_of[model]), None)
+    if other:
+        assert refresh_compare(model, other).value == BICUBIC

@@ -86,9 +86,28 @@ def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False) -> U
     return Upscaler(name, scale, self_ensemble=self_ensemble)
 
 
-def compare_choices() -> list[tuple[str, str]]:
-    """"Compare with" entries: bicubic at the model's scale, then every weights entry."""
-    return [("bicubic (at the model's scale)", BICUBIC)] + [c for c in weights_choices() if not c[1].startswith("bicubic-")]
+def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
+    """"Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
+    ``choice`` (a model-list value; every entry when it is None or unknown). ``choice`` itself stays:
+    with the self-ensemble ticked, the slider compares a model against its own ensemble."""
+    scales = {card.name: card.scale for card in list_weights()}
+    scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
+    entries = [c for c in weights_choices() if c[1] in scales and scale in (None, scales[c[1]])]
+    return [("bicubic (at the model's scale)", BICUBIC)] + entries
+
+
+def _baseline_scale(choice: str | None) -> int | None:
+    """``bicubic-x4`` -> 4; anything else -> None."""
+    try:
+        return parse_choice(choice)[1] if choice else None
+    except WeightsError:
+        return None
+
+
+def refresh_compare(choice: str | None, current: str | None) -> gr.Dropdown:
+    """The "Compare with" list for the model just picked; keeps the current pick when it still fits."""
+    choices = compare_choices(choice)
+    return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else BICUBIC)
 
 
 def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble: bool = False,
@@ -200,7 +219,7 @@ def build_tab() -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
-            compare = gr.Dropdown(choices=compare_choices(), value=BICUBIC, label="Compare with (slider left side)",
+            compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
                                    "+0.06 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
@@ -217,9 +236,9 @@ def build_tab() -> gr.Dropdown:
             download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
     button.click(run_upscale, inputs=[image, weights, reference, ensemble, compare],
                  outputs=[download, slider, report], api_name="upscale", concurrency_limit=2)
-    # Weights exported since start-up appear here on the next page load (the model list refreshes
-    # on export too, from the Runs tab).
-    gr.on(None, lambda: gr.Dropdown(choices=compare_choices()), None, compare, show_progress="hidden",
+    # Offers only entries of the picked model's scale, read afresh on each pick (so weights
+    # exported since start-up appear too).
+    gr.on([weights.change], refresh_compare, [weights, compare], compare, show_progress="hidden",
           api_visibility="private")
     return weights
 
