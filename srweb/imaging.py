@@ -1,7 +1,9 @@
 """Image I/O and colour conversion: PIL <-> tensor, RGB <-> YCbCr (BT.601 as MATLAB's rgb2ycbcr).
 
 Every image entering srweb goes through :func:`load_image`, which turns every way a file
-can be bad into one :class:`ImageError` with a message naming the file.
+can be bad into one :class:`ImageError` with a message naming the file. PIL has no mode for
+16-bit-per-channel colour (it keeps the high byte only), so :func:`load_pixels` hands such
+PNG/TIFF files over as ``uint16`` arrays, read with OpenCV; :func:`encode_png` writes them back.
 """
 
 from __future__ import annotations
@@ -92,6 +94,63 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
     return upright(img)
 
 
+def load_pixels(source: str | os.PathLike | BinaryIO | Image.Image, *,
+                max_pixels: int | None = None) -> Image.Image | np.ndarray:
+    """:func:`load_image`, except that a 16-bit-per-channel RGB or RGBA file (PNG, TIFF) comes as an
+    (H, W, 3|4) ``uint16`` array in RGB(A) order, EXIF orientation applied, with all its bits."""
+    img = load_image(source, max_pixels=max_pixels)
+    if img.mode not in {"RGB", "RGBA"} or not isinstance(source, (str, os.PathLike)):
+        return img
+    deep = read_deep_colour(source)
+    return img if deep is None else deep
+
+
+def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
+    """The pixels of a 16-bit-per-channel RGB(A) file as an (H, W, 3|4) ``uint16`` array, upright;
+    None for any other file (one PIL reads whole)."""
+    name = _describe(path)
+    try:
+        with Image.open(path) as img:
+            args = img.tile[0].args if img.tile else None
+            orientation = img.getexif().get(0x0112, 1)
+            mode = img.mode
+    except Exception:
+        return None
+    rawmode = args[0] if isinstance(args, tuple) else args
+    if mode not in {"RGB", "RGBA"} or not isinstance(rawmode, str) or ";16" not in rawmode:
+        return None
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"{name}: cannot decode its 16-bit colour pixels")
+    arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(arr))
+
+
+# EXIF orientation -> the turn that makes an (H, W, C) array upright (as ImageOps.exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def encode_png(img: Image.Image | np.ndarray) -> bytes:
+    """PNG bytes of a PIL image (see :func:`png_ready`) or of an (H, W[, 1|3|4]) uint8/uint16 array
+    in RGB(A) order (16-bit colour stays 16-bit)."""
+    if isinstance(img, Image.Image):
+        return image_to_bytes(png_ready(img))
+    import cv2
+
+    arr = img if img.ndim == 2 or img.shape[2] == 1 else \
+        cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise ValueError(f"cannot encode a {img.dtype} array of shape {img.shape} as PNG")
+    return data.tobytes()
+
+
 def upright(img: Image.Image) -> Image.Image:
     """``img`` turned as its EXIF orientation says; unchanged when its EXIF block is corrupt
     (the pixels are fine, only the orientation is unknown)."""
@@ -108,8 +167,19 @@ def image_to_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def to_rgb8(img: Image.Image) -> Image.Image:
-    """Any mode -> 8-bit RGB (16-bit scaled down, alpha dropped, CMYK/P converted)."""
+def to_pil8(img: Image.Image | np.ndarray) -> Image.Image:
+    """An image array (see :func:`load_pixels`) as an 8-bit L, RGB or RGBA image, for display and
+    metrics; a PIL image unchanged."""
+    if isinstance(img, Image.Image):
+        return img
+    planes = img.reshape(*img.shape[:2], -1).astype(np.float64)
+    u8 = np.clip(planes / np.iinfo(img.dtype).max * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(u8[..., 0] if u8.shape[2] == 1 else u8)
+
+
+def to_rgb8(img: Image.Image | np.ndarray) -> Image.Image:
+    """Any mode, or an image array -> 8-bit RGB (16-bit scaled down, alpha dropped, CMYK/P converted)."""
+    img = to_pil8(img)
     if img.mode == "RGB":
         return img
     if img.mode in {"I;16", "I;16B", "I;16L", "I"}:

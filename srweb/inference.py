@@ -341,9 +341,20 @@ class Upscaler:
         out = out.clamp(0, 1)
         return out.mean(dim=0, keepdim=True) if channels == 1 else out
 
-    def upscale(self, img: Image.Image, progress: ProgressFn | None = None) -> Image.Image:
-        """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth)."""
+    def upscale(self, img: Image.Image | np.ndarray, progress: ProgressFn | None = None) -> Image.Image | np.ndarray:
+        """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth).
+
+        An array (H, W) or (H, W, 1|3|4) of uint8 or uint16 (grey, RGB, RGBA: e.g. 16-bit colour,
+        which PIL cannot hold, from :func:`srweb.imaging.load_pixels`) comes back as the same kind of array.
+        """
         start = time.perf_counter()
+        if isinstance(img, np.ndarray):
+            if img.ndim < 2 or 0 in img.shape[:2]:
+                raise ValueError(f"image has zero size ({img.shape})")
+            with self._lock:
+                result = _upscale_array(self, img, progress)
+            self.last_seconds = time.perf_counter() - start
+            return result
         img = upright(img)
         if img.width == 0 or img.height == 0:
             raise ValueError(f"image has zero size ({img.width}x{img.height})")
@@ -374,6 +385,35 @@ def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:
     return imresize(t, scale=scale)[0, 0].clamp(0, 1).numpy()
 
 
+def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | None,
+                    progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour (H, W, 1|3) and alpha (H, W) or None, in [0, 1], upscaled; the SR model sees the colour
+    premultiplied, so invisible pixels do not bleed into the edges of visible ones."""
+    if alpha is not None:
+        colour = colour * alpha[..., None]
+    x = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1), dtype=np.float32))
+    out = upscaler.upscale_tensor(x, progress).numpy().transpose(1, 2, 0)
+    if alpha is not None:
+        alpha = _resize_channel(alpha, upscaler.scale)
+        out = np.where(alpha[..., None] > 1 / 510, out / np.maximum(alpha[..., None], 1 / 510), 0.0).clip(0, 1)
+    return out, alpha
+
+
+def _upscale_array(upscaler: Upscaler, img: np.ndarray, progress: ProgressFn | None) -> np.ndarray:
+    """An (H, W) or (H, W, 1|3|4) uint8/uint16 array (4 = RGBA) upscaled into the same kind of array."""
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or img.ndim == 3 and img.shape[2] not in (1, 3, 4):
+        raise ValueError(f"an image array must be (H, W) or (H, W, 1|3|4) of uint8 or uint16, "
+                         f"not {img.dtype} {img.shape}")
+    peak = float(np.iinfo(img.dtype).max)
+    planes = img.reshape(*img.shape[:2], -1).astype(np.float64) / peak
+    alpha = planes[..., 3] if planes.shape[2] == 4 else None
+    out, alpha = _upscale_planes(upscaler, planes[..., :3], alpha, progress)
+    if alpha is not None:
+        out = np.concatenate([out, alpha[..., None]], axis=2)
+    out = np.round(out * peak).astype(img.dtype)
+    return out[..., 0] if img.ndim == 2 else out
+
+
 def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn | None) -> Image.Image:
     mode = img.mode
     if mode == "P":
@@ -391,13 +431,7 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
         alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0
         img = img.convert("RGB" if img.mode == "RGBA" else "L")
     arr, peak = _to_array(img)
-    if alpha is not None:  # premultiplied: the colour of invisible pixels must not bleed into edges
-        arr = arr * alpha[..., None]
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
-    out = upscaler.upscale_tensor(x, progress).numpy().transpose(1, 2, 0)
-    if alpha is not None:
-        alpha = _resize_channel(alpha, upscaler.scale)
-        out = np.where(alpha[..., None] > 1 / 510, out / np.maximum(alpha[..., None], 1 / 510), 0.0).clip(0, 1)
+    out, alpha = _upscale_planes(upscaler, arr, alpha, progress)
     if img.mode == "F":
         result = Image.fromarray((out[..., 0] * peak).astype(np.float32), mode="F")
     elif peak > 255:
@@ -437,13 +471,11 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
     Raises:
         ValueError: the output would replace the input file.
     """
-    from srweb.fileio import atomic_save_png
-    from srweb.imaging import load_image, png_ready
+    from srweb.fileio import atomic_write_bytes
+    from srweb.imaging import encode_png, load_pixels
 
     target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
     if target.exists() and target.resolve() == Path(path).resolve():
         raise ValueError(f"{path}: the output would overwrite the input; pick another --out folder")
-    img = load_image(path, max_pixels=max_pixels)
-    result = upscaler.upscale(img)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_save_png(png_ready(result), target)
+    result = upscaler.upscale(load_pixels(path, max_pixels=max_pixels))
+    return atomic_write_bytes(target, encode_png(result))

@@ -10,6 +10,7 @@ from PIL import Image
 import srweb
 from srweb.evaluate import bicubic_sr
 from srweb.inference import Upscaler
+from srweb.resize import imresize
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +255,73 @@ def test_fp32_edges_leave_the_shared_model_alone():
     x = torch.rand(1, 1, 20, 20)
     with torch.inference_mode():
         assert torch.equal(net(x), model(x))  # same weights, same fp32 result outside autocast
+
+
+# ---- 16-bit colour: PIL keeps only the high byte of each channel; srweb reads and writes all 16 bits
+
+
+def _deep_photo(photo, alpha: bool = False) -> np.ndarray:
+    arr = np.asarray(photo).astype(np.uint16) * 257 + np.arange(3, dtype=np.uint16) * 40  # low bits set
+    if alpha:
+        a = np.full(arr.shape[:2] + (1,), 65535, np.uint16)
+        a[:, : arr.shape[1] // 3] = 0
+        arr = np.concatenate([arr, a], axis=2)
+    return arr
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_an_array_upscales_as_its_pil_image_does(photo, espcn, mode):
+    img = photo.convert(mode)
+    out = espcn.upscale(np.asarray(img))
+    assert out.dtype == np.uint8 and np.array_equal(out, np.asarray(espcn.upscale(img)))
+
+
+def test_sixteen_bit_colour_arrays_keep_their_depth_and_alpha(photo, espcn):
+    deep = _deep_photo(photo, alpha=True)
+    out = espcn.upscale(deep)
+    assert out.dtype == np.uint16 and out.shape == (60, 80, 4)
+    assert (out[..., :3] % 257).any()  # not an 8-bit result scaled up
+    assert out[:, :20, 3].max() == 0 and out[:, 30:, 3].min() == 65535
+    # Its 8-bit view agrees with upscaling the 8-bit image (within the rounding of the low byte).
+    eight = np.asarray(espcn.upscale(Image.fromarray((deep // 257).astype(np.uint8))), dtype=float)
+    visible = out[:, 30:, :3] / 257.0 - eight[:, 30:, :3]
+    assert np.abs(visible).mean() < 1.5
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        espcn.upscale(deep.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_colour_files_round_trip_with_all_their_bits(photo, tmp_path, suffix):
+    import cv2
+
+    from srweb.imaging import load_pixels, read_deep_colour
+    from srweb.inference import upscale_file
+
+    deep = _deep_photo(photo)
+    path = tmp_path / f"deep{suffix}"
+    cv2.imwrite(str(path), deep[..., ::-1])  # OpenCV writes BGR
+    assert np.array_equal(read_deep_colour(path), deep) and np.array_equal(load_pixels(path), deep)
+    photo.save(tmp_path / "eight.png")
+    assert read_deep_colour(tmp_path / "eight.png") is None
+    assert isinstance(load_pixels(tmp_path / "eight.png"), Image.Image)
+
+    out = upscale_file(path, Upscaler("bicubic", 2), tmp_path / "out")
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert written.dtype == np.uint16 and written.shape == (60, 80, 3)
+    expected = imresize(torch.from_numpy(deep.transpose(2, 0, 1) / 65535.0)[None].float(), scale=2)[0]
+    assert np.abs(written / 65535.0 - expected.clamp(0, 1).numpy().transpose(1, 2, 0)).max() < 2e-5
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_arrays_are_turned_upright_as_pil_turns_images(orientation):
+    from PIL import ImageOps
+
+    from srweb.imaging import _ORIENT
+
+    img = Image.fromarray(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3))
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(buffer)))
+    assert np.array_equal(_ORIENT.get(orientation, lambda a: a)(np.asarray(img)), expected)

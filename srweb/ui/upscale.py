@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import ImageError, ImageTooLarge, load_image, png_ready, to_rgb8
+from srweb.imaging import ImageError, ImageTooLarge, encode_png, load_image, load_pixels, to_pil8, to_rgb8
 from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
 from srweb.ui.outputs import image_file, output_dir
@@ -110,10 +111,11 @@ def refresh_compare(choice: str | None, current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else BICUBIC)
 
 
-def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble: bool = False,
+def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, self_ensemble: bool = False,
                   compare_with: str = BICUBIC) -> UpscaleResult:
     """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
-    ``image``; write the SR PNG to a temp file."""
+    ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`); write the SR PNG,
+    at the input's bit depth, to a temp file."""
     name, scale = parse_choice(choice)
     upscaler = get_upscaler(name, scale, bool(self_ensemble))
     if compare_with in (None, "", BICUBIC):
@@ -133,10 +135,9 @@ def upscale_image(image: Image.Image, choice: str, progress=None, self_ensemble:
     sr = upscaler.upscale(image, progress=report)
     seconds = upscaler.last_seconds
     reference = other.upscale(image)
-    out_dir = output_dir()
-    sr_path = out_dir / f"{upscaler.name}.png"
-    png_ready(sr).save(sr_path)
-    return UpscaleResult(sr, reference, other.name, seconds, upscaler.device, upscaler.precision,
+    sr_path = output_dir() / f"{upscaler.name}.png"
+    sr_path.write_bytes(encode_png(sr))
+    return UpscaleResult(to_pil8(sr), to_pil8(reference), other.name, seconds, upscaler.device, upscaler.precision,
                          tiles_seen[0] // (8 if upscaler.self_ensemble else 1), sr_path,
                          upscaler.scale)
 
@@ -178,9 +179,11 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         raise gr.Error("Pick a model.")
     limit = get_settings().max_input_pixels
     try:
-        image = load_image(image_path, max_pixels=limit)
-        result = upscale_image(image, choice, progress, self_ensemble, compare_with)
-        report = (f"**{image.width}x{image.height} {image.mode} → {result.sr.width}x{result.sr.height}** "
+        pixels = load_pixels(image_path, max_pixels=limit)
+        image = to_pil8(pixels)
+        mode = image.mode if pixels is image else f"{image.mode} 16-bit"
+        result = upscale_image(pixels, choice, progress, self_ensemble, compare_with)
+        report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})  \n"
