@@ -118,6 +118,9 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
         assert float(row["MOS"]) == pytest.approx(4.5, abs=0.5)
         assert float(row["PSNR Set5"]) > 0 and int(row["ratings"]) == model_votes
         assert int(row["raters"]) == 1 and row["MOS 95% CI"] == ""  # one rater: no spread across raters yet
+        assert re.fullmatch(r"\d\d\.\d\d", row["PSNR Set5"])
+        papers = [r["paper PSNR Set5"] for r in table_rows(page).values() if r["paper PSNR Set5"]]
+        assert papers and all(re.fullmatch(r"\d\d\.\d\d", p) for p in papers)  # a paper's 33.00 is not "33"
 
         with session_scope(url) as session:  # a second rater (another browser), straight into the database
             other = get_or_create_rater(session, "second-rater-0001").id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,10 +60,11 @@ def seed_ratings() -> None:
 
 def test_fresh_database_is_filled_from_the_cards(env):
     save_weights(srweb.create_model("espcn", 3), "espcn-x3.bare")  # no metrics on its card
-    table, note, *_ , bench = lb.refresh()
+    shown, note, *_ , bench = lb.refresh()
+    table = shown.data
     bare = table.set_index("weights").loc["espcn-x3.bare"]
     assert bare["scale"] == 3 and bare["params (K)"] > 0 and bare["PSNR Set5"] is None and bare["ratings"] == 0
-    assert list(lb.refresh(2)[0]["weights"]) == [NAME]
+    assert list(lb.refresh(2)[0].data["weights"]) == [NAME]
     row = table.set_index("weights").loc[NAME]
     assert row["PSNR Set5"] == 36.5 and row["SSIM Set5"] == 0.95 and row["scale"] == 2
     assert row["paper PSNR Set5"] is None  # ESPCN's paper reports no x2
@@ -71,6 +73,10 @@ def test_fresh_database_is_filled_from_the_cards(env):
     assert row["MOS"] is None and row["ratings"] == 0
     assert row["ms/MP"] == 31.5 and row["speed on"] == "cpu"  # the card's speed, until a bench runs here
     assert bare["ms/MP"] is None
+    # Shown at each column's decimals: the paper's 33.00 must not read "33", an empty cell reads "".
+    cells = gr.Dataframe(interactive=False).postprocess(shown)
+    display = dict(zip(cells.headers, cells.metadata["display_value"][list(table["weights"]).index("espcn-x3.bare")]))
+    assert display["paper PSNR Set5"] == "33.00" and display["PSNR Set5"] == "" and display["weights"] == "espcn-x3.bare"
     assert "Set5**: Y, crop 2, matlab-bicubic" in note
     assert [value for _, value in bench.choices] == [lb.ALL, "Set5"]
 
@@ -78,6 +84,7 @@ def test_fresh_database_is_filled_from_the_cards(env):
 def test_table_columns_rows_and_filters(env):
     seed_ratings()
     table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
+    table = table.data
     assert list(table.columns) == [
         "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "paper PSNR Set5", "ms/MP", "speed on",
         "MOS", "MOS 95% CI",
@@ -96,8 +103,8 @@ def test_table_columns_rows_and_filters(env):
     assert rows.loc["hr", "MOS"] == 5.0 and rows.loc["hr", "PSNR Set5"] is None
     assert "Wilson" in note and "Bradley" in note
 
-    assert lb.refresh(3, lb.ALL)[0].empty
-    only = lb.refresh(2, "Set5")[0]
+    assert lb.refresh(3, lb.ALL)[0].data.empty
+    only = lb.refresh(2, "Set5")[0].data
     assert NAME in set(only["weights"]) and [c for c in only.columns if c.startswith("PSNR")] == ["PSNR Set5"]
 
 
@@ -150,7 +157,7 @@ def test_evaluate_runs_in_background_one_at_a_time(env, tmp_path):
     assert busy[0].startswith("Busy")
     status, table, *_ = list(steps)[-1]
     assert status.startswith("Done: bicubic x2 on tiny") and "recorded" in status
-    assert table.set_index("weights").loc["bicubic", "PSNR tiny"] > 0
+    assert table.data.set_index("weights").loc["bicubic", "PSNR tiny"] > 0
 
     failing = lb.run_evaluation(runner, "bicubic-x2", str(tmp_path / "missing"), lb.ALL, lb.ALL, poll=0.2)
     assert "failed" in list(failing)[-1][0]
@@ -160,7 +167,7 @@ def test_evaluate_runs_in_background_one_at_a_time(env, tmp_path):
 
     status, table, *_ = list(lb.run_evaluation(runner, NAME, str(folder), lb.ALL, lb.ALL, True, poll=0.2))[-1]
     assert status.startswith(f"Done: {NAME}+ x2 on tiny") and "recorded" in status
-    assert table.set_index("weights").loc[NAME + "+", "PSNR tiny"] > 0
+    assert table.data.set_index("weights").loc[NAME + "+", "PSNR tiny"] > 0
     refused = list(lb.run_evaluation(runner, "bicubic-x2", str(folder), lb.ALL, lb.ALL, True, poll=0.2))[-1][0]
     assert "failed" in refused and "needs a model" in refused
     assert lb.eval_datasets()[:2] == ["Set5", "sample"]
@@ -177,7 +184,7 @@ def test_self_ensemble_results_are_their_own_rows_of_the_served_checkpoint(env):
 
     write_transaction(seed)
     table, note, *_ = lb.refresh(2, lb.ALL)
-    rows = table.set_index("weights")
+    rows = table.data.set_index("weights")
     assert rows.loc[NAME + "+", "PSNR Set5"] == 36.62 and rows.loc[NAME, "PSNR Set5"] == 36.5
     assert rows.loc[NAME + "+", "arch"] == "espcn" and rows.loc[NAME + "+", "scale"] == 2
     assert "Y, crop 2, matlab-bicubic, x8 self-ensemble" in note

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
@@ -89,6 +90,15 @@ def _interval(lo: float, hi: float, digits: int = 2, factor: float = 1.0) -> str
     return f"[{lo * factor:.{digits}f}, {hi * factor:.{digits}f}]"
 
 
+def column_digits(column: str) -> int | None:
+    """Decimals a number column of the shown leaderboard keeps; None for text and counts."""
+    if column.startswith(("PSNR ", "paper PSNR ")):
+        return 2
+    if column.startswith("SSIM "):
+        return 4
+    return {"params (K)": 1, "ms/MP": 1, "MOS": 2, "win % vs bicubic": 1, "BT": 2}.get(column)
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown: rounded numbers, intervals as text, one PSNR/SSIM pair per dataset."""
     datasets = [c[len("psnr_"):] for c in frame.columns if c.startswith("psnr_")]
@@ -97,24 +107,32 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "type": frame["kind"],
         "arch": frame["arch"],
         "scale": frame["scale"].astype(int),
-        "params (K)": (pd.to_numeric(frame["params"], errors="coerce") / 1000).round(1),
+        "params (K)": pd.to_numeric(frame["params"], errors="coerce") / 1000,
     })
     for d in datasets:
-        out[f"PSNR {d}"] = frame[f"psnr_{d}"].round(2)
-        out[f"SSIM {d}"] = frame[f"ssim_{d}"].round(4)
-    out["paper PSNR Set5"] = frame["paper_psnr_Set5"].round(2)
-    out["ms/MP"] = frame["ms_per_mpix"].round(1)
+        out[f"PSNR {d}"] = frame[f"psnr_{d}"]
+        out[f"SSIM {d}"] = frame[f"ssim_{d}"]
+    out["paper PSNR Set5"] = frame["paper_psnr_Set5"]
+    out["ms/MP"] = frame["ms_per_mpix"]
     out["speed on"] = frame["speed_device"]  # a GPU figure beside CPU ones must say so
-    out["MOS"] = frame["mos"].round(2)
+    out["MOS"] = frame["mos"]
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
     out["MOS 95% CI"] = [_interval(max(lo, 1.0), min(hi, 5.0)) for lo, hi in zip(frame["mos_lo"], frame["mos_hi"])]
     out["ratings"] = frame["n_ratings"]
     out["raters"] = frame["n_raters"]
-    out["win % vs bicubic"] = (frame["win_rate"] * 100).round(1)
+    out["win % vs bicubic"] = frame["win_rate"] * 100
     out["win 95% CI"] = [_interval(lo, hi, 1, 100) for lo, hi in zip(frame["win_lo"], frame["win_hi"])]
-    out["BT"] = frame["bt"].round(2)
+    out["BT"] = frame["bt"]
     out["BT 95% CI"] = [_interval(lo, hi) for lo, hi in zip(frame["bt_lo"], frame["bt_hi"])]
+    out = out.round({c: d for c in out.columns if (d := column_digits(c)) is not None})
     return out.astype(object).where(out.notna(), None)
+
+
+def styled(table: pd.DataFrame) -> Styler:
+    """``table`` (see :func:`display_frame`) with each number shown at its column's decimals: a bare
+    gr.Dataframe drops trailing zeros (a paper's 33.00 would read "33" beside 32.69)."""
+    return table.style.format({c: f"{{:.{d}f}}" for c in table.columns if (d := column_digits(c)) is not None},
+                              na_rep="")
 
 
 def protocol_note(frame: pd.DataFrame) -> str:
@@ -143,7 +161,7 @@ def refresh(scale: str | int | None = ALL, dataset: str | None = ALL):
     """Handler: table, footnote, both charts, CSV file and the benchmark choices."""
     frame, datasets = load_board(scale, dataset)
     chart_dataset = dataset if dataset not in (None, "", ALL) else main_dataset(frame)
-    return (display_frame(frame), protocol_note(frame), perception_distortion_figure(frame, chart_dataset),
+    return (styled(display_frame(frame)), protocol_note(frame), perception_distortion_figure(frame, chart_dataset),
             psnr_params_figure(frame, chart_dataset), str(write_csv(frame, scale, dataset)),
             gr.Dropdown(choices=[ALL, *datasets]))
 
