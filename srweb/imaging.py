@@ -3,14 +3,17 @@
 Every image entering srweb goes through :func:`load_image`, which turns every way a file
 can be bad into one :class:`ImageError` with a message naming the file. PIL has no mode for
 16-bit-per-channel colour (it keeps the high byte only), so :func:`load_pixels` hands such
-PNG/TIFF files over as ``uint16`` arrays, read with OpenCV; :func:`encode_png` writes them back.
+PNG/TIFF files over as ``uint16`` arrays, read with OpenCV; :func:`encode_png` writes them back
+(with the file's colour profile, from :func:`icc_profile_of`).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,9 +139,10 @@ _ORIENT = {
 }
 
 
-def encode_png(img: Image.Image | np.ndarray) -> bytes:
-    """PNG bytes of a PIL image (see :func:`png_ready`) or of an (H, W[, 1|3|4]) uint8/uint16 array
-    in RGB(A) order (16-bit colour stays 16-bit)."""
+def encode_png(img: Image.Image | np.ndarray, icc_profile: bytes | None = None) -> bytes:
+    """PNG bytes of a PIL image (see :func:`png_ready`; its own colour profile kept) or of an
+    (H, W[, 1|3|4]) uint8/uint16 array in RGB(A) order (16-bit colour stays 16-bit), with
+    ``icc_profile`` embedded when given (see :func:`icc_profile_of`)."""
     if isinstance(img, Image.Image):
         return image_to_bytes(png_ready(img))
     import cv2
@@ -148,7 +152,25 @@ def encode_png(img: Image.Image | np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", np.ascontiguousarray(arr))
     if not ok:
         raise ValueError(f"cannot encode a {img.dtype} array of shape {img.shape} as PNG")
-    return data.tobytes()
+    return _with_icc_profile(data.tobytes(), icc_profile) if icc_profile else data.tobytes()
+
+
+def icc_profile_of(path: str | os.PathLike) -> bytes | None:
+    """The ICC colour profile embedded in an image file; None when it has none or cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.info.get("icc_profile") or None
+    except Exception:
+        return None
+
+
+def _with_icc_profile(png: bytes, profile: bytes) -> bytes:
+    """PNG bytes with an iCCP chunk (the colour profile, zlib-compressed) right after IHDR, where the
+    PNG specification puts it (OpenCV writes no profile of its own)."""
+    body = b"ICC profile\x00\x00" + zlib.compress(profile)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    end_of_ihdr = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, 13 data bytes and CRC
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
 
 
 def upright(img: Image.Image) -> Image.Image:

@@ -472,10 +472,11 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
         ValueError: the output would replace the input file.
     """
     from srweb.fileio import atomic_write_bytes
-    from srweb.imaging import encode_png, load_pixels
+    from srweb.imaging import encode_png, icc_profile_of, load_pixels
 
     target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
     if target.exists() and target.resolve() == Path(path).resolve():
         raise ValueError(f"{path}: the output would overwrite the input; pick another --out folder")
-    result = upscaler.upscale(load_pixels(path, max_pixels=max_pixels))
-    return atomic_write_bytes(target, encode_png(result))
+    pixels = load_pixels(path, max_pixels=max_pixels)
+    profile = None if isinstance(pixels, Image.Image) else icc_profile_of(path)  # a PIL image carries its own
+    return atomic_write_bytes(target, encode_png(upscaler.upscale(pixels), profile))

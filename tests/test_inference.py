@@ -325,3 +325,24 @@ def test_sixteen_bit_arrays_are_turned_upright_as_pil_turns_images(orientation):
     img.save(buffer, format="PNG", exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(buffer)))
     assert np.array_equal(_ORIENT.get(orientation, lambda a: a)(np.asarray(img)), expected)
+
+
+def test_sixteen_bit_colour_keeps_its_colour_profile(photo, tmp_path):
+    import cv2
+    from PIL import ImageCms
+
+    from srweb.imaging import encode_png, read_deep_colour
+    from srweb.inference import upscale_file
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # any profile but the default
+    deep = _deep_photo(photo)
+    path = tmp_path / "tagged.png"
+    path.write_bytes(encode_png(deep, profile))
+    assert Image.open(path).info["icc_profile"] == profile  # a valid iCCP chunk, as Pillow reads it
+    assert np.array_equal(read_deep_colour(path), deep)  # and libpng decodes the file whole
+
+    out = upscale_file(path, Upscaler("bicubic", 2), tmp_path / "out")
+    assert Image.open(out).info["icc_profile"] == profile
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    (tmp_path / "plain.png").write_bytes(encode_png(deep))
+    assert "icc_profile" not in Image.open(upscale_file(tmp_path / "plain.png", Upscaler("bicubic", 2), tmp_path / "out2")).info

@@ -132,13 +132,19 @@ def test_compare_with_offers_the_picked_models_scale_only():
 def test_a_sixteen_bit_colour_upload_downloads_as_sixteen_bit(tmp_path):
     import cv2
 
+    from PIL import ImageCms
+
+    from srweb.imaging import encode_png
+
     deep = np.asarray(_photo(20)).astype(np.uint16) * 257 + 17  # low bits set
-    cv2.imwrite(str(tmp_path / "deep.png"), deep[..., ::-1])
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    (tmp_path / "deep.png").write_bytes(encode_png(deep, profile))
     hr = _photo(40)
     hr.save(tmp_path / "hr.png")
     sr_file, (left, right), report = run_upscale(str(tmp_path / "deep.png"), "bicubic-x2", str(tmp_path / "hr.png"))
     assert "20x20 RGB 16-bit → 40x40" in report and "| SR |" in report
     sr = cv2.imread(sr_file, cv2.IMREAD_UNCHANGED)
     assert sr.dtype == np.uint16 and sr.shape == (40, 40, 3) and (sr % 257).any()
+    assert Image.open(sr_file).info["icc_profile"] == profile  # the colours mean what they meant
     with Image.open(left) as shown:  # the slider's side shows in any browser
         assert shown.mode == "RGB" and shown.size == (40, 40)

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import ImageError, ImageTooLarge, encode_png, load_image, load_pixels, to_pil8, to_rgb8
+from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels,
+                           to_pil8, to_rgb8)
 from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
 from srweb.ui.outputs import image_file, output_dir
@@ -112,10 +113,10 @@ def refresh_compare(choice: str | None, current: str | None) -> gr.Dropdown:
 
 
 def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, self_ensemble: bool = False,
-                  compare_with: str = BICUBIC) -> UpscaleResult:
+                  compare_with: str = BICUBIC, icc_profile: bytes | None = None) -> UpscaleResult:
     """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
-    ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`); write the SR PNG,
-    at the input's bit depth, to a temp file."""
+    ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`, whose colour profile
+    ``icc_profile`` is); write the SR PNG, at the input's bit depth, to a temp file."""
     name, scale = parse_choice(choice)
     upscaler = get_upscaler(name, scale, bool(self_ensemble))
     if compare_with in (None, "", BICUBIC):
@@ -136,7 +137,7 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
     seconds = upscaler.last_seconds
     reference = other.upscale(image)
     sr_path = output_dir() / f"{upscaler.name}.png"
-    sr_path.write_bytes(encode_png(sr))
+    sr_path.write_bytes(encode_png(sr, icc_profile))
     return UpscaleResult(to_pil8(sr), to_pil8(reference), other.name, seconds, upscaler.device, upscaler.precision,
                          tiles_seen[0] // (8 if upscaler.self_ensemble else 1), sr_path,
                          upscaler.scale)
@@ -182,7 +183,8 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         pixels = load_pixels(image_path, max_pixels=limit)
         image = to_pil8(pixels)
         mode = image.mode if pixels is image else f"{image.mode} 16-bit"
-        result = upscale_image(pixels, choice, progress, self_ensemble, compare_with)
+        profile = None if pixels is image else icc_profile_of(image_path)
+        result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile)
         report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
