@@ -83,6 +83,22 @@ def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     assert page.locator("#sr-download a[download]").get_attribute("download") == f"{app_server.weights_name}+.png"
 
 
+def test_a_sixteen_bit_colour_upload_downloads_with_all_its_bits(browser_page, app_server, tmp_path):
+    import cv2
+
+    page, scale = browser_page, app_server.scale
+    deep = np.linspace(0, 65535, 32 * 24 * 3).reshape(24, 32, 3).astype(np.uint16)  # low bytes vary too
+    path = tmp_path / "srweb-deep.png"
+    cv2.imwrite(str(path), deep)
+    upload(page, path)
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#upscale-report').innerText.includes('RGB 16-bit')",
+                           timeout=60_000)
+    body = page.request.get(page.locator("#sr-download a[download]").get_attribute("href")).body()
+    sr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert sr.dtype == np.uint16 and sr.shape == (24 * scale, 32 * scale, 3) and (sr % 257).any()
+
+
 def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page, app_server, tmp_path):
     page = browser_page
     text = tmp_path / "notes.txt"
