@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text
 import srweb
 from conftest import crops
 from srweb.config import get_settings
+from srweb.track import views
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.runs import create_run, get_run, metric_series, set_status
 from srweb.track.schema import Checkpoint, Run
@@ -29,6 +30,7 @@ from srweb.train import jobs
 from srweb.train.config import ConfigError, TrainConfig
 
 DATA = Path(get_settings().data_root)
+PAUSE_SECONDS = 3  # a cancelled run waiting to be resumed
 TIMEOUT = 120  # seconds; a loaded 2-core machine starts a torch worker in ~5-10 s
 
 
@@ -172,6 +174,8 @@ def test_cancel_resume_kill_reap_resume_to_finished(env, tiny):
         jobs.cancel(run_id)
     cancelled_steps = _metric_steps(run_id, "loss")
     assert cancelled_steps and cancelled_steps[-1] <= stopped
+    assert 0 < run.train_seconds <= (run.finished_at - run.started_at).total_seconds() + 1
+    time.sleep(PAUSE_SECONDS)  # the run sits cancelled: this is not training time
 
     assert jobs.resume(run_id) == run_id
     run = _wait(run_id, lambda r: r.status == "running" and r.pid, "running again")
@@ -187,6 +191,10 @@ def test_cancel_resume_kill_reap_resume_to_finished(env, tiny):
     assert jobs.resume(run_id) == run_id
     run = _done(run_id)
     assert (run.step, run.weights_name, run.error) == (200, "espcn-x2.custom", None)
+    # Its duration is its training time (the trainer's count, which the card records too), not the
+    # wall time since it first started, which holds the pause and the reaping.
+    assert run.train_seconds < (run.finished_at - run.started_at).total_seconds() - PAUSE_SECONDS
+    assert views.runs_frame().set_index("id").loc[run_id, "duration"] == views.format_duration(run.train_seconds)
     steps = _metric_steps(run_id, "loss")
     assert steps[: len(cancelled_steps)] == cancelled_steps
     # Cancel + resume: one curve, no restart. (After SIGKILL, rows still buffered in the dead

@@ -72,6 +72,8 @@ def test_train_edsr_baseline_general100_end_to_end(state):
     model, card = srweb.load_weights("edsr-baseline-x2.custom")  # in the weights folder, found by name
     assert card.num_params == sum(p.numel() for p in model.parameters())
     assert card.config["num_blocks"] == 2 and card.training["run_id"] == 1
+    # The run's training time: the card's (counted up to its export) and a little more, within the run's span.
+    assert 0 < card.training["wall_seconds"] <= run.train_seconds <= (run.finished_at - run.started_at).total_seconds()
     (metric,) = card.metrics
     assert metric["dataset"] == "Set5" and metric["protocol"] == {
         "channel": "y", "crop_border": 2, "degradation": "matlab-bicubic", "dataset": "Set5"}

@@ -104,6 +104,9 @@ class Run(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     best_psnr: Mapped[float | None] = mapped_column(Float)
+    # Training time over every session, as the trainer counts it (its checkpoints carry it across
+    # resumes): a resumed run's duration without the pause. NULL for runs that never trained.
+    train_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(String(1024))
     run_dir: Mapped[str | None] = mapped_column(String(1024))

@@ -23,6 +23,10 @@ CURVE_METRICS = ("loss", "val_psnr")
 
 
 def _duration_seconds(run: Run, now: datetime) -> float | None:
+    """Training time (pauses between a cancel and its resume left out); wall time since the start
+    for runs recorded before the trainer reported its own."""
+    if run.train_seconds is not None:
+        return run.train_seconds
     if run.started_at is None:
         return None
     return max(0.0, ((run.finished_at or now) - run.started_at).total_seconds())

@@ -192,6 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
                           run_id=run_id)
         if run_id:
+            logger.clock = trainer.wall_seconds
             write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))
         result = trainer.train()
     except BaseException as exc:

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 # Only the standard library at import time: main() must catch SIGTERM before torch loads (seconds).
@@ -25,6 +26,7 @@ class RunLogger:
         self.run_id = run_id
         self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
         self.step = 0
+        self.clock: Callable[[], float] | None = None  # the trainer's training time, once it exists
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.step = step
@@ -62,7 +64,8 @@ def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> Non
 
     while not stop.wait(HEARTBEAT_SECONDS):
         try:
-            write_transaction(lambda s: heartbeat(s, run_id, step=logger.step))
+            seconds = logger.clock() if logger.clock else None
+            write_transaction(lambda s: heartbeat(s, run_id, step=logger.step, train_seconds=seconds))
         except Exception:  # a missed heartbeat is harmless; the next one retries
             pass
 
@@ -75,7 +78,7 @@ def record_result(session, run_id: int, trainer, result) -> None:
     run = get_run(session, run_id)
     if run.status == "failed" and (run.error or "").startswith(ORPHAN_ERROR):
         run.status, run.error = "running", None  # taken for dead while paused (Ctrl-Z, sleep): it was not
-    run.step = result.step
+    run.step, run.train_seconds = result.step, result.wall_seconds
     if result.best_psnr is not None:
         run.best_psnr = result.best_psnr
     add_checkpoint(session, run_id, step=result.step, path=str((trainer.run_dir / "last.pt").resolve()), kind="last")
@@ -116,6 +119,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
     threading.Thread(target=heartbeat_loop, args=(run_id, logger, done), daemon=True).start()
     try:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
+        logger.clock = trainer.wall_seconds
         write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
         result = trainer.train()
     except BaseException as exc:
