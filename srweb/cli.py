@@ -97,13 +97,13 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srweb.inference import Upscaler, output_paths, upscale_file
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
-                        tile_size=args.tile, self_ensemble=args.self_ensemble)
+                        tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale)
     files = _collect_inputs(args.inputs)
     if not files:
         raise CLIError("no input images")
     failures = 0
     targets = output_paths(files, args.out)
-    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{upscaler.scale}", unit="img",
+    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{upscaler.output_scale or upscaler.scale:g}", unit="img",
                              disable=args.quiet or len(files) < 2):
         try:
             upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels, target=target)
@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the fastest the weights' card allows on the device (default)")
     p.add_argument("--tile", type=int, help="input tile size in pixels (default or 0: automatic)")
     p.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
+    p.add_argument("--outscale", type=float, metavar="F",
+                   help="output size factor when it is not the model's, e.g. 3.5 or 8 with a x4 model: the SR "
+                        "result is resized to it with MATLAB bicubic (default: the model's scale)")
     p.add_argument("--quiet", action="store_true", help="no per-file lines or progress bar")
     p.set_defaults(func=cmd_upscale)
 

@@ -37,6 +37,7 @@ TILE_BUDGET_BYTES = int(float(os.environ.get("SRWEB_TILE_BUDGET_MB", 1000)) * 1e
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2}
 MAX_OVERLAP = 32
 MAX_GRID = 64
+MAX_OUTPUT_SCALE = 16  # Upscaler(output_scale=): a x4 model at 16 makes 16x16 pixels of each input pixel
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,9 @@ class Upscaler:
         self_ensemble: average the model over the 8 flips and rotations of the input (the "+"
             of EDSR+): 8 times the work for a higher PSNR; the name gets :data:`ENSEMBLE_SUFFIX`
             (and a weights name given with it, ``"NAME+"``, turns this on).
+        output_scale: the factor of the output, when it is not the model's (e.g. 3.5 or 8 with a
+            x4 model, 1.5 with a x2): the SR result is resized to it with MATLAB bicubic
+            (antialiased when shrinking); ``None`` keeps the model's scale.
     """
 
     def __init__(
@@ -195,10 +199,13 @@ class Upscaler:
         channels_last: bool = True,
         compile: bool | None = None,
         self_ensemble: bool = False,
+        output_scale: float | None = None,
     ) -> None:
         for what, value in (("tile size", tile_size), ("tile overlap", tile_overlap)):
             if value is not None and value < 0:
                 raise ValueError(f"{what} must be >= 0 pixels, got {value}")
+        if output_scale is not None and not 0 < output_scale <= MAX_OUTPUT_SCALE:
+            raise ValueError(f"output scale must be above 0 and at most {MAX_OUTPUT_SCALE}, got {output_scale:g}")
         self.card: WeightsCard | None = None
         if isinstance(model, str):
             if model.endswith(ENSEMBLE_SUFFIX) and not Path(model).exists():  # "NAME+", as results are named
@@ -207,6 +214,7 @@ class Upscaler:
         if scale is not None and int(scale) != int(model.scale):
             raise ValueError(f"{getattr(model, 'arch', 'model')} is a x{model.scale} model, not x{scale}")
         self.scale = int(model.scale)
+        self.output_scale = float(output_scale) if output_scale not in (None, self.scale) else None
         self.device = resolve_device(device)
         guard = (self.card.inference if self.card else {}).get("fast_path_ok", True)
         self.precision = pick_precision(self.device, precision if guard or precision != "auto" else "fp32")
@@ -244,6 +252,12 @@ class Upscaler:
     def name(self) -> str:
         name = self.card.name if self.card else getattr(self.model, "arch", "model")
         return name + ENSEMBLE_SUFFIX if self.self_ensemble else name
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) of the result for an ``h`` x ``w`` input."""
+        if self.output_scale is None:
+            return h * self.scale, w * self.scale
+        return max(1, round(h * self.output_scale)), max(1, round(w * self.output_scale))
 
     def tile_grid(self, h: int, w: int) -> tuple[int, int]:
         """(rows, cols) of tiles for an ``h`` x ``w`` model input."""
@@ -339,6 +353,8 @@ class Upscaler:
         else:
             out = self.forward_tensor(rgb[None].contiguous(), progress)[0]
         out = out.clamp(0, 1)
+        if self.output_scale is not None:
+            out = imresize(out[None], size=self.output_size(*x.shape[-2:]))[0].clamp(0, 1)
         return out.mean(dim=0, keepdim=True) if channels == 1 else out
 
     def upscale(self, img: Image.Image | np.ndarray, progress: ProgressFn | None = None) -> Image.Image | np.ndarray:
@@ -380,9 +396,9 @@ def _to_array(img: Image.Image) -> tuple[np.ndarray, float]:
     return (arr[..., None] if arr.ndim == 2 else arr), 255.0
 
 
-def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:
+def _resize_channel(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(channel, dtype=np.float32))[None, None]
-    return imresize(t, scale=scale)[0, 0].clamp(0, 1).numpy()
+    return imresize(t, size=size)[0, 0].clamp(0, 1).numpy()
 
 
 def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | None,
@@ -394,7 +410,7 @@ def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | 
     x = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1), dtype=np.float32))
     out = upscaler.upscale_tensor(x, progress).numpy().transpose(1, 2, 0)
     if alpha is not None:
-        alpha = _resize_channel(alpha, upscaler.scale)
+        alpha = _resize_channel(alpha, out.shape[:2])
         out = np.where(alpha[..., None] > 1 / 510, out / np.maximum(alpha[..., None], 1 / 510), 0.0).clip(0, 1)
     return out, alpha
 

@@ -114,6 +114,7 @@ def test_upscale_never_overwrites_an_input_or_another_output_of_the_batch(tmp_pa
     (["--weights", "bicubic", "--scale", "2", "--tile", "-1"], "tile size must be >= 0 pixels, got -1"),
     (["--weights", "bicubic", "--scale", "5"], "scales"),
     (["--weights", "bicubic"], "needs a scale"),
+    (["--weights", "bicubic", "--scale", "2", "--outscale", "0"], "output scale must be above 0 and at most 16, got 0"),
 ])
 def test_upscale_bad_arguments_one_line(tmp_path, state, args, message):
     img = tmp_path / "a.png"
@@ -122,6 +123,14 @@ def test_upscale_bad_arguments_one_line(tmp_path, state, args, message):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_upscale_to_another_output_scale(tmp_path, state):
+    Image.new("RGBA", (20, 10), (200, 100, 50, 128)).save(tmp_path / "a.png")
+    srweb("upscale", tmp_path / "a.png", "--weights", "bicubic", "--scale", "4", "--outscale", "2.5",
+          "--out", tmp_path / "o", env=state)
+    with Image.open(tmp_path / "o" / "a.png") as out:
+        assert (out.size, out.mode) == ((50, 25), "RGBA")
 
 
 def test_upscale_missing_file(tmp_path, state):

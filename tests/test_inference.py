@@ -346,3 +346,25 @@ def test_sixteen_bit_colour_keeps_its_colour_profile(photo, tmp_path):
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     (tmp_path / "plain.png").write_bytes(encode_png(deep))
     assert "icc_profile" not in Image.open(upscale_file(tmp_path / "plain.png", Upscaler("bicubic", 2), tmp_path / "out2")).info
+
+
+@pytest.mark.parametrize("output_scale", [1.5, 3, 5.25])
+def test_an_output_scale_resizes_the_sr_result_with_matlab_bicubic(photo, espcn, output_scale):
+    model = Upscaler(espcn.model, precision="fp32", output_scale=output_scale)
+    assert model.output_size(30, 40) == (round(30 * output_scale), round(40 * output_scale))
+    sr = torch.from_numpy(np.asarray(espcn.upscale(photo), dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    expected = imresize(sr[None], size=model.output_size(30, 40))[0].clamp(0, 1).numpy().transpose(1, 2, 0) * 255.0
+    out = np.asarray(model.upscale(photo), dtype=np.float32)
+    assert out.shape == expected.shape and np.abs(out - expected).max() < 1.5  # the 8-bit roundings only
+    rgba = model.upscale(photo.convert("RGBA"))
+    deep = model.upscale(_deep_photo(photo, alpha=True))
+    assert rgba.size == (out.shape[1], out.shape[0]) and deep.shape == out.shape[:2] + (4,)
+    assert deep.dtype == np.uint16 and deep[:, : int(10 * output_scale), 3].max() == 0  # alpha resized as well
+
+
+def test_the_models_own_scale_as_output_scale_changes_nothing(photo, espcn):
+    same = Upscaler(espcn.model, precision="fp32", output_scale=2)
+    assert same.output_scale is None and np.array_equal(np.asarray(same.upscale(photo)), np.asarray(espcn.upscale(photo)))
+    for bad in (0, -1, 17):
+        with pytest.raises(ValueError, match="output scale must be above 0 and at most 16"):
+            Upscaler(espcn.model, output_scale=bad)
