@@ -27,10 +27,11 @@ def make_image(path, width: int, height: int):
     return path
 
 
-def upscale(client, path, weights: str):
+def upscale(client, path, weights: str, *optional):
+    """``optional``, in order: self-ensemble, compare with, output scale."""
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), weights, None, api_name="/upscale")
+    return client.predict(handle_file(str(path)), weights, None, *optional, api_name="/upscale")
 
 
 def test_upscale_returns_png_of_input_times_scale(client, app_server, tmp_path):
@@ -40,6 +41,9 @@ def test_upscale_returns_png_of_input_times_scale(client, app_server, tmp_path):
         assert sr.format == "PNG"
         assert sr.size == (48 * app_server.scale, 40 * app_server.scale)
     assert len(slider) == 2 and "48x40" in report
+    sr_path, _, report = upscale(client, src, app_server.weights_name, False, "bicubic", 1.5)
+    with Image.open(sr_path) as sr:
+        assert sr.size == (72, 60) and "resized to x1.5" in report
 
 
 def test_bad_input_is_an_error_and_the_app_keeps_answering(client, app_server, tmp_path):

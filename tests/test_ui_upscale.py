@@ -48,6 +48,19 @@ def test_the_baselines_download_keeps_the_input_mode(tmp_path, mode):
     assert Path(bicubic_view) != Path(sr_file)  # the 8-bit slider view is a file of its own
 
 
+def test_an_output_scale_sizes_both_sides_of_the_slider(tmp_path):
+    _photo(20).save(tmp_path / "lr.png")
+    Image.fromarray(imresize_np(np.asarray(_photo(20)), scale=2.5)).save(tmp_path / "hr.png")
+    sr_file, (left, right), report = run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"),
+                                                 output_scale=2.5)
+    assert "20x20 RGB → 50x50" in report and "x2 resized to x2.5" in report and "| SR |" in report
+    for path in (sr_file, left, right):
+        with Image.open(path) as img:
+            assert img.size == (50, 50)
+    with pytest.raises(gr.Error, match="output scale must be above 0 and at most 16, got 40"):
+        run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", output_scale=40)
+
+
 def test_a_reference_of_the_wrong_size_is_a_message(tmp_path):
     _photo(20).save(tmp_path / "lr.png"), _photo(50).save(tmp_path / "hr.png"), _photo(30).save(tmp_path / "small.png")
     with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds the limit of 1,600; the HR reference must "

@@ -13,7 +13,7 @@ from PIL import Image
 from srweb.config import get_settings
 from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels,
                            to_pil8, to_rgb8)
-from srweb.inference import Upscaler
+from srweb.inference import MAX_OUTPUT_SCALE, Upscaler
 from srweb.metrics import psnr, ssim
 from srweb.ui.outputs import image_file, output_dir
 from srweb.weights import WeightsError, list_weights
@@ -83,9 +83,10 @@ def parse_choice(value: str) -> tuple[str, int | None]:
 
 
 @lru_cache(maxsize=8)
-def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False) -> Upscaler:
+def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
+                 output_scale: float | None = None) -> Upscaler:
     """Cached Upscaler per weights entry, so a model loads once per process."""
-    return Upscaler(name, scale, self_ensemble=self_ensemble)
+    return Upscaler(name, scale, self_ensemble=self_ensemble, output_scale=output_scale)
 
 
 def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
@@ -113,16 +114,19 @@ def refresh_compare(choice: str | None, current: str | None) -> gr.Dropdown:
 
 
 def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, self_ensemble: bool = False,
-                  compare_with: str = BICUBIC, icc_profile: bytes | None = None) -> UpscaleResult:
+                  compare_with: str = BICUBIC, icc_profile: bytes | None = None,
+                  output_scale: float | None = None) -> UpscaleResult:
     """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
     ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`, whose colour profile
-    ``icc_profile`` is); write the SR PNG, at the input's bit depth, to a temp file."""
+    ``icc_profile`` is), both resized to ``output_scale`` when given (0 or None: the model's scale); write the SR PNG, at the
+    input's bit depth, to a temp file."""
     name, scale = parse_choice(choice)
-    upscaler = get_upscaler(name, scale, bool(self_ensemble))
+    output_scale = float(output_scale) if output_scale else None
+    upscaler = get_upscaler(name, scale, bool(self_ensemble), output_scale)
     if compare_with in (None, "", BICUBIC):
-        other = get_upscaler(BICUBIC, upscaler.scale)
+        other = get_upscaler(BICUBIC, upscaler.scale, False, output_scale)
     else:
-        other = get_upscaler(*parse_choice(compare_with))
+        other = get_upscaler(*parse_choice(compare_with), False, output_scale)
         if other.scale != upscaler.scale:
             raise ValueError(f"{other.name} is a x{other.scale} model and {upscaler.name} x{upscaler.scale}: "
                              f"compare entries of one scale")
@@ -172,7 +176,8 @@ def _slider_files(result: UpscaleResult) -> tuple[str, str]:
 
 
 def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None,
-                self_ensemble: bool = False, compare_with: str = BICUBIC, progress=gr.Progress()):
+                self_ensemble: bool = False, compare_with: str = BICUBIC, output_scale: float | None = None,
+                progress=gr.Progress()):
     """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
     if not image_path:
         raise gr.Error("Upload an image first.")
@@ -184,10 +189,11 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         image = to_pil8(pixels)
         mode = image.mode if pixels is image else f"{image.mode} 16-bit"
         profile = None if pixels is image else icc_profile_of(image_path)
-        result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile)
+        result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile, output_scale)
         report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
+                  f"{f', x{result.scale} resized to x{float(output_scale):g}' if output_scale else ''}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})  \n"
                   f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}")
         if reference_path:
@@ -228,6 +234,8 @@ def build_tab() -> gr.Dropdown:
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
                                    "+0.06 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
+            output_scale = gr.Number(0, label="Output scale (0: the model's; e.g. 3.5 or 8: SR, then bicubic "
+                                     "to that size)", minimum=0, maximum=MAX_OUTPUT_SCALE, elem_id="output-scale")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
                 reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
@@ -239,7 +247,7 @@ def build_tab() -> gr.Dropdown:
                                     image_mode=None, max_height=640, elem_id="sr-slider")
             report = gr.Markdown(elem_id="upscale-report")
             download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
-    button.click(run_upscale, inputs=[image, weights, reference, ensemble, compare],
+    button.click(run_upscale, inputs=[image, weights, reference, ensemble, compare, output_scale],
                  outputs=[download, slider, report], api_name="upscale", concurrency_limit=2)
     # Offers only entries of the picked model's scale, read afresh on each pick (so weights
     # exported since start-up appear too).
