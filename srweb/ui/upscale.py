@@ -118,8 +118,8 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
                   output_scale: float | None = None) -> UpscaleResult:
     """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
     ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`, whose colour profile
-    ``icc_profile`` is), both resized to ``output_scale`` when given (0 or None: the model's scale); write the SR PNG, at the
-    input's bit depth, to a temp file."""
+    ``icc_profile`` is), both resized to ``output_scale`` when given (0 or None: the model's scale);
+    write the SR PNG, at the input's bit depth, to a temp file."""
     name, scale = parse_choice(choice)
     output_scale = float(output_scale) if output_scale else None
     upscaler = get_upscaler(name, scale, bool(self_ensemble), output_scale)
