@@ -103,7 +103,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise CLIError("no input images")
     failures = 0
     targets = output_paths(files, args.out)
-    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{upscaler.output_scale or upscaler.scale:g}", unit="img",
+    factor = upscaler.output_scale or upscaler.scale
+    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{factor:g}", unit="img",
                              disable=args.quiet or len(files) < 2):
         try:
             upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels, target=target)
