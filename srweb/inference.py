@@ -88,6 +88,18 @@ def pick_precision(device: str, requested: str = "auto") -> str:
     return "fp32"
 
 
+def card_precision(inference: dict, device: str, requested: str = "auto") -> str:
+    """The precision to run weights in, given their card's ``inference`` block (its quality guard):
+    ``requested`` unless it is ``auto``; else the device's fastest (:func:`pick_precision`) when the
+    guard passed in that precision or the card has none, and fp32 when the guard failed or measured
+    another precision (a card made where there is no bf16 vouches for fp32 only)."""
+    fast = pick_precision(device, requested)
+    if requested != "auto" or fast == "fp32":
+        return fast
+    measured = inference.get("fast_precision")
+    return fast if inference.get("fast_path_ok", True) and measured in (None, fast) else "fp32"
+
+
 def profile_model(model: nn.Module, in_channels: int, upsampling: str) -> ModelProfile:
     """Measure the receptive radius and peak activation size of ``model`` with forward hooks."""
     size = 16
@@ -216,8 +228,7 @@ class Upscaler:
         self.scale = int(model.scale)
         self.output_scale = float(output_scale) if output_scale not in (None, self.scale) else None
         self.device = resolve_device(device)
-        guard = (self.card.inference if self.card else {}).get("fast_path_ok", True)
-        self.precision = pick_precision(self.device, precision if guard or precision != "auto" else "fp32")
+        self.precision = card_precision(self.card.inference if self.card else {}, self.device, precision)
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
         if channels_last:

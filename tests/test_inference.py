@@ -368,3 +368,17 @@ def test_the_models_own_scale_as_output_scale_changes_nothing(photo, espcn):
     for bad in (0, -1, 17):
         with pytest.raises(ValueError, match="output scale must be above 0 and at most 16"):
             Upscaler(espcn.model, output_scale=bad)
+
+
+def test_auto_precision_is_the_fast_one_only_where_the_cards_guard_measured_it(monkeypatch):
+    from srweb import inference
+    from srweb.inference import card_precision
+
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
+    passed = {"fast_precision": "bf16", "fast_path_ok": True}
+    assert card_precision({}, "cpu") == "bf16" and card_precision(passed, "cpu") == "bf16"
+    assert card_precision({**passed, "fast_path_ok": False}, "cpu") == "fp32"  # the guard failed
+    assert card_precision({"fast_precision": "fp32", "fast_path_ok": True}, "cpu") == "fp32"  # made without bf16
+    assert card_precision({"fast_precision": "fp32", "fast_path_ok": True}, "cpu", "bf16") == "bf16"  # as asked
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
+    assert card_precision(passed, "cpu") == "fp32"
