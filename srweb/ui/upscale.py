@@ -233,7 +233,7 @@ def build_tab() -> gr.Dropdown:
             compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
-                                   "+0.05 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
+                                   "+0.04 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
             output_scale = gr.Number(0, label="Output scale (0: the model's; e.g. 3.5 or 8: SR, then bicubic "
                                      "to that size)", minimum=0, maximum=MAX_OUTPUT_SCALE, elem_id="output-scale")
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
