@@ -190,10 +190,11 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         mode = image.mode if pixels is image else f"{image.mode} 16-bit"
         profile = None if pixels is image else icc_profile_of(image_path)
         result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile, output_scale)
+        resized = bool(output_scale) and float(output_scale) != result.scale
         report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
                   f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
-                  f"{f', x{result.scale} resized to x{float(output_scale):g}' if output_scale else ''}"
+                  f"{f', x{result.scale} resized to x{float(output_scale):g}' if resized else ''}"
                   f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})  \n"
                   f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}")
         if reference_path:
