@@ -376,19 +376,14 @@ class Upscaler:
         """
         start = time.perf_counter()
         if isinstance(img, np.ndarray):
-            if img.ndim < 2 or 0 in img.shape[:2]:
-                raise ValueError(f"image has zero size ({img.shape})")
-            with self._lock:
-                result = _upscale_array(self, img, progress)
-            self.last_seconds = time.perf_counter() - start
-            return result
-        img = upright(img)
-        if img.width == 0 or img.height == 0:
-            raise ValueError(f"image has zero size ({img.width}x{img.height})")
+            empty, size, convert = img.ndim < 2 or 0 in img.shape[:2], str(img.shape), _upscale_array
+        else:
+            img = upright(img)
+            empty, size, convert = 0 in img.size, f"{img.width}x{img.height}", _upscale_any_mode
+        if empty:
+            raise ValueError(f"image has zero size ({size})")
         with self._lock:
-            result = _upscale_any_mode(self, img, progress)
-        if img.info.get("icc_profile"):  # colour-managed input (Display P3, Adobe RGB): same colours out
-            result.info["icc_profile"] = img.info["icc_profile"]
+            result = convert(self, img, progress)
         self.last_seconds = time.perf_counter() - start
         return result
 
@@ -442,7 +437,7 @@ def _upscale_array(upscaler: Upscaler, img: np.ndarray, progress: ProgressFn | N
 
 
 def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn | None) -> Image.Image:
-    mode = img.mode
+    mode, profile = img.mode, img.info.get("icc_profile")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif mode == "PA" or mode == "RGB" and "transparency" in img.info:  # RGB with a tRNS colour key
@@ -472,6 +467,8 @@ def _upscale_any_mode(upscaler: Upscaler, img: Image.Image, progress: ProgressFn
         result.putalpha(a)
     if mode in {"CMYK", "YCbCr", "LAB", "HSV"}:
         result = result.convert(mode)
+    if profile:  # colour-managed input (Display P3, Adobe RGB): same colours out
+        result.info["icc_profile"] = profile
     return result
 
 
