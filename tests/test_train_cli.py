@@ -92,14 +92,16 @@ def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tm
 @pytest.mark.slow
 def test_from_card_reproduces_the_cards_config(state, tmp_path):
     card_path = state["root"] / "weights" / "edsr-baseline-x2.custom.json"
-    recorded = json.loads(card_path.read_text())["training"]["config"]
+    training = json.loads(card_path.read_text())["training"]
     env = child_env(state["root"], SRWEB_MAX_PARALLEL_JOBS="0")  # queue it, do not train it again
     out = _srweb(["train", "--from-card", str(card_path), "--background"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("queued run 2 (edsr-baseline-x2_f64b2_p24_b4_lr1e-4)")
     with session_scope(write=False) as session:
         queued = get_run(session, 2)
-    assert queued.status == "queued" and queued.config == recorded  # every hyperparameter, the name too
+    # Every hyperparameter, the name too; precision 'auto' pinned to what it resolved to (fp32 or bf16 here).
+    assert training["config"]["precision"] == "auto" and training["precision"] in ("fp32", "bf16")
+    assert queued.status == "queued" and queued.config == {**training["config"], "precision": training["precision"]}
     assert main(["jobs", "cancel", "2"]) == 0
 
 
@@ -116,7 +118,8 @@ def test_from_card_retrains_bit_identically(tmp_path):
                               "--run-dir", str(tmp_path / "b"), "--export", str(tmp_path / "w2")], env, tmp_path))
     card_b = json.loads((tmp_path / "w2" / "espcn-x2.a.json").read_text())
     assert first["step"] == second["step"] == 15
-    assert card_b["training"]["config"] == card_a["training"]["config"]
+    # The same config, with 'auto' pinned to the precision the first run resolved it to.
+    assert card_b["training"]["config"] == {**card_a["training"]["config"], "precision": card_a["training"]["precision"]}
     # Equal tensors (the files' sha256 may differ: safetensors writes its header keys in any order).
     a = load_file(tmp_path / "w1" / "espcn-x2.a.safetensors")
     b = load_file(tmp_path / "w2" / "espcn-x2.a.safetensors")
@@ -157,6 +160,33 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     assert _summary(out)["step"] == 12 and "stage 1/2" in out.stdout
     again = load_file(tmp_path / "w3" / "espcn-x3.a.safetensors")
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypatch, capsys):
+    from srweb.train import cli
+
+    def stage(precision, ran_in, parent=None):
+        config = {"model": "espcn", "scale": 3, "precision": precision, "iterations": 10}
+        return {"config": config, "precision": ran_in, **({"parent": {"training": parent}} if parent else {})}
+
+    card = {"training": stage("auto", "fp32", parent=stage("auto", "bf16", parent=stage("fp32", "fp32")))}
+    assert [s["precision"] for s in cli.card_stages(card)] == ["fp32", "bf16", "fp32"]
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    args = cli.argparse.Namespace(from_card=str(path), config=None, model=None, override=[], name=None,
+                                  **{f: None for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn",
+                                                       "channels_last") if f != "name"})
+    assert cli.config_from_args(args).precision == "fp32"
+    args.precision = "auto"  # the user's flag wins
+    assert cli.config_from_args(args).precision == "auto"
+    # A bf16 stage replayed on a CPU without bf16: the user hears it will be slow, and how to avoid it.
+    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: False)
+    cli.warn_slow_replay(str(path), cli.config_from_args(args), None)
+    assert "trained in bf16, which this CPU emulates" in capsys.readouterr().err
+    cli.warn_slow_replay(str(path), cli.config_from_args(args), "fp32")
+    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: True)
+    cli.warn_slow_replay(str(path), cli.config_from_args(args), None)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

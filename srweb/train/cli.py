@@ -58,10 +58,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build a TrainConfig from --from-card / --config and the flags that override it."""
     base: dict = {}
     if args.from_card:
-        card = json.loads(Path(args.from_card).read_text())
-        base = dict(card.get("training", {}).get("config") or {})
-        if not base:
+        stages = card_stages(json.loads(Path(args.from_card).read_text()))
+        if not stages:
             raise ValueError(f"{args.from_card}: card has no training config to reproduce")
+        base = stages[-1]
     if args.config:
         base.update(json.loads(Path(args.config).read_text()))
     for name in (*_FLAGS, "augment", "scale_augment", "freeze_bn", "channels_last"):
@@ -86,12 +86,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def card_stages(card: dict) -> list[dict]:
-    """The training configs that made a card, oldest first: a fine-tuned card records its parent's."""
-    return [dict(stage["config"]) for stage in training_chain(card)]
+    """The training configs that made a card, oldest first (a fine-tuned card records its parent's),
+    each pinned to the precision it ran in: ``auto`` would pick another on a host with or without bf16."""
+    stages = []
+    for stage in training_chain(card):
+        config = dict(stage["config"])
+        if config.get("precision", "auto") == "auto" and stage.get("precision"):
+            config["precision"] = stage["precision"]
+        stages.append(config)
+    return stages
 
 
-def replay_parents(card_path: str, run_dir: Path) -> Path | None:
-    """Retrain the runs a fine-tuned card started from (each from the one before), in ``run_dir/stage-N``.
+def replay_parents(card_path: str, run_dir: Path, precision: str | None = None) -> Path | None:
+    """Retrain the runs a fine-tuned card started from (each from the one before), in ``run_dir/stage-N``,
+    each in the precision it ran in, or in ``precision`` when given (the user's ``--precision``).
 
     Returns the last parent's exported card, the ``pretrained`` of the card's own run (None when the
     card was trained from scratch).
@@ -100,7 +108,8 @@ def replay_parents(card_path: str, run_dir: Path) -> Path | None:
 
     parents, pretrained = card_stages(json.loads(Path(card_path).read_text()))[:-1], None
     for i, stage in enumerate(parents):
-        cfg = TrainConfig.from_dict({**stage, "name": None, "pretrained": str(pretrained) if pretrained else stage.get("pretrained")})
+        cfg = TrainConfig.from_dict({**stage, "name": None, "precision": precision or stage.get("precision", "auto"),
+                                     "pretrained": str(pretrained) if pretrained else stage.get("pretrained")})
         stage_dir = run_dir / f"stage-{i + 1}"
         print(f"stage {i + 1}/{len(parents) + 1}: {cfg.resolved().name}")
         card = Trainer(cfg, stage_dir).train().card
@@ -108,6 +117,19 @@ def replay_parents(card_path: str, run_dir: Path) -> Path | None:
             raise RuntimeError(f"stage {i + 1} did not finish")
         pretrained = stage_dir / "export" / f"{card.name}.json"
     return pretrained
+
+
+def warn_slow_replay(card_path: str, cfg: TrainConfig, precision: str | None) -> None:
+    """Tell the user when a card's bf16 stages will replay on a CPU without native bf16 (emulated: many
+    times slower) and how to replay them in fp32 instead."""
+    from srweb.config import resolve_device
+    from srweb.inference import cpu_supports_bf16
+
+    pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in card_stages(
+        json.loads(Path(card_path).read_text()))) else None)
+    if pinned == "bf16" and resolve_device(cfg.device) == "cpu" and not cpu_supports_bf16():
+        print(f"note: {card_path} was trained in bf16, which this CPU emulates (slow); "
+              f"--precision fp32 replays it in fp32 instead", file=sys.stderr)
 
 
 def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[int, Path]:
@@ -151,10 +173,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train import jobs
 
     cfg = jobs.check_config(config_from_args(args))
+    if args.from_card:
+        warn_slow_replay(args.from_card, cfg, args.precision)
     if args.from_card and len(card_stages(json.loads(Path(args.from_card).read_text()))) > 1:
         if args.background:
             raise ValueError(f"{args.from_card} was fine-tuned from other runs; reproduce it in the foreground")
-        parent = replay_parents(args.from_card, Path(args.run_dir or Path("runs") / cfg.name))
+        parent = replay_parents(args.from_card, Path(args.run_dir or Path("runs") / cfg.name), args.precision)
         cfg = dataclasses.replace(cfg, pretrained=str(parent))
     if args.background:
         run_id = jobs.submit(cfg)
