@@ -99,8 +99,9 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
 
 def load_pixels(source: str | os.PathLike | BinaryIO | Image.Image, *,
                 max_pixels: int | None = None) -> Image.Image | np.ndarray:
-    """:func:`load_image`, except that a 16-bit-per-channel RGB or RGBA file (PNG, TIFF) comes as an
-    (H, W, 3|4) ``uint16`` array in RGB(A) order, EXIF orientation applied, with all its bits."""
+    """:func:`load_image`, except that a 16-bit-per-channel RGB, RGBA or grey+alpha file (PNG, TIFF)
+    comes as an (H, W, 3|4|2) ``uint16`` array in RGB(A) or grey+alpha order, EXIF orientation applied,
+    with all its bits (Pillow keeps only the high byte of each)."""
     img = load_image(source, max_pixels=max_pixels)
     if img.mode not in {"RGB", "RGBA"} or not isinstance(source, (str, os.PathLike)):
         return img
@@ -109,8 +110,8 @@ def load_pixels(source: str | os.PathLike | BinaryIO | Image.Image, *,
 
 
 def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
-    """The pixels of a 16-bit-per-channel RGB(A) file as an (H, W, 3|4) ``uint16`` array, upright;
-    None for any other file (one PIL reads whole)."""
+    """The pixels of a 16-bit-per-channel RGB(A) or grey+alpha file as an (H, W, 3|4|2) ``uint16``
+    array, upright; None for any other file (one PIL reads whole; Pillow opens grey+alpha as RGBA)."""
     name = _describe(path)
     try:
         with Image.open(path) as img:
@@ -127,7 +128,10 @@ def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageError(f"{name}: cannot decode its 16-bit colour pixels")
-    arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if rawmode.startswith("LA"):  # OpenCV spreads the grey over B, G and R
+        arr = arr[..., [0, 3]]
+    else:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(arr))
 
 
@@ -141,11 +145,15 @@ _ORIENT = {
 
 def encode_png(img: Image.Image | np.ndarray, icc_profile: bytes | None = None) -> bytes:
     """PNG bytes of a PIL image (see :func:`png_ready`; its own colour profile kept) or of an
-    (H, W[, 1|3|4]) uint8/uint16 array in RGB(A) order (16-bit colour stays 16-bit), with
+    (H, W[, 1|2|3|4]) uint8/uint16 array in grey, grey+alpha or RGB(A) order (16-bit stays 16-bit;
+    grey+alpha is written as RGBA with equal colour channels, as OpenCV writes no 2-channel PNG), with
     ``icc_profile`` embedded when given (see :func:`icc_profile_of`)."""
     if isinstance(img, Image.Image):
         return image_to_bytes(png_ready(img))
     import cv2
+
+    if img.ndim == 3 and img.shape[2] == 2:
+        img = img[..., [0, 0, 0, 1]]
 
     arr = img if img.ndim == 2 or img.shape[2] == 1 else \
         cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)

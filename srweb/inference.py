@@ -371,7 +371,7 @@ class Upscaler:
     def upscale(self, img: Image.Image | np.ndarray, progress: ProgressFn | None = None) -> Image.Image | np.ndarray:
         """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth).
 
-        An array (H, W) or (H, W, 1|3|4) of uint8 or uint16 (grey, RGB, RGBA: e.g. 16-bit colour,
+        An array (H, W) or (H, W, 1|2|3|4) of uint8 or uint16 (grey, grey+alpha, RGB, RGBA: e.g. 16-bit colour,
         which PIL cannot hold, from :func:`srweb.imaging.load_pixels`) comes back as the same kind of array.
         """
         start = time.perf_counter()
@@ -422,14 +422,16 @@ def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | 
 
 
 def _upscale_array(upscaler: Upscaler, img: np.ndarray, progress: ProgressFn | None) -> np.ndarray:
-    """An (H, W) or (H, W, 1|3|4) uint8/uint16 array (4 = RGBA) upscaled into the same kind of array."""
-    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or img.ndim == 3 and img.shape[2] not in (1, 3, 4):
-        raise ValueError(f"an image array must be (H, W) or (H, W, 1|3|4) of uint8 or uint16, "
+    """An (H, W) or (H, W, 1|2|3|4) uint8/uint16 array (grey, grey+alpha, RGB, RGBA) upscaled into the
+    same kind of array."""
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or img.ndim == 3 and img.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"an image array must be (H, W) or (H, W, 1|2|3|4) of uint8 or uint16, "
                          f"not {img.dtype} {img.shape}")
     peak = float(np.iinfo(img.dtype).max)
     planes = img.reshape(*img.shape[:2], -1).astype(np.float64) / peak
-    alpha = planes[..., 3] if planes.shape[2] == 4 else None
-    out, alpha = _upscale_planes(upscaler, planes[..., :3], alpha, progress)
+    colours = planes.shape[2] - (planes.shape[2] in (2, 4))  # the last of 2 or 4 planes is alpha
+    alpha = planes[..., colours] if colours < planes.shape[2] else None
+    out, alpha = _upscale_planes(upscaler, planes[..., :colours], alpha, progress)
     if alpha is not None:
         out = np.concatenate([out, alpha[..., None]], axis=2)
     out = np.round(out * peak).astype(img.dtype)

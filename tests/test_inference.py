@@ -269,7 +269,7 @@ def _deep_photo(photo, alpha: bool = False) -> np.ndarray:
     return arr
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
 def test_an_array_upscales_as_its_pil_image_does(photo, espcn, mode):
     img = photo.convert(mode)
     out = espcn.upscale(np.asarray(img))
@@ -310,6 +310,44 @@ def test_sixteen_bit_colour_files_round_trip_with_all_their_bits(photo, tmp_path
     assert written.dtype == np.uint16 and written.shape == (60, 80, 3)
     expected = imresize(torch.from_numpy(deep.transpose(2, 0, 1) / 65535.0)[None].float(), scale=2)[0]
     assert np.abs(written / 65535.0 - expected.clamp(0, 1).numpy().transpose(1, 2, 0)).max() < 2e-5
+
+
+def _grey_alpha_png(arr: np.ndarray) -> bytes:
+    """A 16-bit grey+alpha PNG (colour type 4) of an (H, W, 2) uint16 array: neither Pillow nor OpenCV writes one."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+    header = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], 16, 4, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_sixteen_bit_grey_and_alpha_keeps_its_bits_and_stays_grey(photo, espcn, tmp_path):
+    import cv2
+
+    from srweb.imaging import load_pixels, to_pil8
+    from srweb.inference import upscale_file
+
+    deep = _deep_photo(photo.convert("L").convert("RGB"), alpha=True)[..., [0, 3]]
+    path = tmp_path / "grey-alpha.png"
+    path.write_bytes(_grey_alpha_png(deep))
+    assert Image.open(path).mode == "RGBA"  # Pillow: 8 bits of each, and calls it RGBA
+    assert np.array_equal(load_pixels(path), deep)
+    assert to_pil8(deep).mode == "LA"
+    out = espcn.upscale(deep)
+    assert out.dtype == np.uint16 and out.shape == (60, 80, 2) and (out[..., 0] % 257).any()
+    assert out[:, :20, 1].max() == 0 and out[:, 30:, 1].min() == 65535
+    # Upscaled as grey (one plane), as the 8-bit LA image is.
+    eight = np.asarray(espcn.upscale(Image.fromarray((deep // 257).astype(np.uint8), mode="LA")), dtype=float)
+    assert np.abs(out[:, 30:, 0] / 257.0 - eight[:, 30:, 0]).mean() < 1.5
+    # Written as 16-bit RGBA with equal colour channels (OpenCV writes no 2-channel PNG).
+    written = cv2.imread(str(upscale_file(path, espcn, tmp_path / "out")), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == (60, 80, 4)
+    assert np.array_equal(written[..., 0], out[..., 0]) and np.array_equal(written[..., 2], out[..., 0])
+    assert np.array_equal(written[..., 3], out[..., 1])
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
