@@ -94,7 +94,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from srweb.config import get_settings
-    from srweb.inference import Upscaler, output_paths, upscale_file
+    from srweb.inference import Upscaler, upscale_files
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
                         tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale)
@@ -102,20 +102,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not files:
         raise CLIError("no input images")
     failures = 0
-    targets = output_paths(files, args.out)
     factor = upscaler.output_scale or upscaler.scale
-    for path, target in tqdm(list(zip(files, targets)), desc=f"upscale x{factor:g}", unit="img",
-                             disable=args.quiet or len(files) < 2):
-        try:
-            upscale_file(path, upscaler, args.out, max_pixels=get_settings().max_input_pixels, target=target)
-            if not args.quiet:
-                tqdm.write(f"{path} -> {target} ({upscaler.last_seconds:.2f}s)")
-        except Exception as exc:  # one bad file must not end the batch
+    outcomes = upscale_files(files, upscaler, args.out, max_pixels=get_settings().max_input_pixels)
+    for outcome in tqdm(outcomes, total=len(files), desc=f"upscale x{factor:g}", unit="img",
+                        disable=args.quiet or len(files) < 2):
+        if outcome.error:
             failures += 1
-            # ImageError is a ValueError: its message already says what is wrong with the file
-            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-            message = message if str(path) in message else f"{path}: {message}"  # name the file in a batch
-            tqdm.write(f"srweb: error: {message}", file=sys.stderr)
+            tqdm.write(f"srweb: error: {outcome.error}", file=sys.stderr)
+        elif not args.quiet:
+            tqdm.write(f"{outcome.source} -> {outcome.target} ({outcome.seconds:.2f}s)")
     return 1 if failures else 0
 
 

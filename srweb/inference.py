@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -506,3 +506,30 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
     pixels = load_pixels(path, max_pixels=max_pixels)
     profile = None if isinstance(pixels, Image.Image) else icc_profile_of(path)  # a PIL image carries its own
     return atomic_write_bytes(target, encode_png(upscaler.upscale(pixels), profile))
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file of a batch: its output (and seconds), or why it has none."""
+
+    source: Path
+    target: Path | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+def upscale_files(paths: Sequence[str | os.PathLike], upscaler: Upscaler, out_dir: str | os.PathLike, *,
+                  max_pixels: int | None = None) -> Iterator[FileOutcome]:
+    """:func:`upscale_file` for each of ``paths`` into ``out_dir`` (``<stem>.png``; a repeated stem gets
+    ``-2``, ...), yielding one outcome per file as it is done: a bad file (corrupt, too large, not an
+    image) gets its message and the batch goes on."""
+    paths = [Path(p) for p in paths]
+    for path, target in zip(paths, output_paths(paths, out_dir)):
+        try:
+            upscale_file(path, upscaler, out_dir, max_pixels=max_pixels, target=target)
+        except Exception as exc:  # one bad file must not end the batch
+            # ImageError is a ValueError: its message already says what is wrong with the file
+            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            yield FileOutcome(path, error=message if str(path) in message else f"{path}: {message}")
+        else:
+            yield FileOutcome(path, target, upscaler.last_seconds)

@@ -60,6 +60,19 @@ def test_bad_input_is_an_error_and_the_app_keeps_answering(client, app_server, t
     assert Image.open(sr_path).size == (32 * app_server.scale, 32 * app_server.scale)
 
 
+def test_upscale_batch_returns_one_zip_as_the_readme_shows(client, app_server, tmp_path):
+    import zipfile
+
+    from gradio_client import handle_file
+
+    files = [make_image(tmp_path / "a.png", 16, 12), make_image(tmp_path / "b.png", 8, 8)]
+    zip_file, report = client.predict([handle_file(str(f)) for f in files], app_server.weights_name, False, 0,
+                                      api_name="/upscale_batch")
+    assert "2 of 2 images upscaled" in report
+    with zipfile.ZipFile(zip_file) as zf:
+        assert sorted(zf.namelist()) == ["a.png", "b.png"]
+
+
 def _val_set() -> str:
     return "Set5" if (get_settings().data_root / "Set5").is_dir() else "sample"
 

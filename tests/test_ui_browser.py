@@ -99,6 +99,28 @@ def test_a_sixteen_bit_colour_upload_downloads_with_all_its_bits(browser_page, a
     assert sr.dtype == np.uint16 and sr.shape == (24 * scale, 32 * scale, 3) and (sr % 257).any()
 
 
+def test_a_batch_in_the_browser_gives_one_zip_and_a_line_per_file(browser_page, app_server, tmp_path):
+    import zipfile
+
+    page, scale = browser_page, app_server.scale
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    files = [make_image(tmp_path / "one.png", 24, 16), tmp_path / "broken.png", make_image(tmp_path / "two.png", 10, 8)]
+    page.get_by_text("Batch: many images into one ZIP").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(f) for f in files])
+    page.wait_for_function("() => document.querySelector('#batch-files').innerText.includes('two.png')",
+                           timeout=20_000)
+    page.locator("#batch-button").click()
+    page.wait_for_function("() => document.querySelector('#batch-report').innerText.includes('images upscaled')",
+                           timeout=60_000)
+    report = page.locator("#batch-report").inner_text()
+    assert "2 of 3 images upscaled" in report and "broken.png: not a readable image" in report
+    body = page.request.get(page.locator("#batch-download a[download]").get_attribute("href")).body()
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert sorted(zf.namelist()) == ["one.png", "two.png"]
+        with Image.open(io.BytesIO(zf.read("one.png"))) as one:
+            assert one.size == (24 * scale, 16 * scale)
+
+
 def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page, app_server, tmp_path):
     page = browser_page
     text = tmp_path / "notes.txt"

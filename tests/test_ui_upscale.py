@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -161,3 +162,72 @@ def test_a_sixteen_bit_colour_upload_downloads_as_sixteen_bit(tmp_path):
     assert Image.open(sr_file).info["icc_profile"] == profile  # the colours mean what they meant
     with Image.open(left) as shown:  # the slider's side shows in any browser
         assert shown.mode == "RGB" and shown.size == (40, 40)
+
+
+# ---- batch: many uploads, one ZIP, a line per file
+
+
+def _no_progress(*_, **__) -> None:
+    pass
+
+
+def test_a_batch_upscales_every_readable_file_into_one_zip(tmp_path):
+    import zipfile
+
+    import cv2
+
+    from srweb.ui.batch import run_batch
+
+    for name, size in (("a.png", 20), ("b.jpg", 12)):
+        _photo(size).save(tmp_path / name)
+    (tmp_path / "again").mkdir()
+    _photo(8).save(tmp_path / "again" / "a.png")  # the same stem from another upload folder
+    cv2.imwrite(str(tmp_path / "deep.png"), np.linspace(0, 65535, 10 * 6 * 3).reshape(6, 10, 3).astype(np.uint16))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    files = [str(tmp_path / n) for n in ("a.png", "broken.png", "b.jpg", "again/a.png", "deep.png")]
+
+    archive, report = run_batch(files, "bicubic-x2", progress=_no_progress)
+    assert report.startswith("**4 of 5 images upscaled** with bicubic (x2")
+    assert "| a.png | a.png, 40x40," in report and "| b.jpg | b.png, 24x24," in report
+    assert "| a.png | a-2.png, 16x16," in report and "| deep.png | deep.png, 20x12," in report
+    assert "| broken.png | failed: broken.png: " in report and str(tmp_path) not in report  # no server paths
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["a-2.png", "a.png", "b.png", "deep.png"]
+        deep = cv2.imdecode(np.frombuffer(zf.read("deep.png"), np.uint8), cv2.IMREAD_UNCHANGED)
+        with Image.open(io.BytesIO(zf.read("a.png"))) as first:
+            assert first.size == (40, 40)
+    assert deep.dtype == np.uint16 and deep.shape == (12, 20, 3)  # 16-bit stays 16-bit in a batch too
+    assert Path(archive).name == "bicubic-x2.zip"
+
+    archive, report = run_batch(files[:3], "bicubic-x2", output_scale=3, progress=_no_progress)
+    assert "(x3," in report and "| a.png | a.png, 60x60," in report
+
+
+def test_a_batch_of_only_bad_files_reports_each_and_offers_no_zip(tmp_path):
+    from srweb.ui.batch import run_batch
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    archive, report = run_batch([str(tmp_path / "notes.txt"), str(tmp_path / "empty.png")], "bicubic-x3",
+                                progress=_no_progress)
+    assert archive is None and report.startswith("**0 of 2 images upscaled**")
+    assert report.count("failed: ") == 2
+
+
+def test_a_batch_refuses_no_files_too_many_files_and_unknown_weights(tmp_path, monkeypatch):
+    from srweb.config import get_settings
+    from srweb.ui.batch import run_batch
+
+    with pytest.raises(gr.Error, match="Upload some images first"):
+        run_batch([], "bicubic-x2", progress=_no_progress)
+    _photo(8).save(tmp_path / "a.png")
+    with pytest.raises(gr.Error, match="unknown weights 'nosuch'"):
+        run_batch([str(tmp_path / "a.png")], "nosuch", progress=_no_progress)
+    monkeypatch.setenv("SRWEB_MAX_BATCH_FILES", "2")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(gr.Error, match="3 images: a batch takes at most 2"):
+            run_batch([str(tmp_path / "a.png")] * 3, "bicubic-x2", progress=_no_progress)
+    finally:
+        monkeypatch.delenv("SRWEB_MAX_BATCH_FILES")
+        get_settings.cache_clear()

@@ -225,6 +225,8 @@ def example_images() -> list[str]:
 def build_tab() -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
     (other tabs refresh its choices when they add weights)."""
+    from srweb.ui.batch import build_batch  # it builds on this module
+
     choices = weights_choices()
     default = next((v for _, v in choices if not v.startswith("bicubic")), choices[-1][1])
     with gr.Row():
@@ -243,6 +245,7 @@ def build_tab() -> gr.Dropdown:
             examples = example_images()
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
+            build_batch(weights, ensemble, output_scale)
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Compared (bicubic unless chosen) ◀ ▶ SR", format="png", type="pil",
                                     image_mode=None, max_height=640, elem_id="sr-slider")
