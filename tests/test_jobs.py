@@ -221,6 +221,54 @@ def test_cancel_queued_job_never_starts_it(env, tiny, monkeypatch):
     assert run.status == "cancelled" and run.pid is None and not jobs._children
 
 
+def _stored_run(status: str, run_dir: Path | None, **kw) -> int:
+    """A run row with metrics and a checkpoint file, as a worker leaves them, without training."""
+    from srweb.track.runs import add_checkpoint, log_metrics
+
+    def make(session) -> int:
+        run = create_run(session, name="espcn-x2_test", arch="espcn", scale=2, config={}, total_steps=20,
+                         run_dir=str(run_dir) if run_dir else None, **kw)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "last.pt").write_bytes(b"checkpoint")
+            add_checkpoint(session, run.id, 10, str(run_dir / "last.pt"))
+        log_metrics(session, run.id, 10, {"loss": 0.1, "val_psnr": 30.0})
+        if status != "queued":
+            set_status(session, run.id, "running")
+            set_status(session, run.id, status)
+        return run.id
+
+    return write_transaction(make)
+
+
+def test_delete_removes_a_run_its_metrics_and_its_folder_and_refuses_live_runs(env, tmp_path):
+    runs_root = get_settings().runs_dir
+    done = _stored_run("failed", runs_root / "00001-a")
+    child = _stored_run("finished", runs_root / "00002-b", parent_id=done)  # resumed from its checkpoint
+    assert jobs.delete(done) == f"run {done} deleted with its folder"
+    assert _run(done) is None and not (runs_root / "00001-a").exists()
+    with session_scope(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.run_id == done)) == 0
+        assert session.scalar(text("SELECT count(*) FROM metrics WHERE run_id = :r"), {"r": done}) == 0
+    assert _run(child).parent_id is None and (runs_root / "00002-b" / "last.pt").is_file()  # the child is whole
+
+    # A folder another run trains in, or one outside the runs folder, is never removed.
+    shared = runs_root / "00003-c"
+    first, second = _stored_run("cancelled", shared), _stored_run("cancelled", shared)
+    assert jobs.delete(first).endswith("stays: another run trains in it") and (shared / "last.pt").is_file()
+    assert jobs.delete(second) == f"run {second} deleted with its folder" and not shared.exists()
+    outside = _stored_run("finished", tmp_path / "mine")
+    assert "stays (outside the runs folder" in jobs.delete(outside) and (tmp_path / "mine" / "last.pt").is_file()
+
+    for status in ("queued", "running"):
+        live = _stored_run(status, runs_root / f"live-{status}")
+        with pytest.raises(jobs.JobError, match=f"is {status}; cancel it first"):
+            jobs.delete(live)
+        assert _run(live).status == status and (runs_root / f"live-{status}" / "last.pt").is_file()
+    with pytest.raises(jobs.JobError, match="no run with id 999"):
+        jobs.delete(999)
+
+
 def test_app_restart_marks_orphaned_running_rows_failed(env, tiny):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

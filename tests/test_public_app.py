@@ -77,6 +77,12 @@ def test_training_needs_the_admin_token(client, public_app_server):
     assert views.run_details(run_id, url=public_app_server.database_url)["status"] == "queued"
     assert client.predict(run_id, ADMIN_TOKEN, api_name="/train_cancel")[0] == f"Run #{run_id}: cancelled."
     assert views.run_details(run_id, url=public_app_server.database_url)["status"] == "cancelled"
+    # Deleting it: the token again (the API passes the browser's confirmation as True).
+    with pytest.raises(AppError, match=DENIED):
+        client.predict(run_id, True, "wrong", api_name="/runs_delete")
+    assert views.run_details(run_id, url=public_app_server.database_url)["status"] == "cancelled"
+    message = client.predict(run_id, True, ADMIN_TOKEN, api_name="/runs_delete")[0]
+    assert message.startswith(f"Run {run_id} deleted") and _runs(public_app_server).empty
 
 
 def test_export_and_evaluation_need_the_admin_token(client, public_app_server):

@@ -259,6 +259,12 @@ def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().err == "srweb: error: jobs logs needs a RUN_ID\n"
         assert main(["jobs", "resume", "7"]) == 2
         assert capsys.readouterr().err == "srweb: error: no run with id 7\n"
+        with session_scope(write=False) as session:
+            folder = Path(list_runs(session)[0].run_dir)
+        assert (folder / "last.pt").is_file()
+        assert main(["jobs", "delete", "1"]) == 0
+        assert capsys.readouterr().out == "run 1 deleted with its folder\n" and not folder.exists()
+        assert main(["jobs", "list"]) == 0 and len(capsys.readouterr().out.splitlines()) == 1  # the header only
     finally:
         dispose_engine()
         get_settings.cache_clear()

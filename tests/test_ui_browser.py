@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,17 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page.get_by_role("tab", name="Upscale").click()  # the exported weights are in the model list
     page.locator("input[aria-label='Model (weights)']").click()
     page.get_by_role("option").filter(has_text=name).first.wait_for()
+
+    # Deleting the run: the browser asks first; "Cancel" keeps it, "OK" removes it and its folder.
+    page.get_by_role("tab", name="Runs").click()
+    folder = Path(views.run_details(run_id, url=db)["run_dir"])
+    answers = iter([False, True])
+    page.on("dialog", lambda dialog: dialog.accept() if next(answers) else dialog.dismiss())
+    page.locator("#runs-delete").click()
+    page.wait_for_timeout(1500)
+    assert views.run_details(run_id, url=db)["status"] == "finished" and folder.is_dir()
+    page.locator("#runs-delete").click()
+    page.wait_for_function("() => document.querySelector('#runs-export-status').innerText.includes('deleted')")
+    assert f"Run {run_id} deleted with its folder." in page.locator("#runs-export-status").inner_text()
+    page.wait_for_function(f"() => !({ROWS_JS})('runs-table').some((r) => r[0] === '{run_id}')")
+    assert not folder.exists() and name in {c.name for c in list_weights(app_server.state_dir / "db" / "weights")}

@@ -252,13 +252,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     elif args.action == "submit":
         run_id = jobs.submit(config_from_args(args))
         print(run_id)
-    elif args.action in ("cancel", "resume", "logs"):
+    elif args.action in ("cancel", "resume", "logs", "delete"):
         if args.run_id is None:
             raise ValueError(f"jobs {args.action} needs a RUN_ID")
         if args.action == "cancel":
             print(f"run {args.run_id}: {jobs.cancel(args.run_id)}")
         elif args.action == "resume":
             print(f"run {jobs.resume(args.run_id)}: queued")
+        elif args.action == "delete":
+            print(jobs.delete(args.run_id))
         else:
             print(jobs.log_tail(args.run_id, args.lines))
     return 0
@@ -274,7 +276,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("jobs", help="background training jobs")
-    p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs"])
+    p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs", "delete"])
     p.add_argument("run_id", nargs="?", type=int)
     p.add_argument("--lines", type=int, default=40)
     _add_config_flags(p)

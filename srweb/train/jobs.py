@@ -9,6 +9,7 @@ app's watcher). ``cancel`` sends SIGTERM: the worker saves a checkpoint and exit
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,13 +17,14 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from srweb.config import get_settings
 from srweb.track.db import init_db, write_transaction
 from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, reopen_run, set_status
-from srweb.track.schema import Run
+from srweb.track.schema import Metric, Run
 from srweb.train.config import ConfigError, TrainConfig
 
 _children: dict[int, subprocess.Popen] = {}
@@ -232,6 +234,35 @@ def resume(run_id: int) -> int:
     write_transaction(act)
     dispatch()
     return run_id
+
+
+def delete(run_id: int) -> str:
+    """Delete a run that is not queued or running: its row, metrics and checkpoint records, and its
+    folder (checkpoints, log) when that is under the runs folder and no other run trains in it.
+    Weights exported to the weights folders stay. Returns what was done, in a sentence."""
+
+    def act(session: Session) -> tuple[Path | None, bool]:
+        run = get_run(session, run_id)
+        if run is None:
+            raise JobError(f"no run with id {run_id}")
+        if run.status in ("queued", "running"):
+            raise JobError(f"run {run_id} is {run.status}; cancel it first (srweb jobs cancel {run_id})")
+        shared = bool(run.run_dir) and bool(session.scalar(
+            select(func.count()).select_from(Run).where(Run.run_dir == run.run_dir, Run.id != run_id)))
+        session.execute(sql_delete(Metric).where(Metric.run_id == run_id))
+        session.delete(run)  # its checkpoint rows go with it; runs resumed from it keep their own
+        return (Path(run.run_dir) if run.run_dir else None), shared
+
+    folder, shared = write_transaction(act)
+    if folder is None or not folder.is_dir():
+        return f"run {run_id} deleted"
+    root = get_settings().runs_dir.resolve()
+    if shared:
+        return f"run {run_id} deleted; its folder {folder} stays: another run trains in it"
+    if not folder.resolve().is_relative_to(root):
+        return f"run {run_id} deleted; its folder {folder} stays (outside the runs folder {root})"
+    shutil.rmtree(folder, ignore_errors=True)
+    return f"run {run_id} deleted with its folder"
 
 
 def log_tail(run_id: int, lines: int = 40) -> str:

@@ -76,6 +76,31 @@ def export_weights(run: int | str | None):
     return f"Exported run #{run_id} as **{card.name}**; pick it in the Upscale tab.", refresh_weights()
 
 
+def delete_run(run: int | str | None, confirmed: bool):
+    """Delete a run that is not queued or running, with its checkpoints (API name ``runs_delete``;
+    ``confirmed`` must be true: the browser asks first). Returns a message and clears the details."""
+    from srweb.train import jobs
+
+    run_id = as_run_id(run)
+    if run_id is None:
+        gr.Warning("Select a run first.")
+        return gr.skip(), gr.skip()
+    if not confirmed:
+        return gr.skip(), gr.skip()
+    try:
+        message = jobs.delete(run_id)
+    except jobs.JobError as exc:
+        gr.Warning(html.escape(str(exc)))
+        return gr.skip(), gr.skip()
+    gr.Info(message[:1].upper() + message[1:])
+    return html.escape(message[:1].upper() + message[1:]) + ".", None
+
+
+# The browser asks before a run and its checkpoints go; the answer is the handler's second input.
+CONFIRM_DELETE_JS = ("(run, confirmed, token) => [run, run !== null && run !== '' && "
+                     "confirm(`Delete run ${run} with its checkpoints and log? Exported weights stay.`), token]")
+
+
 def refresh_weights():
     """Current weights folder as choices for the Upscale tab's model list."""
     from srweb.ui.upscale import weights_choices
@@ -116,8 +141,11 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
                                  elem_id="runs-detail")
             config = gr.JSON(label="Config", elem_id="runs-config")
             admin = admin if admin is not None else admin_box()
-            export = gr.Button("Export weights", elem_id="runs-export")
+            with gr.Row():
+                export = gr.Button("Export weights", elem_id="runs-export")
+                remove = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
             export_msg = gr.Markdown(elem_id="runs-export-status")
+            confirmed = gr.Checkbox(False, visible=False)
 
     filters = [status, model, scale, text, sort_by, descending]
     outputs = [table, compare, detail]
@@ -129,6 +157,9 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
     gr.on([compare.change, metrics.change], overlay, [compare, metrics], plot, show_progress="hidden",
           api_visibility="private")
     detail.change(show_config, detail, config, api_visibility="private")
+    remove.click(admin_only(delete_run, "deleting a run"), [detail, confirmed, admin], [export_msg, detail],
+                 js=CONFIRM_DELETE_JS, api_name="runs_delete").then(
+        load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
     if weights_dropdown is not None:
         export.click(admin_only(export_weights, "exporting weights"), [detail, admin], [export_msg, weights_dropdown],
                      api_name="runs_export")
