@@ -510,7 +510,8 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What became of one file of a batch: its output (and seconds), or why it has none."""
+    """What became of one file of a batch: its output and the seconds it took (read, upscale, write),
+    or why it has none."""
 
     source: Path
     target: Path | None = None
@@ -525,6 +526,7 @@ def upscale_files(paths: Sequence[str | os.PathLike], upscaler: Upscaler, out_di
     image) gets its message and the batch goes on."""
     paths = [Path(p) for p in paths]
     for path, target in zip(paths, output_paths(paths, out_dir)):
+        start = time.perf_counter()  # not upscaler.last_seconds: another request may share the upscaler
         try:
             upscale_file(path, upscaler, out_dir, max_pixels=max_pixels, target=target)
         except Exception as exc:  # one bad file must not end the batch
@@ -532,4 +534,4 @@ def upscale_files(paths: Sequence[str | os.PathLike], upscaler: Upscaler, out_di
             message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
             yield FileOutcome(path, error=message if str(path) in message else f"{path}: {message}")
         else:
-            yield FileOutcome(path, target, upscaler.last_seconds)
+            yield FileOutcome(path, target, time.perf_counter() - start)

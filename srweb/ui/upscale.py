@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -137,8 +138,9 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
         if progress is not None:
             progress(done / total, desc=f"{'pass' if upscaler.self_ensemble else 'tile'} {done}/{total}")
 
+    start = time.perf_counter()  # not upscaler.last_seconds: a concurrent request may share the upscaler
     sr = upscaler.upscale(image, progress=report)
-    seconds = upscaler.last_seconds
+    seconds = time.perf_counter() - start
     reference = other.upscale(image)
     sr_path = output_dir() / f"{upscaler.name}.png"
     sr_path.write_bytes(encode_png(sr, icc_profile))
