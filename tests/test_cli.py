@@ -199,7 +199,7 @@ def test_compare_writes_a_side_by_side_figure(tmp_path, capsys):
     assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic", "nearest",
                  "--crop", "0", "0", "24", "--zoom", "3", "--out", str(out)]) == 0
     with Image.open(out) as fig:
-        assert fig.size == (3 * 72 + 2 * 4, 72 + 22)  # bicubic, nearest, HR
+        assert fig.height == 72 + 22 and fig.width >= 3 * 72 + 2 * 4  # bicubic, nearest, HR (columns fit labels)
     assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
                  "--crop", "0", "0", "100000", "--out", str(out)]) == 2
     assert "outside the" in capsys.readouterr().err

@@ -122,6 +122,26 @@ def test_a_batch_in_the_browser_gives_one_zip_and_a_line_per_file(browser_page, 
             assert one.size == (24 * scale, 16 * scale)
 
 
+def test_compare_methods_on_an_hr_image_in_the_browser(browser_page, app_server, tmp_path, screenshot):
+    page = browser_page
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-image input[type=file]").set_input_files(str(make_image(tmp_path / "hr.png", 64, 48)))
+    page.wait_for_function("() => Array.from(document.images).some((i) => i.src.includes('hr'))", timeout=20_000)
+    page.locator("#compare-scale").get_by_text(str(app_server.scale), exact=True).click()
+    page.locator("#compare-size input").fill("32")
+    page.locator("#compare-button").click()
+    page.wait_for_function("() => document.querySelector('#compare-report').innerText.includes('mod-cropped')",
+                           timeout=60_000)
+    rows = table_rows(page, "compare-table")
+    assert {row[0] for row in rows} == {"bicubic", app_server.weights_name}  # every method of the scale
+    assert all(float(row[1]) > 15 for row in rows)
+    page.wait_for_function("() => { const i = document.querySelector('#compare-figure img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    width = page.evaluate("() => document.querySelector('#compare-figure img').naturalWidth")
+    assert width >= (len(rows) + 1) * (64 + 4) - 4  # each method and HR, 32 px crops at zoom 2
+    screenshot(page, "compare")
+
+
 def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page, app_server, tmp_path):
     page = browser_page
     text = tmp_path / "notes.txt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from srweb.ui import leaderboard, rate, runs, train, upscale
+from srweb.ui import compare, leaderboard, rate, runs, train, upscale
 from srweb.ui.admin import admin_box
 
 TITLE = "srweb · super-resolution studio"
@@ -18,6 +18,8 @@ def build_app() -> gr.Blocks:
         admin = admin_box()
         with gr.Tab("Upscale", id="upscale"):
             weights = upscale.build_tab()
+        with gr.Tab("Compare", id="compare"):
+            compare.build_tab()
         with gr.Tab("Train", id="train"):
             train.build_tab(admin=admin)
         with gr.Tab("Runs", id="runs") as runs_tab:
