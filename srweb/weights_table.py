@@ -53,3 +53,40 @@ def markdown_table(cards: list[WeightsCard], bicubic: dict[int, float] | None = 
         rows.append(f"| {card.name} | {stages} | {seconds / 60:.0f} min | {score} | "
                     f"{f'{paper:.2f}' if paper else '-'} | {f'{base:.2f}' if base else '-'} |")
     return "\n".join(rows)
+
+
+def _stage_line(i: int, stage: dict) -> str:
+    cfg = stage.get("config") or {}
+    data = stage.get("data") or cfg.get("data") or "?"
+    minutes = float(stage.get("wall_seconds") or 0) / 60
+    recipe = ", ".join(f"{label} {cfg[key]}" for key, label in (
+        ("lr", "lr"), ("batch_size", "batch"), ("patch_size", "patch"), ("loss", "loss"), ("schedule", "schedule"))
+        if cfg.get(key) not in (None, ""))
+    where = " ".join(str(stage[k]) for k in ("device", "precision") if stage.get(k))
+    return (f"{i}. {stage.get('iterations', 0):,} iterations on {data} ({recipe})"
+            f"{f', {where}' if where else ''}, {minutes:.0f} min")
+
+
+def card_markdown(card: WeightsCard, card_path: str | None = None) -> str:
+    """What a user picking these weights wants to know, as Markdown: architecture and size, Set5
+    scores beside the paper's, speed, how they were trained (each stage) and how to train them again."""
+    lines = [f"**{card.name}** · {card.arch} x{card.scale} · {card.num_params:,} parameters · "
+             f"{card.input_kind.upper()} input"]
+    set5, paper = card.metric("Set5"), paper_psnr(card)
+    if set5:
+        lines.append(f"Set5 (Y, shave {card.scale}): {set5['psnr']:.2f} dB / SSIM {set5['ssim']:.4f}"
+                     f"{f' · paper {paper:.2f} dB' if paper else ''}")
+    speed = (card.inference or {}).get("speed") or {}
+    if speed.get("ms_per_mpix"):
+        lines.append(f"Speed: {speed['ms_per_mpix']:,.0f} ms per output megapixel on {speed.get('device', '?')}"
+                     f" ({speed.get('host', '?')}{', ' + card.inference.get('fast_precision') if card.inference.get('fast_precision') else ''})")
+    chain = card.training_chain()
+    if chain:
+        total = sum(float(stage.get("wall_seconds") or 0) for stage in chain) / 60
+        lines.append(f"Trained in {len(chain)} stage{'s' if len(chain) > 1 else ''}, {total:.0f} min in all:\n\n"
+                     + "\n".join(_stage_line(i + 1, stage) for i, stage in enumerate(chain)))
+        if card_path:
+            lines.append(f"Train it again: `srweb train --from-card {card_path}`")
+    if card.notes:
+        lines.append(f"Notes: {card.notes}")
+    return "\n\n".join(lines)

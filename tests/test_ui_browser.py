@@ -60,6 +60,10 @@ def upload(page, path) -> None:
 
 def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     page, scale = browser_page, app_server.scale
+    page.get_by_text("About this model").click()  # the picked entry's card, readable
+    page.wait_for_function("(name) => document.querySelector('#model-about').innerText.includes(name)",
+                           arg=app_server.weights_name)
+    assert "parameters" in page.locator("#model-about").inner_text()
     upload(page, make_image(tmp_path / "srweb-input.png", 40, 30))
     page.get_by_role("button", name="Upscale", exact=True).click()
     page.wait_for_function("() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"

@@ -231,3 +231,39 @@ def test_a_batch_refuses_no_files_too_many_files_and_unknown_weights(tmp_path, m
     finally:
         monkeypatch.delenv("SRWEB_MAX_BATCH_FILES")
         get_settings.cache_clear()
+
+
+# ---- "About this model": the card, readable
+
+
+def test_about_shows_each_shipped_card_with_its_stages_and_the_command_to_retrain_it():
+    from srweb.ui.upscale import about_weights
+    from srweb.weights import list_weights
+
+    for card in list_weights():
+        text = about_weights(card.name)
+        assert text.startswith(f"**{card.name}** · {card.arch} x{card.scale} · {card.num_params:,} parameters")
+        set5 = card.metric("Set5")
+        assert f"{set5['psnr']:.2f} dB / SSIM {set5['ssim']:.4f}" in text
+        chain = card.training_chain()
+        assert f"Trained in {len(chain)} stage" in text and f"\n{len(chain)}. " in text
+        assert text.endswith(f"`srweb train --from-card weights/{card.name}.json`")
+    assert about_weights("bicubic-x3").startswith("Bicubic interpolation")
+
+
+def test_about_an_exported_card_offers_no_shipped_path(tmp_path, monkeypatch):
+    from srweb.config import get_settings
+    from srweb.models import create_model
+    from srweb.ui.upscale import about_weights
+    from srweb.weights import save_weights
+
+    monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        save_weights(create_model("espcn", 2), "espcn-x2.mine", weights_dir=tmp_path, notes="made by a test")
+        text = about_weights("espcn-x2.mine")
+        assert text.startswith("**espcn-x2.mine** · espcn x2") and "--from-card" not in text
+        assert text.endswith("Notes: made by a test")
+    finally:
+        monkeypatch.delenv("SRWEB_USER_WEIGHTS_DIR")
+        get_settings.cache_clear()

@@ -90,6 +90,20 @@ def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
     return Upscaler(name, scale, self_ensemble=self_ensemble, output_scale=output_scale)
 
 
+def about_weights(choice: str | None) -> str:
+    """The picked entry's card as Markdown (see :func:`srweb.weights_table.card_markdown`); shipped
+    weights get the command that trains them again."""
+    from srweb.weights import weights_source
+    from srweb.weights_table import card_markdown
+
+    card = next((c for c in list_weights() if c.name == choice), None)
+    if card is None:
+        return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
+                "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against.")
+    shipped = weights_source(card.name) == "shipped"
+    return card_markdown(card, f"weights/{card.name}.json" if shipped else None)
+
+
 def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
     """"Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
     ``choice`` (a model-list value; every entry when it is None or unknown). ``choice`` itself stays:
@@ -235,6 +249,8 @@ def build_tab() -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
+            with gr.Accordion("About this model: scores, speed, how it was trained", open=False):
+                about = gr.Markdown(about_weights(default), elem_id="model-about")
             compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
@@ -259,6 +275,7 @@ def build_tab() -> gr.Dropdown:
     # exported since start-up appear too).
     gr.on([weights.change], refresh_compare, [weights, compare], compare, show_progress="hidden",
           api_visibility="private")
+    weights.change(about_weights, weights, about, show_progress="hidden", api_visibility="private")
     return weights
 
 
