@@ -181,11 +181,12 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
     assert cli.config_from_args(args).precision == "auto"
     # A bf16 stage replayed on a CPU without bf16: the user hears it will be slow, and how to avoid it.
     monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: False)
-    cli.warn_slow_replay(str(path), cli.config_from_args(args), None)
+    stages = cli.card_stages(card)
+    cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert "trained in bf16, which this CPU emulates" in capsys.readouterr().err
-    cli.warn_slow_replay(str(path), cli.config_from_args(args), "fp32")
+    cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), "fp32")
     monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: True)
-    cli.warn_slow_replay(str(path), cli.config_from_args(args), None)
+    cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert capsys.readouterr().err == ""
 
 

@@ -119,14 +119,13 @@ def replay_parents(card_path: str, run_dir: Path, precision: str | None = None) 
     return pretrained
 
 
-def warn_slow_replay(card_path: str, cfg: TrainConfig, precision: str | None) -> None:
-    """Tell the user when a card's bf16 stages will replay on a CPU without native bf16 (emulated: many
-    times slower) and how to replay them in fp32 instead."""
+def warn_slow_replay(card_path: str, stages: list[dict], cfg: TrainConfig, precision: str | None) -> None:
+    """Tell the user when a card's bf16 stages (:func:`card_stages`) will replay on a CPU without native
+    bf16 (emulated: many times slower) and how to replay them in fp32 instead."""
     from srweb.config import resolve_device
     from srweb.inference import cpu_supports_bf16
 
-    pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in card_stages(
-        json.loads(Path(card_path).read_text()))) else None)
+    pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in stages) else None)
     if pinned == "bf16" and resolve_device(cfg.device) == "cpu" and not cpu_supports_bf16():
         print(f"note: {card_path} was trained in bf16, which this CPU emulates (slow); "
               f"--precision fp32 replays it in fp32 instead", file=sys.stderr)
@@ -173,9 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srweb.train import jobs
 
     cfg = jobs.check_config(config_from_args(args))
-    if args.from_card:
-        warn_slow_replay(args.from_card, cfg, args.precision)
-    if args.from_card and len(card_stages(json.loads(Path(args.from_card).read_text()))) > 1:
+    stages = card_stages(json.loads(Path(args.from_card).read_text())) if args.from_card else []
+    if stages:
+        warn_slow_replay(args.from_card, stages, cfg, args.precision)
+    if len(stages) > 1:
         if args.background:
             raise ValueError(f"{args.from_card} was fine-tuned from other runs; reproduce it in the foreground")
         parent = replay_parents(args.from_card, Path(args.run_dir or Path("runs") / cfg.name), args.precision)
