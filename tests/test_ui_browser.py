@@ -218,8 +218,8 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page.wait_for_function("() => document.querySelectorAll('#runs-plot .scatterlayer .trace').length >= 2")
     page.wait_for_function("() => document.querySelector('#runs-config').innerText.includes('val_interval')")
     page.locator("#runs-export").click()
-    page.wait_for_function("() => document.querySelector('#runs-export-status').innerText.includes('Exported run')")
-    name = re.search(r"as (\S+);", page.locator("#runs-export-status").inner_text()).group(1)
+    page.wait_for_function("() => document.querySelector('#runs-action-status').innerText.includes('Exported run')")
+    name = re.search(r"as (\S+);", page.locator("#runs-action-status").inner_text()).group(1)
     assert name in {c.name for c in list_weights(app_server.state_dir / "db" / "weights")}  # not in shipped
     assert name not in {c.name for c in list_weights(app_server.weights_dir)}
     screenshot(page, "runs")
@@ -237,7 +237,7 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page.wait_for_timeout(1500)
     assert views.run_details(run_id, url=db)["status"] == "finished" and folder.is_dir()
     page.locator("#runs-delete").click()
-    page.wait_for_function("() => document.querySelector('#runs-export-status').innerText.includes('deleted')")
-    assert f"Run {run_id} deleted with its folder." in page.locator("#runs-export-status").inner_text()
+    page.wait_for_function("() => document.querySelector('#runs-action-status').innerText.includes('deleted')")
+    assert f"Run {run_id} deleted with its folder." in page.locator("#runs-action-status").inner_text()
     page.wait_for_function(f"() => !({ROWS_JS})('runs-table').some((r) => r[0] === '{run_id}')")
     assert not folder.exists() and name in {c.name for c in list_weights(app_server.state_dir / "db" / "weights")}

@@ -144,7 +144,7 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
             with gr.Row():
                 export = gr.Button("Export weights", elem_id="runs-export")
                 remove = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
-            export_msg = gr.Markdown(elem_id="runs-export-status")
+            action_msg = gr.Markdown(elem_id="runs-action-status")
             confirmed = gr.Checkbox(False, visible=False)
 
     filters = [status, model, scale, text, sort_by, descending]
@@ -157,16 +157,16 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
     gr.on([compare.change, metrics.change], overlay, [compare, metrics], plot, show_progress="hidden",
           api_visibility="private")
     detail.change(show_config, detail, config, api_visibility="private")
-    remove.click(admin_only(delete_run, "deleting a run"), [detail, confirmed, admin], [export_msg, detail],
+    remove.click(admin_only(delete_run, "deleting a run"), [detail, confirmed, admin], [action_msg, detail],
                  js=CONFIRM_DELETE_JS, api_name="runs_delete").then(
         load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
     if weights_dropdown is not None:
-        export.click(admin_only(export_weights, "exporting weights"), [detail, admin], [export_msg, weights_dropdown],
+        export.click(admin_only(export_weights, "exporting weights"), [detail, admin], [action_msg, weights_dropdown],
                      api_name="runs_export")
         gr.on(None, refresh_weights, None, weights_dropdown, show_progress="hidden", api_visibility="private")
     else:
         export.click(admin_only(lambda run_id: export_weights(run_id)[0], "exporting weights"), [detail, admin],
-                     export_msg, api_name="runs_export")
+                     action_msg, api_name="runs_export")
 
 
 def demo() -> gr.Blocks:
