@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list:
     """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
-    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register")):
+    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register"),
+                        ("srweb.hub", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

@@ -147,9 +147,17 @@ def weights_dirs() -> list[Path]:
 def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = None) -> tuple[Path, Path]:
     """Find ``(safetensors_path, card_path)`` for a weights name or a path to either file.
 
-    A name is looked up in ``weights_dir`` if given, else in :func:`weights_dirs`.
+    A name is looked up in ``weights_dir`` if given, else in :func:`weights_dirs`; ``hf://OWNER/REPO/NAME``
+    is fetched from the Hugging Face Hub (:mod:`srweb.hub`).
     """
     raw = str(name_or_path)
+    if raw.startswith("hf://"):
+        from srweb.hub import HubError, download
+
+        try:
+            return download(raw)
+        except HubError as exc:
+            raise WeightsError(str(exc)) from None
     candidate = Path(raw).expanduser()
     if candidate.suffix in {".safetensors", ".json"} and candidate.exists():
         stems = [candidate.with_suffix("")]

@@ -1,0 +1,95 @@
+"""Weights on the Hugging Face Hub: ``hf://OWNER/REPO/NAME[@REVISION]`` names a card and its tensors
+in a model repository (downloaded once into the Hub cache, checked against the card's sha256 like any
+weights), and ``srweb publish`` uploads shipped or exported weights there, with a model card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HUB_PREFIX = "hf://"
+
+
+class HubError(ValueError):
+    """A Hub reference that is malformed or cannot be fetched or published."""
+
+
+def is_hub_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(HUB_PREFIX)
+
+
+def parse_ref(ref: str) -> tuple[str, str, str | None]:
+    """``hf://OWNER/REPO/NAME@REV`` -> (``OWNER/REPO``, ``NAME``, ``REV`` or None)."""
+    spec, _, revision = ref[len(HUB_PREFIX):].partition("@")
+    parts = [p for p in spec.split("/") if p]
+    if len(parts) != 3 or not is_hub_ref(ref):
+        raise HubError(f"{ref}: a Hub weights reference is hf://OWNER/REPO/NAME (optionally @REVISION)")
+    return f"{parts[0]}/{parts[1]}", parts[2], revision or None
+
+
+def download(ref: str) -> tuple[Path, Path]:
+    """The (safetensors, card) files of a Hub reference, fetched into the Hub cache when not there yet."""
+    from huggingface_hub import hf_hub_download
+
+    repo_id, name, revision = parse_ref(ref)
+    paths = []
+    for suffix in (".json", ".safetensors"):
+        try:
+            paths.append(Path(hf_hub_download(repo_id, f"{name}{suffix}", revision=revision, library_name="srweb")))
+        except Exception as exc:  # offline, no such repo or file, gated, ...: one line for the user
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise HubError(f"{ref}: cannot fetch {name}{suffix} from {repo_id} ({type(exc).__name__}"
+                           f"{': ' + first if first else ''})") from None
+    card, tensors = paths
+    return tensors, card
+
+
+def readme(name: str, repo_id: str, about: str) -> str:
+    """The model repository's README: Hub metadata, the card in words, and how to use the weights."""
+    return (f"---\nlibrary_name: srweb\ntags:\n- super-resolution\n- image-to-image\n- srweb\n---\n\n"
+            f"# {name}\n\n{about}\n\n## Use\n\n```bash\npip install srweb\n"
+            f"srweb upscale photo.png --weights {HUB_PREFIX}{repo_id}/{name} --out upscaled/\n```\n\n"
+            f"```python\nimport srweb\nup = srweb.Upscaler(\"{HUB_PREFIX}{repo_id}/{name}\")\n```\n")
+
+
+def publish(name: str, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload weights ``name`` (shipped or exported: NAME.safetensors and NAME.json) to model repository
+    ``repo_id``, created when missing; a README describing them is added when the repository has none.
+    Returns the reference that loads them (``hf://repo_id/name``)."""
+    from huggingface_hub import HfApi
+
+    from srweb.weights import load_weights, resolve_weights
+    from srweb.weights_table import card_markdown
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise HubError(f"{repo_id}: a Hub repository is OWNER/NAME")
+    _, card = load_weights(name)  # the tensors match their card before anything leaves this machine
+    tensors, card_path = resolve_weights(name)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        for path in (tensors, card_path):
+            api.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo_id,
+                            commit_message=f"srweb publish {card.name}")
+        if not api.file_exists(repo_id, "README.md"):
+            api.upload_file(path_or_fileobj=readme(card.name, repo_id, card_markdown(card)).encode(),
+                            path_in_repo="README.md", repo_id=repo_id, commit_message="README from the srweb card")
+    except Exception as exc:  # no token, no rights, offline: one line for the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise HubError(f"cannot publish {card.name} to {repo_id} ({type(exc).__name__}"
+                       f"{': ' + first if first else ''})") from None
+    return f"{HUB_PREFIX}{repo_id}/{card.name}"
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    print(publish(args.weights, args.repo, private=args.private, token=args.token))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="upload weights and their card to a Hugging Face Hub model repository")
+    p.add_argument("weights", help="weights name (shipped or exported) or path")
+    p.add_argument("--repo", required=True, help="OWNER/NAME of the model repository (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the token `hf auth login` saved)")
+    p.set_defaults(func=cmd_publish)
