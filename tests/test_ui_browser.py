@@ -52,6 +52,18 @@ def toast_texts(page, kind: str = "error") -> list[str]:
     return page.locator(f".toast-body.{kind}").all_inner_texts()
 
 
+def open_accordion(page, label: str, inside: str) -> None:
+    """Click an accordion's label until ``inside`` shows (a click before the page's scripts are live is lost)."""
+    for _ in range(5):
+        page.get_by_text(label).first.click()
+        try:
+            page.locator(inside).wait_for(state="visible", timeout=4_000)
+            return
+        except Exception:  # playwright's TimeoutError: click again
+            continue
+    raise AssertionError(f"accordion {label!r} does not open")
+
+
 def upload(page, path) -> None:
     page.locator("input[type=file]").first.set_input_files(str(path))
     page.wait_for_function("(name) => Array.from(document.images).some((i) => i.src.includes(name))",
@@ -60,7 +72,7 @@ def upload(page, path) -> None:
 
 def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     page, scale = browser_page, app_server.scale
-    page.get_by_text("About this model").click()  # the picked entry's card, readable
+    open_accordion(page, "About this model", "#model-about")  # the picked entry's card, readable
     page.wait_for_function("(name) => document.querySelector('#model-about').innerText.includes(name)",
                            arg=app_server.weights_name)
     assert "parameters" in page.locator("#model-about").inner_text()
@@ -110,10 +122,17 @@ def test_a_batch_in_the_browser_gives_one_zip_and_a_line_per_file(browser_page, 
     page, scale = browser_page, app_server.scale
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
     files = [make_image(tmp_path / "one.png", 24, 16), tmp_path / "broken.png", make_image(tmp_path / "two.png", 10, 8)]
-    page.get_by_text("Batch: many images into one ZIP").click()
-    page.locator("#batch-files input[type=file]").set_input_files([str(f) for f in files])
-    page.wait_for_function("() => document.querySelector('#batch-files').innerText.includes('two.png')",
-                           timeout=20_000)
+    open_accordion(page, "Batch: many images into one ZIP", "#batch-button")
+    for _ in range(3):  # files set while the just-opened box is still mounting are lost: set them again
+        page.locator("#batch-files input[type=file]").set_input_files([str(f) for f in files])
+        try:
+            page.wait_for_function("() => document.querySelector('#batch-files').innerText.includes('two.png')",
+                                   timeout=8_000)
+            break
+        except Exception:  # playwright's TimeoutError
+            continue
+    else:
+        raise AssertionError("the batch box never listed the uploaded files")
     page.locator("#batch-button").click()
     page.wait_for_function("() => document.querySelector('#batch-report').innerText.includes('images upscaled')",
                            timeout=60_000)
