@@ -37,11 +37,15 @@ def download(ref: str) -> tuple[Path, Path]:
         try:
             paths.append(Path(hf_hub_download(repo_id, f"{name}{suffix}", revision=revision, library_name="srweb")))
         except Exception as exc:  # offline, no such repo or file, gated, ...: one line for the user
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise HubError(f"{ref}: cannot fetch {name}{suffix} from {repo_id} ({type(exc).__name__}"
-                           f"{': ' + first if first else ''})") from None
+            raise HubError(f"{ref}: cannot fetch {name}{suffix} from {repo_id} ({_one_line(exc)})") from None
     card, tensors = paths
     return tensors, card
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (Hub errors carry the server's whole answer)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def readme(name: str, repo_id: str, about: str) -> str:
@@ -75,9 +79,7 @@ def publish(name: str, repo_id: str, *, private: bool = False, token: str | None
             api.upload_file(path_or_fileobj=readme(card.name, repo_id, card_markdown(card)).encode(),
                             path_in_repo="README.md", repo_id=repo_id, commit_message="README from the srweb card")
     except Exception as exc:  # no token, no rights, offline: one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise HubError(f"cannot publish {card.name} to {repo_id} ({type(exc).__name__}"
-                       f"{': ' + first if first else ''})") from None
+        raise HubError(f"cannot publish {card.name} to {repo_id} ({_one_line(exc)})") from None
     return f"{HUB_PREFIX}{repo_id}/{card.name}"
 
 
