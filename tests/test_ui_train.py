@@ -157,6 +157,22 @@ def test_cancel_queued_run(env):
     assert message == f"Run #{run_id}: cancelled." and views.run_details(run_id)["status"] == "cancelled"
 
 
+def test_delete_asks_for_a_selection_and_a_yes_and_refuses_live_runs(env):
+    with pytest.warns(UserWarning, match="Select a run first"):
+        assert runs.delete_run(None, False) == (gr.skip(), gr.skip())
+    run_id = _finished_run(env, export=False)
+    assert runs.delete_run(run_id, False) == (gr.skip(), gr.skip())  # "Cancel" in the browser's dialog
+    assert views.run_details(run_id)["status"] == "finished"
+    message, detail = runs.delete_run(run_id, True)
+    assert message.startswith(f"Run {run_id} deleted") and detail is None
+    with pytest.raises(KeyError):
+        views.run_details(run_id)
+    train.launch_job(*form(data_path=str(env / "tiny")))
+    queued = int(views.runs_frame()["id"][0])
+    with pytest.warns(UserWarning, match="is queued; cancel it first"):
+        assert runs.delete_run(queued, True) == (gr.skip(), gr.skip())
+
+
 def test_export_copies_weights_under_a_unique_name(env):
     run_id = _finished_run(env)
     settings = get_settings()

@@ -13,7 +13,7 @@ from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
-from srweb.ui.train import as_run_id
+from srweb.ui.train import as_run_id, job_action
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -81,19 +81,14 @@ def delete_run(run: int | str | None, confirmed: bool):
     ``confirmed`` must be true: the browser asks first). Returns a message and clears the details."""
     from srweb.train import jobs
 
-    run_id = as_run_id(run)
-    if run_id is None:
-        gr.Warning("Select a run first.")
+    if as_run_id(run) is not None and not confirmed:  # "Cancel" in the browser's dialog
         return gr.skip(), gr.skip()
-    if not confirmed:
+    done = job_action(run, jobs.delete)
+    if done is None:
         return gr.skip(), gr.skip()
-    try:
-        message = jobs.delete(run_id)
-    except jobs.JobError as exc:
-        gr.Warning(html.escape(str(exc)))
-        return gr.skip(), gr.skip()
-    gr.Info(message[:1].upper() + message[1:])
-    return html.escape(message[:1].upper() + message[1:]) + ".", None
+    message = done[1][:1].upper() + done[1][1:]
+    gr.Info(message)
+    return html.escape(message) + ".", None
 
 
 # The browser asks before a run and its checkpoints go; the answer is the handler's second input.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 import pandas as pd
@@ -124,32 +124,34 @@ def launch_job(*values: Any):
             gr.Timer(active=True))
 
 
-def cancel_job(run: int | str | None):
-    """Cancel the selected run; a finished/failed/cancelled one gives a warning and changes nothing."""
+def job_action(run: int | str | None, act: Callable[[int], Any]) -> tuple[int, Any] | None:
+    """``(run id, act(run id))`` for the selected run; None, after a warning toast, when no run is
+    selected or the job refuses (e.g. cancelling a finished run)."""
     run_id = as_run_id(run)
     if run_id is None:
         gr.Warning("Select a run first.")
-        return gr.skip(), gr.skip()
+        return None
     try:
-        status = jobs.cancel(run_id)
+        return run_id, act(run_id)
     except jobs.JobError as exc:
         gr.Warning(html.escape(str(exc)))
+        return None
+
+
+def cancel_job(run: int | str | None):
+    """Cancel the selected run; a finished/failed/cancelled one gives a warning and changes nothing."""
+    done = job_action(run, jobs.cancel)
+    if done is None:
         return gr.skip(), gr.skip()
-    return f"Run #{run_id}: {status}.", gr.Timer(active=True)
+    return f"Run #{done[0]}: {done[1]}.", gr.Timer(active=True)
 
 
 def resume_job(run: int | str | None):
     """Queue a failed or cancelled run again from its last checkpoint."""
-    run_id = as_run_id(run)
-    if run_id is None:
-        gr.Warning("Select a run first.")
+    done = job_action(run, jobs.resume)
+    if done is None:
         return gr.skip(), gr.skip()
-    try:
-        jobs.resume(run_id)
-    except jobs.JobError as exc:
-        gr.Warning(html.escape(str(exc)))
-        return gr.skip(), gr.skip()
-    return f"Run #{run_id} queued again (resumes from its last checkpoint).", gr.Timer(active=True)
+    return f"Run #{done[0]} queued again (resumes from its last checkpoint).", gr.Timer(active=True)
 
 
 def _changed(state: dict, key: str, signature: Any) -> bool:
