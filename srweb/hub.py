@@ -42,6 +42,38 @@ def download(ref: str) -> tuple[Path, Path]:
     return tensors, card
 
 
+def fetch_into(refs: list[str] | tuple[str, ...], folder: Path) -> list[str]:
+    """Copy the weights each Hub reference names into ``folder`` (the exported-weights folder), so
+    they are listed like any; a reference already there with the same tensors is not copied again.
+    A reference that cannot be fetched, fails its checks, or whose name is taken by other weights is
+    logged and skipped. Returns the names now in ``folder``."""
+    import logging
+    import shutil
+
+    from srweb.weights import WeightsError, list_weights, load_weights
+
+    log = logging.getLogger(__name__)
+    folder.mkdir(parents=True, exist_ok=True)
+    known = {card.name: card.sha256 for card in list_weights()}
+    fetched = []
+    for ref in refs:
+        try:
+            tensors, card_path = download(ref)
+            _, card = load_weights(str(card_path))  # sha256 and shapes checked before it is listed
+        except (HubError, WeightsError) as exc:
+            log.warning("SRWEB_HUB_WEIGHTS: %s", exc)
+            continue
+        if known.get(card.name, card.sha256) != card.sha256:
+            log.warning("SRWEB_HUB_WEIGHTS: %s: other weights are already called %s; skipped", ref, card.name)
+            continue
+        if card.name not in known:
+            shutil.copyfile(tensors, folder / f"{card.name}.safetensors")
+            shutil.copyfile(card_path, folder / f"{card.name}.json")  # last: a card is listed with its tensors
+            known[card.name] = card.sha256
+        fetched.append(card.name)
+    return fetched
+
+
 def _one_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (Hub errors carry the server's whole answer)."""
     text = str(exc).strip()

@@ -30,6 +30,19 @@ def prepare_database() -> None:
     jobs.reap()
 
 
+def fetch_hub_weights() -> list[str]:
+    """Fetch the weights ``SRWEB_HUB_WEIGHTS`` names into the exported-weights folder (before
+    :func:`prepare_database` reads the cards, so they are listed and seeded like any); returns their names."""
+    from srweb.config import get_settings
+
+    settings = get_settings()
+    if not settings.hub_weights:
+        return []
+    from srweb.hub import fetch_into
+
+    return fetch_into(settings.hub_weights, settings.user_weights_dir)
+
+
 def start_job_watcher(interval: float = 2.0) -> threading.Thread:
     """A daemon thread that reaps dead workers and starts queued runs every ``interval`` s."""
     global _watcher

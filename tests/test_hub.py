@@ -135,6 +135,31 @@ def test_bad_hub_requests_are_one_clear_line(hub, local, capsys, args, message):
     assert err.startswith(f"srweb: error: {message}") and err.count("\n") == 1, err
 
 
+def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, local, tmp_path, monkeypatch, caplog):
+    from srweb.config import get_settings
+    from srweb.services import fetch_hub_weights
+    from srweb.weights import list_weights
+
+    publish("espcn-x2.mine", "someone/sr")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    save_weights(create_model("espcn", 2), "espcn-x2.mine", weights_dir=hub.root / "other" / "sr")  # other tensors
+    save_weights(create_model("espcn", 3), "espcn-x3.theirs", weights_dir=hub.root / "someone" / "sr")
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "shipped-none"))  # espcn-x2.mine now only on the Hub
+    monkeypatch.setenv("SRWEB_HUB_WEIGHTS", "hf://someone/sr/espcn-x2.mine, hf://someone/sr/espcn-x3.theirs "
+                                            "hf://someone/sr/missing hf://other/sr/espcn-x2.mine")
+    get_settings.cache_clear()
+    assert fetch_hub_weights() == ["espcn-x2.mine", "espcn-x3.theirs"]
+    exported = tmp_path / "exported"
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "espcn-x2.mine.json", "espcn-x2.mine.safetensors", "espcn-x3.theirs.json", "espcn-x3.theirs.safetensors"]
+    assert {c.name for c in list_weights()} == {"espcn-x2.mine", "espcn-x3.theirs"}  # listed like exported weights
+    assert "cannot fetch missing.json" in caplog.text and "other weights are already called espcn-x2.mine" in caplog.text
+    before = (exported / "espcn-x2.mine.safetensors").stat().st_mtime_ns
+    assert fetch_hub_weights() == ["espcn-x2.mine", "espcn-x3.theirs"]  # a restart copies nothing again
+    assert (exported / "espcn-x2.mine.safetensors").stat().st_mtime_ns == before
+
+
 def test_references_parse():
     assert parse_ref("hf://a/b/espcn-x2.t") == ("a/b", "espcn-x2.t", None)
     assert parse_ref("hf://a/b/espcn-x2.t@v1.0") == ("a/b", "espcn-x2.t", "v1.0")

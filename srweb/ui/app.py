@@ -40,10 +40,11 @@ def launch(**kwargs) -> None:
     """
     from srweb.access import launch_options, queue_options
     from srweb.config import apply_threads
-    from srweb.services import prepare_database, start_job_watcher
+    from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
     from srweb.ui.outputs import cache_policy
 
     apply_threads()
+    fetch_hub_weights()
     prepare_database()
     start_job_watcher()
     blocks = build_app()
