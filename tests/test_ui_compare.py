@@ -43,6 +43,19 @@ def test_the_table_follows_the_protocol_and_the_figure_holds_every_crop(tmp_path
                    for left in range(img.width // 2, img.width - 79))
 
 
+def test_self_ensembles_join_each_model(tmp_path):
+    from srweb.weights import list_weights
+
+    x2 = min((c for c in list_weights() if c.scale == 2), key=lambda c: c.num_params, default=None)
+    if x2 is None:
+        pytest.skip("no x2 weights shipped")
+    table, figure, report = run_compare(_hr(tmp_path / "hr.png"), 2, [x2.name, "bicubic-x2"], None, None, 32, 1,
+                                        self_ensemble=True, progress=_no_progress)
+    assert sorted(table["method"]) == sorted([x2.name, f"{x2.name}+", "bicubic"])  # no bicubic+
+    psnr = dict(zip(table["method"], table["PSNR (Y)"]))
+    assert psnr[f"{x2.name}+"] != psnr[x2.name]
+
+
 def test_the_method_list_follows_the_scale():
     for scale in (2, 3, 4):
         values = [v for _, v in method_choices(scale)]

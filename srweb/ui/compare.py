@@ -33,8 +33,10 @@ def on_scale_change(scale: int) -> gr.CheckboxGroup:
 
 
 def run_compare(image_path: str | None, scale: int, methods: list[str] | None, crop_x: float | None,
-                crop_y: float | None, crop_size: float, zoom: float, progress=gr.Progress()):
-    """Gradio handler (API name ``compare``): returns (results table, crops figure file, report)."""
+                crop_y: float | None, crop_size: float, zoom: float, self_ensemble: bool = False,
+                progress=gr.Progress()):
+    """Gradio handler (API name ``compare``): returns (results table, crops figure file, report).
+    ``self_ensemble`` adds each model's x8 self-ensemble (NAME+) beside it."""
     if not image_path:
         raise gr.Error("Upload an HR image first.")
     if not methods:
@@ -55,15 +57,22 @@ def run_compare(image_path: str | None, scale: int, methods: list[str] | None, c
             if parse_choice(value)[1] not in (None, scale):
                 raise WeightsError(f"{value} is not a x{scale} method")
 
+        names = []
+        for value in methods:
+            names.append(value)
+            if self_ensemble and parse_choice(value)[1] is None:  # weights; a baseline has no ensemble
+                names.append(f"{value}+")
+
         def upscaler(value: str, s: int):
-            progress((methods.index(value)) / len(methods), desc=f"{value}")
-            name, baseline_scale = parse_choice(value)
-            up = get_upscaler(name, baseline_scale)
+            progress(names.index(value) / len(names), desc=value)
+            name, plus = value.removesuffix("+"), value.endswith("+")
+            name, baseline_scale = parse_choice(name)
+            up = get_upscaler(name, baseline_scale, plus)
             if up.scale != s:
                 raise WeightsError(f"{value} is a x{up.scale} model, not x{s}")
             return up
 
-        hr_array, results = compare_methods(np.asarray(hr), scale, list(methods), upscaler)
+        hr_array, results = compare_methods(np.asarray(hr), scale, names, upscaler)
         figure = crops_figure(hr_array, results, (x, y, size), zoom)
     except (ImageError, WeightsError, ValueError) as exc:
         raise gr.Error(str(exc).replace(str(Path(image_path).parent) + "/", "")) from None
@@ -93,6 +102,8 @@ def build_tab() -> None:
             with gr.Row():
                 crop_size = gr.Number(96, label=f"Crop size (8-{MAX_CROP})", precision=0, elem_id="compare-size")
                 zoom = gr.Slider(1, 4, value=2, step=1, label="Zoom", elem_id="compare-zoom")
+            ensemble = gr.Checkbox(False, label="Also each model's x8 self-ensemble (NAME+; 8x the time)",
+                                   elem_id="compare-ensemble")
             button = gr.Button("Compare", variant="primary", elem_id="compare-button")
         with gr.Column(scale=2):
             report = gr.Markdown(elem_id="compare-report")
@@ -101,7 +112,8 @@ def build_tab() -> None:
             figure = gr.Image(label="Crops: each method, then HR", type="filepath", format="png",
                               elem_id="compare-figure")
     scale.change(on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")
-    button.click(run_compare, [image, scale, methods, crop_x, crop_y, crop_size, zoom], [table, figure, report],
+    button.click(run_compare, [image, scale, methods, crop_x, crop_y, crop_size, zoom, ensemble],
+                 [table, figure, report],
                  api_name="compare", concurrency_limit=1)
 
 
