@@ -58,6 +58,25 @@ def test_upscale_is_open_to_all(client, public_app_server, tmp_path):
     assert Image.open(sr_path).size == (40 * scale, 32 * scale) and "40x32" in report
 
 
+def test_batches_and_comparisons_are_open_to_all_within_the_public_limits(client, public_app_server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    one = handle_file(str(_image(tmp_path / "one.png")))
+    zip_file, report = client.predict([one, one], public_app_server.weights_name, False, 0, api_name="/upscale_batch")
+    assert "2 of 2 images upscaled" in report and zip_file
+    with pytest.raises(AppError, match="21 images: a batch takes at most 20"):
+        client.predict([one] * 21, public_app_server.weights_name, False, 0, api_name="/upscale_batch")
+    scale = public_app_server.scale
+    table, figure, report = client.predict(handle_file(str(_image(tmp_path / "hr.png", 64, 48))), scale,
+                                           [public_app_server.weights_name, f"bicubic-x{scale}"], -1, -1, 16, 2,
+                                           False, api_name="/compare")
+    assert {row[0] for row in table["data"]} == {public_app_server.weights_name, "bicubic"}
+    with pytest.raises(AppError, match="'/etc/passwd' .* is not in the list of choices"):  # no server paths
+        client.predict(handle_file(str(tmp_path / "hr.png")), scale, ["/etc/passwd"], -1, -1, 16, 2, False,
+                       api_name="/compare")
+
+
 def test_training_needs_the_admin_token(client, public_app_server):
     from gradio_client.exceptions import AppError
 

@@ -151,6 +151,9 @@ def test_compare_methods_on_an_hr_image_in_the_browser(browser_page, app_server,
     page.locator("#compare-image input[type=file]").set_input_files(str(make_image(tmp_path / "hr.png", 64, 48)))
     page.wait_for_function("() => Array.from(document.images).some((i) => i.src.includes('hr'))", timeout=20_000)
     page.locator("#compare-scale").get_by_text(str(app_server.scale), exact=True).click()
+    page.wait_for_function("([name, other]) => { const t = document.querySelector('#compare-methods').innerText;"
+                           " return t.includes(name) && !t.includes(other); }",
+                           arg=[app_server.weights_name, f"bicubic x{4 if app_server.scale != 4 else 2}"])
     page.locator("#compare-size input").fill("32")
     page.locator("#compare-button").click()
     page.wait_for_function("() => document.querySelector('#compare-report').innerText.includes('mod-cropped')",

@@ -57,11 +57,14 @@ def test_self_ensembles_join_each_model(tmp_path):
 
 
 def test_the_method_list_follows_the_scale():
+    every = []
     for scale in (2, 3, 4):
         values = [v for _, v in method_choices(scale)]
         shipped = {c.name for c in list_weights() if c.scale == scale}
         assert set(values) == shipped | {f"bicubic-x{scale}"}
         assert on_scale_change(scale).value == values  # all ticked
+        every += values
+    assert sorted(v for _, v in method_choices(None)) == sorted(every)  # what API clients may pick from
 
 
 @pytest.mark.parametrize(

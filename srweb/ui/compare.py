@@ -21,10 +21,12 @@ MAX_CROP = 256  # HR pixels; the figure is (methods + 1) crops of up to 4x that 
 COLUMNS = ["method", "PSNR (Y)", "SSIM (Y)", "seconds"]
 
 
-def method_choices(scale: int) -> list[tuple[str, str]]:
-    """Shipped weights of ``scale``, then the bicubic baseline (values as the Upscale tab's)."""
-    weights = [(c.name, c.name) for c in list_weights() if c.scale == int(scale)]
-    return weights + [("bicubic", f"bicubic-x{int(scale)}")]
+def method_choices(scale: int | None) -> list[tuple[str, str]]:
+    """Weights of ``scale`` (of every scale when None), then the bicubic baseline(s); values as the
+    Upscale tab's."""
+    scales = BASELINE_SCALES if scale is None else (int(scale),)
+    weights = [(c.name, c.name) for c in list_weights() if c.scale in scales]
+    return weights + [(f"bicubic x{s}", f"bicubic-x{s}") for s in scales]
 
 
 def on_scale_change(scale: int) -> gr.CheckboxGroup:
@@ -93,9 +95,9 @@ def build_tab() -> None:
             image = ImageInput(label="HR image (degraded here by MATLAB bicubic)", type="filepath", image_mode=None,
                                format="png", height=260, elem_id="compare-image")
             scale = gr.Radio(list(BASELINE_SCALES), value=scale0, label="Scale", elem_id="compare-scale")
-            choices = method_choices(scale0)
-            methods = gr.CheckboxGroup(choices=choices, value=[v for _, v in choices], label="Methods",
-                                       elem_id="compare-methods")
+            # Every scale's entries at first (API clients pick from these); a page shows its scale's.
+            methods = gr.CheckboxGroup(choices=method_choices(None), value=[v for _, v in method_choices(scale0)],
+                                       label="Methods", elem_id="compare-methods")
             with gr.Row():
                 crop_x = gr.Number(-1, label="Crop x, HR pixels (-1: centre)", precision=0, elem_id="compare-x")
                 crop_y = gr.Number(-1, label="Crop y, HR pixels (-1: centre)", precision=0, elem_id="compare-y")
@@ -111,7 +113,8 @@ def build_tab() -> None:
                                  interactive=False, elem_id="compare-table")
             figure = gr.Image(label="Crops: each method, then HR", type="filepath", format="png",
                               elem_id="compare-figure")
-    scale.change(on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")
+    gr.on([scale.change], on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")
+    gr.on(None, on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")  # page load
     button.click(run_compare, [image, scale, methods, crop_x, crop_y, crop_size, zoom, ensemble],
                  [table, figure, report],
                  api_name="compare", concurrency_limit=1)
