@@ -392,6 +392,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small inputs, no training (for tests)")
     p.add_argument("--no-training", action="store_true")
     p.add_argument("--no-quality", action="store_true")
-    p.add_argument("--no-store", dest="store", action="store_false")
+    p.add_argument("--store", action="store_true",
+                   help="write the speeds and quality guards into the database and into every shipped card "
+                        "(inference block): for the host whose figures the cards should carry")
+    p.add_argument("--no-store", dest="store", action="store_false", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     p.set_defaults(func=cmd_bench)

@@ -80,3 +80,13 @@ def test_shipped_fast_path_stays_within_the_guard(card):
     if precision == "fp32":
         pytest.skip("no bf16/fp16 on this machine: the fast path is fp32")
     assert delta >= -QUALITY_GUARD_DB, f"{card.name}: fast path loses {-delta:.4f} dB"
+
+
+def test_bench_writes_the_cards_only_when_asked():
+    # The cards are files of the checkout: a plain `srweb bench` on a laptop must not rewrite them.
+    from srweb.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench"]).store is False
+    assert parser.parse_args(["bench", "--store"]).store is True
+    assert parser.parse_args(["bench", "--no-store"]).store is False  # the old spelling still parses
