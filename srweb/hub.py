@@ -63,6 +63,9 @@ def fetch_into(refs: list[str] | tuple[str, ...], folder: Path) -> list[str]:
         except (HubError, WeightsError) as exc:
             log.warning("SRWEB_HUB_WEIGHTS: %s", exc)
             continue
+        if Path(card.name).name != card.name or card.name.startswith("."):  # it names the files written here
+            log.warning("SRWEB_HUB_WEIGHTS: %s: its card's name %r is not a file name; skipped", ref, card.name)
+            continue
         if known.get(card.name, card.sha256) != card.sha256:
             log.warning("SRWEB_HUB_WEIGHTS: %s: other weights are already called %s; skipped", ref, card.name)
             continue

@@ -155,6 +155,17 @@ def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, l
         "espcn-x2.mine.json", "espcn-x2.mine.safetensors", "espcn-x3.theirs.json", "espcn-x3.theirs.safetensors"]
     assert {c.name for c in list_weights()} == {"espcn-x2.mine", "espcn-x3.theirs"}  # listed like exported weights
     assert "cannot fetch missing.json" in caplog.text and "other weights are already called espcn-x2.mine" in caplog.text
+    # A card whose name would write outside the folder is refused.
+    import json
+
+    evil = hub.root / "evil" / "sr"
+    save_weights(create_model("espcn", 2), "espcn-x2.evil", weights_dir=evil)
+    card = json.loads((evil / "espcn-x2.evil.json").read_text())
+    (evil / "espcn-x2.evil.json").write_text(json.dumps({**card, "name": "../../escaped"}))
+    from srweb.hub import fetch_into
+
+    assert fetch_into(["hf://evil/sr/espcn-x2.evil"], exported) == []
+    assert "is not a file name" in caplog.text and not (tmp_path / "escaped.json").exists()
     before = (exported / "espcn-x2.mine.safetensors").stat().st_mtime_ns
     assert fetch_hub_weights() == ["espcn-x2.mine", "espcn-x3.theirs"]  # a restart copies nothing again
     assert (exported / "espcn-x2.mine.safetensors").stat().st_mtime_ns == before
