@@ -86,7 +86,8 @@ def _one_line(exc: BaseException) -> str:
 def readme(name: str, repo_id: str, about: str) -> str:
     """The model repository's README: Hub metadata, the card in words, and how to use the weights."""
     return (f"---\nlibrary_name: srweb\ntags:\n- super-resolution\n- image-to-image\n- srweb\n---\n\n"
-            f"# {name}\n\n{about}\n\n## Use\n\n```bash\npip install srweb\n"
+            f"# {name}\n\n{about}\n\n## Use\n\nWith srweb installed (the super-resolution studio that made these "
+            f"weights):\n\n```bash\n"
             f"srweb upscale photo.png --weights {HUB_PREFIX}{repo_id}/{name} --out upscaled/\n```\n\n"
             f"```python\nimport srweb\nup = srweb.Upscaler(\"{HUB_PREFIX}{repo_id}/{name}\")\n```\n")
 
