@@ -1,0 +1,122 @@
+"""ONNX export of weights: the network as trained, for onnxruntime, TensorRT, ONNX.js and the like.
+
+The graph takes ``lr`` (N, C, H, W) float32 in [0, 1] with batch, height and width free, and gives
+``sr``. What C holds and whether the input must be upscaled first depends on the architecture; the
+model's metadata says it (``srweb.input``, ``srweb.upsampling``) so a runtime needs nothing else.
+Each export is checked against PyTorch with onnxruntime on two input sizes before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srweb.fileio import atomic_write_bytes
+from srweb.weights import WeightsCard, WeightsError, load_weights
+
+TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on [0, 1] images
+INPUTS = {
+    "y": "Y of YCbCr as MATLAB's rgb2ycbcr / 255 ([16, 235] / 255 for 8-bit images), (N, 1, H, W) in [0, 1]; "
+         "chroma is upscaled with bicubic",
+    "rgb": "RGB, (N, 3, H, W) in [0, 1]",
+}
+UPSAMPLING = {
+    "post": "the network upscales: sr is scale times the size of lr",
+    "pre": "upscale lr by scale with bicubic first (MATLAB imresize); sr has the size of its input",
+}
+
+
+class ExportError(ValueError):
+    """Weights that cannot be exported, or an export that does not match PyTorch."""
+
+
+def metadata(card: WeightsCard) -> dict[str, str]:
+    """The model properties a runtime needs to feed the graph, and where it comes from."""
+    set5 = card.metric("Set5")
+    props = {
+        "srweb.name": card.name, "srweb.arch": card.arch, "srweb.scale": str(card.scale),
+        "srweb.input": INPUTS.get(card.input_kind, card.input_kind),
+        "srweb.upsampling": UPSAMPLING.get(card.upsampling, card.upsampling),
+        "srweb.weights_sha256": card.sha256 or "",
+    }
+    if set5:
+        props["srweb.set5"] = f"PSNR {set5['psnr']:.3f} dB, SSIM {set5['ssim']:.4f} (Y, shave {card.scale})"
+    return props
+
+
+def _check(model: torch.nn.Module, data: bytes, channels: int) -> float:
+    """Largest |ONNX - PyTorch| over two inputs of other sizes than the one exported with."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    generator = torch.Generator().manual_seed(0)
+    for shape in ((1, channels, 37, 23), (2, channels, 16, 30)):
+        x = torch.rand(shape, generator=generator)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"lr": x.numpy()})[0]
+        if got.shape != expected.shape:
+            raise ExportError(f"the ONNX graph gives {got.shape} for {tuple(shape)}, PyTorch {expected.shape}")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_onnx(name: str, out: str | os.PathLike | None = None, *, opset: int | None = None) -> tuple[Path, float]:
+    """Export weights ``name`` (shipped, exported, a path or ``hf://``) to ``out`` (default
+    ``NAME.onnx`` here); returns the file and the largest difference from PyTorch it was checked to.
+
+    Raises:
+        WeightsError: unknown or broken weights.
+        ExportError: the graph does not export, or differs from PyTorch by more than :data:`TOLERANCE`.
+    """
+    import onnx
+
+    model, card = load_weights(name)
+    target = Path(out) if out else Path(f"{card.name}.onnx")
+    channels = 1 if card.input_kind == "y" else 3
+    dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=4),
+            3: torch.export.Dim("width", min=4)}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each step on stdout
+            program = torch.onnx.export(model, (torch.rand(1, channels, 24, 20),), input_names=["lr"],
+                                        output_names=["sr"], dynamic_shapes=(dims,), opset_version=opset,
+                                        dynamo=True, external_data=False)
+    except Exception as exc:  # torch.export's errors run to pages: the first line says what failed
+        raise ExportError(f"{card.name}: cannot export to ONNX ({str(exc).strip().splitlines()[0]})") from None
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, metadata(card))
+    proto.doc_string = f"srweb {card.name}: {card.arch} x{card.scale}"
+    data = proto.SerializeToString()
+    difference = _check(model, data, channels)
+    if difference > TOLERANCE:
+        raise ExportError(f"{card.name}: the ONNX graph differs from PyTorch by {difference:.2g} (> {TOLERANCE:g})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return target, difference
+
+
+def cmd_onnx(args: argparse.Namespace) -> int:
+    path, difference = export_onnx(args.weights, args.out, opset=args.opset)
+    _, card = load_weights(args.weights)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB; onnxruntime matches PyTorch within {difference:.1g})")
+    for key, value in metadata(card).items():
+        print(f"  {key.removeprefix('srweb.')}: {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("onnx", help="export weights to ONNX (dynamic batch and size), checked with onnxruntime")
+    p.add_argument("weights", help="weights name (shipped or exported), path or hf:// reference")
+    p.add_argument("-o", "--out", help="the .onnx file to write (default: NAME.onnx here)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.set_defaults(func=cmd_onnx)
+
+
+__all__ = ["ExportError", "WeightsError", "export_onnx", "metadata"]
