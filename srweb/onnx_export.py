@@ -102,6 +102,18 @@ def export_onnx(name: str, out: str | os.PathLike | None = None, *, opset: int |
     return target, difference
 
 
+def cached_export(name: str) -> Path:
+    """The ONNX graph of weights ``name`` under ``cache_dir/onnx``, exported on first request; keyed
+    by the tensors' sha256, so weights exported again under the same name are exported again."""
+    from srweb.config import get_settings
+
+    _, card = load_weights(name)
+    path = get_settings().cache_dir / "onnx" / (card.sha256 or "unhashed")[:16] / f"{card.name}.onnx"
+    if not path.is_file():
+        export_onnx(name, path)
+    return path
+
+
 def cmd_onnx(args: argparse.Namespace) -> int:
     path, difference = export_onnx(args.weights, args.out, opset=args.opset)
     _, card = load_weights(args.weights)
@@ -119,4 +131,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_onnx)
 
 
-__all__ = ["ExportError", "WeightsError", "export_onnx", "metadata"]
+__all__ = ["ExportError", "WeightsError", "cached_export", "export_onnx", "metadata"]

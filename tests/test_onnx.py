@@ -98,3 +98,19 @@ def test_a_graph_torch_cannot_export_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "cannot export to ONNX (Failed to export the model with torch.export.)" in err and "pages" not in err
     assert not (tmp_path / "e.onnx").exists()
+
+
+def test_the_app_exports_once_per_tensors_then_serves_the_cached_file(tmp_path, monkeypatch):
+    from srweb.config import get_settings
+    from srweb.ui.upscale import onnx_graph
+
+    monkeypatch.setenv("SRWEB_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    try:
+        first = onnx_graph("espcn-x2.general100")
+        (cached,) = (tmp_path / "cache" / "onnx").glob("*/espcn-x2.general100.onnx")
+        monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: pytest.fail("exported twice"))
+        second = onnx_graph("espcn-x2.general100")
+        assert second != first and open(second, "rb").read() == open(first, "rb").read() == cached.read_bytes()
+    finally:
+        get_settings.cache_clear()

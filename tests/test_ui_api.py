@@ -73,6 +73,18 @@ def test_upscale_batch_returns_one_zip_as_the_readme_shows(client, app_server, t
         assert sorted(zf.namelist()) == ["a.png", "b.png"]
 
 
+def test_onnx_of_the_picked_model_and_no_export_of_a_baseline_or_a_path(client, app_server):
+    import onnx
+    from gradio_client.exceptions import AppError
+
+    path = client.predict(app_server.weights_name, api_name="/onnx")
+    props = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert props["srweb.name"] == app_server.weights_name
+    for bad, message in [("bicubic-x2", "not a network"), ("../weights/x", "unknown weights")]:
+        with pytest.raises(AppError, match=message):
+            client.predict(bad, api_name="/onnx")
+
+
 def _val_set() -> str:
     return "Set5" if (get_settings().data_root / "Set5").is_dir() else "sample"
 

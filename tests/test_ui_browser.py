@@ -76,6 +76,10 @@ def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     page.wait_for_function("(name) => document.querySelector('#model-about').innerText.includes(name)",
                            arg=app_server.weights_name)
     assert "parameters" in page.locator("#model-about").inner_text()
+    page.locator("#onnx-button").click()  # the picked model as an ONNX file
+    page.locator("#onnx-file a[download]").wait_for(timeout=60_000)
+    onnx_bytes = page.request.get(page.locator("#onnx-file a[download]").get_attribute("href")).body()
+    assert app_server.weights_name.encode() in onnx_bytes  # its metadata names the weights
     upload(page, make_image(tmp_path / "srweb-input.png", 40, 30))
     page.get_by_role("button", name="Upscale", exact=True).click()
     page.wait_for_function("() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -102,6 +103,22 @@ def about_weights(choice: str | None) -> str:
                 "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against.")
     shipped = weights_source(card.name) == "shipped"
     return card_markdown(card, f"weights/{card.name}.json" if shipped else None)
+
+
+def onnx_graph(choice: str | None) -> str:
+    """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
+    from srweb.onnx_export import ExportError, cached_export
+
+    try:
+        name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://
+        if scale is not None:
+            raise ExportError(f"{choice} is an interpolation, not a network: there is nothing to export")
+        cached = cached_export(name)
+    except (WeightsError, ExportError) as exc:
+        raise gr.Error(str(exc)) from None
+    handed = output_dir() / cached.name  # Gradio serves nothing from the state folder (blocked_paths)
+    shutil.copyfile(cached, handed)
+    return str(handed)
 
 
 def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
@@ -251,6 +268,8 @@ def build_tab() -> gr.Dropdown:
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
             with gr.Accordion("About this model: scores, speed, how it was trained", open=False):
                 about = gr.Markdown(about_weights(default), elem_id="model-about")
+                onnx_button = gr.Button("Export as ONNX (checked with onnxruntime)", size="sm", elem_id="onnx-button")
+                onnx_file = gr.File(label="ONNX graph: its metadata says how to feed it", elem_id="onnx-file")
             compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
@@ -275,7 +294,9 @@ def build_tab() -> gr.Dropdown:
     # exported since start-up appear too).
     gr.on([weights.change], refresh_compare, [weights, compare], compare, show_progress="hidden",
           api_visibility="private")
-    weights.change(about_weights, weights, about, show_progress="hidden", api_visibility="private")
+    weights.change(lambda choice: (about_weights(choice), None), weights, [about, onnx_file], show_progress="hidden",
+                   api_visibility="private")
+    onnx_button.click(onnx_graph, weights, onnx_file, api_name="onnx", concurrency_limit=1)
     return weights
 
 
