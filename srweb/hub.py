@@ -92,9 +92,10 @@ def readme(name: str, repo_id: str, about: str) -> str:
             f"```python\nimport srweb\nup = srweb.Upscaler(\"{HUB_PREFIX}{repo_id}/{name}\")\n```\n")
 
 
-def publish(name: str, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+def publish(name: str, repo_id: str, *, private: bool = False, token: str | None = None, onnx: bool = False) -> str:
     """Upload weights ``name`` (shipped or exported: NAME.safetensors and NAME.json) to model repository
     ``repo_id``, created when missing; a README describing them is added when the repository has none.
+    ``onnx`` adds NAME.onnx (:func:`srweb.onnx_export.cached_export`, checked with onnxruntime).
     Returns the reference that loads them (``hf://repo_id/name``)."""
     from huggingface_hub import HfApi
 
@@ -104,11 +105,15 @@ def publish(name: str, repo_id: str, *, private: bool = False, token: str | None
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"{repo_id}: a Hub repository is OWNER/NAME")
     _, card = load_weights(name)  # the tensors match their card before anything leaves this machine
-    tensors, card_path = resolve_weights(name)
+    files = list(resolve_weights(name))
+    if onnx:
+        from srweb.onnx_export import cached_export
+
+        files.append(cached_export(name))  # exported before anything is uploaded
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        for path in (tensors, card_path):
+        for path in files:
             api.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo_id,
                             commit_message=f"srweb publish {card.name}")
         if not api.file_exists(repo_id, "README.md"):
@@ -120,7 +125,7 @@ def publish(name: str, repo_id: str, *, private: bool = False, token: str | None
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    print(publish(args.weights, args.repo, private=args.private, token=args.token))
+    print(publish(args.weights, args.repo, private=args.private, token=args.token, onnx=args.onnx))
     return 0
 
 
@@ -129,5 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("weights", help="weights name (shipped or exported) or path")
     p.add_argument("--repo", required=True, help="OWNER/NAME of the model repository (created when missing)")
     p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--onnx", action="store_true", help="also upload NAME.onnx (see srweb onnx)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the token `hf auth login` saved)")
     p.set_defaults(func=cmd_publish)

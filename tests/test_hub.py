@@ -81,6 +81,20 @@ def local(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def test_publish_with_onnx_adds_the_checked_graph(hub, local, tmp_path, monkeypatch, capsys):
+    import onnx
+
+    from srweb.config import get_settings
+
+    monkeypatch.setenv("SRWEB_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    assert main(["publish", "espcn-x2.mine", "--repo", "someone/sr-models", "--onnx"]) == 0
+    repo = hub.root / "someone" / "sr-models"
+    assert (repo / "espcn-x2.mine.onnx").is_file() and (repo / "espcn-x2.mine.safetensors").is_file()
+    props = {p.key: p.value for p in onnx.load(str(repo / "espcn-x2.mine.onnx")).metadata_props}
+    assert props["srweb.name"] == "espcn-x2.mine" and props["srweb.scale"] == "2"
+
+
 def test_publish_then_load_and_upscale_from_the_hub(hub, local, tmp_path, capsys):
     assert main(["publish", "espcn-x2.mine", "--repo", "someone/sr-models", "--private"]) == 0
     ref = capsys.readouterr().out.strip()
