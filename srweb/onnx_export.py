@@ -68,18 +68,15 @@ def _check(model: torch.nn.Module, data: bytes, channels: int) -> float:
     return worst
 
 
-def export_onnx(name: str, out: str | os.PathLike | None = None, *, opset: int | None = None) -> tuple[Path, float]:
-    """Export weights ``name`` (shipped, exported, a path or ``hf://``) to ``out`` (default
-    ``NAME.onnx`` here); returns the file and the largest difference from PyTorch it was checked to.
+def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset: int | None = None) -> float:
+    """Export ``model`` (loaded from ``card``) to ``target``; returns the largest difference from
+    PyTorch it was checked to.
 
     Raises:
-        WeightsError: unknown or broken weights.
         ExportError: the graph does not export, or differs from PyTorch by more than :data:`TOLERANCE`.
     """
     import onnx
 
-    model, card = load_weights(name)
-    target = Path(out) if out else Path(f"{card.name}.onnx")
     channels = 1 if card.input_kind == "y" else 3
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=4),
             3: torch.export.Dim("width", min=4)}
@@ -99,7 +96,22 @@ def export_onnx(name: str, out: str | os.PathLike | None = None, *, opset: int |
         raise ExportError(f"{card.name}: the ONNX graph differs from PyTorch by {difference:.2g} (> {TOLERANCE:g})")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, data)
-    return target, difference
+    return difference
+
+
+def export_onnx(name: str, out: str | os.PathLike | None = None, *,
+                opset: int | None = None) -> tuple[Path, float, WeightsCard]:
+    """Export weights ``name`` (shipped, exported, a path or ``hf://``) to ``out`` (default
+    ``NAME.onnx`` here); returns the file, the largest difference from PyTorch it was checked to,
+    and the weights' card.
+
+    Raises:
+        WeightsError: unknown or broken weights.
+        ExportError: see :func:`write_onnx`.
+    """
+    model, card = load_weights(name)
+    target = Path(out) if out else Path(f"{card.name}.onnx")
+    return target, write_onnx(model, card, target, opset=opset), card
 
 
 def cached_export(name: str) -> Path:
@@ -107,16 +119,15 @@ def cached_export(name: str) -> Path:
     by the tensors' sha256, so weights exported again under the same name are exported again."""
     from srweb.config import get_settings
 
-    _, card = load_weights(name)
+    model, card = load_weights(name)
     path = get_settings().cache_dir / "onnx" / (card.sha256 or "unhashed")[:16] / f"{card.name}.onnx"
     if not path.is_file():
-        export_onnx(name, path)
+        write_onnx(model, card, path)
     return path
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
-    path, difference = export_onnx(args.weights, args.out, opset=args.opset)
-    _, card = load_weights(args.weights)
+    path, difference, card = export_onnx(args.weights, args.out, opset=args.opset)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB; onnxruntime matches PyTorch within {difference:.1g})")
     for key, value in metadata(card).items():
         print(f"  {key.removeprefix('srweb.')}: {value}")
@@ -131,4 +142,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_onnx)
 
 
-__all__ = ["ExportError", "WeightsError", "cached_export", "export_onnx", "metadata"]
+__all__ = ["ExportError", "WeightsError", "cached_export", "export_onnx", "metadata", "write_onnx"]
