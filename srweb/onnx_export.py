@@ -81,13 +81,17 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=4),
             3: torch.export.Dim("width", min=4)}
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each step on stdout
+        # the exporter reports each step on stdout, and a failed opset conversion as a traceback on stderr
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             program = torch.onnx.export(model, (torch.rand(1, channels, 24, 20),), input_names=["lr"],
                                         output_names=["sr"], dynamic_shapes=(dims,), opset_version=opset,
                                         dynamo=True, external_data=False)
     except Exception as exc:  # torch.export's errors run to pages: the first line says what failed
         raise ExportError(f"{card.name}: cannot export to ONNX ({str(exc).strip().splitlines()[0]})") from None
     proto = program.model_proto
+    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and got != opset:  # the exporter falls back to its own opset without failing
+        raise ExportError(f"{card.name}: cannot export to ONNX opset {opset} (the exporter gives opset {got})")
     onnx.helper.set_model_props(proto, metadata(card))
     proto.doc_string = f"srweb {card.name}: {card.arch} x{card.scale}"
     data = proto.SerializeToString()
@@ -102,7 +106,7 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
 def export_onnx(name: str, out: str | os.PathLike | None = None, *,
                 opset: int | None = None) -> tuple[Path, float, WeightsCard]:
     """Export weights ``name`` (shipped, exported, a path or ``hf://``) to ``out`` (default
-    ``NAME.onnx`` here); returns the file, the largest difference from PyTorch it was checked to,
+    ``NAME.onnx`` here; a folder gets ``NAME.onnx``); returns the file, the largest difference from PyTorch it was checked to,
     and the weights' card.
 
     Raises:
@@ -111,6 +115,8 @@ def export_onnx(name: str, out: str | os.PathLike | None = None, *,
     """
     model, card = load_weights(name)
     target = Path(out) if out else Path(f"{card.name}.onnx")
+    if target.is_dir():
+        target = target / f"{card.name}.onnx"
     return target, write_onnx(model, card, target, opset=opset), card
 
 
@@ -137,7 +143,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("onnx", help="export weights to ONNX (dynamic batch and size), checked with onnxruntime")
     p.add_argument("weights", help="weights name (shipped or exported), path or hf:// reference")
-    p.add_argument("-o", "--out", help="the .onnx file to write (default: NAME.onnx here)")
+    p.add_argument("-o", "--out", help="the .onnx file to write, or a folder for NAME.onnx (default: NAME.onnx here)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.set_defaults(func=cmd_onnx)
 

@@ -114,3 +114,12 @@ def test_the_app_exports_once_per_tensors_then_serves_the_cached_file(tmp_path, 
         assert second != first and open(second, "rb").read() == open(first, "rb").read() == cached.read_bytes()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_folder_as_out_gets_name_onnx_and_an_opset_the_exporter_cannot_give_is_refused(tmp_path, capsys):
+    assert main(["onnx", "espcn-x2.general100", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "espcn-x2.general100.onnx").is_file()
+    assert main(["onnx", "espcn-x2.general100", "-o", str(tmp_path / "old.onnx"), "--opset", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("srweb: error:") and "cannot export to ONNX opset 3" in err and "\n" not in err
+    assert not (tmp_path / "old.onnx").exists()
