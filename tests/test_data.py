@@ -325,6 +325,47 @@ def test_patch_disk_cache_matches_memory_and_dataloader_workers(patch_root: Path
         assert len(batches[0]["hr_path"]) == 2
 
 
+def _nearest_teacher(scale: int):
+    calls = []
+
+    def teacher(lr: np.ndarray) -> np.ndarray:
+        calls.append(lr.shape)
+        return lr.repeat(scale, axis=0).repeat(scale, axis=1)
+
+    return teacher, calls
+
+
+@pytest.mark.parametrize("channels", ["rgb", "y"])
+def test_patch_teacher_output_is_cropped_and_augmented_with_its_patch(patch_root: Path, channels: str) -> None:
+    s, p = 2, 6
+    teacher, calls = _nearest_teacher(s)
+    ds = PatchPairs(patch_root, s, p, channels=channels, augment=True, repeat=8, teacher=teacher)
+    assert len(calls) == 3  # once per image, not per patch
+    random.seed(1)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["teacher"].shape == item["hr"].shape
+        # The teacher here is nearest-neighbour upscaling: its crop is exactly the LR patch, upscaled,
+        # whatever flip or rotation the patch got (a crop or a transform applied to one side would not be).
+        expected = item["lr"].repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+        assert torch.allclose(item["teacher"], expected, atol=1e-6, rtol=0)  # Y: float summation order
+    assert "teacher" not in PatchPairs(patch_root, s, p, channels=channels)[0]
+
+
+def test_patch_teacher_outputs_are_cached_per_teacher_and_checked(patch_root: Path, tmp_path: Path) -> None:
+    teacher, calls = _nearest_teacher(3)
+    PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
+    again = PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
+    assert len(calls) == 3 and len(list((tmp_path / "pc").glob("*.teacher-aaa.npy"))) == 3
+    PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="bbb")
+    assert len(calls) == 6  # another teacher's outputs are not reused; HR and LR are
+    random.seed(0)
+    item = again[0]
+    assert torch.equal(item["teacher"], item["lr"].repeat_interleave(3, dim=1).repeat_interleave(3, dim=2))
+    with pytest.raises(ValueError, match=r"the teacher returned uint8 \(\d+, \d+, 3\), expected uint8"):
+        PatchPairs(patch_root, 3, 8, teacher=lambda lr: lr)
+
+
 def test_patch_pairs_from_div2k(tmp_path: Path) -> None:
     build_div2k(tmp_path / "DIV2K", n=2)
     ds = PatchPairs(tmp_path, 2, 12)

@@ -139,7 +139,7 @@ def test_app_killed_and_restarted_shows_the_truth_about_the_worker(tmp_path):
     url = first.database_url
     try:
         form = ["espcn", 2, "sample", data, "none", 8, 4, 100_000, 1e-3, "adam", "constant", "l2", "fp32", "cpu",
-                10_000, "none", False]
+                10_000, "none", False, 0.0, "none", 0.5]
         message = Client(first.url, verbose=False).predict(*form, api_name="/train_launch")[0]
         run_id = int(message.split("#")[1].rstrip("."))
         run = _wait("the worker to train", lambda: (r := _run(run_id, url)).status == "running" and r.step > 0 and r)

@@ -146,6 +146,8 @@ def test_default_training_data_is_general100_when_present_else_the_sample_set(en
         ({"name": "a/b"}, "name may use"),
         ({"ema": 1.0}, r"ema must be in \[0, 1\)"),
         ({"ema": -0.5}, r"ema must be in \[0, 1\)"),
+        ({"teacher_weight": 0}, r"teacher_weight must be in \(0, 1\]"),
+        ({"teacher_weight": 1.5}, r"teacher_weight must be in \(0, 1\]"),
     ],
 )
 def test_validation_rejects_impossible_hyperparameters(changes, words):
@@ -415,6 +417,46 @@ def test_ema_with_validation_ships_the_best_average_and_its_card_measures_that_f
     scored = evaluate(srweb.Upscaler(str(shipped), precision="fp32").upscale, tiny["val"], 2)
     assert result.card.metrics[0]["psnr"] == pytest.approx(scored.psnr, abs=1e-3)
     assert result.card.metrics[0]["psnr"] == pytest.approx(result.best_psnr, abs=1e-3)
+
+
+# --- distillation ---------------------------------------------------------------------------------
+
+
+def test_distillation_shares_the_pixel_loss_with_a_teacher_of_another_scale_and_records_it(env, tiny):
+    teacher = save_weights(create_model("espcn", 4), "espcn-x4.teacher", training={"note": "untrained test teacher"})
+    cfg = _cfg(tiny, "espcn", teacher="espcn-x4.teacher", teacher_weight=0.25, iterations=3, val_interval=2,
+               precision="fp32")
+    assert cfg.resolved().name.endswith("_kd0.25")
+    log = Recorder()
+    trainer = Trainer(cfg, env / "run", logger=log, progress=False)
+    result = trainer.train()
+    assert result.status == "finished" and log.series("hr_loss")
+    assert result.card.training["teacher"] == {"name": "espcn-x4.teacher", "sha256": teacher.sha256, "scale": 4,
+                                               "metrics": []}
+    assert result.card.training["config"]["teacher"] == "espcn-x4.teacher"  # --from-card distils again
+
+    # The x4 teacher's output, resized to x2, is a second target beside HR, weighted 0.25.
+    batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(4)])
+    assert batch["teacher"].shape == batch["hr"].shape == (4, 1, 16, 16)
+    lr_img, hr_img, teacher_img = batch["lr"], batch["hr"], batch["teacher"]
+    with torch.no_grad():
+        sr = trainer.model(lr_img)
+    mse = torch.nn.MSELoss()
+    expected = 0.75 * mse(sr, hr_img) + 0.25 * mse(sr, teacher_img)
+    out = trainer._step(trainer.model, lr_img, hr_img, mse, trainer.scaler, False, 0, teacher_img)
+    assert out["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert out["hr_loss"] == pytest.approx(float(mse(sr, hr_img)), rel=1e-5)
+
+
+@pytest.mark.parametrize(("teacher", "words"), [("no-such-weights", "teacher 'no-such-weights'"),
+                                                 ("bicubic", "is an architecture, not trained weights"),
+                                                 ("espcn", "is an architecture")])
+def test_a_teacher_that_is_not_trained_weights_is_a_clear_config_error(env, tiny, teacher, words):
+    cfg = _cfg(tiny, "espcn", teacher=teacher, val_data=None)
+    with pytest.raises(ConfigError, match=words):
+        check_config(cfg)  # before a job is queued
+    with pytest.raises(ConfigError, match=words):
+        Trainer(cfg, env / "run", progress=False).train()
 
 
 # --- SRGAN ---------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def form(**changes):
     """Form values in train.FIELDS order: a tiny valid espcn x2 job on the tiny folder."""
     values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8,
                   batch_size=2, iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2",
-                  precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False)
+                  precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False,
+                  ema=0.0, teacher="none", teacher_weight=0.5)
     values.update(changes)
     return [values[name] for name in train.FIELDS]
 
@@ -62,6 +63,10 @@ def form(**changes):
     ({"val_data": "NoSuchSet"}, "val_data: dataset 'NoSuchSet' not found"),
     ({"device": "cuda:7"}, "device 'cuda:7' is not available"),
     ({"pretrained": "srcnn-x2.general100"}, "'srcnn-x2.general100' is not a checkpoint of espcn"),
+    ({"teacher": "/etc/passwd"}, "'/etc/passwd' is not a trained model to distil from"),
+    ({"teacher_weight": 0}, "teacher_weight must be in (0, 1]"),
+    ({"ema": None}, "ema is required"),
+    ({"ema": 1}, "ema must be in [0, 1)"),
 ])
 def test_launch_rejects_bad_hyperparameters_with_the_reason(env, changes, reason):
     values = form(data_path=str(env / "tiny"), **changes) if "data_path" not in changes else form(**changes)
@@ -86,6 +91,14 @@ def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
     train.launch_job(*form(data_path=str(env / "tiny"), pretrained="espcn-x3.mine", freeze_bn=True))
     config = views.run_details(views.runs_frame()["id"][0])["config"]
     assert config["pretrained"] == "espcn-x3.mine" and config["freeze_bn"] is True
+
+
+def test_launch_averages_and_distils_from_any_trained_model(env):
+    save_weights(create_model("srcnn", 4), "srcnn-x4.mine", weights_dir=get_settings().weights_dir)
+    assert train.teacher_choices() == ["none", "srcnn-x4.mine"]
+    train.launch_job(*form(data_path=str(env / "tiny"), ema=0.99, teacher="srcnn-x4.mine", teacher_weight=0.3))
+    config = views.run_details(views.runs_frame()["id"][0])["config"]
+    assert (config["ema"], config["teacher"], config["teacher_weight"]) == (0.99, "srcnn-x4.mine", 0.3)
 
 
 def test_double_launch_queues_one_run(env):

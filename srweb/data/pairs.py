@@ -20,6 +20,7 @@ import os
 import random
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -70,6 +71,10 @@ class PatchPairs(Dataset):
         repeat: passes over the images per epoch (``len = images * repeat``).
         cache: ``"memory"``, ``"disk"`` or ``"auto"`` (disk above ``MEMORY_LIMIT`` bytes).
         cache_dir: where the disk cache goes; default ``settings.cache_dir / "patches"``.
+        teacher: for distillation, a function from an LR image (uint8 RGB) to its HR-sized
+            super-resolution (uint8 RGB), run once per image and factor; items then also hold
+            ``"teacher"``, the teacher's output over the area of ``hr``, cropped and augmented alike.
+        teacher_id: names the teacher in the disk cache (e.g. its weights' sha256).
 
     Raises:
         ValueError: no image is at least ``patch_size`` in LR (smaller ones are skipped with a warning).
@@ -87,12 +92,15 @@ class PatchPairs(Dataset):
         repeat: int = 1,
         cache: str = "auto",
         cache_dir: str | os.PathLike | None = None,
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+        teacher_id: str = "teacher",
     ):
         if cache not in ("auto", "memory", "disk"):
             raise ValueError(f"cache must be auto, memory or disk, got {cache!r}")
         self.scale, self.patch_size = int(scale), int(patch_size)
         self.channels = check_channels(channels)
         self.pre_upsample, self.augment, self.repeat = pre_upsample, augment, max(1, int(repeat))
+        self.teacher, self.teacher_id = teacher, teacher_id
         self.factors = (1.0, *dict.fromkeys(f for f in scales_aug or () if f != 1.0))
         pairs = _source_pairs(source, self.scale)
         if cache == "auto":
@@ -110,7 +118,7 @@ class PatchPairs(Dataset):
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
-        per_pixel = 3 * (1 + 1 / self.scale**2 + self.pre_upsample) * sum(f * f for f in self.factors)
+        per_pixel = 3 * (1 + 1 / self.scale**2 + self.pre_upsample + (self.teacher is not None)) * sum(f * f for f in self.factors)
         total = 0
         for hr_path, _ in pairs:
             with Image.open(hr_path) as img:
@@ -120,7 +128,7 @@ class PatchPairs(Dataset):
     def _load(self, hr_path: Path, lr_path: Path | None, factor: float) -> dict | None:
         key = self._key(hr_path, lr_path, factor)
         lr_name = str(lr_path if lr_path is not None and factor == 1.0 else hr_path)
-        if self.cache == "disk" and all((self.cache_dir / f"{key}.{k}.npy").exists() for k in self._kinds()):
+        if self.cache == "disk" and all(self._cache_path(key, k).exists() for k in self._kinds()):
             arrays = None
         else:
             arrays = self._decode(hr_path, lr_path, factor)
@@ -131,7 +139,7 @@ class PatchPairs(Dataset):
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         entry = {"hr_path": str(hr_path), "lr_path": lr_name}
         for kind in self._kinds():
-            path = self.cache_dir / f"{key}.{kind}.npy"
+            path = self._cache_path(key, kind)
             if arrays is not None and not path.exists():
                 atomic_write(path, lambda tmp, a=arrays[kind]: _save_npy(tmp, a))
             entry[kind] = str(path)
@@ -141,7 +149,11 @@ class PatchPairs(Dataset):
         return entry
 
     def _kinds(self) -> tuple[str, ...]:
-        return ("hr", "lr", "ilr") if self.pre_upsample else ("hr", "lr")
+        return ("hr", "lr") + ("ilr",) * self.pre_upsample + ("teacher",) * (self.teacher is not None)
+
+    def _cache_path(self, key: str, kind: str) -> Path:
+        suffix = f"-{self.teacher_id}" if kind == "teacher" else ""
+        return self.cache_dir / f"{key}.{kind}{suffix}.npy"
 
     def _key(self, hr_path: Path, lr_path: Path | None, factor: float) -> str:
         stat = hr_path.stat()
@@ -171,7 +183,15 @@ class PatchPairs(Dataset):
         if self.pre_upsample:
             # Upsample the whole LR once, like VDSR's data preparation, then crop.
             arrays["ilr"] = imresize_np(lr, s)
+        if self.teacher is not None:
+            arrays["teacher"] = self._teach(lr, hr.shape)
         return arrays
+
+    def _teach(self, lr: np.ndarray, hr_shape: tuple[int, ...]) -> np.ndarray:
+        out = np.asarray(self.teacher(lr))
+        if out.shape != hr_shape or out.dtype != np.uint8:
+            raise ValueError(f"the teacher returned {out.dtype} {out.shape}, expected uint8 {hr_shape}")
+        return np.ascontiguousarray(out)
 
     def _warn_small(self, path: Path, factor: float) -> None:
         note = f" rescaled by {factor}" if factor != 1.0 else ""
@@ -201,19 +221,15 @@ class PatchPairs(Dataset):
         # `random` is reseeded per DataLoader worker by torch (numpy's global RNG is not).
         y = random.randrange(lr_img.shape[0] - p + 1)
         x = random.randrange(lr_img.shape[1] - p + 1)
-        hr = self._array(entry, "hr")[y * s : (y + p) * s, x * s : (x + p) * s]
-        if self.pre_upsample:
-            lr = self._array(entry, "ilr")[y * s : (y + p) * s, x * s : (x + p) * s]
-        else:
-            lr = lr_img[y : y + p, x : x + p]
+        hr_area = (slice(y * s, (y + p) * s), slice(x * s, (x + p) * s))
+        crops = {"lr": self._array(entry, "ilr")[hr_area] if self.pre_upsample else lr_img[y : y + p, x : x + p],
+                 "hr": self._array(entry, "hr")[hr_area]}
+        if self.teacher is not None:
+            crops["teacher"] = self._array(entry, "teacher")[hr_area]
         if self.augment:
-            lr, hr = augment_pair(lr, hr)
-        return {
-            "lr": to_tensor(lr, self.channels),
-            "hr": to_tensor(hr, self.channels),
-            "lr_path": entry["lr_path"],
-            "hr_path": entry["hr_path"],
-        }
+            crops = dict(zip(crops, augment_pair(*crops.values())))
+        return {**{k: to_tensor(v, self.channels) for k, v in crops.items()},
+                "lr_path": entry["lr_path"], "hr_path": entry["hr_path"]}
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -221,15 +237,15 @@ def _save_npy(path: str, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def augment_pair(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The same random h-flip / v-flip / transpose (together: the 8 dihedral views) on both."""
+def augment_pair(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The same random h-flip / v-flip / transpose (together: the 8 dihedral views) on all (lr, hr, ...)."""
     if random.random() < 0.5:
-        lr, hr = lr[:, ::-1], hr[:, ::-1]
+        arrays = tuple(a[:, ::-1] for a in arrays)
     if random.random() < 0.5:
-        lr, hr = lr[::-1], hr[::-1]
+        arrays = tuple(a[::-1] for a in arrays)
     if random.random() < 0.5:
-        lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
-    return lr, hr
+        arrays = tuple(a.transpose(1, 0, 2) for a in arrays)
+    return arrays
 
 
 def _benchmark() -> None:  # pragma: no cover - measurement helper quoted in the module docstring

@@ -18,7 +18,7 @@ from srweb.weights import training_chain
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations", "optimizer", "lr",
           "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
-          "loss", "adv_weight", "ema", "pretrained", "vgg_weights", "val_interval", "ckpt_interval", "seed",
+          "loss", "adv_weight", "ema", "teacher", "teacher_weight", "pretrained", "vgg_weights", "val_interval", "ckpt_interval", "seed",
           "device", "precision", "num_workers", "tag", "name")
 _HELP = {
     "data": "training images: a folder, or a name under the data root (default: General-100 when the "
@@ -26,6 +26,9 @@ _HELP = {
     "val_data": "validation images, as --data (default: Set5; '' for none)",
     "ema": "keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
            "validation, the best checkpoint and the export use the average",
+    "teacher": "distil from these weights (a name, NAME+ for its self-ensemble, or a card; any scale): "
+               "the pixel loss also pulls towards the teacher's output, computed once per training image",
+    "teacher_weight": "the teacher's share of the pixel loss, in (0, 1] (default 0.5; HR gets the rest)",
     "pretrained": "initialise from these weights (a card or .safetensors; shape-matching tensors); "
                   "the data still comes from --data",
 }

@@ -20,7 +20,7 @@ CLIP_MODES = ("norm", "adjustable")
 _INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_interval", "ckpt_interval", "seed",
          "num_workers")
 _NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
-            "ema")
+            "ema", "teacher_weight")
 _BOOLS = ("augment", "scale_augment", "freeze_bn", "channels_last")
 # tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
 _TAG = re.compile(r"[A-Za-z0-9_.-]+")
@@ -56,6 +56,8 @@ class TrainConfig:
     ``val_data`` are folders (HR images, a prepared/DIV2K tree) or names (``sample``,
     ``General-100``, ``Set5``) resolved against the data root; ``data=None`` resolves to
     :func:`~srweb.data.samples.default_training_data` (General-100 when the data root has it).
+    ``teacher`` names trained weights to distil from (:mod:`srweb.train.teacher`); the pixel loss is
+    then ``(1 - teacher_weight) * loss(SR, HR) + teacher_weight * loss(SR, teacher's SR)``.
     """
 
     model: str
@@ -79,6 +81,8 @@ class TrainConfig:
     loss: str | None = None
     adv_weight: float = 1e-3
     ema: float = 0.0
+    teacher: str | None = None
+    teacher_weight: float = 0.5
     freeze_bn: bool = False
     pretrained: str | None = None
     vgg_weights: str = "imagenet"
@@ -150,6 +154,8 @@ class TrainConfig:
             (self.val_interval >= 1 and self.ckpt_interval >= 1, "val_interval and ckpt_interval must be >= 1"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
+            (0 < self.teacher_weight <= 1,
+             f"teacher_weight must be in (0, 1] (the teacher's share of the pixel loss), got {self.teacher_weight}"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (bool(_TAG.fullmatch(str(self.tag))), f"tag may use letters, digits and _ . - only, got {self.tag!r}"),
@@ -209,6 +215,8 @@ def run_name(cfg: TrainConfig) -> str:
         parts.append(cfg.loss)
     if isinstance(cfg.ema, (int, float)) and cfg.ema:
         parts.append(f"ema{cfg.ema:g}")
+    if cfg.teacher:
+        parts.append(f"kd{cfg.teacher_weight:g}")
     if cfg.freeze_bn:
         parts.append("frozenbn")
     return "_".join(parts)

@@ -50,6 +50,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"{label}: {value} not found")
             if label == "data":
                 _check_patch_fits(cfg, path)
+    if cfg.teacher:
+        from srweb.train.teacher import check_teacher
+
+        check_teacher(cfg.teacher)
     return cfg
 
 

@@ -32,6 +32,7 @@ from srweb.inference import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
+from srweb.train.teacher import Teacher, load_teacher
 from srweb.weights import WeightsCard, count_params, load_weights, save_weights
 
 LOG_INTERVAL = 10
@@ -99,8 +100,9 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def build_datasets(cfg: TrainConfig, model: nn.Module):
-    """Training patches and the validation folder for ``model`` (channels and pre-upsampling)."""
+def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None = None):
+    """Training patches (with the teacher's outputs, if given) and the validation folder for ``model``
+    (channels and pre-upsampling)."""
     from srweb.data.pairs import PatchPairs
     from srweb.data.samples import benchmark_path
 
@@ -109,6 +111,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module):
         benchmark_path(cfg.data), cfg.scale, cfg.patch_size, channels=channels,
         pre_upsample=model.upsampling == "pre", augment=cfg.augment,
         scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
+        teacher=teacher.upscale if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir
@@ -300,7 +303,8 @@ class Trainer:
         # Polyak/EMA averaging (BasicSR's ema_decay): BatchNorm statistics are averaged too.
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
                     if cfg.ema else None)
-        self.train_set, self.val_dir = build_datasets(cfg, self.model)
+        self.teacher = load_teacher(cfg, self.device) if cfg.teacher else None
+        self.train_set, self.val_dir = build_datasets(cfg, self.model, self.teacher)
         self.optimizer = self._optimizer(self.model.parameters())
         self.disc = self.disc_optimizer = self.vgg = None
         if cfg.loss.startswith("srgan"):
@@ -354,9 +358,10 @@ class Trainer:
             wait += time.perf_counter() - t0
             lr_img = batch["lr"].to(self.device, non_blocking=True)
             hr_img = batch["hr"].to(self.device, non_blocking=True)
+            teacher_img = batch["teacher"].to(self.device, non_blocking=True) if "teacher" in batch else None
             if cfg.channels_last:
                 lr_img = lr_img.contiguous(memory_format=torch.channels_last)
-            losses = self._step(net, lr_img, hr_img, criterion, self.scaler, supervised, step)
+            losses = self._step(net, lr_img, hr_img, criterion, self.scaler, supervised, step, teacher_img)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             scheduler.step()
@@ -399,18 +404,27 @@ class Trainer:
             dist.destroy_process_group()
         return TrainResult(status, step, best, self.wall_seconds(), metrics, card)
 
-    def _step(self, net, lr_img, hr_img, criterion, scaler, supervised: bool, step: int) -> dict[str, float]:
+    def _step(self, net, lr_img, hr_img, criterion, scaler, supervised: bool, step: int,
+              teacher_img: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
         out: dict[str, float] = {}
+        w = cfg.teacher_weight
+
+        def pixel(sr: torch.Tensor) -> torch.Tensor:  # distillation shares the pixel loss between HR and teacher
+            loss = criterion(sr.float(), hr_img)
+            return loss if teacher_img is None else (1 - w) * loss + w * criterion(sr.float(), teacher_img)
+
         with self._autocast():
             if supervised and self.world == 1:
                 sr, intermediates = self.model.forward_with_supervision(lr_img)
                 alpha = cfg.recursive_alpha * max(0.0, 1.0 - step / (0.5 * cfg.iterations))
-                inter = torch.stack([criterion(i.float(), hr_img) for i in intermediates]).mean()
-                loss = alpha * inter + (1 - alpha) * criterion(sr.float(), hr_img)
+                inter = torch.stack([pixel(i) for i in intermediates]).mean()
+                loss = alpha * inter + (1 - alpha) * pixel(sr)
             else:
                 sr = net(lr_img)
-                loss = criterion(sr.float(), hr_img)
+                loss = pixel(sr)
+            if teacher_img is not None:
+                out["hr_loss"] = float(criterion(sr.detach().float(), hr_img))
             if self.disc is not None:
                 out["content"] = float(loss.detach())
                 if self.vgg is not None:
@@ -472,6 +486,8 @@ class Trainer:
         }
         if self.parent is not None:
             training["parent"] = self.parent
+        if self.teacher is not None:
+            training["teacher"] = self.teacher.record
         # SRGAN is the srresnet generator trained adversarially: named as the papers name it.
         prefix = "srgan" if cfg.loss.startswith("srgan") else cfg.model
         return save_weights(self.model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,

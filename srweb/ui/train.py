@@ -24,8 +24,9 @@ from srweb.weights import list_weights
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
-          "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn")
-NO_VAL = NO_START = "none"
+          "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn",
+          "ema", "teacher", "teacher_weight")
+NO_VAL = NO_START = NO_TEACHER = "none"
 JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration"]
 REFRESH_S = 2.0
 
@@ -47,13 +48,19 @@ def start_choices(model: str) -> list[str]:
     return [NO_START, *(card.name for card in list_weights() if card.arch == model)]
 
 
+def teacher_choices() -> list[str]:
+    """``none`` plus every trained model to distil from (any architecture and scale)."""
+    return [NO_TEACHER, *(card.name for card in list_weights())]
+
+
 def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     """Form values for ``model`` from ``TrainConfig.resolved()`` (the paper's defaults)."""
     scales = get_model_info(model).scales
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START)
+    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START,
+                  teacher=cfg.teacher or NO_TEACHER)
     return values
 
 
@@ -98,6 +105,13 @@ def build_config(*values: Any) -> TrainConfig:
     pretrained = None if start in ("", NO_START) else start
     if pretrained is not None and pretrained not in start_choices(form["model"]):
         raise ConfigError(f"{pretrained!r} is not a checkpoint of {form['model']}; pick one of the list")
+    teacher = (form["teacher"] or "").strip()
+    teacher = None if teacher in ("", NO_TEACHER) else teacher
+    if teacher is not None and teacher not in teacher_choices():
+        raise ConfigError(f"{teacher!r} is not a trained model to distil from; pick one of the list")
+    for name in ("ema", "teacher_weight"):
+        if form[name] is None or form[name] == "":
+            raise ConfigError(f"{name} is required")
     return TrainConfig(
         model=form["model"], scale=_whole("scale", form["scale"]),
         data=(form["data_path"] or "").strip() or form["data"] or None,
@@ -107,7 +121,8 @@ def build_config(*values: Any) -> TrainConfig:
         optimizer=form["optimizer"] or None, schedule=form["schedule"] or "constant", loss=form["loss"] or None,
         precision=form["precision"] or "auto", device=(form["device"] or "auto").strip(),
         val_interval=_whole("val_interval", form["val_interval"]),
-        pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]),
+        pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]), ema=float(form["ema"]),
+        teacher=teacher, teacher_weight=float(form["teacher_weight"]),
     )
 
 
@@ -242,6 +257,13 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                                          elem_id="train-pretrained")
                 freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
                                         elem_id="train-freeze-bn")
+            with gr.Row():
+                ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
+                                maximum=0.99999, elem_id="train-ema")
+                teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
+                                      elem_id="train-teacher")
+                teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
+                                           maximum=1, elem_id="train-teacher-weight")
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -262,7 +284,7 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     timer = gr.Timer(REFRESH_S, active=True)
 
     form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval, pretrained, freeze_bn]
+            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight]
     assert len(form) == len(FIELDS)
     model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
                  api_visibility="private")
