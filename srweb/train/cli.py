@@ -18,8 +18,8 @@ from srweb.weights import training_chain
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations", "optimizer", "lr",
           "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
-          "loss", "adv_weight", "ema", "teacher", "teacher_weight", "pretrained", "vgg_weights", "val_interval", "ckpt_interval", "seed",
-          "device", "precision", "num_workers", "tag", "name")
+          "loss", "adv_weight", "ema", "teacher", "teacher_weight", "pretrained", "vgg_weights", "val_interval",
+          "ckpt_interval", "seed", "device", "precision", "num_workers", "tag", "name")
 _HELP = {
     "data": "training images: a folder, or a name under the data root (default: General-100 when the "
             "data root has it, else the built-in sample set)",
