@@ -35,6 +35,7 @@ def training_summary(card: WeightsCard) -> tuple[str, float]:
     chain's total wall time in seconds."""
     chain = card.training_chain()
     stages = " + ".join(f"{stage.get('iterations', 0):,} {stage.get('data') or stage['config'].get('data')}"
+                        + (f" (teacher {stage['teacher']['name']})" if stage.get("teacher") else "")
                         for stage in chain)
     return stages or "-", sum(float(stage.get("wall_seconds") or 0) for stage in chain)
 
@@ -60,8 +61,10 @@ def _stage_line(i: int, stage: dict) -> str:
     data = stage.get("data") or cfg.get("data") or "?"
     minutes = float(stage.get("wall_seconds") or 0) / 60
     recipe = ", ".join(f"{label} {cfg[key]}" for key, label in (
-        ("lr", "lr"), ("batch_size", "batch"), ("patch_size", "patch"), ("loss", "loss"), ("schedule", "schedule"))
-        if cfg.get(key) not in (None, ""))
+        ("lr", "lr"), ("batch_size", "batch"), ("patch_size", "patch"), ("loss", "loss"), ("schedule", "schedule"),
+        ("ema", "EMA"), ("teacher", "teacher")) if cfg.get(key) not in (None, "", 0))
+    if cfg.get("teacher"):
+        recipe += f" weighted {cfg.get('teacher_weight', 0.5):g}"
     where = " ".join(str(stage[k]) for k in ("device", "precision") if stage.get(k))
     return (f"{i}. {stage.get('iterations', 0):,} iterations on {data} ({recipe})"
             f"{f', {where}' if where else ''}, {minutes:.0f} min")

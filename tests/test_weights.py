@@ -137,7 +137,7 @@ def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
 
 def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
     from srweb.weights import WeightsCard
-    from srweb.weights_table import markdown_table
+    from srweb.weights_table import card_markdown, markdown_table
 
     def training(iterations, data, seconds, loss="l2", parent=None):
         return {"config": {"data": data, "loss": loss, "iterations": iterations}, "iterations": iterations,
@@ -148,6 +148,13 @@ def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
                          metrics=[{"dataset": "Set5", "scale": 3, "psnr": 32.514, "ssim": 0.9061}])
     srgan = WeightsCard(name="srgan-x4.b", arch="srresnet", scale=4, config={}, input_kind="rgb", upsampling="post",
                         num_params=1, training=training(10, "General-100", 60, loss="srgan-mse"))
-    lines = markdown_table([fsrcnn, srgan], {3: 30.38}).splitlines()
+    espcn = WeightsCard(name="espcn-x3.c", arch="espcn", scale=3, config={}, input_kind="y", upsampling="post",
+                        num_params=1, training={**training(50, "General-100", 120, parent=training(20, "sample", 60)),
+                                                "teacher": {"name": "edsr-baseline-x4.d", "sha256": "ab"}})
+    espcn.training["config"].update(teacher="edsr-baseline-x4.d", teacher_weight=0.25, ema=0.999)
+    lines = markdown_table([fsrcnn, srgan, espcn], {3: 30.38}).splitlines()
     assert lines[2] == "| fsrcnn-x3.a | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | 33.06 | 30.38 |"
     assert lines[3] == "| srgan-x4.b | 10 General-100 | 1 min | - | 30.64 | - |"  # SRGAN-MSE, not SRResNet's 32.05
+    assert lines[4] == "| espcn-x3.c | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | 33.00 | 30.38 |"
+    assert card_markdown(espcn).endswith("2. 50 iterations on General-100 (loss l2, EMA 0.999, teacher edsr-baseline-x4.d "
+                                         "weighted 0.25), 2 min")
