@@ -257,9 +257,9 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                                          elem_id="train-pretrained")
                 freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
                                         elem_id="train-freeze-bn")
+            ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
+                            maximum=0.99999, elem_id="train-ema")
             with gr.Row():
-                ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
-                                maximum=0.99999, elem_id="train-ema")
                 teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
                                       elem_id="train-teacher")
                 teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
