@@ -209,12 +209,16 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
                            ".some((t) => t.innerText.includes('lr must be > 0'))")
     runs_before = len(views.runs_frame(url=db))
 
-    fill_form(page, lr=0.001)
+    fill_form(page, lr=0.001, ema=0.9)  # with a moving average, distilled from a shipped model
+    page.locator("#train-teacher input").click()
+    page.get_by_role("option", name=app_server.weights_name, exact=True).click()  # the app's one entry
     page.locator("#train-launch").dblclick()  # a double click queues one run
     page.wait_for_function("() => /Queued run #\\d+/.test(document.querySelector('#train-status').innerText)")
     run_id = int(re.search(r"#(\d+)", page.locator("#train-status").inner_text()).group(1))
     page.wait_for_timeout(1500)
     assert len(views.runs_frame(url=db)) == runs_before + 1
+    config = views.run_details(run_id, url=db)["config"]
+    assert (config["ema"], config["teacher"], config["teacher_weight"]) == (0.9, app_server.weights_name, 0.5)
 
     page.wait_for_function("() => document.querySelectorAll('#train-plot .scatterlayer .trace').length > 0",
                            timeout=TRAIN_TIMEOUT_MS)  # live curve while it trains
