@@ -118,7 +118,8 @@ class PatchPairs(Dataset):
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
-        per_pixel = 3 * (1 + 1 / self.scale**2 + self.pre_upsample + (self.teacher is not None)) * sum(f * f for f in self.factors)
+        planes = 1 + 1 / self.scale**2 + self.pre_upsample + (self.teacher is not None)  # HR, LR, ILR, teacher
+        per_pixel = 3 * planes * sum(f * f for f in self.factors)
         total = 0
         for hr_path, _ in pairs:
             with Image.open(hr_path) as img:
