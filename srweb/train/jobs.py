@@ -192,7 +192,9 @@ def reap() -> list[int]:
 def _alive(pid: int) -> bool:
     with _children_lock:
         if pid in _children:
-            return _children[pid].poll() is None
+            # Our own worker: if it has just ended, the next reap() reads its exit code ("killed by
+            # signal 9"); calling it dead here would record only "pid ... is gone".
+            return True
     if not pid_alive(pid):
         return False
     try:  # a zombie (ended, not yet reaped by its parent) is not a live worker
