@@ -106,8 +106,8 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
 def export_onnx(name: str, out: str | os.PathLike | None = None, *,
                 opset: int | None = None) -> tuple[Path, float, WeightsCard]:
     """Export weights ``name`` (shipped, exported, a path or ``hf://``) to ``out`` (default
-    ``NAME.onnx`` here; a folder gets ``NAME.onnx``); returns the file, the largest difference from PyTorch it was checked to,
-    and the weights' card.
+    ``NAME.onnx`` here; a folder gets ``NAME.onnx``); returns the file, the largest difference from
+    PyTorch it was checked to, and the weights' card.
 
     Raises:
         WeightsError: unknown or broken weights.

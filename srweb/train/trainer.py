@@ -412,7 +412,10 @@ class Trainer:
 
         def pixel(sr: torch.Tensor) -> torch.Tensor:  # distillation shares the pixel loss between HR and teacher
             loss = criterion(sr.float(), hr_img)
-            return loss if teacher_img is None else (1 - w) * loss + w * criterion(sr.float(), teacher_img)
+            if teacher_img is None:
+                return loss
+            out["hr_loss"] = float(loss.detach())  # the last call is the final output's
+            return (1 - w) * loss + w * criterion(sr.float(), teacher_img)
 
         with self._autocast():
             if supervised and self.world == 1:
@@ -423,8 +426,6 @@ class Trainer:
             else:
                 sr = net(lr_img)
                 loss = pixel(sr)
-            if teacher_img is not None:
-                out["hr_loss"] = float(criterion(sr.detach().float(), hr_img))
             if self.disc is not None:
                 out["content"] = float(loss.detach())
                 if self.vgg is not None:
