@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import srweb
+import srweb.train.trainer as trainer_module
 from conftest import crops
 from srweb.config import get_settings
 from srweb.evaluate import evaluate
@@ -446,6 +447,35 @@ def test_distillation_shares_the_pixel_loss_with_a_teacher_of_another_scale_and_
     out = trainer._step(trainer.model, lr_img, hr_img, mse, trainer.scaler, False, 0, teacher_img)
     assert out["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert out["hr_loss"] == pytest.approx(float(mse(sr, hr_img)), rel=1e-5)
+
+
+def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_the_checkpoint(env, tiny, monkeypatch):
+    save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
+    cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=6, val_data=None, precision="fp32")
+    steps = _stop_after(3)
+    first = Trainer(cfg, env / "run", should_stop=lambda: hasattr(first, "train_set") and steps(), progress=False)
+    part1 = first.train()  # the stop comes after 3 steps, not during the teacher pass
+    assert (part1.status, part1.step, part1.card) == ("cancelled", 3, None)
+
+    teacher_calls = []
+    cancel_now = Trainer(cfg, env / "run", should_stop=lambda: True, progress=False)
+    real_load = trainer_module.load_teacher
+
+    def counting_teacher(*args):
+        teacher = real_load(*args)
+        teacher.upscale = lambda lr, f=teacher.upscale: teacher_calls.append(1) or f(lr)
+        return teacher
+
+    monkeypatch.setattr(trainer_module, "load_teacher", counting_teacher)
+    part2 = cancel_now.train()
+    # Stopped at the first teacher call, not after the whole pass; the resumed state is saved as it was.
+    assert teacher_calls == [] and (part2.status, part2.step) == ("cancelled", 3)
+    state = torch.load(env / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 3
+    for key, tensor in first.model.state_dict().items():
+        assert torch.equal(state["model"][key], tensor)
+
+    assert Trainer(cfg, env / "run", progress=False).train().step == 6
 
 
 @pytest.mark.parametrize(("teacher", "words"), [("no-such-weights", "teacher 'no-such-weights'"),

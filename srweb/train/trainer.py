@@ -100,18 +100,29 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None = None):
+class PreparationStopped(Exception):
+    """A stop request arrived while the training patches were being prepared."""
+
+
+def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None = None,
+                   should_stop: Callable[[], bool] | None = None):
     """Training patches (with the teacher's outputs, if given) and the validation folder for ``model``
-    (channels and pre-upsampling)."""
+    (channels and pre-upsampling). ``should_stop`` is polled before each teacher pass (minutes on a CPU
+    for a self-ensemble): when it returns True, :class:`PreparationStopped` is raised."""
     from srweb.data.pairs import PatchPairs
     from srweb.data.samples import benchmark_path
+
+    def teach(lr: np.ndarray) -> np.ndarray:
+        if should_stop is not None and should_stop():
+            raise PreparationStopped
+        return teacher.upscale(lr)
 
     channels = "y" if model.in_channels == 1 else "rgb"
     train_set = PatchPairs(
         benchmark_path(cfg.data), cfg.scale, cfg.patch_size, channels=channels,
         pre_upsample=model.upsampling == "pre", augment=cfg.augment,
         scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
-        teacher=teacher.upscale if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
+        teacher=teach if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir
@@ -303,8 +314,6 @@ class Trainer:
         # Polyak/EMA averaging (BasicSR's ema_decay): BatchNorm statistics are averaged too.
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
                     if cfg.ema else None)
-        self.teacher = load_teacher(cfg, self.device) if cfg.teacher else None
-        self.train_set, self.val_dir = build_datasets(cfg, self.model, self.teacher)
         self.optimizer = self._optimizer(self.model.parameters())
         self.disc = self.disc_optimizer = self.vgg = None
         if cfg.loss.startswith("srgan"):
@@ -318,6 +327,17 @@ class Trainer:
         start_step, best = self._restore()
         if start_step and self.logger is not None and self.rank == 0:
             self.logger.resumed(start_step)
+        self.teacher = load_teacher(cfg, self.device) if cfg.teacher else None
+        try:
+            # Polled locally: torchrun processes agree on stopping in the loop, not here.
+            self.train_set, self.val_dir = build_datasets(cfg, self.model, self.teacher,
+                                                          self.should_stop if self.world == 1 else None)
+        except PreparationStopped:  # cancelled during the teacher pass: nothing trained, the checkpoint stands
+            self._started = time.perf_counter()
+            self.save_checkpoint(start_step, best)
+            if self.logger is not None:
+                self.logger.flush()
+            return TrainResult("cancelled", start_step, best, self.wall_seconds(), {}, None)
         if self.disc is not None and self.world > 1:
             # DDP syncs the generator only; the discriminator (seeded per rank) must start as rank 0's.
             for tensor in self.disc.state_dict().values():
