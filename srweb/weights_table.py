@@ -64,7 +64,8 @@ def _stage_line(i: int, stage: dict) -> str:
         ("lr", "lr"), ("batch_size", "batch"), ("patch_size", "patch"), ("loss", "loss"), ("schedule", "schedule"),
         ("ema", "EMA"), ("teacher", "teacher")) if cfg.get(key) not in (None, "", 0))
     if cfg.get("teacher"):
-        recipe += f" weighted {cfg.get('teacher_weight', 0.5):g}"
+        recipe += f" weighted {cfg.get('teacher_weight', 0.5):g}" + (", also labelling the images as LR inputs"
+                                                                    if cfg.get("teacher_unlabelled") else "")
     where = " ".join(str(stage[k]) for k in ("device", "precision") if stage.get(k))
     return (f"{i}. {stage.get('iterations', 0):,} iterations on {data} ({recipe})"
             f"{f', {where}' if where else ''}, {minutes:.0f} min")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from srweb.config import get_settings
 from srweb.data import div2k as div2k_mod
 from srweb.data.div2k import DIV2K, DownloadError
-from srweb.data.folders import HRFolderDataset, make_lr
+from srweb.data.folders import HRFolderDataset, make_lr, read_rgb8
 from srweb.data.pairs import FSRCNN_SCALES, PatchPairs
 from srweb.data.prepare import prepare_dataset
 from srweb.data.samples import benchmark_path, sample_images_dir
@@ -364,6 +364,35 @@ def test_patch_teacher_outputs_are_cached_per_teacher_and_checked(patch_root: Pa
     assert torch.equal(item["teacher"], item["lr"].repeat_interleave(3, dim=1).repeat_interleave(3, dim=2))
     with pytest.raises(ValueError, match=r"the teacher returned uint8 \(\d+, \d+, 3\), expected uint8"):
         PatchPairs(patch_root, 3, 8, teacher=lambda lr: lr)
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_unlabelled_patches_take_the_images_as_lr_and_the_teacher_as_their_only_target(
+        patch_root: Path, tmp_path: Path, cache: str) -> None:
+    s, p = 3, 8
+    teacher, calls = _nearest_teacher(s)
+    ds = PatchPairs(patch_root, s, p, cache=cache, cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="t",
+                    unlabelled=True, scales_aug=(0.8,))
+    # 3 images x 2 sizes, each once labelled (LR = bicubic / 3) and once unlabelled (LR = the image itself).
+    assert len(ds.entries) == 12 and len(calls) == 12
+    shapes = [read_rgb8(patch_root / f"im_{i}.png").shape for i in range(3)]
+    assert all(shape in calls for shape in shapes)  # the full-size images went to the teacher as they are
+    unlabelled = [e for e in ds.entries if ds._array(e, "lr").shape in shapes]
+    assert len(unlabelled) == 3
+    for entry in unlabelled:
+        assert ds._array(entry, "hr") is ds._array(entry, "teacher")
+    if cache == "disk":  # the teacher's output is stored once, as the target of both terms
+        assert len(list((tmp_path / "pc").glob("*-unlabelled.hr*.npy"))) == 0
+        assert len(list((tmp_path / "pc").glob("*-unlabelled.teacher-t.npy"))) == 6
+    random.seed(3)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["hr"].shape == item["teacher"].shape == (3, p * s, p * s)
+        if i % 2:  # odd entries are unlabelled: the teacher (nearest-neighbour here) is the HR
+            assert torch.equal(item["hr"], item["teacher"])
+            assert torch.equal(item["hr"], item["lr"].repeat_interleave(s, dim=1).repeat_interleave(s, dim=2))
+    with pytest.raises(ValueError, match="need a teacher"):
+        PatchPairs(patch_root, s, p, unlabelled=True)
 
 
 def test_patch_pairs_from_div2k(tmp_path: Path) -> None:

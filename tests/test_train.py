@@ -25,6 +25,7 @@ from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
 from srweb.train.trainer import Trainer, lr_factor
 from srweb.weights import count_params, save_weights
+from srweb.weights_table import card_markdown
 
 DATA = Path(get_settings().data_root)
 
@@ -447,6 +448,23 @@ def test_distillation_shares_the_pixel_loss_with_a_teacher_of_another_scale_and_
     out = trainer._step(trainer.model, lr_img, hr_img, mse, trainer.scaler, False, 0, teacher_img)
     assert out["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert out["hr_loss"] == pytest.approx(float(mse(sr, hr_img)), rel=1e-5)
+
+
+def test_distillation_on_unlabelled_images_doubles_the_patches_and_is_recorded(env, tiny):
+    save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
+    cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", teacher_unlabelled=True, iterations=2, val_data=None,
+               precision="fp32")
+    assert cfg.resolved().name.endswith("_kd0.5u")
+    trainer = Trainer(cfg, env / "run", progress=False)
+    result = trainer.train()
+    labelled = Trainer(_cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=1, val_data=None), env / "other",
+                       progress=False)
+    labelled.train()
+    assert len(trainer.train_set.entries) == 2 * len(labelled.train_set.entries)
+    assert result.card.training["config"]["teacher_unlabelled"] is True  # --from-card does it again
+    assert "also labelling the images as LR inputs" in card_markdown(result.card)
+    with pytest.raises(ConfigError, match="teacher_unlabelled needs a teacher"):
+        _cfg(tiny, "espcn", teacher_unlabelled=True).validate()
 
 
 def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_the_checkpoint(env, tiny, monkeypatch):

@@ -208,6 +208,7 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
         (["--model", "espcn", "--teacher", "edsr-x4.nowhere"], "teacher 'edsr-x4.nowhere'"),
         (["--model", "espcn", "--teacher", "edsr-baseline"], "is an architecture, not trained weights"),
         (["--model", "espcn", "--teacher-weight", "2"], "teacher_weight must be in (0, 1]"),
+        (["--model", "espcn", "--teacher-unlabelled"], "teacher_unlabelled needs a teacher"),
         (["--from-card", "/no/such/card.json"], "No such file or directory"),
         ([], "--model is required"),
     ],

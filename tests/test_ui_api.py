@@ -104,7 +104,7 @@ def test_upscale_stays_responsive_while_a_job_trains(client, app_server, tmp_pat
     idle = [_timed_upscale(client, src, weights) for _ in range(3)]
 
     form = ["espcn", 2, "sample", "", _val_set(), 17, 4, 40, 1e-3, "adam", "constant", "l2", "auto", "cpu", 20,
-            "none", False, 0.0, "none", 0.5]
+            "none", False, 0.0, "none", 0.5, False]
     message = client.predict(*form, api_name="/train_launch")[0]
     run_id = int(re.search(r"#(\d+)", message).group(1))
     db = app_server.database_url

@@ -47,7 +47,7 @@ def form(**changes):
     values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8,
                   batch_size=2, iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2",
                   precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False,
-                  ema=0.0, teacher="none", teacher_weight=0.5)
+                  ema=0.0, teacher="none", teacher_weight=0.5, teacher_unlabelled=False)
     values.update(changes)
     return [values[name] for name in train.FIELDS]
 
@@ -65,6 +65,7 @@ def form(**changes):
     ({"pretrained": "srcnn-x2.general100"}, "'srcnn-x2.general100' is not a checkpoint of espcn"),
     ({"teacher": "/etc/passwd"}, "'/etc/passwd' is not a trained model to distil from"),
     ({"teacher_weight": 0}, "teacher_weight must be in (0, 1]"),
+    ({"teacher_unlabelled": True}, "teacher_unlabelled needs a teacher"),
     ({"ema": None}, "ema is required"),
     ({"ema": 1}, "ema must be in [0, 1)"),
 ])
@@ -96,9 +97,11 @@ def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
 def test_launch_averages_and_distils_from_any_trained_model(env):
     save_weights(create_model("srcnn", 4), "srcnn-x4.mine", weights_dir=get_settings().weights_dir)
     assert train.teacher_choices() == ["none", "srcnn-x4.mine"]
-    train.launch_job(*form(data_path=str(env / "tiny"), ema=0.99, teacher="srcnn-x4.mine", teacher_weight=0.3))
+    train.launch_job(*form(data_path=str(env / "tiny"), ema=0.99, teacher="srcnn-x4.mine", teacher_weight=0.3,
+                           teacher_unlabelled=True))
     config = views.run_details(views.runs_frame()["id"][0])["config"]
-    assert (config["ema"], config["teacher"], config["teacher_weight"]) == (0.99, "srcnn-x4.mine", 0.3)
+    assert (config["ema"], config["teacher"], config["teacher_weight"], config["teacher_unlabelled"]) == \
+        (0.99, "srcnn-x4.mine", 0.3, True)
 
 
 def test_double_launch_queues_one_run(env):

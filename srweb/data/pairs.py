@@ -75,6 +75,9 @@ class PatchPairs(Dataset):
             super-resolution (uint8 RGB), run once per image and factor; items then also hold
             ``"teacher"``, the teacher's output over the area of ``hr``, cropped and augmented alike.
         teacher_id: names the teacher in the disk cache (e.g. its weights' sha256).
+        unlabelled: with a teacher, each image (and rescaled copy) is also an LR input as it
+            is, at ``scale`` times the pixels of its own LR, with the teacher's output as both
+            ``hr`` and ``teacher``: data no HR exists for, labelled by the teacher alone.
 
     Raises:
         ValueError: no image is at least ``patch_size`` in LR (smaller ones are skipped with a warning).
@@ -94,13 +97,16 @@ class PatchPairs(Dataset):
         cache_dir: str | os.PathLike | None = None,
         teacher: Callable[[np.ndarray], np.ndarray] | None = None,
         teacher_id: str = "teacher",
+        unlabelled: bool = False,
     ):
         if cache not in ("auto", "memory", "disk"):
             raise ValueError(f"cache must be auto, memory or disk, got {cache!r}")
         self.scale, self.patch_size = int(scale), int(patch_size)
         self.channels = check_channels(channels)
         self.pre_upsample, self.augment, self.repeat = pre_upsample, augment, max(1, int(repeat))
-        self.teacher, self.teacher_id = teacher, teacher_id
+        if unlabelled and teacher is None:
+            raise ValueError("unlabelled images need a teacher to label them")
+        self.teacher, self.teacher_id, self.unlabelled = teacher, teacher_id, unlabelled
         self.factors = (1.0, *dict.fromkeys(f for f in scales_aug or () if f != 1.0))
         pairs = _source_pairs(source, self.scale)
         if cache == "auto":
@@ -110,15 +116,18 @@ class PatchPairs(Dataset):
         self.entries: list[dict] = []
         for hr_path, lr_path in pairs:
             for factor in self.factors:
-                entry = self._load(hr_path, lr_path, factor)
-                if entry is not None:
-                    self.entries.append(entry)
+                for labelled in (True, False)[: 1 + unlabelled]:
+                    entry = self._load(hr_path, lr_path, factor, labelled)
+                    if entry is not None:
+                        self.entries.append(entry)
         if not self.entries:
             raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at x{self.scale}")
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
         planes = 1 + 1 / self.scale**2 + self.pre_upsample + (self.teacher is not None)  # HR, LR, ILR, teacher
+        if self.unlabelled:  # the image as LR, the teacher's output (also its HR), ILR: at scale**2 the size
+            planes += 1 + self.scale**2 * (1 + self.pre_upsample)
         per_pixel = 3 * planes * sum(f * f for f in self.factors)
         total = 0
         for hr_path, _ in pairs:
@@ -126,31 +135,34 @@ class PatchPairs(Dataset):
                 total += img.width * img.height
         return int(total * per_pixel)
 
-    def _load(self, hr_path: Path, lr_path: Path | None, factor: float) -> dict | None:
-        key = self._key(hr_path, lr_path, factor)
-        lr_name = str(lr_path if lr_path is not None and factor == 1.0 else hr_path)
-        if self.cache == "disk" and all(self._cache_path(key, k).exists() for k in self._kinds()):
+    def _load(self, hr_path: Path, lr_path: Path | None, factor: float, labelled: bool = True) -> dict | None:
+        key = self._key(hr_path, lr_path, factor) + ("" if labelled else "-unlabelled")
+        lr_name = str(lr_path if lr_path is not None and factor == 1.0 and labelled else hr_path)
+        kinds = self._kinds(labelled)
+        if self.cache == "disk" and all(self._cache_path(key, k).exists() for k in kinds):
             arrays = None
         else:
-            arrays = self._decode(hr_path, lr_path, factor)
+            arrays = self._decode(hr_path, lr_path, factor) if labelled else self._decode_unlabelled(hr_path, factor)
             if arrays is None:
                 return None
         if self.cache == "memory":
             return {"hr_path": str(hr_path), "lr_path": lr_name, **arrays}
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         entry = {"hr_path": str(hr_path), "lr_path": lr_name}
-        for kind in self._kinds():
+        for kind in kinds:
             path = self._cache_path(key, kind)
             if arrays is not None and not path.exists():
                 atomic_write(path, lambda tmp, a=arrays[kind]: _save_npy(tmp, a))
             entry[kind] = str(path)
+        if not labelled:
+            entry["hr"] = entry["teacher"]  # one file: the teacher's output is the only target
         if min(np.load(entry["lr"], mmap_mode="r").shape[:2]) < self.patch_size:
             self._warn_small(hr_path, factor)
             return None
         return entry
 
-    def _kinds(self) -> tuple[str, ...]:
-        return ("hr", "lr") + ("ilr",) * self.pre_upsample + ("teacher",) * (self.teacher is not None)
+    def _kinds(self, labelled: bool = True) -> tuple[str, ...]:
+        return ("hr",) * labelled + ("lr",) + ("ilr",) * self.pre_upsample + ("teacher",) * (self.teacher is not None)
 
     def _cache_path(self, key: str, kind: str) -> Path:
         suffix = f"-{self.teacher_id}" if kind == "teacher" else ""
@@ -186,6 +198,20 @@ class PatchPairs(Dataset):
             arrays["ilr"] = imresize_np(lr, s)
         if self.teacher is not None:
             arrays["teacher"] = self._teach(lr, hr.shape)
+        return arrays
+
+    def _decode_unlabelled(self, hr_path: Path, factor: float) -> dict | None:
+        lr = read_rgb8(hr_path)
+        if factor != 1.0:
+            lr = imresize_np(lr, factor)
+        if min(lr.shape[:2]) < self.patch_size:
+            self._warn_small(hr_path, factor)
+            return None
+        s = self.scale
+        target = self._teach(lr, (lr.shape[0] * s, lr.shape[1] * s, 3))
+        arrays = {"lr": lr, "hr": target, "teacher": target}
+        if self.pre_upsample:
+            arrays["ilr"] = imresize_np(lr, s)
         return arrays
 
     def _teach(self, lr: np.ndarray, hr_shape: tuple[int, ...]) -> np.ndarray:

@@ -45,6 +45,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="architecture override, e.g. num_blocks=8 (JSON values)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--scale-augment", dest="scale_augment", action="store_true", default=None)
+    p.add_argument("--teacher-unlabelled", dest="teacher_unlabelled", action="store_true", default=None,
+                   help="with --teacher: also train on the training images as they are, as LR inputs (scale x "
+                        "the pixels of their LR), with the teacher's output as the only target")
     p.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
                    help="BatchNorm layers normalise with their running statistics and keep them (training "
                         "then optimises the network inference runs; for fine-tuning BatchNorm models such as "
@@ -67,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base = stages[-1]
     if args.config:
         base.update(json.loads(Path(args.config).read_text()))
-    for name in (*_FLAGS, "augment", "scale_augment", "freeze_bn", "channels_last"):
+    for name in (*_FLAGS, "augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last"):
         value = getattr(args, name, None)
         if value is not None:
             base[name] = value

@@ -21,7 +21,7 @@ _INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_inte
          "num_workers")
 _NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
             "ema", "teacher_weight")
-_BOOLS = ("augment", "scale_augment", "freeze_bn", "channels_last")
+_BOOLS = ("augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last")
 # tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
 _TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _NAME = re.compile(r"[\w.+-]{1,200}")
@@ -57,7 +57,10 @@ class TrainConfig:
     ``General-100``, ``Set5``) resolved against the data root; ``data=None`` resolves to
     :func:`~srweb.data.samples.default_training_data` (General-100 when the data root has it).
     ``teacher`` names trained weights to distil from (:mod:`srweb.train.teacher`); the pixel loss is
-    then ``(1 - teacher_weight) * loss(SR, HR) + teacher_weight * loss(SR, teacher's SR)``.
+    then ``(1 - teacher_weight) * loss(SR, HR) + teacher_weight * loss(SR, teacher's SR)``. With
+    ``teacher_unlabelled`` the training images (and their ``scale_augment`` copies) are also LR inputs
+    as they are, with the teacher's output as the only target: as many patches again, from images
+    ``scale`` times the size of their LR.
     """
 
     model: str
@@ -83,6 +86,7 @@ class TrainConfig:
     ema: float = 0.0
     teacher: str | None = None
     teacher_weight: float = 0.5
+    teacher_unlabelled: bool = False
     freeze_bn: bool = False
     pretrained: str | None = None
     vgg_weights: str = "imagenet"
@@ -156,6 +160,7 @@ class TrainConfig:
             (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
             (0 < self.teacher_weight <= 1,
              f"teacher_weight must be in (0, 1] (the teacher's share of the pixel loss), got {self.teacher_weight}"),
+            (bool(self.teacher) or not self.teacher_unlabelled, "teacher_unlabelled needs a teacher to label the images"),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (bool(_TAG.fullmatch(str(self.tag))), f"tag may use letters, digits and _ . - only, got {self.tag!r}"),
@@ -216,7 +221,7 @@ def run_name(cfg: TrainConfig) -> str:
     if isinstance(cfg.ema, (int, float)) and cfg.ema:
         parts.append(f"ema{cfg.ema:g}")
     if cfg.teacher:
-        parts.append(f"kd{cfg.teacher_weight:g}")
+        parts.append(f"kd{cfg.teacher_weight:g}" + "u" * bool(cfg.teacher_unlabelled))
     if cfg.freeze_bn:
         parts.append("frozenbn")
     return "_".join(parts)

@@ -123,6 +123,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
         pre_upsample=model.upsampling == "pre", augment=cfg.augment,
         scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
         teacher=teach if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
+        unlabelled=cfg.teacher_unlabelled,
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir

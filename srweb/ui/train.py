@@ -25,7 +25,7 @@ from srweb.weights import list_weights
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
           "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn",
-          "ema", "teacher", "teacher_weight")
+          "ema", "teacher", "teacher_weight", "teacher_unlabelled")
 NO_VAL = NO_START = NO_TEACHER = "none"
 JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration"]
 REFRESH_S = 2.0
@@ -123,6 +123,7 @@ def build_config(*values: Any) -> TrainConfig:
         val_interval=_whole("val_interval", form["val_interval"]),
         pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]), ema=float(form["ema"]),
         teacher=teacher, teacher_weight=float(form["teacher_weight"]),
+        teacher_unlabelled=bool(form["teacher_unlabelled"]),
     )
 
 
@@ -264,6 +265,8 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                                       elem_id="train-teacher")
                 teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
                                            maximum=1, elem_id="train-teacher-weight")
+                teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
+                                                 label="Teacher also labels the images as LR inputs")
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -284,7 +287,7 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     timer = gr.Timer(REFRESH_S, active=True)
 
     form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight]
+            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight, teacher_unlabelled]
     assert len(form) == len(FIELDS)
     model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
                  api_visibility="private")
