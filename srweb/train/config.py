@@ -59,8 +59,8 @@ class TrainConfig:
     ``teacher`` names trained weights to distil from (:mod:`srweb.train.teacher`); the pixel loss is
     then ``(1 - teacher_weight) * loss(SR, HR) + teacher_weight * loss(SR, teacher's SR)``. With
     ``teacher_unlabelled`` the training images (and their ``scale_augment`` copies) are also LR inputs
-    as they are, with the teacher's output as the only target: as many patches again, from images
-    ``scale`` times the size of their LR.
+    as they are, with the teacher's output as the only target (their HR, also in the logged
+    ``hr_loss``): as many patches again, from images ``scale`` times the size of their LR.
     """
 
     model: str
