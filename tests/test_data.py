@@ -339,7 +339,7 @@ def _nearest_teacher(scale: int):
 def test_patch_teacher_output_is_cropped_and_augmented_with_its_patch(patch_root: Path, channels: str) -> None:
     s, p = 2, 6
     teacher, calls = _nearest_teacher(s)
-    ds = PatchPairs(patch_root, s, p, channels=channels, augment=True, repeat=8, teacher=teacher)
+    ds = PatchPairs(patch_root, s, p, channels=channels, augment=True, repeat=8, teacher=teacher, cache="memory")
     assert len(calls) == 3  # once per image, not per patch
     random.seed(1)
     for i in range(len(ds)):
@@ -354,8 +354,9 @@ def test_patch_teacher_output_is_cropped_and_augmented_with_its_patch(patch_root
 
 def test_patch_teacher_outputs_are_cached_per_teacher_and_checked(patch_root: Path, tmp_path: Path) -> None:
     teacher, calls = _nearest_teacher(3)
-    PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
-    again = PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
+    first = PatchPairs(patch_root, 3, 8, cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
+    assert first.cache == "disk"  # "auto" keeps a teacher's outputs on disk: a resumed run reads them back
+    again = PatchPairs(patch_root, 3, 8, cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="aaa")
     assert len(calls) == 3 and len(list((tmp_path / "pc").glob("*.teacher-aaa.npy"))) == 3
     PatchPairs(patch_root, 3, 8, cache="disk", cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="bbb")
     assert len(calls) == 6  # another teacher's outputs are not reused; HR and LR are
@@ -363,7 +364,7 @@ def test_patch_teacher_outputs_are_cached_per_teacher_and_checked(patch_root: Pa
     item = again[0]
     assert torch.equal(item["teacher"], item["lr"].repeat_interleave(3, dim=1).repeat_interleave(3, dim=2))
     with pytest.raises(ValueError, match=r"the teacher returned uint8 \(\d+, \d+, 3\), expected uint8"):
-        PatchPairs(patch_root, 3, 8, teacher=lambda lr: lr)
+        PatchPairs(patch_root, 3, 8, teacher=lambda lr: lr, cache="memory")
 
 
 @pytest.mark.parametrize("cache", ["memory", "disk"])

@@ -475,6 +475,10 @@ def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_
     part1 = first.train()  # the stop comes after 3 steps, not during the teacher pass
     assert (part1.status, part1.step, part1.card) == ("cancelled", 3, None)
 
+    cached = list((get_settings().cache_dir / "patches").glob("*.teacher-*.npy"))
+    assert cached  # the teacher's outputs are kept on disk; without them the next start runs the teacher again
+    for path in cached:
+        path.unlink()
     teacher_calls = []
     cancel_now = Trainer(cfg, env / "run", should_stop=lambda: True, progress=False)
     real_load = trainer_module.load_teacher

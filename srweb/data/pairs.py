@@ -69,7 +69,9 @@ class PatchPairs(Dataset):
             bicubic) before its LR is made by MATLAB bicubic (also for sets with LR files);
             ``FSRCNN_SCALES`` = (0.9, 0.8, 0.7, 0.6); 1.0 (the original) is always included once.
         repeat: passes over the images per epoch (``len = images * repeat``).
-        cache: ``"memory"``, ``"disk"`` or ``"auto"`` (disk above ``MEMORY_LIMIT`` bytes).
+        cache: ``"memory"``, ``"disk"`` or ``"auto"`` (disk above ``MEMORY_LIMIT`` bytes, or with a
+            teacher: its outputs take minutes to hours to compute, and a resumed run or the next
+            stage with the same teacher reads them back).
         cache_dir: where the disk cache goes; default ``settings.cache_dir / "patches"``.
         teacher: for distillation, a function from an LR image (uint8 RGB) to its HR-sized
             super-resolution (uint8 RGB), run once per image and factor; items then also hold
@@ -110,7 +112,7 @@ class PatchPairs(Dataset):
         self.factors = (1.0, *dict.fromkeys(f for f in scales_aug or () if f != 1.0))
         pairs = _source_pairs(source, self.scale)
         if cache == "auto":
-            cache = "disk" if self._estimate_bytes(pairs) > MEMORY_LIMIT else "memory"
+            cache = "disk" if teacher is not None or self._estimate_bytes(pairs) > MEMORY_LIMIT else "memory"
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else get_settings().cache_dir / "patches"
         self.entries: list[dict] = []
