@@ -127,9 +127,8 @@ class PatchPairs(Dataset):
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
-        planes = 1 + 1 / self.scale**2 + self.pre_upsample + (self.teacher is not None)  # HR, LR, ILR, teacher
-        if self.unlabelled:  # the image as LR, the teacher's output (also its HR), ILR: at scale**2 the size
-            planes += 1 + self.scale**2 * (1 + self.pre_upsample)
+        # Only asked without a teacher (whose outputs always go to disk): HR, LR, ILR.
+        planes = 1 + 1 / self.scale**2 + self.pre_upsample
         per_pixel = 3 * planes * sum(f * f for f in self.factors)
         total = 0
         for hr_path, _ in pairs:
