@@ -133,7 +133,7 @@ def test_submit_runs_to_finished_and_second_job_waits_its_turn(env, tiny):
 def test_submit_rejects_bad_configs_before_queueing(env, tiny):
     with pytest.raises(ConfigError, match="batch_size must be >= 1"):
         jobs.submit(_cfg(tiny, batch_size=0))
-    with pytest.raises(ConfigError, match="smallest training image"):
+    with pytest.raises(ConfigError, match="only 0 of the"):
         jobs.submit(_cfg(tiny, patch_size=30))
     with session_scope(write=False) as session:
         assert session.scalar(select(func.count(Run.id))) == 0

@@ -163,7 +163,7 @@ def test_unknown_keys_are_rejected():
         TrainConfig.from_dict({"model": "espcn", "learning_rate": 1e-3, "colour": "y"})
 
 
-def test_check_config_rejects_missing_data_and_patch_larger_than_an_image(env, tiny):
+def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, tiny):
     with pytest.raises(ConfigError, match="data: .*nowhere.* not found"):
         check_config(TrainConfig(model="espcn", data=str(env / "nowhere"), val_data=None))
     with pytest.raises(ConfigError, match="val_data: "):
@@ -174,9 +174,31 @@ def test_check_config_rejects_missing_data_and_patch_larger_than_an_image(env, t
         check_config(_cfg(tiny, "espcn", patch_size=25))
     assert "needs 50x50 HR pixels" in str(err.value) and "48x48" in str(err.value)
     assert "patch_size <= 24" in str(err.value)
-    # General-100's smallest image is 131x112: x4 with EDSR's 48 px patches cannot fit.
-    with pytest.raises(ConfigError, match=r"smallest training image \(im_67.png"):
-        check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
+    # General-100's smallest image is 131x112, but 94 of its 100 images hold EDSR's 192 px HR patch at x4:
+    # the dataset skips the other six. Only 82 hold 240 px, too few.
+    check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
+    with pytest.raises(ConfigError, match=r"only 82 of the 100 training images in General-100 .*\(the smallest, "
+                                          r"im_67.png, is 131x112\); use patch_size <= 28 to use every image"):
+        check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=60, data="General-100", val_data="Set5"))
+
+
+def test_patch_guard_lets_a_few_small_images_be_skipped(env, tmp_path):
+    from PIL import Image
+
+    def folder(name: str, small: int) -> str:
+        root = tmp_path / name
+        root.mkdir()
+        for i in range(10):
+            side = 40 + 4 * i if i < small else 96
+            Image.new("RGB", (side + 8, side), (i * 20, 90, 160)).save(root / f"im_{i}.png")
+        return str(root)
+
+    # One image in ten too small for 48x48 HR at x2 is skipped, the nine others train; two are too many.
+    check_config(TrainConfig(model="espcn", patch_size=24, data=folder("one", 1), val_data=None))
+    with pytest.raises(ConfigError) as err:
+        check_config(TrainConfig(model="espcn", patch_size=24, data=folder("two", 2), val_data=None))
+    assert "only 8 of the 10 training images" in str(err.value)
+    assert "use patch_size <= 20 to use every image, or <= 22 to use 90% of them" in str(err.value)
 
 
 # --- Trainer -----------------------------------------------------------------------------------

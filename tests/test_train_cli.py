@@ -203,7 +203,7 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
         (["--model", "espcn", "--loss", "ssim"], "loss must be one of"),
         (["--model", "espcn", "--override", "num_blocks=4"], "unknown override(s) num_blocks for espcn"),
         (["--model", "espcn", "--data", "/no/such/folder"], "data: dataset '/no/such/folder' not found"),
-        (["--model", "espcn", "--data", "General-100", "--patch-size", "60"], "smallest training image"),
+        (["--model", "espcn", "--data", "General-100", "--patch-size", "120"], "only 82 of the 100 training images"),
         (["--model", "espcn", "--val-data", "Set99"], "val_data: dataset 'Set99' not found"),
         (["--model", "espcn", "--teacher", "edsr-x4.nowhere"], "teacher 'edsr-x4.nowhere'"),
         (["--model", "espcn", "--teacher", "edsr-baseline"], "is an architecture, not trained weights"),

@@ -8,6 +8,7 @@ app's watcher). ``cancel`` sends SIGTERM: the worker saves a checkpoint and exit
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -57,40 +58,49 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _smallest_image(folder: Path) -> tuple[str, int, int] | None:
-    """``(file name, width, height)`` of the image with the smallest side directly inside
-    ``folder`` (header reads only); None when there is none (e.g. a DIV2K tree)."""
+MIN_FITTING_SHARE = 0.9
+"""A patch is refused when fewer than this share of the training images can hold it; the
+dataset skips the smaller ones (and too-small scale-augmented copies) with a warning."""
+
+
+def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
+    """``(smaller side, file name, width, height)`` of each readable image directly inside
+    ``folder``, smallest first (header reads only); empty when there is none (e.g. a DIV2K tree)."""
     from PIL import Image
 
     from srweb.imaging import is_image_file
 
-    smallest = None
+    sides = []
     for path in folder.iterdir():
         if not (path.is_file() and is_image_file(path)):
             continue
         try:
             with Image.open(path) as img:
-                size = img.size
+                width, height = img.size
         except (OSError, ValueError):
             continue  # the dataset skips unreadable files with a warning
-        if smallest is None or min(size) < min(smallest[1:]):
-            smallest = (path.name, *size)
-    return smallest
+        sides.append((min(width, height), path.name, width, height))
+    return sorted(sides)
 
 
 def _check_patch_fits(cfg: TrainConfig, folder: Path) -> None:
-    """Reject an HR patch (``patch_size * scale``) larger than the smallest training image."""
-    smallest = _smallest_image(folder)
-    if smallest is None:
+    """Reject an HR patch (``patch_size * scale``) that fewer than ``MIN_FITTING_SHARE`` of the
+    training images can hold; a few smaller images are only skipped by the dataset."""
+    sides = _image_sides(folder)
+    if not sides:
         return
-    name, width, height = smallest
     need = cfg.patch_size * cfg.scale
-    if need > min(width, height):
-        raise ConfigError(
-            f"patch_size {cfg.patch_size} at x{cfg.scale} needs {need}x{need} HR pixels, but the smallest "
-            f"training image ({name} in {cfg.data}) is {width}x{height}; use patch_size <= "
-            f"{min(width, height) // cfg.scale}"
-        )
+    fitting = sum(side >= need for side, *_ in sides)
+    if fitting >= MIN_FITTING_SHARE * len(sides):
+        return
+    _, name, width, height = sides[0]
+    most = sides[len(sides) - math.ceil(MIN_FITTING_SHARE * len(sides))][0]
+    raise ConfigError(
+        f"patch_size {cfg.patch_size} at x{cfg.scale} needs {need}x{need} HR pixels, but only {fitting} of the "
+        f"{len(sides)} training images in {cfg.data} are that large (the smallest, {name}, is {width}x{height}); "
+        f"use patch_size <= {min(width, height) // cfg.scale} to use every image, or <= {most // cfg.scale} "
+        f"to use {MIN_FITTING_SHARE:.0%} of them"
+    )
 
 
 def git_commit() -> str | None:
