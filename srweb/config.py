@@ -132,11 +132,15 @@ def get_settings() -> Settings:
     )
 
 
-def apply_threads(settings: Settings | None = None) -> int:
-    """Set torch's intra-op thread count from ``SRWEB_THREADS`` (if given); returns the count in use."""
+def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
+    """Set torch's intra-op thread count from ``SRWEB_THREADS`` (if given), else, when ``sharers``
+    processes run at once (parallel training workers), split torch's default among them: each
+    one using every core makes small models train many times slower. Returns the count in use."""
     import torch
 
     threads = (settings or get_settings()).threads
+    if not threads and sharers > 1:
+        threads = max(1, torch.get_num_threads() // sharers)
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()

@@ -94,11 +94,13 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
 
     ``cancel`` (set by SIGTERM/SIGINT) makes the trainer save a checkpoint and stop.
     """
+    from srweb.config import apply_threads, get_settings
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import get_run, set_status
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
+    apply_threads(sharers=get_settings().max_parallel_jobs)
     init_db()
 
     def begin(session):
