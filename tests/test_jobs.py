@@ -364,8 +364,9 @@ def test_acceptance_edsr_baseline_general100_cancel_resume_finish(env):
 
 
 def test_parallel_training_workers_split_the_cores():
-    """Each worker of ``SRWEB_MAX_PARALLEL_JOBS`` gets its share of torch's threads: two espcn runs
-    on two cores, each with both threads, trained 20 times slower (1 it/s against 21)."""
+    """Each worker of ``SRWEB_MAX_PARALLEL_JOBS`` gets its share of torch's threads. Seen on two cores:
+    an espcn-x4 run beside a second run, both with two threads, trained at about 1 it/s; with one
+    thread each, at 21 it/s."""
     before = torch.get_num_threads()
     settings = dataclasses.replace(get_settings(), threads=None)
     try:
