@@ -35,7 +35,6 @@ ProgressFn = Callable[[int, int], None]
 # under 2 GB with it (`srweb bench`). An activation element takes 4 bytes in fp32, 2 in bf16/fp16.
 TILE_BUDGET_BYTES = int(float(os.environ.get("SRWEB_TILE_BUDGET_MB", 1000)) * 1e6)
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2}
-MAX_OVERLAP = 32
 MAX_GRID = 64
 MAX_OUTPUT_SCALE = 16  # Upscaler(output_scale=): a x4 model at 16 makes 16x16 pixels of each input pixel
 
@@ -187,8 +186,8 @@ class Upscaler:
             loses quality in it), ``fp32``, ``bf16`` or ``fp16``.
         tile_size: input tile side in pixels; ``None`` (or 0) picks the tile grid that computes
             the fewest pixels (overlaps included) while each tile fits the activation budget.
-        tile_overlap: context pixels around each tile; ``None`` uses the receptive radius
-            (capped at :data:`MAX_OVERLAP`).
+        tile_overlap: context pixels around each tile; ``None`` uses the receptive radius, so
+            the tiled result equals the untiled one.
         channels_last: use NHWC memory format (faster convolutions on CPU and GPU).
         compile: run the model through ``torch.compile``; ``None`` follows ``SRWEB_COMPILE``.
         self_ensemble: average the model over the 8 flips and rotations of the input (the "+"
@@ -235,7 +234,7 @@ class Upscaler:
             self.model = self.model.to(memory_format=torch.channels_last)
         in_channels = int(model.in_channels)
         self.profile = profile_model(self.model, in_channels, model.upsampling)
-        self.tile_overlap = tile_overlap if tile_overlap is not None else min(self.profile.receptive_radius, MAX_OVERLAP)
+        self.tile_overlap = self.profile.receptive_radius if tile_overlap is None else tile_overlap
         self.tile_size = tile_size
         element_bytes = BYTES_PER_ELEMENT[self.precision]
         self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 import srweb
+from conftest import set5_present
+from srweb.data.samples import benchmark_path
 from srweb.evaluate import bicubic_sr
 from srweb.inference import Upscaler
 from srweb.resize import imresize
@@ -146,6 +148,20 @@ def test_tiled_equals_untiled(name):
     assert tiles[-1][0] == tiles[-1][1] > 1
     assert full.shape == tiled.shape
     assert (full - tiled).abs().max() < 1e-3
+
+
+@pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")
+@pytest.mark.parametrize("name", ["srresnet-x4.general100", "edsr-baseline-x4.general100"])
+def test_tiles_of_shipped_weights_are_seamless(name):
+    # Their receptive radius (42, 38 px) reaches past 32 px: the overlap must cover all of it.
+    up = Upscaler(name, precision="fp32")
+    assert up.tile_overlap == up.profile.receptive_radius > 32
+    hr = Image.open(benchmark_path("Set5") / "baby.png").convert("RGB").crop((0, 0, 384, 384))
+    lr = hr.resize((96, 96), Image.BICUBIC)
+    whole = np.asarray(up.upscale(lr))
+    up.tile_size = 32
+    assert up.tile_grid(96, 96) == (3, 3)
+    assert np.array_equal(np.asarray(up.upscale(lr)), whole)
 
 
 def _dihedral_mean(up: Upscaler, x: torch.Tensor) -> torch.Tensor:
