@@ -22,6 +22,7 @@ from srweb.inference import Upscaler
 from srweb.metrics import psnr, ssim
 
 LABEL_HEIGHT = 22
+MAX_ZOOM = 8  # a 512-pixel crop at x8 is a 4096-pixel-high figure
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def crops_figure(hr: np.ndarray, results: list[MethodResult], box: tuple[int, in
     """The crop ``box`` = (x, y, size) in HR pixels of each result and of HR, side by side, enlarged
     ``zoom`` times with square pixels and labelled with the method and its PSNR."""
     x, y, size = box
+    if not 1 <= zoom <= MAX_ZOOM:
+        raise ValueError(f"zoom must be 1 to {MAX_ZOOM}, got {zoom}")
     if size <= 0 or x < 0 or y < 0 or x + size > hr.shape[1] or y + size > hr.shape[0]:
         raise ValueError(f"crop {x},{y}+{size} is outside the {hr.shape[1]}x{hr.shape[0]} image")
     panels = [(f"{r.name}  {r.psnr:.2f} dB", r.sr) for r in results] + [("HR (ground truth)", hr)]
@@ -81,7 +84,7 @@ def side_by_side(image: str | Path, scale: int, methods: list[str], box: tuple[i
                  zoom: int = 2) -> Image.Image:
     """Figure of crop ``box`` = (x, y, size) in HR pixels for each method and for HR."""
     hr = mod_crop(read_rgb8(image), scale)
-    crops_figure(hr, [], box)  # a crop outside the image fails before any model runs
+    crops_figure(hr, [], box, zoom)  # a crop outside the image or a bad zoom fails before any model runs
     hr, results = compare_methods(hr, scale, methods)
     return crops_figure(hr, results, box, zoom)
 
@@ -102,6 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--weights", nargs="+", required=True, help="weights names or paths, or bicubic")
     p.add_argument("--crop", type=int, nargs=3, required=True, metavar=("X", "Y", "SIZE"), help="HR pixels")
-    p.add_argument("--zoom", type=int, default=2)
+    p.add_argument("--zoom", type=int, default=2, help=f"enlarge the crops this many times (1 to {MAX_ZOOM})")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_compare)

@@ -203,3 +203,7 @@ def test_compare_writes_a_side_by_side_figure(tmp_path, capsys):
     assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
                  "--crop", "0", "0", "100000", "--out", str(out)]) == 2
     assert "outside the" in capsys.readouterr().err
+    for zoom in ("0", "1000"):  # checked before any model runs: a huge zoom would exhaust memory
+        assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
+                     "--crop", "0", "0", "24", "--zoom", zoom, "--out", str(out)]) == 2
+        assert "zoom must be 1 to 8" in capsys.readouterr().err
