@@ -46,6 +46,21 @@ def test_upscale_returns_png_of_input_times_scale(client, app_server, tmp_path):
         assert sr.size == (72, 60) and "resized to x1.5" in report
 
 
+def test_upscale_compares_with_any_entry_of_the_models_scale(client, app_server, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    # The dropdown starts with the default model's scale; API callers may name any entry, and the
+    # handler (not Gradio's list check) decides.
+    scale, src = app_server.scale, make_image(tmp_path / "in.png", 24, 20)
+    _, slider, report = upscale(client, src, app_server.weights_name, False, f"nearest-x{scale}")
+    assert len(slider) == 2 and "Slider: nearest ◀" in report
+    other = 3 if scale != 3 else 2
+    with pytest.raises(AppError, match="compare entries of one scale"):
+        upscale(client, src, app_server.weights_name, False, f"nearest-x{other}")
+    with pytest.raises(AppError, match="nope-x2.missing"):
+        upscale(client, src, app_server.weights_name, False, "nope-x2.missing")
+
+
 def test_bad_input_is_an_error_and_the_app_keeps_answering(client, app_server, tmp_path):
     from gradio_client.exceptions import AppError
 

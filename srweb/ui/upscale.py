@@ -271,6 +271,7 @@ def build_tab() -> gr.Dropdown:
                 onnx_button = gr.Button("Export as ONNX (checked with onnxruntime)", size="sm", elem_id="onnx-button")
                 onnx_file = gr.File(label="ONNX graph: its metadata says how to feed it", elem_id="onnx-file")
             compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
+                                  allow_custom_value=True,  # API callers name any entry; run_upscale checks it
                                   elem_id="compare-with")
             ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
                                    "+0.04 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
