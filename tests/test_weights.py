@@ -120,6 +120,10 @@ def test_shipped_cards_match_their_models():
         assert set5 is not None and set5["protocol"]["channel"] == "y", card.name
         assert set5["protocol"]["crop_border"] == card.scale
         assert card.training.get("config"), f"{card.name} card cannot reproduce its run"
+        # a fresh Leaderboard shows the speed cards carry (srweb bench --store), matching the path timed
+        speed = card.inference.get("speed") or {}
+        assert speed.get("ms_per_mpix", 0) > 0, f"{card.name} card has no speed"
+        assert speed["fast_path"] == card.inference.get("fast_path_ok", True), card.name
 
 
 @pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")
