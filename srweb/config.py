@@ -147,12 +147,18 @@ def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
 
 
 def resolve_device(name: str | None = None) -> str:
-    """Turn ``auto`` into the best available device: cuda > mps > cpu."""
+    """Turn ``auto`` into the best available device (cuda > mps > cpu); any other name must be a
+    device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``), else ValueError."""
     import torch
 
     name = name or get_settings().device
     if name != "auto":
-        return name
+        kind, _, index = name.partition(":")
+        has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        if kind == "cpu" or (kind == "mps" and not index and has_mps) or (
+                kind == "cuda" and (index.isdigit() or not index) and int(index or 0) < torch.cuda.device_count()):
+            return name
+        raise ValueError(f"device {name!r} is not available on this machine (try auto or cpu)")
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

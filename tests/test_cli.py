@@ -207,3 +207,19 @@ def test_compare_writes_a_side_by_side_figure(tmp_path, capsys):
         assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
                      "--crop", "0", "0", "24", "--zoom", zoom, "--out", str(out)]) == 2
         assert "zoom must be 1 to 8" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_is_one_clear_line(tmp_path, capsys):
+    from srweb.cli import main
+    from srweb.data.samples import benchmark_path
+    from srweb.train.launch import ConfigError, check_device
+
+    image = sorted(benchmark_path("sample").glob("*.png"))[0]
+    for device in ("banana", "cuda:7", "mps:1"):
+        assert main(["upscale", str(image), "--weights", "bicubic", "--scale", "2", "--out", str(tmp_path),
+                     "--device", device]) == 2
+        assert f"device '{device}' is not available on this machine" in capsys.readouterr().err
+        with pytest.raises(ConfigError, match="try auto or cpu"):
+            check_device(device)  # the Train form's check says the same
+    assert main(["upscale", str(image), "--weights", "bicubic", "--scale", "2", "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0

@@ -41,18 +41,12 @@ def available_devices() -> list[str]:
 
 def check_device(device: str) -> None:
     """Reject a device this machine does not have (``auto`` and ``cpu`` always pass)."""
-    import torch
+    from srweb.config import resolve_device
 
-    kind = device.split(":")[0]
-    if kind in ("auto", "cpu"):
-        return
-    if kind == "cuda" and torch.cuda.is_available():
-        index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
-        if index < torch.cuda.device_count():
-            return
-    if kind == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return
-    raise ConfigError(f"device {device!r} is not available on this machine (try auto or cpu)")
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def preflight(cfg: TrainConfig) -> TrainConfig:
