@@ -138,6 +138,9 @@ def test_charts_show_entries_with_intervals(env):
     assert params.layout.xaxis.type == "log"
     assert [(t.text[0], t.y[0]) for t in params.data] == [(NAME, 36.5)]
     assert any("bicubic x2: 33.66 dB" in a.text for a in params.layout.annotations)
+    x7 = frame[frame["weights"] == "bicubic"].assign(scale=7, **{"psnr_Set5": 25.05})  # no x7 model
+    lines = [a.text for a in psnr_params_figure(pd.concat([frame, x7]), "Set5").layout.annotations]
+    assert any("bicubic x2" in text for text in lines) and not any("x7" in text for text in lines)
 
     empty = perception_distortion_figure(frame.iloc[0:0], "Set5")
     assert not empty.data and "no rated entry" in empty.layout.annotations[0].text

@@ -79,7 +79,8 @@ def perception_distortion_figure(frame: pd.DataFrame, dataset: str | None = None
 
 
 def psnr_params_figure(frame: pd.DataFrame, dataset: str | None = None) -> go.Figure:
-    """PSNR against parameter count (log axis); bicubic, when evaluated, as a dashed line per scale."""
+    """PSNR against parameter count (log axis); bicubic, when evaluated, as a dashed line per scale
+    that has models (every evaluated scale when none has)."""
     dataset = dataset or main_dataset(frame)
     psnr_col = f"psnr_{dataset}"
     fig = go.Figure()
@@ -97,6 +98,8 @@ def psnr_params_figure(frame: pd.DataFrame, dataset: str | None = None) -> go.Fi
                 hovertemplate="%{text}<br>%{x:,.0f} parameters<br>PSNR %{y:.2f} dB<extra></extra>",
             ))
         baselines = frame[(frame["weights"] == "bicubic") & _finite(frame[psnr_col])]
+        if not models.empty:  # a line per plotted scale: bicubic x7 is no reference for x2-x4 models
+            baselines = baselines[baselines["scale"].isin(models["scale"])]
         for record in baselines.to_dict("records"):
             fig.add_hline(y=record[psnr_col], line_dash="dash", line_color=_scale_color(record["scale"]),
                           annotation_text=f"bicubic x{record['scale']}: {record[psnr_col]:.2f} dB",
