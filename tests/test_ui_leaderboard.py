@@ -191,3 +191,12 @@ def test_self_ensemble_results_are_their_own_rows_of_the_served_checkpoint(env):
     assert rows.loc[NAME + "+", "PSNR Set5"] == 36.62 and rows.loc[NAME, "PSNR Set5"] == 36.5
     assert rows.loc[NAME + "+", "arch"] == "espcn" and rows.loc[NAME + "+", "scale"] == 2
     assert "Y, crop 2, matlab-bicubic, x8 self-ensemble" in note
+
+
+def test_evaluate_list_offers_weights_exported_since_start(env):
+    before = lb.refresh_targets(NAME)
+    assert before.value == NAME and "espcn-x3.later" not in [v for _, v in before.choices]
+    save_weights(srweb.create_model("espcn", 3), "espcn-x3.later")  # e.g. a run exported from the Runs tab
+    after = lb.refresh_targets(NAME)
+    assert after.value == NAME and "espcn-x3.later" in [v for _, v in after.choices]
+    assert lb.refresh_targets("gone-x2.deleted").value == after.choices[0][1]

@@ -188,6 +188,13 @@ def eval_choices() -> list[tuple[str, str]]:
     return weights_choices()
 
 
+def refresh_targets(current: str | None) -> gr.Dropdown:
+    """The Evaluate list read afresh (weights exported since start-up appear); keeps ``current``."""
+    choices = eval_choices()
+    values = [v for _, v in choices]
+    return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
+
+
 def eval_target(choice: str) -> tuple[str, int]:
     """``"bicubic-x3"`` -> ("bicubic", 3); a weights name -> (name, its card's scale)."""
     from srweb.ui.upscale import parse_choice
@@ -319,6 +326,7 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
     refresh_button.click(refresh, filters, outputs, api_name="leaderboard")
     if tab is not None:
         tab.select(refresh, filters, outputs, show_progress="hidden", api_visibility="private")
+        tab.select(refresh_targets, target, target, show_progress="hidden", api_visibility="private")
     evaluate.click(admin_only(on_evaluate, "running an evaluation"), [target, dataset, ensemble, scale, bench, admin],
                    [status, *outputs], api_visibility="private")
 
