@@ -9,7 +9,8 @@ from srweb.fileio import atomic_copy
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.evals import seed_from_cards
 from srweb.track.runs import get_run, latest_checkpoint
-from srweb.weights import NAME_PATTERN, WeightsCard, WeightsError, file_sha256, read_card, weights_dirs, write_card
+from srweb.weights import (NAME_PATTERN, WeightsCard, WeightsError, file_sha256, list_weights, read_card, weights_dirs,
+                           write_card)
 
 
 class ExportError(ValueError):
@@ -35,7 +36,8 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
     weights folder (``Settings.user_weights_dir`` unless ``weights_dir`` is given).
 
     The copy gets a name no shipped or exported weights use yet (see :func:`unique_weights_name`); its card is
-    rewritten with that name and the run id, and its metrics are seeded into the leaderboard.
+    rewritten with that name and the run id, and its metrics are seeded into the leaderboard. A run
+    exported before is not copied again: its entry is returned.
     The tensors are written before the card, so a half-done export is never listed.
 
     Raises:
@@ -63,7 +65,12 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
         raise ExportError(f"run {run_id}: {tensors.name} differs from its card (changed or corrupt)")
 
     target_dir = Path(weights_dir or get_settings().user_weights_dir)
-    new_name = unique_weights_name(name, [target_dir, *weights_dirs()], int(run_id))
+    folders = [target_dir, *weights_dirs()]
+    for folder in folders:  # exported before (or the same tensors shipped): that entry, not a copy
+        for existing in list_weights(folder) if folder.is_dir() else []:
+            if card.sha256 and existing.sha256 == card.sha256 and existing.training.get("run_id") == int(run_id):
+                return existing
+    new_name = unique_weights_name(name, folders, int(run_id))
     if not NAME_PATTERN.match(new_name):
         raise ExportError(f"run {run_id}: {new_name!r} is not a valid weights name (ARCH-xS.TAG)")
     card.name = new_name

@@ -196,14 +196,15 @@ def test_export_copies_weights_under_a_unique_name(env):
     assert card.name == "espcn-x2.custom" and card.training["run_id"] == run_id
     model, loaded = load_weights(card.name)  # sha256 of the copy matches its card
     assert loaded.num_params == sum(p.numel() for p in model.parameters())
-    again = export_run_weights(run_id)
-    assert again.name == f"espcn-x2.custom-run{run_id}"
+    assert export_run_weights(run_id).name == card.name  # exporting again: the same entry, no copy
     folders = [settings.weights_dir, settings.user_weights_dir]
-    assert unique_weights_name("espcn-x2.custom", folders, run_id) == f"espcn-x2.custom-run{run_id}-2"
-    assert {c.name for c in list_weights()} == {"espcn-x2.custom", f"espcn-x2.custom-run{run_id}"}
+    assert unique_weights_name("espcn-x2.custom", folders, run_id) == f"espcn-x2.custom-run{run_id}"
+    assert {c.name for c in list_weights()} == {"espcn-x2.custom"}
+    other = _finished_run(env)  # another run of the same name: its own entry
+    assert export_run_weights(other).name == f"espcn-x2.custom-run{other}"
     with session_scope(write=False) as session:  # the card's Set5 result reaches the leaderboard
         names = {e.weights_name for e in session.query(Evaluation).filter(Evaluation.source == "card")}
-    assert names == {"espcn-x2.custom", f"espcn-x2.custom-run{run_id}"}
+    assert names == {"espcn-x2.custom", f"espcn-x2.custom-run{other}"}
     # Exports land beside the state, never among the shipped weights.
     assert {c.name for c in list_weights(settings.user_weights_dir)} == {c.name for c in list_weights()}
     assert not settings.weights_dir.exists() or not any(settings.weights_dir.iterdir())
