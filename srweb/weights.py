@@ -112,8 +112,10 @@ def save_weights(
     ``model`` must come from :func:`srweb.create_model` (it carries arch, scale and config).
     """
     directory = Path(weights_dir or get_settings().weights_dir)
+    # One metadata key: safetensors writes several in a random order, so equal tensors would get
+    # different bytes (and sha256) from one save to the next.
     target = atomic_write(directory / f"{name}.safetensors",
-                          lambda tmp: save_model(model, tmp, metadata={"arch": model.arch, "scale": str(model.scale)}))
+                          lambda tmp: save_model(model, tmp, metadata={"model": f"{model.arch}-x{model.scale}"}))
     card = WeightsCard(
         name=name,
         arch=model.arch,

@@ -162,3 +162,10 @@ def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
     assert lines[4] == "| espcn-x3.c | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | 33.00 | 30.38 |"
     assert card_markdown(espcn).endswith("2. 50 iterations on General-100 (loss l2, EMA 0.999, teacher edsr-baseline-x4.d "
                                          "weighted 0.25), 2 min")
+
+
+def test_equal_tensors_save_to_equal_bytes(wdir):
+    # e.g. a run interrupted and resumed and the same run straight through: one sha256
+    model = srweb.create_model("espcn", 2)
+    digests = {save_weights(model, f"espcn-x2.copy{i}", weights_dir=wdir).sha256 for i in range(8)}
+    assert len(digests) == 1
