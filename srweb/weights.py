@@ -161,11 +161,13 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
         except HubError as exc:
             raise WeightsError(str(exc)) from None
     candidate = Path(raw).expanduser()
-    if candidate.suffix in {".safetensors", ".json"} and candidate.exists():
-        stems = [candidate.with_suffix("")]
-    else:
-        stems = [Path(folder) / raw for folder in ([weights_dir] if weights_dir else weights_dirs())]
-    for stem in stems:
+    if candidate.suffix in {".safetensors", ".json"}:  # a path to one of the two files
+        stem = candidate.with_suffix("")
+        tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
+        if tensors.exists() and card.exists():
+            return tensors, card
+        raise WeightsError(f"weights {raw!r} not found: need both {tensors} and {card}")
+    for stem in [Path(folder) / raw for folder in ([weights_dir] if weights_dir else weights_dirs())]:
         # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
         tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
         if tensors.exists() and card.exists():

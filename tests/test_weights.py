@@ -169,3 +169,10 @@ def test_equal_tensors_save_to_equal_bytes(wdir):
     model = srweb.create_model("espcn", 2)
     digests = {save_weights(model, f"espcn-x2.copy{i}", weights_dir=wdir).sha256 for i in range(8)}
     assert len(digests) == 1
+
+
+def test_a_missing_card_path_names_both_files(tmp_path):
+    from srweb.weights import resolve_weights
+
+    with pytest.raises(WeightsError, match=r"need both .*nosuch\.safetensors and .*nosuch\.json"):
+        resolve_weights(tmp_path / "nosuch.json")
