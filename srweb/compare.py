@@ -91,6 +91,8 @@ def side_by_side(image: str | Path, scale: int, methods: list[str], box: tuple[i
 
 def cmd_compare(args: argparse.Namespace) -> int:
     x, y, size = args.crop
+    if Path(args.out).is_dir() or Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: give the path of a .png file to write")
     figure = side_by_side(args.image, args.scale, args.weights, (x, y, size), zoom=args.zoom)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -207,6 +207,10 @@ def test_compare_writes_a_side_by_side_figure(tmp_path, capsys):
         assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
                      "--crop", "0", "0", "24", "--zoom", zoom, "--out", str(out)]) == 2
         assert "zoom must be 1 to 8" in capsys.readouterr().err
+    for bad_out in (tmp_path, tmp_path / "fig.jpg"):
+        assert main(["compare", "--image", str(image), "--scale", "2", "--weights", "bicubic",
+                     "--crop", "0", "0", "24", "--out", str(bad_out)]) == 2
+        assert "give the path of a .png file" in capsys.readouterr().err
 
 
 def test_a_device_this_machine_lacks_is_one_clear_line(tmp_path, capsys):
