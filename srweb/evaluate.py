@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_image, skip_reason
 from srweb.data.samples import benchmark_path
 from srweb.imaging import ImageError, to_rgb8
 from srweb.metrics import protocol, psnr, ssim
@@ -25,12 +25,16 @@ class EvalResult:
     """Scores of one model on one dataset at one scale.
 
     Attributes:
-        dataset: dataset name.
+        dataset: dataset name; when files of the folder were skipped, marked with how many images
+            were scored, e.g. ``"Set5 (4 of 5 images scored)"``, so that a score over part of a
+            benchmark is never filed (in the database, a card, the leaderboard) as the benchmark's.
         scale: upscaling factor.
         protocol: how it was measured (:func:`srweb.metrics.protocol`).
         images: per image ``{"image", "psnr", "ssim"}`` in file order.
         psnr: mean PSNR (dB) over images.
         ssim: mean SSIM over images.
+        skipped: per image file left out ``{"image", "reason"}`` (empty, not an image, truncated,
+            too large, too small for the scale), in file order.
     """
 
     dataset: str
@@ -39,6 +43,17 @@ class EvalResult:
     images: list[dict] = field(default_factory=list)
     psnr: float = math.nan
     ssim: float = math.nan
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when every image file of the folder was scored."""
+        return not self.skipped
+
+    @property
+    def coverage(self) -> str:
+        """``"4 of 5 images scored"``."""
+        return f"{len(self.images)} of {len(self.images) + len(self.skipped)} images scored"
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (an infinite PSNR, i.e. a perfect image, becomes ``None``)."""
@@ -78,19 +93,32 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
         name: dataset name to record; defaults to the folder name.
         progress: show a tqdm bar.
 
+    An image file that cannot be used (empty, not an image, truncated, too large, too small for
+    ``scale``) is skipped with a line naming it and the reason (see
+    :func:`srweb.data.folders.skip_image`) and recorded in ``skipped``; the result's ``dataset`` then
+    says how many images were scored (``"Set5 (4 of 5 images scored)"``).
+
     Raises:
-        ValueError: missing/empty dataset, image too small, or ``sr_fn`` output of the wrong size.
+        ValueError: missing folder, no usable image in it, or ``sr_fn`` output of the wrong size.
     """
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     scale = int(scale)
     root = benchmark_path(dataset_dir)
     name = name or root.name
-    images = []
-    for path in tqdm(list_images(root), desc=f"{name} x{scale}", disable=not progress):
-        hr = mod_crop(read_rgb8(path), scale)
-        if min(hr.shape[:2]) <= 2 * scale:
-            raise ImageError(f"{path}: too small to evaluate at x{scale}")
+    images: list[dict] = []
+    skipped: list[dict] = []
+    files = list_images(root, skipped=skipped)
+    for path in tqdm(files, desc=f"{name} x{scale}", disable=not progress):
+        try:
+            rgb = read_rgb8(path)
+            hr = mod_crop(rgb, scale)
+            if min(hr.shape[:2]) <= 2 * scale:
+                raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, too small to evaluate at x{scale}")
+        except ImageError as exc:
+            skip_image(f"{exc}; skipped")
+            skipped.append({"image": path.name, "reason": skip_reason(exc, path)})
+            continue
         sr = sr_fn(Image.fromarray(make_lr(hr, scale)))
         if sr.size != (hr.shape[1], hr.shape[0]):
             raise ValueError(f"{path.name}: sr_fn returned {sr.size[0]}x{sr.size[1]}, expected {hr.shape[1]}x{hr.shape[0]}")
@@ -102,6 +130,12 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
                 "ssim": ssim(hr, out, crop_border=scale, y_channel=True),
             }
         )
+    if not images:
+        raise ValueError(f"{root}: no image could be evaluated at x{scale} (all {len(skipped)} skipped: "
+                         + "; ".join(f"{r['image']}: {r['reason']}" for r in skipped) + ")")
+    skipped.sort(key=lambda r: r["image"])  # file order, as list_images sorts
+    if skipped:
+        name = f"{name} ({len(images)} of {len(images) + len(skipped)} images scored)"
     return EvalResult(
         dataset=name,
         scale=scale,
@@ -109,4 +143,5 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
         images=images,
         psnr=float(np.mean([r["psnr"] for r in images])),
         ssim=float(np.mean([r["ssim"] for r in images])),
+        skipped=skipped,
     )

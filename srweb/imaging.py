@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -57,9 +58,32 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
         max_pixels: refuse images whose header declares more pixels (decompression bombs).
 
     Raises:
-        ImageError: missing, empty, not an image, truncated, zero-size or too large.
+        ImageError: missing, empty, not an image, truncated, zero-size or too large
+            (:class:`ImageTooLarge`, from the header, before anything is decoded).
     """
     name = _describe(source)
+    img = _open(source, name, max_pixels)
+    try:
+        img.load()
+    except Exception as exc:  # truncated data, or a decoder's error on corrupt data
+        if isinstance(source, (str, os.PathLike)):
+            img.close()  # the file srweb opened would stay open
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    return upright(img)
+
+
+def image_size(source: str | os.PathLike | BinaryIO, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) as the header declares it (as stored: before EXIF orientation), nothing
+    decoded; every file :func:`load_image` refuses from its header is refused here with the same
+    :class:`ImageError` (a truncated file passes: only decoding finds it out)."""
+    img = _open(source, _describe(source), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        img.close()
+    return img.size
+
+
+def _open(source: str | os.PathLike | BinaryIO | Image.Image, name: str, max_pixels: int | None) -> Image.Image:
+    """The opened (not decoded) image, or the :class:`ImageError` its file deserves."""
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -76,7 +100,8 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(source)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{name}: image too large ({exc})") from None
+            # Pillow's own bomb limit refused the header: name srweb's limit when the caller has one.
+            raise _bomb(name, exc, max_pixels) from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a readable image file") from None
         except OSError as exc:
@@ -84,17 +109,39 @@ def load_image(source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels
         except Exception as exc:  # a plugin's parser on a malformed header (ValueError, SyntaxError, ...)
             raise ImageError(f"{name}: not a readable image file ({exc})") from None
     width, height = img.size
-    if width == 0 or height == 0:
-        raise ImageError(f"{name}: image has zero size ({width}x{height})")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageTooLarge(
-            f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
-        )
     try:
-        img.load()
-    except Exception as exc:  # truncated data, or a decoder's error on corrupt data
-        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    return upright(img)
+        if width == 0 or height == 0:
+            raise ImageError(f"{name}: image has zero size ({width}x{height})")
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLarge(f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
+                                f"{_limit(max_pixels)}")
+    except ImageError:
+        if isinstance(source, (str, os.PathLike)):
+            img.close()
+        raise
+    return img
+
+
+def _limit(max_pixels: int) -> str:
+    """``16,000,000``, with the setting that sets it when it is srweb's input limit."""
+    from srweb.config import get_settings
+
+    setting = " (SRWEB_MAX_INPUT_PIXELS)" if max_pixels == get_settings().max_input_pixels else ""
+    return f"{max_pixels:,}{setting}"
+
+
+def _bomb(name: str, exc: Exception, max_pixels: int | None) -> ImageTooLarge:
+    """The message for a header Pillow refuses as a decompression bomb, worded like every other
+    "too large": the declared pixels against srweb's limit (``max_pixels``) when there is one, else
+    against the most srweb decodes at all (Pillow's ``MAX_IMAGE_PIXELS``)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+    declared = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
+    if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
+        limit = _limit(max_pixels)
+    else:
+        limit = f"{Image.MAX_IMAGE_PIXELS:,} (the most srweb decodes)"
+    return ImageTooLarge(f"{name}: too large, its header declares a decompression bomb: {declared} exceeds "
+                         f"the limit of {limit}")
 
 
 def load_pixels(source: str | os.PathLike | BinaryIO | Image.Image, *,

@@ -267,6 +267,41 @@ def test_cli(name, cli_batch, inputs):
         _check_result(case, out, 2, case.png_modes)
 
 
+BOMB_MESSAGE = ("huge.png: too large, its header declares a decompression bomb: 400,000,000 pixels "
+                f"exceeds the limit of {MAX_PIXELS:,} (SRWEB_MAX_INPUT_PIXELS)")
+
+
+def test_cli_names_srwebs_own_limit_for_a_decompression_bomb(tmp_path):
+    """A header beyond even Pillow's bomb limit (178,956,970 pixels) is refused against srweb's limit,
+    in the words every other too-large input gets; Pillow's text and limit never show."""
+    bomb = forged_png(tmp_path / "huge.png", 20000, 20000)
+    over = forged_png(tmp_path / "over.png", 5000, 4000)  # 20 MP: over srweb's 16 MP, under Pillow's limits
+    result = _cli("upscale", bomb, over, "--weights", "nearest", "--scale", 2, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines == [f"srweb: error: {tmp_path}/{BOMB_MESSAGE}",
+                     f"srweb: error: {over}: 5000x4000 = 20,000,000 pixels exceeds the limit of {MAX_PIXELS:,} "
+                     "(SRWEB_MAX_INPUT_PIXELS)"], lines
+
+
+def test_batch_report_and_python_api_name_the_same_limit(tmp_path):
+    """The web batch report takes its lines from ``upscale_files``; ``load_image`` without a limit of its
+    own names the largest image srweb decodes at all."""
+    from srweb.inference import Upscaler, upscale_files
+
+    bomb = forged_png(tmp_path / "huge.png", 20000, 20000)
+    (outcome,) = upscale_files([bomb], Upscaler("nearest", 2), tmp_path / "out", max_pixels=MAX_PIXELS)
+    assert outcome.error == f"{tmp_path}/{BOMB_MESSAGE}"
+    with pytest.raises(srweb.imaging.ImageTooLarge, match=r"400,000,000 pixels exceeds the limit of "
+                                                           r"89,478,485 \(the most srweb decodes\)$"):
+        load_image(bomb)
+    upload = io.BytesIO(bomb.read_bytes())  # a file object without a name
+    with pytest.raises(srweb.imaging.ImageTooLarge, match="^uploaded image: too large, its header declares a "
+                                                          "decompression bomb: 400,000,000 pixels"):
+        load_image(upload, max_pixels=1000)
+    assert not upload.closed
+
+
 @pytest.mark.parametrize("name", ["wrong-tensors", "pickle-as-safetensors", "pickle-as-pt"])
 def test_cli_bad_weights(name, bad_weights, inputs, marker, tmp_path):
     case = bad_weights[name]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,7 +23,8 @@ from torch.utils.data import DataLoader
 from srweb.config import get_settings
 from srweb.data import div2k as div2k_mod
 from srweb.data.div2k import DIV2K, DownloadError
-from srweb.data.folders import HRFolderDataset, make_lr, read_rgb8
+from conftest import forged_png
+from srweb.data.folders import HRFolderDataset, SkippedImage, make_lr, read_rgb8
 from srweb.data.pairs import FSRCNN_SCALES, PatchPairs
 from srweb.data.prepare import prepare_dataset
 from srweb.data.samples import benchmark_path, sample_images_dir
@@ -401,3 +405,89 @@ def test_patch_pairs_from_div2k(tmp_path: Path) -> None:
     ds = PatchPairs(tmp_path, 2, 12)
     item = ds[0]
     assert item["lr_path"].endswith("x2.png") and item["hr"].shape == (3, 24, 24)
+
+
+# --------------------------------------------------------------------------- unusable files in training folders
+
+
+def _add_bad_files(folder: Path) -> dict[str, str]:
+    """Every kind of unusable image file a training folder may hold; name -> the reason given for it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png = (Image.fromarray(rand_rgb(40, 44, 5)), io.BytesIO())
+    png[0].save(png[1], "PNG")
+    (folder / "truncated.png").write_bytes(png[1].getvalue()[:2000])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("I am text with a .png name\n")
+    save(rand_rgb(1, 1), folder / "tiny.png")
+    forged_png(folder / "bomb.png", 20000, 20000)
+    return {
+        "bomb.png": "too large, its header declares a decompression bomb: 400,000,000 pixels",
+        "empty.png": "empty file",
+        "text.png": "not a readable image file",
+        "tiny.png": "",  # the patch or the prepare multiple says why
+        "truncated.png": "corrupt or truncated image",
+    }
+
+
+def _skips(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, SkippedImage)]
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_patch_pairs_skip_unusable_files_and_train_on_the_rest(patch_root: Path, tmp_path: Path, cache: str) -> None:
+    reasons = _add_bad_files(patch_root)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        ds = PatchPairs(patch_root, 2, 12, cache=cache, cache_dir=tmp_path / "pc")
+    assert sorted(Path(e["hr_path"]).name for e in ds.entries) == ["im_0.png", "im_1.png", "im_2.png"]
+    skips = _skips(record)
+    assert len(skips) == len(reasons), skips  # one line per file
+    for name, reason in reasons.items():
+        assert any(line.startswith(f"{patch_root / name}: {reason}") and line.endswith("; skipped") for line in skips), name
+    assert any("tiny.png: smaller than a 12px LR patch at x2; skipped" in line for line in skips)
+    assert ds[0]["hr"].shape == (3, 24, 24)
+
+
+def test_patch_pairs_without_a_usable_image_say_so(tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    _add_bad_files(folder)
+    (folder / "bomb.png").unlink()
+    with pytest.raises(ValueError, match=r"no training image is at least 8x8 pixels in LR at x2 \(1 unusable files "
+                                         r"skipped\)"), pytest.warns(SkippedImage):
+        PatchPairs(folder, 2, 8)  # tiny.png: too small; truncated.png: unusable; the others: unreadable headers
+    for name in ("tiny.png", "truncated.png"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png: empty file; text\.png: "
+                                         r"not a readable image file\)"), pytest.warns(SkippedImage):
+        PatchPairs(folder, 2, 8)
+
+
+def test_prepare_skips_unusable_files_with_their_reason(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    save(rand_rgb(50, 70), src / "good.png")
+    reasons = _add_bad_files(src)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        summary = prepare_dataset(src, tmp_path / "out", scales=(2, 3))
+    assert summary["images"] == 1 and summary["skipped"] == sorted(reasons)
+    skips = _skips(record)
+    assert len(skips) == len(reasons), skips
+    for name, reason in reasons.items():
+        assert any(line.startswith(f"{src / name}: {reason}") for line in skips), name
+    assert any(line.startswith(f"{src / 'tiny.png'}: 1x1, smaller than 6x6") for line in skips)
+    (src / "good.png").unlink()
+    with pytest.raises(ValueError, match="no image could be prepared"), pytest.warns(SkippedImage):
+        prepare_dataset(src, tmp_path / "out2", scales=(2, 3))
+
+
+def test_cli_prepare_prints_one_line_per_skipped_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    save(rand_rgb(50, 70), src / "good.png")
+    reasons = _add_bad_files(src)
+    env = {**os.environ, "SRWEB_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "-m", "srweb.cli", "prepare", str(src), str(tmp_path / "out"), "--scales",
+                           "2", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert len(lines) == len(reasons) and all(line.startswith(f"srweb: warning: {src}/") for line in lines), lines
+    assert json.loads(done.stdout)["skipped"] == sorted(reasons)

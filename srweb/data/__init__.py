@@ -14,6 +14,7 @@ _EXPORTS = {
     "DownloadError": "div2k",
     "download_div2k": "div2k",
     "HRFolderDataset": "folders",
+    "SkippedImage": "folders",
     "list_images": "folders",
     "FSRCNN_SCALES": "pairs",
     "PatchPairs": "pairs",

@@ -3,30 +3,74 @@
 Every image is read as 8-bit RGB (grey replicated, 16-bit scaled, alpha dropped), HR is
 mod-cropped to a multiple of the scale and LR is MATLAB bicubic, quantised to uint8 as
 MATLAB does for uint8 images: the classic SR protocol.
+
+One policy for every folder of images (benchmark folders in ``srweb eval``, training folders in
+``srweb train`` and ``srweb prepare``): a file that cannot be used (empty, not an image, truncated,
+too large, too small for the scale or patch) is skipped with a :class:`SkippedImage` warning naming
+it and the reason (:func:`skip_image`; one line from the command line) and the job goes on; when
+no usable image remains, a ``ValueError`` says so.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from srweb.imaging import ImageError, is_image_file, load_image, rgb_to_y, to_rgb8
+from srweb.imaging import ImageError, image_size, is_image_file, load_image, rgb_to_y, to_rgb8
 from srweb.resize import imresize_np
 
 CHANNELS = ("rgb", "y")
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Sorted image files directly inside ``root``.
+class SkippedImage(UserWarning):
+    """A file left out of a folder of images; the message names it and says why."""
 
-    Files without an image suffix, or whose header cannot be read, are skipped with a
-    warning naming them.
+
+def skip_image(message: str, *, stacklevel: int = 2) -> None:
+    """Report a file left out of a folder of images: a :class:`SkippedImage` warning (the
+    command-line entry points show it as one line: :func:`show_skips_as_lines`)."""
+    warnings.warn(message, SkippedImage, stacklevel=stacklevel + 1)
+
+
+def skip_reason(exc: ImageError, path: str | os.PathLike) -> str:
+    """The reason of an :class:`ImageError` without the file name it starts with."""
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def show_skips_as_lines() -> None:
+    """For a process's entry point (``srweb`` commands, training workers): each distinct
+    :class:`SkippedImage` is printed once, as ``srweb: warning: MESSAGE`` above any progress bar
+    (a training run validates on the same folder again and again); other warnings are unchanged."""
+    previous = warnings.showwarning
+    if getattr(previous, "shows_skips", False):  # installed already
+        return
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, SkippedImage):
+            return previous(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            tqdm.write(f"srweb: warning: {message}", file=sys.stderr)
+
+    show.shows_skips = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
+def list_images(root: str | os.PathLike, *, skipped: list[dict] | None = None) -> list[Path]:
+    """Sorted image files directly inside ``root`` whose header srweb can read.
+
+    Files without an image suffix are left out; image files whose header cannot be read (empty,
+    not an image, a decompression bomb, ...) are skipped with a line naming them and the reason
+    (:func:`skip_image`), and appended to ``skipped`` as ``{"image": name, "reason": ...}``.
+    A truncated file passes: only decoding it finds that out.
 
     Raises:
         ValueError: ``root`` is not a directory or holds no readable image.
@@ -34,18 +78,24 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory")
-    files = []
+    files, refused = [], []
     for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
         if not is_image_file(path):
-            warnings.warn(f"{path}: not an image file, skipped", stacklevel=2)
+            skip_image(f"{path}: not an image file; skipped")
             continue
         try:
-            Image.open(path).close()  # header only: cheap, catches non-images early
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"{path}: unreadable image, skipped ({exc})", stacklevel=2)
+            image_size(path)  # header only: cheap, catches non-images and bombs early
+        except ImageError as exc:
+            skip_image(f"{exc}; skipped")
+            refused.append({"image": path.name, "reason": skip_reason(exc, path)})
             continue
         files.append(path)
+    if skipped is not None:
+        skipped.extend(refused)
     if not files:
+        if refused:
+            raise ValueError(f"{root}: no usable image file (all {len(refused)} skipped: "
+                             + "; ".join(f"{r['image']}: {r['reason']}" for r in refused) + ")")
         raise ValueError(f"{root}: no image files found")
     return files
 

@@ -18,18 +18,17 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from srweb.config import get_settings
-from srweb.data.folders import HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, to_tensor
+from srweb.data.folders import (HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, skip_image,
+                                 to_tensor)
 from srweb.fileio import atomic_write
-from srweb.imaging import ImageError
+from srweb.imaging import ImageError, image_size
 from srweb.resize import imresize_np
 
 FSRCNN_SCALES = (0.9, 0.8, 0.7, 0.6)
@@ -116,14 +115,22 @@ class PatchPairs(Dataset):
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else get_settings().cache_dir / "patches"
         self.entries: list[dict] = []
+        unusable = 0
         for hr_path, lr_path in pairs:
-            for factor in self.factors:
-                for labelled in (True, False)[: 1 + unlabelled]:
-                    entry = self._load(hr_path, lr_path, factor, labelled)
-                    if entry is not None:
-                        self.entries.append(entry)
+            try:
+                for factor in self.factors:
+                    for labelled in (True, False)[: 1 + unlabelled]:
+                        entry = self._load(hr_path, lr_path, factor, labelled)
+                        if entry is not None:
+                            self.entries.append(entry)
+            except ImageError as exc:  # corrupt, truncated, too large: this image is left out, the rest train
+                skip_image(f"{exc}; skipped", stacklevel=2)
+                self.entries = [e for e in self.entries if e["hr_path"] != str(hr_path)]
+                unusable += 1
         if not self.entries:
-            raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at x{self.scale}")
+            unreadable = f" ({unusable} unusable files skipped)" if unusable else ""
+            raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at "
+                             f"x{self.scale}{unreadable}")
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
@@ -132,8 +139,11 @@ class PatchPairs(Dataset):
         per_pixel = 3 * planes * sum(f * f for f in self.factors)
         total = 0
         for hr_path, _ in pairs:
-            with Image.open(hr_path) as img:
-                total += img.width * img.height
+            try:
+                width, height = image_size(hr_path)
+            except ImageError:
+                continue  # skipped, with its reason, when it is loaded
+            total += width * height
         return int(total * per_pixel)
 
     def _load(self, hr_path: Path, lr_path: Path | None, factor: float, labelled: bool = True) -> dict | None:
@@ -223,9 +233,7 @@ class PatchPairs(Dataset):
 
     def _warn_small(self, path: Path, factor: float) -> None:
         note = f" rescaled by {factor}" if factor != 1.0 else ""
-        warnings.warn(
-            f"{path}{note}: smaller than a {self.patch_size}px LR patch at x{self.scale}, skipped", stacklevel=3
-        )
+        skip_image(f"{path}{note}: smaller than a {self.patch_size}px LR patch at x{self.scale}; skipped", stacklevel=3)
 
     def __getstate__(self) -> dict:
         # Memory maps are reopened in each DataLoader worker rather than pickled (copied).

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from srweb.data.div2k import hr_dir, lr_dir
 from srweb.fileio import atomic_save_png
-from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_image
 from srweb.imaging import ImageError
 
 
@@ -32,8 +31,9 @@ def prepare_dataset(
     ``DST/DIV2K_{split}_LR_bicubic/X{s}/0001x{s}.png`` for every scale.
 
     HR is cropped (bottom/right) to a multiple of lcm(scales), 12 for x2/x3/x4, so all scales
-    share one HR; images are converted to 8-bit RGB. Unreadable files and images smaller
-    than that multiple are skipped with a warning. ``DST/prepare_{split}.json`` maps new
+    share one HR; images are converted to 8-bit RGB. Files that cannot be used (not an image,
+    empty, truncated, too large, smaller than that multiple) are skipped with a line naming them
+    and the reason (:func:`srweb.data.folders.skip_image`). ``DST/prepare_{split}.json`` maps new
     names to source files.
 
     Returns:
@@ -58,13 +58,13 @@ def prepare_dataset(
     index = start_index
     for path in tqdm(files, desc="prepare", disable=not progress):
         try:
-            hr = mod_crop(read_rgb8(path), multiple)
+            rgb = read_rgb8(path)
+            hr = mod_crop(rgb, multiple)
+            if hr.size == 0:
+                raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, smaller than {multiple}x{multiple} "
+                                 f"(the multiple x{'/x'.join(map(str, scales))} share)")
         except ImageError as exc:
-            warnings.warn(f"{exc}; skipped", stacklevel=2)
-            skipped.append(path.name)
-            continue
-        if hr.size == 0:
-            warnings.warn(f"{path}: smaller than {multiple}x{multiple}, skipped", stacklevel=2)
+            skip_image(f"{exc}; skipped")
             skipped.append(path.name)
             continue
         stem = f"{index:04d}"
@@ -74,7 +74,7 @@ def prepare_dataset(
         mapping[f"{stem}.png"] = path.name
         index += 1
     if not mapping:
-        raise ValueError(f"{src}: no image could be prepared")
+        raise ValueError(f"{src}: no image could be prepared (all {len(skipped)} skipped)")
     summary = {
         "dst": str(dst),
         "split": split,
