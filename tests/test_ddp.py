@@ -7,6 +7,7 @@ validates, checkpoints and exports, and a second launch resumes the same run fol
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,16 +54,19 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
     assert rank0["status"] == rank1["status"] == "finished" and rank0["step"] == rank1["step"] == 12
     assert rank0["weights"] == "espcn-x2.custom" and rank0["best_psnr"] > 0
     assert rank1["weights"] is None and rank1["best_psnr"] is None  # only rank 0 validates and exports
-    assert rank0["run_dir"] == rank1["run_dir"] == "runs/espcn-x2_f64-32_p8_b2_lr1e-3_l2"
+    assert rank0["run_dir"] == rank1["run_dir"] == "runs/espcn-x2_f64-32_p8_b2_lr1e-3_l2_it12"
     assert sorted(p.name for p in export.iterdir()) == ["espcn-x2.custom.json", "espcn-x2.custom.safetensors"]
     model, card = srweb.load_weights(str(export / "espcn-x2.custom.safetensors"))
     assert card.num_params == sum(p.numel() for p in model.parameters()) and card.training["iterations"] == 12
     assert card.metrics[0]["dataset"] == "val" and card.metrics[0]["protocol"]["channel"] == "y"
     assert "Traceback" not in stderr
 
-    # Tracked, same config: both processes resume the same folder at step 12 (nothing left to
-    # train) and exactly one run row records it.
-    code, stdouts, stderr = _torchrun(args, tmp_path, env, tmp_path / "logs2")
+    # Tracked, in a copy of the finished folder (the original stays that run's), 6 more steps: both
+    # processes resume the copy at step 12 and exactly one run row records it.
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(tmp_path / "runs" / "espcn-x2_f64-32_p8_b2_lr1e-3_l2_it12", copy)
+    longer = ["18" if a == "12" else a for a in args]  # --iterations 12 -> 18
+    code, stdouts, stderr = _torchrun([*longer, "--run-dir", str(copy)], tmp_path, env, tmp_path / "logs2")
     assert code == 0, stderr[-5000:]
     assert sorted(json.loads(t.strip().splitlines()[-1])["run_id"] is None for t in stdouts) == [False, True]
     url = f"sqlite:///{tmp_path / 'state' / 'db' / 'srweb.sqlite'}"
@@ -72,7 +76,7 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
             rows = [(r.status, r.step, r.run_dir, r.weights_name) for r in runs]
     finally:
         dispose_engine(url)
-    assert rows == [("finished", 12, str(tmp_path / "runs" / "espcn-x2_f64-32_p8_b2_lr1e-3_l2"), "espcn-x2.custom")]
+    assert rows == [("finished", 18, str(copy), "espcn-x2.custom")]
 
 
 SRGAN_SCRIPT = """

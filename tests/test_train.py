@@ -624,3 +624,80 @@ def test_srgan_vgg54_offline_is_a_clear_config_error(env, tiny, tiny_srresnet, m
     message = str(err.value)
     assert "VGG19 ImageNet weights are not available (URLError)" in message
     assert "vgg19-dcbb9e9d.pth" in message and "srgan-mse" in message
+
+
+# --- run folders: a checkpoint is continued only with its own settings ------------------------------
+
+
+def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
+    import dataclasses
+    import shutil
+
+    cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, precision="fp32", channels_last=False)
+    run = env / "run"
+    assert Trainer(cfg, run, should_stop=_stop_after(8), progress=False).train().step == 8
+    with pytest.raises(ConfigError, match=r"holds a run \(step 8 of 20\) with other settings: batch_size 4 -> 8, "
+                                          r"lr 0.001 -> 0.0005; pass a new --run-dir"):
+        Trainer(dataclasses.replace(cfg, lr=5e-4, batch_size=8), run, progress=False).train()
+    with pytest.raises(ConfigError, match="already trained for 8 steps, more than iterations 5"):
+        Trainer(dataclasses.replace(cfg, iterations=5), run, progress=False).train()
+    # More iterations at a constant lr (and another checkpoint interval): the run is exactly the start of
+    # a run of the new length.
+    longer = dataclasses.replace(cfg, iterations=30, ckpt_interval=7)
+    result = Trainer(longer, run, progress=False).train()
+    assert (result.status, result.step, result.card.training["config"]["iterations"]) == ("finished", 30, 30)
+    Trainer(longer, env / "straight", progress=False).train()
+    a, b = (load_file(folder / "export" / "espcn-x2.custom.safetensors") for folder in (run, env / "straight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Finished: the same settings export the same weights again; it is not trained further in its folder.
+    card = json.loads((run / "export" / "espcn-x2.custom.json").read_text())
+    again = Trainer(longer, run, progress=False).train()
+    assert (again.step, again.card.sha256, again.card.training["config"]) == (30, card["sha256"],
+                                                                              card["training"]["config"])
+    with pytest.raises(ConfigError, match=r"holds a run that finished \(30 of 30 steps\) with other settings "
+                                          r"\(iterations 30 -> 40\); to train it further, copy the folder"):
+        Trainer(dataclasses.replace(longer, iterations=40), run, progress=False).train()
+    shutil.copytree(run, env / "copy")  # a copy may go on
+    assert Trainer(dataclasses.replace(longer, iterations=40), env / "copy", progress=False).train().step == 40
+
+
+def test_iterations_cannot_change_when_the_steps_depend_on_them(env, tiny):
+    import dataclasses
+
+    cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, schedule="cosine")
+    Trainer(cfg, env / "run", should_stop=_stop_after(5), progress=False).train()
+    with pytest.raises(ConfigError, match="run of 20 iterations \\(at step 5\\); it cannot become one of 30: its "
+                                          "cosine learning rate is spread over the iterations"):
+        Trainer(dataclasses.replace(cfg, iterations=30), env / "run", progress=False).train()
+
+
+def test_a_fresh_start_drops_best_weights_no_checkpoint_belongs_to(env, tiny):
+    run = env / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"left by a run killed before its first checkpoint")
+    result = Trainer(_cfg(tiny, "espcn", iterations=3, val_data=None), run, progress=False).train()
+    assert result.card.training["weights_step"] == 3
+
+
+# --- memory: a batch that cannot fit is refused before anything runs --------------------------------
+
+
+def test_a_batch_too_large_for_the_free_memory_is_refused_with_the_estimate(env, tiny, monkeypatch):
+    from srweb.train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 8 * memory.GB)
+    cfg = _cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", device="cpu")
+    fixed, per_sample = memory.step_bytes(cfg.resolved(), "fp32")
+    # ESPCN keeps its input and two feature maps (1 + 64 + 32 values per LR pixel) for the backward pass,
+    # which also holds the gradient of its widest layer (64): (97 + 64) x 4 bytes per LR pixel, and the patches.
+    assert per_sample == 161 * 4 * 16 * 16 + (16 * 16 + 48 * 48) * 4
+    check_config(cfg)  # batch 4
+    largest = (8 * memory.GB - fixed) // per_sample
+    check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=largest))
+    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit in memory: a training step of espcn x3 "
+                                          rf"at patch_size 16 needs at least 16.3 GB .*and cpu has 8.0 GB memory "
+                                          rf"available; no batch_size above {largest} could fit"):
+        check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=100_000))
+    # bf16 autocast keeps 16-bit activations: about twice the batch fits.
+    fixed16, per16 = memory.step_bytes(cfg.resolved(), "bf16")
+    assert 0.5 < per16 / per_sample < 0.6

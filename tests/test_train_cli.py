@@ -83,10 +83,11 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tmp_path):
     from srweb.exports import export_run_weights
 
-    card = export_run_weights(1, weights_dir=tmp_path)  # its files are in --export, not run_dir/export
-    assert card.name == "edsr-baseline-x2.custom-run1"  # the plain name is taken by the --export folder
-    assert (tmp_path / f"{card.name}.safetensors").is_file()
-    assert card.training["exported_from"] == str(state["root"] / "weights" / "edsr-baseline-x2.custom.safetensors")
+    # Its files are in --export (here the weights folder), not run_dir/export: found there, and
+    # since that folder already lists them, that entry is the export (no second copy).
+    card = export_run_weights(1, weights_dir=tmp_path)
+    assert card.name == "edsr-baseline-x2.custom" and card.training["run_id"] == 1
+    assert not any(tmp_path.glob("*.safetensors"))
 
 
 @pytest.mark.slow
@@ -275,6 +276,12 @@ def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
         get_settings.cache_clear()
 
 
+def _checkpoint(folder: Path, cfg, step: int, exported: bool = False, saved_in: Path | None = None) -> None:
+    """A ``last.pt`` with what the folder checks read (no weights)."""
+    torch.save({"step": step, "config": cfg.to_dict(), "run_dir": str((saved_in or folder).resolve()),
+                "exported": exported}, folder / "last.pt")
+
+
 def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
@@ -292,7 +299,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
             start(cfg)  # two trainings in one folder would overwrite each other's checkpoints
         write_transaction(lambda s: set_status(s, first, "cancelled"))
         folder.mkdir()
-        (folder / "last.pt").write_bytes(b"checkpoint")
+        _checkpoint(folder, cfg, step=30)
         # Cancelled (or failed) with the same config: the same run continues, one row, one curve.
         assert start(cfg)[0] == first
         write_transaction(lambda s: set_status(s, first, "failed"))
@@ -356,5 +363,101 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_run(tm
     finally:
         if proc.poll() is None:
             proc.kill()
+        dispose_engine()
+        get_settings.cache_clear()
+
+
+def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_path, monkeypatch, capsys):
+    """The issue: a run trained in a folder, then the same command with another lr in that folder. It used to
+    report "finished" without training and export a card saying lr 5e-4 over the lr 1e-3 weights (untracked),
+    or record a "finished 60/50" run named lr5e-4 (tracked)."""
+    from srweb.train import cli
+    from srweb.train.cli import default_run_dir
+    from srweb.train.config import TrainConfig
+
+    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    point_at(monkeypatch, child_env(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # pytest keeps its own Ctrl-C
+    torch.set_num_threads(1)
+    common = ["train", "--model", "espcn", "--scale", "3", "--data", str(train), "--val-data", "", "--patch-size",
+              "8", "--batch-size", "4", "--iterations", "12", "--precision", "fp32"]
+    folder = tmp_path / "fresh"
+    try:
+        assert main([*common, "--no-track", "--run-dir", str(folder)]) == 0
+        card = json.loads((folder / "export" / "espcn-x3.custom.json").read_text())
+        capsys.readouterr()
+        for extra in (["--no-track"], []):  # untracked, and a tracked run pointed at the folder
+            assert main([*common, *extra, "--run-dir", str(folder), "--lr", "0.0005"]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith(
+                f"srweb: error: {folder} holds a run that finished (12 of 12 steps) with other settings (lr 0.001 -> "
+                f"0.0005); to train it further, copy the folder"), err
+            assert main([*common, *extra, "--run-dir", str(folder)]) == 2  # the same settings: its files stay its own
+            assert "holds a run that finished (12 of 12 steps); to train it further" in capsys.readouterr().err
+        assert json.loads((folder / "export" / "espcn-x3.custom.json").read_text()) == card
+        from srweb.track.db import init_db
+
+        init_db()  # refused before the database was even opened
+        with session_scope(write=False) as session:
+            assert list_runs(session) == []  # nothing recorded
+        # Without --run-dir an untracked run trains in runs/NAME_itN: a longer run does not continue this one.
+        assert main([*common, "--no-track"]) == 0
+        assert main([*common[:-4], "--iterations", "14", "--precision", "fp32", "--no-track"]) == 0
+        capsys.readouterr()
+        name = "espcn-x3_f64-32_p8_b4_lr1e-3_l2"
+        cfg = TrainConfig(model="espcn", scale=3, patch_size=8, batch_size=4, iterations=14).resolved()
+        assert default_run_dir(cfg) == Path("runs") / f"{name}_it14"
+        for n in (12, 14):
+            assert torch.load(tmp_path / "runs" / f"{name}_it{n}" / "last.pt", weights_only=True)["step"] == n
+    finally:
+        dispose_engine()
+        get_settings.cache_clear()
+
+
+def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, monkeypatch):
+    from srweb.track.db import init_db, write_transaction
+    from srweb.track.runs import set_status
+    from srweb.train.cli import start_tracked_run
+    from srweb.train.config import ConfigError, TrainConfig
+
+    point_at(monkeypatch, child_env(tmp_path))
+    cfg, folder = TrainConfig(model="espcn", scale=3, iterations=60).resolved(), tmp_path / "run"
+    start = lambda config, where=folder: write_transaction(lambda s: start_tracked_run(s, config, where))  # noqa: E731
+    try:
+        init_db()
+        first, _ = start(cfg)
+        write_transaction(lambda s: set_status(s, first, "cancelled"))
+        folder.mkdir()
+        _checkpoint(folder, cfg, step=30)
+        other = TrainConfig(model="espcn", scale=3, iterations=60, lr=5e-4).resolved()
+        with pytest.raises(ConfigError, match=rf"holds a run \(step 30 of 60\) with other settings: lr 0.001 -> "
+                                              rf"0.0005; pass a new --run-dir to train these settings, or continue run {first} "
+                                              rf"as it was with `srweb jobs resume {first}`"):
+            start(other)
+        with session_scope(write=False) as session:
+            assert [r.id for r in list_runs(session)] == [first]  # no run recorded for the refused one
+        # `jobs resume` refuses a run whose folder now holds a checkpoint of other settings.
+        from srweb.train.jobs import JobError, resume
+
+        _checkpoint(folder, other, step=40)
+        with pytest.raises(JobError, match=rf"run {first} cannot resume: .* with other settings: lr 0.0005 -> 0.001"):
+            resume(first)
+        # A folder an untracked run finished in (no record of it) is refused; a copy of it may be extended.
+        done = tmp_path / "done"
+        done.mkdir()
+        _checkpoint(done, cfg, step=60, exported=True)
+        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\) with other settings "
+                                              "\\(lr 0.001 -> 0.0005\\)"):
+            start(other, done)
+        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\); to train it further"):
+            start(cfg, done)
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        _checkpoint(copy, cfg, step=60, exported=True, saved_in=done)
+        run_id, _ = start(TrainConfig(model="espcn", scale=3, iterations=90).resolved(), copy)
+        with session_scope(write=False) as session:
+            assert get_run(session, run_id).resumed_from == str(copy.resolve() / "last.pt")
+    finally:
         dispose_engine()
         get_settings.cache_clear()

@@ -137,17 +137,39 @@ def warn_slow_replay(card_path: str, stages: list[dict], cfg: TrainConfig, preci
               f"--precision fp32 replays it in fp32 instead", file=sys.stderr)
 
 
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """The folder of a run without ``--run-dir`` that is not tracked (or runs under torchrun):
+    ``runs/NAME_itN``. The name spells the main hyperparameters and the suffix the length, so the same
+    command continues its run while a longer one starts its own (other settings that share the name
+    are refused there, see :mod:`srweb.train.resume`)."""
+    return Path("runs") / f"{cfg.name}_it{cfg.iterations}"
+
+
+def check_run_dir(cfg: TrainConfig, run_dir: Path, hint: str = "") -> None:
+    """Refuse a folder whose checkpoint ``cfg`` may not continue: a run that finished there, or a
+    run with other settings (:mod:`srweb.train.resume`). Raises ConfigError."""
+    from srweb.train.resume import check_resume, read_saved_run, refuse_finished
+
+    saved = read_saved_run(run_dir)
+    if saved is not None:
+        refuse_finished(saved, run_dir, cfg)
+        check_resume(saved, cfg, run_dir, hint)
+
+
 def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[int, Path]:
     """The run row a foreground training records into, marked running; returns (id, run folder).
 
     In a folder another run trained in, the folder's last run continues when it failed or was
-    cancelled with this same config (one run, one curve); with another config a new run starts
-    from its checkpoint and records which run and checkpoint that was.
+    cancelled with this same config (one run, one curve). A config that may continue its checkpoint
+    without being the same (more iterations, or other :data:`~srweb.train.resume.OPERATIONAL`
+    settings) starts a new run from it that records which run and checkpoint that was.
 
     Raises:
-        ValueError: the folder's last run is queued, running or finished (its files stay its own).
+        ValueError: the folder's last run is queued, running or finished (its files stay its own), or
+            its checkpoint holds a run of other settings.
     """
     from srweb.train import jobs
+    from srweb.train.resume import check_resume, differences, read_saved_run, refuse_finished
     from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
 
     folder = run_dir.resolve() if run_dir is not None else None
@@ -160,7 +182,16 @@ def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[
                          f"wait for it or cancel it (srweb jobs cancel {previous.id})")
     if previous is not None and previous.status == "finished":
         raise ValueError(f"{run_dir} holds run {previous.id}, which finished; to train it further, copy the "
-                         f"folder and pass the copy as --run-dir, or start from its weights with --pretrained")
+                         f"folder and pass the copy as --run-dir, or start from its weights with --pretrained; "
+                         f"to train anew, pass a new --run-dir")
+    saved = read_saved_run(folder) if folder is not None else None
+    if saved is not None:
+        refuse_finished(saved, run_dir, cfg)  # finished without a record here (untracked, or a deleted run)
+        hint = ""
+        if previous is not None and not differences(saved.config, previous.config) and (
+                previous.config.get("iterations") == saved.iterations):  # the checkpoint is that run's
+            hint = f"continue run {previous.id} as it was with `srweb jobs resume {previous.id}`"
+        check_resume(saved, cfg, run_dir, hint)
     if previous is not None and previous.config == json.loads(json.dumps(cfg.to_dict())):
         run = reopen_run(session, previous.id)
     else:
@@ -181,10 +212,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = card_stages(json.loads(Path(args.from_card).read_text())) if args.from_card else []
     if stages:
         warn_slow_replay(args.from_card, stages, cfg, args.precision)
+    if not args.background and (args.run_dir or args.no_track):  # before replaying a card's earlier stages
+        from srweb.train.resume import read_saved_run, refuse_finished
+
+        folder = Path(args.run_dir or default_run_dir(cfg))
+        if args.no_track and len(stages) < 2:
+            check_run_dir(cfg, folder)
+        else:  # a tracked run's folder is checked with its database record; a replay changes pretrained
+            refuse_finished(read_saved_run(folder), folder, cfg if len(stages) < 2 else None)
     if len(stages) > 1:
         if args.background:
             raise ValueError(f"{args.from_card} was fine-tuned from other runs; reproduce it in the foreground")
-        parent = replay_parents(args.from_card, Path(args.run_dir or Path("runs") / cfg.name), args.precision)
+        parent = replay_parents(args.from_card, Path(args.run_dir or default_run_dir(cfg)), args.precision)
         cfg = dataclasses.replace(cfg, pretrained=str(parent))
     if args.background:
         run_id = jobs.submit(cfg)
@@ -209,11 +248,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # under torchrun every process must resume from and save to the same folder
-        run_dir = run_dir or Path("runs") / cfg.name
+        run_dir = run_dir or default_run_dir(cfg)
     if not args.no_track and rank == 0:  # one run row per training, not one per process
         init_db()
         run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
-    run_dir = run_dir or Path("runs") / cfg.name
+    else:  # the same rules without a database: the checkpoint says which run the folder holds
+        run_dir = run_dir or default_run_dir(cfg)
+        check_run_dir(cfg, run_dir)
     logger = RunLogger(run_id) if run_id else None
     beating = threading.Event()
     if run_id:  # as a background worker does: the run is not taken for dead during a long validation

@@ -37,7 +37,11 @@ class JobError(ValueError):
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
-    """Resolve defaults and reject impossible hyperparameters before anything is queued."""
+    """Resolve defaults and reject impossible hyperparameters before anything is queued: values,
+    data folders, a patch too few training images hold, a teacher that is not trained weights, and a
+    batch whose training step cannot fit in the device's free memory (:mod:`srweb.train.memory`)."""
+    from srweb.train.memory import check_step_fits
+
     from srweb.data.samples import benchmark_path
 
     cfg = cfg.resolved().validate()
@@ -55,6 +59,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         from srweb.train.teacher import check_teacher
 
         check_teacher(cfg.teacher)
+    check_step_fits(cfg)
     return cfg
 
 
@@ -66,19 +71,16 @@ dataset skips the smaller ones (and too-small scale-augmented copies) with a war
 def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
     """``(smaller side, file name, width, height)`` of each readable image directly inside
     ``folder``, smallest first (header reads only); empty when there is none (e.g. a DIV2K tree)."""
-    from PIL import Image
-
-    from srweb.imaging import is_image_file
+    from srweb.imaging import ImageError, image_size, is_image_file
 
     sides = []
     for path in folder.iterdir():
         if not (path.is_file() and is_image_file(path)):
             continue
         try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except (OSError, ValueError):
-            continue  # the dataset skips unreadable files with a warning
+            width, height = image_size(path)
+        except ImageError:
+            continue  # the dataset skips it with its reason
         sides.append((min(width, height), path.name, width, height))
     return sorted(sides)
 
@@ -237,9 +239,20 @@ def cancel(run_id: int) -> str:
 
 
 def resume(run_id: int) -> int:
-    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+    """Queue a failed or cancelled run again; it continues from its last checkpoint (refused when
+    its folder's checkpoint is no longer one this run may continue: see :mod:`srweb.train.resume`)."""
 
     def act(session: Session) -> int:
+        from srweb.train.resume import check_resume, read_saved_run
+
+        run = get_run(session, run_id)
+        if run is not None and run.status in ("failed", "cancelled") and run.run_dir:
+            try:
+                saved = read_saved_run(run.run_dir)
+                if saved is not None:
+                    check_resume(saved, TrainConfig.from_dict(run.config), run.run_dir)
+            except ConfigError as exc:
+                raise JobError(f"run {run_id} cannot resume: {exc}") from None
         try:
             return reopen_run(session, run_id).id
         except KeyError:

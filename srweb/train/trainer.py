@@ -6,6 +6,7 @@ DistributedSampler; gloo on CPU, nccl on CUDA). Only rank 0 validates, logs and 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -32,6 +33,7 @@ from srweb.inference import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
+from srweb.train.resume import check_resume, read_saved_run, refuse_finished
 from srweb.train.teacher import Teacher, load_teacher
 from srweb.weights import WeightsCard, count_params, load_weights, save_weights
 
@@ -233,7 +235,7 @@ class Trainer:
         np_state = np.random.get_state()
         state = {
             "step": step, "best_psnr": best, "best_step": self.best_step, "config": self.cfg.to_dict(),
-            "wall_seconds": self.wall_seconds(),
+            "wall_seconds": self.wall_seconds(), "run_dir": str(self.run_dir.resolve()), "exported": False,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
             "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
@@ -304,10 +306,22 @@ class Trainer:
             self.logger.log(step, values)
 
     def train(self) -> TrainResult:
-        """Run (or resume) until ``iterations`` or a stop request; export weights when finished."""
+        """Run (or resume) until ``iterations`` or a stop request; export weights when finished.
+
+        A checkpoint in the run folder is continued only with the same settings (see
+        :mod:`srweb.train.resume`); a run that finished there is exported again, not trained further.
+
+        Raises:
+            ConfigError: the folder holds a run this config may not continue.
+        """
         from tqdm import tqdm
 
         cfg = self.cfg
+        saved = read_saved_run(self.run_dir)
+        if saved is not None:
+            check_resume(saved, cfg, self.run_dir)
+            if cfg.iterations != saved.iterations:
+                refuse_finished(saved, self.run_dir, cfg)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
         self._seed()
@@ -326,6 +340,8 @@ class Trainer:
             _sweep_temp_files(self.run_dir)
         self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         start_step, best = self._restore()
+        if not start_step and self.rank == 0:  # a killed run's best weights belong to no checkpoint
+            (self.run_dir / "best.safetensors").unlink(missing_ok=True)
         if start_step and self.logger is not None and self.rank == 0:
             self.logger.resumed(start_step)
         self.teacher = load_teacher(cfg, self.device) if cfg.teacher else None
@@ -415,9 +431,11 @@ class Trainer:
         bar.close()
         card = None
         if self.rank == 0:
-            self.save_checkpoint(step, best)
+            state = self._state(step, best)
+            _atomic_torch_save(state, self.run_dir / "last.pt")
             if status == "finished":
                 card = self.export(step, best, self.wall_seconds())
+                _atomic_torch_save({**state, "exported": True}, self.run_dir / "last.pt")  # the run is done here
         if self.logger is not None:
             self.logger.flush()
         if self.world > 1 and dist.is_initialized():
@@ -491,20 +509,21 @@ class Trainer:
 
         cfg = self.cfg
         weights_step = step
+        model = copy.deepcopy(self.model)  # the checkpoint keeps the last weights, to train on from
         if (self.run_dir / "best.safetensors").exists():
-            load_model(self.model, str(self.run_dir / "best.safetensors"))
+            load_model(model, str(self.run_dir / "best.safetensors"))
             weights_step = self.best_step
         elif self.ema is not None:
-            self.model.load_state_dict(self.ema.module.state_dict())
-        self.model.eval()
-        val = self.validate(self.model) if self.val_dir is not None else {}
+            model.load_state_dict(self.ema.module.state_dict())
+        model.eval()
+        val = self.validate(model) if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
-        inference = quality_guard(self.model, self.last_eval, self.val_dir, self.device) if val else {}
+        inference = quality_guard(model, self.last_eval, self.val_dir, self.device) if val else {}
         training = {
             "config": cfg.to_dict(), "iterations": step, "weights_step": weights_step, "wall_seconds": round(wall, 1),
             "device": self.device, "precision": self.precision, "host": socket.gethostname(),
             "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
-            "torch": torch.__version__, "num_params": count_params(self.model),
+            "torch": torch.__version__, "num_params": count_params(model),
         }
         if self.parent is not None:
             training["parent"] = self.parent
@@ -512,5 +531,5 @@ class Trainer:
             training["teacher"] = self.teacher.record
         # SRGAN is the srresnet generator trained adversarially: named as the papers name it.
         prefix = "srgan" if cfg.loss.startswith("srgan") else cfg.model
-        return save_weights(self.model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
+        return save_weights(model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
                             training=training, metrics=metrics, inference=inference)
