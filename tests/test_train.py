@@ -168,6 +168,14 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
         check_config(TrainConfig(model="espcn", data=str(env / "nowhere"), val_data=None))
     with pytest.raises(ConfigError, match="val_data: "):
         check_config(TrainConfig(model="espcn", data=tiny["train"], val_data="Set99"))
+    notes = env / "notes"  # a folder, but of no image: refused before anything is queued
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not an image")
+    (notes / "empty.png").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K's folders\)"):
+        check_config(TrainConfig(model="espcn", data=str(notes), val_data=None))
+    with pytest.raises(ConfigError, match=r"val_data: .*notes holds no readable image$"):
+        check_config(TrainConfig(model="espcn", data=tiny["train"], val_data=str(notes)))
     # The crops are 48 px: x2 allows LR patches up to 24; 25 needs 50x50 HR pixels.
     check_config(_cfg(tiny, "espcn", patch_size=24))
     with pytest.raises(ConfigError) as err:

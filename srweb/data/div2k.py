@@ -56,6 +56,12 @@ class DownloadError(OSError):
     """A download or archive that failed; the message says what to do."""
 
 
+def is_div2k_tree(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds DIV2K's folders (``DIV2K_train_HR``, ...), or a ``DIV2K`` child that does."""
+    root = Path(root).expanduser()
+    return (root / "DIV2K_train_HR").is_dir() or (root / "DIV2K" / "DIV2K_train_HR").is_dir()
+
+
 def hr_dir(root: Path, split: str) -> Path:
     """``root/DIV2K_{split}_HR``."""
     return root / f"DIV2K_{split}_HR"

@@ -40,8 +40,9 @@ def _source_pairs(source: object, scale: int) -> list[tuple[Path, Path | None]]:
     if pairs is not None:
         return list(pairs)
     root = Path(source).expanduser()  # type: ignore[arg-type]
-    if any(root.glob("DIV2K_train_HR")) or (root / "DIV2K" / "DIV2K_train_HR").is_dir():
-        from srweb.data.div2k import DIV2K
+    from srweb.data.div2k import DIV2K, is_div2k_tree
+
+    if is_div2k_tree(root):
 
         return DIV2K(root, scale, split="train").pairs
     return HRFolderDataset(root, scale).pairs

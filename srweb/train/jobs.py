@@ -53,8 +53,16 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"{label}: {exc}") from None
             if not path.exists():
                 raise ConfigError(f"{label}: {value} not found")
+            sides = _image_sides(path) if path.is_dir() else []
+            if label == "data" and not sides:
+                from srweb.data.div2k import is_div2k_tree
+
+                if not is_div2k_tree(path):
+                    raise ConfigError(f"data: {value} holds no readable image (nor DIV2K's folders)")
+            elif not sides:
+                raise ConfigError(f"{label}: {value} holds no readable image")
             if label == "data":
-                _check_patch_fits(cfg, path)
+                _check_patch_fits(cfg, sides)
     if cfg.teacher:
         from srweb.train.teacher import check_teacher
 
@@ -85,10 +93,10 @@ def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
     return sorted(sides)
 
 
-def _check_patch_fits(cfg: TrainConfig, folder: Path) -> None:
+def _check_patch_fits(cfg: TrainConfig, sides: list[tuple[int, str, int, int]]) -> None:
     """Reject an HR patch (``patch_size * scale``) that fewer than ``MIN_FITTING_SHARE`` of the
-    training images can hold; a few smaller images are only skipped by the dataset."""
-    sides = _image_sides(folder)
+    training images (``sides``: :func:`_image_sides`) can hold; a few smaller images are only skipped
+    by the dataset."""
     if not sides:
         return
     need = cfg.patch_size * cfg.scale
