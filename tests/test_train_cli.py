@@ -69,6 +69,9 @@ def test_train_edsr_baseline_general100_end_to_end(state):
     assert run.config["overrides"] == {"num_blocks": 2} and run.config["val_data"].endswith("Set5")
     assert list(series["val_psnr"].dropna().index) == [10, 20] and list(series["loss"].dropna().index) == [10, 20]
     assert run.best_psnr == pytest.approx(series["val_psnr"].max())
+    from srweb.train import jobs
+
+    assert "trained in the foreground" in jobs.log_tail(1)  # no log file: its output went to its terminal
     model, card = srweb.load_weights("edsr-baseline-x2.custom")  # in the weights folder, found by name
     assert card.num_params == sum(p.numel() for p in model.parameters())
     assert card.config["num_blocks"] == 2 and card.training["run_id"] == 1
@@ -309,7 +312,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         with session_scope(write=False) as session:
             run = get_run(session, second)
             assert (run.status, run.parent_id, run.resumed_from) == ("running", first, str(folder.resolve() / "last.pt"))
-            assert run.log_path == str(folder.resolve() / "train.log")  # where `srweb jobs resume` will log
+            assert run.log_path is None  # its output goes to its terminal; `srweb jobs resume` logs to the folder
         # A dead worker's run is marked failed first, so rerunning its command continues it.
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
         assert start(longer)[0] == second

@@ -196,8 +196,9 @@ def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[
         run = reopen_run(session, previous.id)
     else:
         run = jobs.create_tracked_run(session, cfg)
+        run.log_path = None  # its output goes to the terminal running it, not to a log file
         if folder is not None:
-            run.run_dir, run.log_path = str(folder), str(folder / "train.log")
+            run.run_dir = str(folder)
             if (folder / "last.pt").exists():
                 run.resumed_from = str(folder / "last.pt")
                 run.parent_id = previous.id if previous is not None else None

@@ -144,6 +144,8 @@ def submit(cfg: TrainConfig, *, start: bool = True) -> int:
 
 def _spawn(run: Run) -> int:
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
+    if run.log_path is None:  # a foreground run resumed as a job: from now on it has a log
+        run.log_path = str(Path(run.run_dir) / "train.log")
     Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(run.log_path, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -303,7 +305,8 @@ def delete(run_id: int) -> str:
 
 
 def log_tail(run_id: int, lines: int = 40) -> str:
-    """The last ``lines`` lines of a run's log (progress-bar redraws collapsed)."""
+    """The last ``lines`` lines of a run's log (progress-bar redraws collapsed); a run trained in
+    the foreground (``srweb train``) has none: its output went to its terminal, and this says so."""
     from srweb.track.db import session_scope
 
     with session_scope(write=False) as session:
@@ -311,7 +314,9 @@ def log_tail(run_id: int, lines: int = 40) -> str:
         if run is None:
             raise JobError(f"no run with id {run_id}")
         path = Path(run.log_path) if run.log_path else None
-    if path is None or not path.exists():
+    if path is None:
+        return f"run {run_id} trained in the foreground (srweb train): its output went to that terminal, not to a log"
+    if not path.exists():
         return ""
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - 200_000))
