@@ -709,3 +709,18 @@ def test_a_batch_too_large_for_the_free_memory_is_refused_with_the_estimate(env,
     # bf16 autocast keeps 16-bit activations: about twice the batch fits.
     fixed16, per16 = memory.step_bytes(cfg.resolved(), "bf16")
     assert 0.5 < per16 / per_sample < 0.6
+
+
+def test_a_fine_tuned_export_keeps_its_starting_cards_speed_on_the_same_path(env, tiny):
+    # The speed `srweb bench --store` wrote is the network's, not its weights': a stage fine-tuned
+    # from a card keeps it when its fast-path verdict is the one that was timed.
+    verdicts = {}
+    for fast in (True, False):
+        speed = {"ms_per_mpix": 33.5, "fast_path": fast, "device": "cpu", "host": "Bench CPU"}
+        save_weights(create_model("espcn", 2), f"espcn-x2.start{fast:d}", inference={"speed": speed})
+        cfg = _cfg(tiny, "espcn", pretrained=f"espcn-x2.start{fast:d}", iterations=2, val_interval=2,
+                   tag=f"stage{fast:d}", precision="fp32")
+        card = Trainer(cfg, env / f"run{fast:d}", progress=False).train().card
+        verdicts[fast] = card.inference.get("speed")
+        assert verdicts[fast] in (None, speed) and ("speed" in card.inference) == (card.inference["fast_path_ok"] == fast)
+    assert sum(v is not None for v in verdicts.values()) == 1

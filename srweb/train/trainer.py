@@ -159,6 +159,7 @@ class Trainer:
             self.device = f"cuda:{self.local_rank}"
         self.precision = pick_precision(self.device, self.cfg.precision)
         self.parent: dict[str, Any] | None = None
+        self.parent_speed: dict[str, Any] | None = None  # a same-architecture starting card's bench speed
         self.best_step: int | None = None  # step of best.safetensors
 
     # ---- setup -------------------------------------------------------------------------
@@ -178,6 +179,7 @@ class Trainer:
                 raise ConfigError(f"pretrained {card.name} is {card.arch}, not {cfg.model}")
             if card.scale == cfg.scale:
                 model = source
+                self.parent_speed = card.inference.get("speed")
             else:
                 # The papers' transfer between scales (FSRCNN's shared convolutions, EDSR's x2
                 # pre-training): every tensor whose shape fits; the scale-specific ones start fresh.
@@ -519,6 +521,9 @@ class Trainer:
         val = self.validate(model) if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
         inference = quality_guard(model, self.last_eval, self.val_dir, self.device) if val else {}
+        speed = self.parent_speed
+        if inference and speed and speed.get("fast_path") == inference.get("fast_path_ok"):
+            inference["speed"] = speed  # the same network timed on the same path (srweb bench --store)
         training = {
             "config": cfg.to_dict(), "iterations": step, "weights_step": weights_step, "wall_seconds": round(wall, 1),
             "device": self.device, "precision": self.precision, "host": socket.gethostname(),
