@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels,
+from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, image_size, load_image, load_pixels,
                            to_pil8, to_rgb8)
 from srweb.inference import MAX_OUTPUT_SCALE, Upscaler
 from srweb.metrics import psnr, ssim
@@ -38,7 +38,12 @@ class ImageInput(gr.Image):
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
-            raise gr.Error(f"{name} is too large (its header declares a decompression bomb)") from None
+            path = str(getattr(payload, "path", "") or "")
+            try:
+                image_size(path)  # srweb's wording of it, as the CLI and the batch report give
+            except ImageError as exc:
+                raise gr.Error(str(exc).replace(path, name, 1) if path else str(exc)) from None
+            raise gr.Error(f"{name}: too large, its header declares a decompression bomb") from None
         except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for non-images
             path = getattr(payload, "path", None)
             if path and Path(path).is_file() and Path(path).stat().st_size == 0:
