@@ -452,11 +452,14 @@ def test_patch_pairs_without_a_usable_image_say_so(tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     _add_bad_files(folder)
     (folder / "bomb.png").unlink()
-    with pytest.raises(ValueError, match=r"no training image is at least 8x8 pixels in LR at x2 \(1 unusable files "
-                                         r"skipped\)"), pytest.warns(SkippedImage):
+    with pytest.raises(ValueError, match=r"no training image is at least 8x8 pixels in LR at x2; 1 more failed to "
+                                         r"decode"), pytest.warns(SkippedImage):
         PatchPairs(folder, 2, 8)  # tiny.png: too small; truncated.png: unusable; the others: unreadable headers
-    for name in ("tiny.png", "truncated.png"):
-        (folder / name).unlink()
+    (folder / "tiny.png").unlink()
+    with pytest.raises(ValueError, match=r"no usable training image: all 1 image files failed to decode"), \
+            pytest.warns(SkippedImage):
+        PatchPairs(folder, 2, 8)  # only the truncated file has a readable header
+    (folder / "truncated.png").unlink()
     with pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png: empty file; text\.png: "
                                          r"not a readable image file\)"), pytest.warns(SkippedImage):
         PatchPairs(folder, 2, 8)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import urllib.error
 from pathlib import Path
 
@@ -206,7 +207,20 @@ def test_patch_guard_lets_a_few_small_images_be_skipped(env, tmp_path):
     with pytest.raises(ConfigError) as err:
         check_config(TrainConfig(model="espcn", patch_size=24, data=folder("two", 2), val_data=None))
     assert "only 8 of the 10 training images" in str(err.value)
-    assert "use patch_size <= 20 to use every image, or <= 22 to use 90% of them" in str(err.value)
+    assert "use patch_size <= 20 to use every image, or <= 22 to use 9 of them" in str(err.value)
+    # A small folder may hold one image too small (rounded down: 6 of 7 is enough), and a patch
+    # size of 0 is never offered.
+    tiny_one = tmp_path / "tiny_one"
+    tiny_one.mkdir()
+    for i in range(6):
+        Image.new("RGB", (64, 64), (i * 30, 90, 160)).save(tiny_one / f"im_{i}.png")
+    Image.new("RGB", (1, 1)).save(tiny_one / "dot.png")
+    check_config(TrainConfig(model="espcn", patch_size=17, data=str(tiny_one), val_data=None))
+    Image.new("RGB", (1, 1)).save(tiny_one / "dot2.png")
+    with pytest.raises(ConfigError) as err:
+        check_config(TrainConfig(model="espcn", patch_size=17, data=str(tiny_one), val_data=None))
+    assert "only 6 of the 8 training images" in str(err.value) and "<= 0" not in str(err.value)
+    assert str(err.value).endswith("leave the smallest images out of the folder")
 
 
 # --- Trainer -----------------------------------------------------------------------------------
@@ -724,3 +738,16 @@ def test_a_fine_tuned_export_keeps_its_starting_cards_speed_on_the_same_path(env
         verdicts[fast] = card.inference.get("speed")
         assert verdicts[fast] in (None, speed) and ("speed" in card.inference) == (card.inference["fast_path_ok"] == fast)
     assert sum(v is not None for v in verdicts.values()) == 1
+
+
+def test_resume_compares_folders_not_their_spelling(env, tiny):
+    from srweb.train.resume import differences
+
+    set5 = get_settings().data_root / "Set5"
+    base = _cfg(tiny, "espcn").to_dict()
+    if set5.is_dir():  # a name under the data root and its path are one folder
+        assert not differences({**base, "val_data": "Set5"}, {**base, "val_data": str(set5.resolve())})
+    relative = os.path.relpath(tiny["train"])
+    assert not differences({**base, "data": relative}, {**base, "data": str(Path(tiny["train"]).resolve())})
+    assert differences({**base, "data": tiny["train"]}, {**base, "data": tiny["val"]}) == [
+        f"data {tiny['train']!r} -> {tiny['val']!r}"]

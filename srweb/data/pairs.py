@@ -129,7 +129,10 @@ class PatchPairs(Dataset):
                 self.entries = [e for e in self.entries if e["hr_path"] != str(hr_path)]
                 unusable += 1
         if not self.entries:
-            unreadable = f" ({unusable} unusable files skipped)" if unusable else ""
+            if unusable == len(pairs):
+                raise ValueError(f"no usable training image: all {unusable} image files failed to decode (corrupt or "
+                                 f"truncated; each is named in a line above)")
+            unreadable = f"; {unusable} more failed to decode" if unusable else ""
             raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at "
                              f"x{self.scale}{unreadable}")
         self._maps: dict[str, np.ndarray] = {}

@@ -95,21 +95,23 @@ def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
 
 def _check_patch_fits(cfg: TrainConfig, sides: list[tuple[int, str, int, int]]) -> None:
     """Reject an HR patch (``patch_size * scale``) that fewer than ``MIN_FITTING_SHARE`` of the
-    training images (``sides``: :func:`_image_sides`) can hold; a few smaller images are only skipped
-    by the dataset."""
+    training images (``sides``: :func:`_image_sides`), rounded down, can hold (so a small folder may
+    hold one image too small); the dataset skips the smaller ones."""
     if not sides:
         return
     need = cfg.patch_size * cfg.scale
     fitting = sum(side >= need for side, *_ in sides)
-    if fitting >= MIN_FITTING_SHARE * len(sides):
+    required = max(1, math.floor(MIN_FITTING_SHARE * len(sides)))
+    if fitting >= required:
         return
     _, name, width, height = sides[0]
-    most = sides[len(sides) - math.ceil(MIN_FITTING_SHARE * len(sides))][0]
+    every, most = min(width, height) // cfg.scale, sides[len(sides) - required][0] // cfg.scale
+    advice = [f"patch_size <= {every} to use every image"] * (every > 0) + \
+             [f"<= {most} to use {required} of them"] * (0 < most != every)
     raise ConfigError(
         f"patch_size {cfg.patch_size} at x{cfg.scale} needs {need}x{need} HR pixels, but only {fitting} of the "
-        f"{len(sides)} training images in {cfg.data} are that large (the smallest, {name}, is {width}x{height}); "
-        f"use patch_size <= {min(width, height) // cfg.scale} to use every image, or <= {most // cfg.scale} "
-        f"to use {MIN_FITTING_SHARE:.0%} of them"
+        f"{len(sides)} training images in {cfg.data} are that large (the smallest, {name}, is {width}x{height})"
+        + (f"; use {', or '.join(advice)}" if advice else "; leave the smallest images out of the folder")
     )
 
 

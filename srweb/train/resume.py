@@ -75,11 +75,22 @@ def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
         return True
     if key in _PATHS and isinstance(a, str) and isinstance(b, str) and a and b:
-        try:  # the same folder spelled relative and absolute
-            return Path(a).exists() and Path(a).resolve() == Path(b).resolve()
-        except OSError:
-            return False
+        return _where(key, a) == _where(key, b) is not None  # one folder: a name under the data root, relative, absolute
     return False
+
+
+def _where(key: str, value: str) -> Path | None:
+    """The file or folder a path setting names (data folders as training resolves them), or None."""
+    from srweb.data.samples import benchmark_path
+
+    from srweb.weights import WeightsError, resolve_weights
+
+    try:
+        if key == "pretrained":  # a weights name or a path to its card or tensors (never fetched from the Hub here)
+            return None if value.startswith("hf://") else resolve_weights(value)[0].resolve()
+        return benchmark_path(value).resolve()
+    except (ValueError, OSError, WeightsError):
+        return None
 
 
 def differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
