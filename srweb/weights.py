@@ -167,6 +167,9 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
         if tensors.exists() and card.exists():
             return tensors, card
         raise WeightsError(f"weights {raw!r} not found: need both {tensors} and {card}")
+    if os.sep in raw:  # a path that is neither of the two files
+        raise WeightsError(f"weights {raw!r} not found: a path must name an existing NAME.safetensors or "
+                           f"NAME.json, with the other beside it")
     for stem in [Path(folder) / raw for folder in ([weights_dir] if weights_dir else weights_dirs())]:
         # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
         tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"

@@ -176,3 +176,6 @@ def test_a_missing_card_path_names_both_files(tmp_path):
 
     with pytest.raises(WeightsError, match=r"need both .*nosuch\.safetensors and .*nosuch\.json"):
         resolve_weights(tmp_path / "nosuch.json")
+    for typo in (f"{tmp_path}/espcn-x2.general100.jsn", f"{tmp_path}/folder/"):
+        with pytest.raises(WeightsError, match="a path must name an existing NAME.safetensors or NAME.json"):
+            resolve_weights(typo)
