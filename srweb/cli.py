@@ -234,10 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         from srweb.config import apply_threads
-        from srweb.data.folders import show_skips_as_lines
+        from srweb.data.folders import show_warnings_as_lines
 
         apply_threads()
-        show_skips_as_lines()
+        show_warnings_as_lines()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("srweb: interrupted", file=sys.stderr)

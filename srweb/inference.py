@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -238,6 +239,11 @@ class Upscaler:
         self.profile = profile_model(self.model, in_channels, model.upsampling)
         self.tile_overlap = self.profile.receptive_radius if tile_overlap is None else tile_overlap
         self.tile_size = tile_size
+        if tile_size and tile_size < self.tile_overlap:
+            work = ((tile_size + 2 * self.tile_overlap) / tile_size) ** 2
+            warnings.warn(f"tile size {tile_size} is below the {self.tile_overlap}-pixel overlap "
+                          f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
+                          f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
         element_bytes = BYTES_PER_ELEMENT[self.precision]
         self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))
         self.compiled = get_settings().compile if compile is None else compile

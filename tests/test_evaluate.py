@@ -131,7 +131,7 @@ def test_skip_lines_are_one_line_without_source(tmp_path: Path) -> None:
     commands and training workers): ``srweb: warning: <file>: <reason>; skipped``, nothing else, and
     once (a training run validates on the same folder many times)."""
     folder = _bad_folder(tmp_path / "bench", good=1)
-    code = ("from srweb.data.folders import show_skips_as_lines; show_skips_as_lines(); show_skips_as_lines()\n"
+    code = ("from srweb.data.folders import show_warnings_as_lines; show_warnings_as_lines(); show_warnings_as_lines()\n"
             "from srweb.evaluate import evaluate, bicubic_sr\n"
             f"for _ in range(3): print(evaluate(bicubic_sr(2), {str(folder)!r}, 2).dataset)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -180,7 +180,7 @@ def test_self_ensemble_averages_the_eight_flips_and_rotations(name):
     torch.manual_seed(0)
     model = srweb.create_model(name, 3)
     plain = Upscaler(model, precision="fp32")
-    ensemble = Upscaler(model, precision="fp32", self_ensemble=True, tile_size=8)
+    ensemble = Upscaler(model, precision="fp32", self_ensemble=True, tile_size=10)
     x = torch.rand(1, 1, 13, 19)  # not square: rotations change the shape
     steps = []
     out = ensemble.forward_tensor(x, progress=lambda d, t: steps.append((d, t)))
@@ -442,3 +442,9 @@ def test_self_ensemble_of_a_baseline_is_refused():
     for name in ("bicubic", "nearest"):  # every flip gives the same image: 8x the work for nothing
         with pytest.raises(ValueError, match="self-ensemble needs a model"):
             Upscaler(name, 2, self_ensemble=True)
+
+
+def test_a_tile_smaller_than_the_overlap_warns_of_the_work():
+    model = srweb.create_model("srresnet", 4)  # receptive radius 42: a 7-pixel tile computes 169x its pixels
+    with pytest.warns(UserWarning, match="tile size 7 is below the 42-pixel overlap srresnet needs .* about 169x"):
+        Upscaler(model, tile_size=7)

@@ -35,7 +35,7 @@ class SkippedImage(UserWarning):
 
 def skip_image(message: str, *, stacklevel: int = 2) -> None:
     """Report a file left out of a folder of images: a :class:`SkippedImage` warning (the
-    command-line entry points show it as one line: :func:`show_skips_as_lines`)."""
+    command-line entry points show it as one line: :func:`show_warnings_as_lines`)."""
     warnings.warn(message, SkippedImage, stacklevel=stacklevel + 1)
 
 
@@ -44,23 +44,25 @@ def skip_reason(exc: ImageError, path: str | os.PathLike) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def show_skips_as_lines() -> None:
-    """For a process's entry point (``srweb`` commands, training workers): each distinct
-    :class:`SkippedImage` is printed once, as ``srweb: warning: MESSAGE`` above any progress bar
-    (a training run validates on the same folder again and again); other warnings are unchanged."""
+def show_warnings_as_lines() -> None:
+    """For a process's entry point (``srweb`` commands, training workers): each distinct warning
+    srweb raises (a :class:`SkippedImage`, a slow tile size, ...) is printed once, as ``srweb:
+    warning: MESSAGE`` above any progress bar (a training run validates on the same folder again
+    and again); other libraries' warnings are unchanged."""
     previous = warnings.showwarning
-    if getattr(previous, "shows_skips", False):  # installed already
+    if getattr(previous, "srweb_lines", False):  # installed already
         return
     shown: set[str] = set()
+    package = str(Path(__file__).resolve().parents[1])
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, SkippedImage):
+        if not (issubclass(category, SkippedImage) or str(filename).startswith(package)):
             return previous(message, category, filename, lineno, file, line)
         if str(message) not in shown:
             shown.add(str(message))
             tqdm.write(f"srweb: warning: {message}", file=sys.stderr)
 
-    show.shows_skips = True  # type: ignore[attr-defined]
+    show.srweb_lines = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 

@@ -142,9 +142,9 @@ def main() -> None:
     # (saving a checkpoint), not kill the worker with SIGTERM's default action.
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    from srweb.data.folders import show_skips_as_lines
+    from srweb.data.folders import show_warnings_as_lines
 
-    show_skips_as_lines()  # a skipped training or validation image: one line in the log, once
+    show_warnings_as_lines()  # a skipped training or validation image: one line in the log, once
     code = run_worker(int(sys.argv[1]), cancel)
     try:
         from srweb.train.jobs import dispatch
