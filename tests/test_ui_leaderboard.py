@@ -200,3 +200,12 @@ def test_evaluate_list_offers_weights_exported_since_start(env):
     after = lb.refresh_targets(NAME)
     assert after.value == NAME and "espcn-x3.later" in [v for _, v in after.choices]
     assert lb.refresh_targets("gone-x2.deleted").value == after.choices[0][1]
+
+
+def test_lists_start_on_shipped_weights_not_on_an_export_that_sorts_first(env, monkeypatch):
+    from srweb.ui.upscale import default_choice, weights_choices
+
+    # NAME (espcn-x2.*) is in the weights folder; an export of another name sorts before it
+    save_weights(srweb.create_model("espcn", 2), "espcn-x2.aaa", weights_dir=get_settings().user_weights_dir)
+    choices = weights_choices()
+    assert choices[0][1] == "espcn-x2.aaa" and default_choice(choices) == NAME

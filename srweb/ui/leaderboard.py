@@ -304,7 +304,9 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
     with gr.Accordion("Evaluate weights on a benchmark", open=False):
         with gr.Row():
             choices = eval_choices()
-            default = next((v for _, v in choices if not v.startswith("bicubic")), choices[0][1] if choices else None)
+            from srweb.ui.upscale import default_choice
+
+            default = default_choice(choices)
             target = gr.Dropdown(choices, value=default, label="Weights", elem_id="lb-eval-weights")
             datasets = eval_datasets()
             dataset = gr.Dropdown(datasets, value=datasets[0], label="Benchmark", elem_id="lb-eval-dataset")

@@ -75,6 +75,15 @@ def weights_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def default_choice(choices: list[tuple[str, str]]) -> str | None:
+    """The entry a list starts on: the first shipped weights (not a user's export, which may sort
+    before them), else the first weights, else the first entry."""
+    shipped = {card.name for card in list_weights(get_settings().weights_dir)}
+    values = [v for _, v in choices]
+    return next((v for v in values if v in shipped), next((v for v in values if not v.startswith("bicubic")),
+                                                          values[0] if values else None))
+
+
 def parse_choice(value: str) -> tuple[str, int | None]:
     """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None).
 
@@ -266,7 +275,7 @@ def build_tab() -> gr.Dropdown:
     from srweb.ui.batch import build_batch  # it builds on this module
 
     choices = weights_choices()
-    default = next((v for _, v in choices if not v.startswith("bicubic")), choices[-1][1])
+    default = default_choice(choices)
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
