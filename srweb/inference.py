@@ -225,8 +225,9 @@ class Upscaler:
             model = self._resolve(model, scale)
         if scale is not None and int(scale) != int(model.scale):
             raise ValueError(f"{getattr(model, 'arch', 'model')} is a x{model.scale} model, not x{scale}")
-        if self_ensemble and not get_model_info(model.arch).trainable:
-            raise ValueError(f"self-ensemble needs a model: {model.arch} gives the same image for every flip")
+        arch = getattr(model, "arch", None)
+        if self_ensemble and arch in list_models() and not get_model_info(arch).trainable:
+            raise ValueError(f"self-ensemble needs a model: {arch} gives the same image for every flip")
         self.scale = int(model.scale)
         self.output_scale = float(output_scale) if output_scale not in (None, self.scale) else None
         self.device = resolve_device(device)
