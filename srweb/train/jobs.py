@@ -106,8 +106,8 @@ def _check_patch_fits(cfg: TrainConfig, sides: list[tuple[int, str, int, int]]) 
         return
     _, name, width, height = sides[0]
     every, most = min(width, height) // cfg.scale, sides[len(sides) - required][0] // cfg.scale
-    advice = [f"patch_size <= {every} to use every image"] * (every > 0) + \
-             [f"<= {most} to use {required} of them"] * (0 < most != every)
+    limits = [(every, "every image")] * (every > 0) + [(most, f"{required} of them")] * (0 < most != every)
+    advice = [f"{'patch_size ' if i == 0 else ''}<= {side} to use {which}" for i, (side, which) in enumerate(limits)]
     raise ConfigError(
         f"patch_size {cfg.patch_size} at x{cfg.scale} needs {need}x{need} HR pixels, but only {fitting} of the "
         f"{len(sides)} training images in {cfg.data} are that large (the smallest, {name}, is {width}x{height})"
