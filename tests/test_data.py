@@ -479,8 +479,11 @@ def test_prepare_skips_unusable_files_with_their_reason(tmp_path: Path) -> None:
         assert any(line.startswith(f"{src / name}: {reason}") for line in skips), name
     assert any(line.startswith(f"{src / 'tiny.png'}: 1x1, smaller than 6x6") for line in skips)
     (src / "good.png").unlink()
-    with pytest.raises(ValueError, match="no image could be prepared"), pytest.warns(SkippedImage):
+    (src / "readme.txt").write_text("not an image, and no skipped image either")
+    with pytest.raises(ValueError, match=rf"no image could be prepared \(all {len(reasons)} skipped\)"), \
+            pytest.warns(SkippedImage):
         prepare_dataset(src, tmp_path / "out2", scales=(2, 3))
+    assert not (tmp_path / "out2").exists()  # nothing written, not even empty folders
 
 
 def test_cli_prepare_prints_one_line_per_skipped_file(tmp_path: Path) -> None:

@@ -48,12 +48,11 @@ def prepare_dataset(
         raise ValueError(f"scales must be positive integers, got {scales}")
     multiple = math.lcm(*scales)
     dst = Path(dst).expanduser()
-    files = list_images(src)
-    listed = {p.name for p in files}
-    skipped = [p.name for p in Path(src).expanduser().iterdir() if p.is_file() and p.name not in listed]
-    folders = {s: lr_dir(dst, split, "bicubic", s) for s in scales}
-    for folder in [hr_dir(dst, split), *folders.values()]:
-        folder.mkdir(parents=True, exist_ok=True)
+    refused: list[dict] = []
+    files = list_images(src, skipped=refused)
+    skipped = [r["image"] for r in refused]  # image files only: a readme beside them is no skipped image
+    folders = {s: lr_dir(dst, split, "bicubic", s) for s in scales}  # made by the first image written
+    shared = f" (the multiple x{'/x'.join(map(str, scales))} share)" if len(scales) > 1 else ""
     mapping: dict[str, str] = {}
     index = start_index
     for path in tqdm(files, desc="prepare", disable=not progress):
@@ -61,8 +60,7 @@ def prepare_dataset(
             rgb = read_rgb8(path)
             hr = mod_crop(rgb, multiple)
             if hr.size == 0:
-                raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, smaller than {multiple}x{multiple} "
-                                 f"(the multiple x{'/x'.join(map(str, scales))} share)")
+                raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, smaller than {multiple}x{multiple}{shared}")
         except ImageError as exc:
             skip_image(f"{exc}; skipped")
             skipped.append(path.name)
