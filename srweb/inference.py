@@ -46,6 +46,7 @@ class ModelProfile:
 
     receptive_radius: int  # input pixels that influence an output pixel, per side
     elements_per_pixel: int  # largest activation (channels x area ratio) per input pixel
+    conv_inputs_per_pixel: float = 0.0  # elements of all convolution inputs per input pixel (what autograd keeps)
 
 
 def cpu_supports_bf16() -> bool:
@@ -101,17 +102,20 @@ def card_precision(inference: dict, device: str, requested: str = "auto") -> str
 
 
 def profile_model(model: nn.Module, in_channels: int, upsampling: str) -> ModelProfile:
-    """Measure the receptive radius and peak activation size of ``model`` with forward hooks."""
+    """Measure the receptive radius, peak activation size and convolution inputs of ``model`` with
+    forward hooks (on any device, the meta device included: only shapes are read)."""
     size = 16
     radius = 0.0
     peak = float(in_channels)
+    conv_inputs = 0
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        nonlocal radius, peak
+        nonlocal radius, peak, conv_inputs
         ratio = args[0].shape[-1] / size
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             k = module.kernel_size[0]
             radius += (k // 2) * module.dilation[0] / ratio
+            conv_inputs += args[0].numel()
         out_ratio = output.shape[-1] / size
         peak = max(peak, output.shape[1] * out_ratio * out_ratio)
 
@@ -125,7 +129,8 @@ def profile_model(model: nn.Module, in_channels: int, upsampling: str) -> ModelP
         for h in handles:
             h.remove()
     # Bicubic resampling (baselines, pre-upsampling) reaches 2 pixels further.
-    return ModelProfile(receptive_radius=math.ceil(radius) + 2, elements_per_pixel=math.ceil(peak))
+    return ModelProfile(receptive_radius=math.ceil(radius) + 2, elements_per_pixel=math.ceil(peak),
+                        conv_inputs_per_pixel=conv_inputs / size**2)
 
 
 class _FP32(nn.Module):

@@ -36,35 +36,19 @@ def _arch_config(cfg: TrainConfig) -> dict:
 def activation_profile(cfg: TrainConfig) -> tuple[int, int, float, float, int]:
     """``(channels, input side, convolution input elements per input pixel, peak activation elements
     per input pixel, parameters)`` of the model ``cfg`` trains, from one forward pass on the meta device
-    (no memory, no arithmetic). The input side is the LR patch, or the HR patch for pre-upsampling models."""
+    (no memory, no arithmetic: :func:`srweb.inference.profile_model`). The input side is the LR patch,
+    or the HR patch for pre-upsampling models."""
     import torch
-    from torch import nn
 
+    from srweb.inference import profile_model
     from srweb.models import create_model
-
-    size = 16
-    kept = 0.0
-    peak = 0.0
-
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        nonlocal kept, peak
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            kept += args[0].numel()
-        if isinstance(output, torch.Tensor):
-            peak = max(peak, output.numel())
 
     with torch.device("meta"):
         model = create_model(cfg.model, cfg.scale, **_arch_config(cfg))
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, model.in_channels, size, size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    profile = profile_model(model, model.in_channels, model.upsampling)
     side = cfg.patch_size * cfg.scale if model.upsampling == "pre" else cfg.patch_size
     params = sum(p.numel() for p in model.parameters())
-    return model.in_channels, side, kept / size**2, peak / size**2, params
+    return model.in_channels, side, profile.conv_inputs_per_pixel, profile.elements_per_pixel, params
 
 
 def step_bytes(cfg: TrainConfig, precision: str = "fp32") -> tuple[int, int]:
