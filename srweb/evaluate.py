@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_image, skip_reason
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_file, skipped_reasons
 from srweb.data.samples import benchmark_path
 from srweb.imaging import ImageError, to_rgb8
 from srweb.metrics import protocol, psnr, ssim
@@ -116,8 +116,7 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
             if min(hr.shape[:2]) <= 2 * scale:
                 raise ImageError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]}, too small to evaluate at x{scale}")
         except ImageError as exc:
-            skip_image(f"{exc}; skipped")
-            skipped.append({"image": path.name, "reason": skip_reason(exc, path)})
+            skip_file(exc, path, skipped)
             continue
         sr = sr_fn(Image.fromarray(make_lr(hr, scale)))
         if sr.size != (hr.shape[1], hr.shape[0]):
@@ -132,9 +131,9 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
         )
     if not images:
         raise ValueError(f"{root}: no image could be evaluated at x{scale} (all {len(skipped)} skipped: "
-                         + "; ".join(f"{r['image']}: {r['reason']}" for r in skipped) + ")")
+                         f"{skipped_reasons(skipped)})")
     skipped.sort(key=lambda r: r["image"])  # file order, as list_images sorts
-    if skipped:
+    if skipped:  # also in the protocol, which the database keeps with the score
         name = f"{name} ({len(images)} of {len(images) + len(skipped)} images scored)"
     return EvalResult(
         dataset=name,

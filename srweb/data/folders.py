@@ -39,9 +39,16 @@ def skip_image(message: str, *, stacklevel: int = 2) -> None:
     warnings.warn(message, SkippedImage, stacklevel=stacklevel + 1)
 
 
-def skip_reason(exc: ImageError, path: str | os.PathLike) -> str:
-    """The reason of an :class:`ImageError` without the file name it starts with."""
-    return str(exc).removeprefix(f"{path}: ")
+def skip_file(exc: ImageError, path: Path, skipped: list[dict]) -> None:
+    """Report ``path`` left out for ``exc`` (:func:`skip_image`) and record it in ``skipped`` as
+    ``{"image": name, "reason": the error without the file name it starts with}``."""
+    skip_image(f"{exc}; skipped", stacklevel=3)
+    skipped.append({"image": path.name, "reason": str(exc).removeprefix(f"{path}: ")})
+
+
+def skipped_reasons(skipped: list[dict]) -> str:
+    """``"a.png: empty file; b.png: not a readable image file"``: why each file was left out."""
+    return "; ".join(f"{r['image']}: {r['reason']}" for r in skipped)
 
 
 def show_warnings_as_lines() -> None:
@@ -88,16 +95,14 @@ def list_images(root: str | os.PathLike, *, skipped: list[dict] | None = None) -
         try:
             image_size(path)  # header only: cheap, catches non-images and bombs early
         except ImageError as exc:
-            skip_image(f"{exc}; skipped")
-            refused.append({"image": path.name, "reason": skip_reason(exc, path)})
+            skip_file(exc, path, refused)
             continue
         files.append(path)
     if skipped is not None:
         skipped.extend(refused)
     if not files:
         if refused:
-            raise ValueError(f"{root}: no usable image file (all {len(refused)} skipped: "
-                             + "; ".join(f"{r['image']}: {r['reason']}" for r in refused) + ")")
+            raise ValueError(f"{root}: no usable image file (all {len(refused)} skipped: {skipped_reasons(refused)})")
         raise ValueError(f"{root}: no image files found")
     return files
 
