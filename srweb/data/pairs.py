@@ -43,7 +43,6 @@ def _source_pairs(source: object, scale: int) -> list[tuple[Path, Path | None]]:
     from srweb.data.div2k import DIV2K, is_div2k_tree
 
     if is_div2k_tree(root):
-
         return DIV2K(root, scale, split="train").pairs
     return HRFolderDataset(root, scale).pairs
 

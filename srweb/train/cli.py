@@ -213,15 +213,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = card_stages(json.loads(Path(args.from_card).read_text())) if args.from_card else []
     if stages:
         warn_slow_replay(args.from_card, stages, cfg, args.precision)
-    if not args.background and (args.run_dir or args.no_track):  # before replaying a card's earlier stages
+    replay = len(stages) > 1
+    # A finished folder is refused before replaying a card's earlier stages (a replay changes pretrained)
+    # and before a tracked run is recorded; an untracked single stage gets every rule below.
+    if not args.background and ((args.run_dir and not args.no_track) or (args.no_track and replay)):
         from srweb.train.resume import read_saved_run, refuse_finished
 
         folder = Path(args.run_dir or default_run_dir(cfg))
-        if args.no_track and len(stages) < 2:
-            check_run_dir(cfg, folder)
-        else:  # a tracked run's folder is checked with its database record; a replay changes pretrained
-            refuse_finished(read_saved_run(folder), folder, cfg if len(stages) < 2 else None)
-    if len(stages) > 1:
+        refuse_finished(read_saved_run(folder), folder, None if replay else cfg)
+    if replay:
         if args.background:
             raise ValueError(f"{args.from_card} was fine-tuned from other runs; reproduce it in the foreground")
         parent = replay_parents(args.from_card, Path(args.run_dir or default_run_dir(cfg)), args.precision)
