@@ -189,10 +189,12 @@ def eval_choices() -> list[tuple[str, str]]:
 
 
 def refresh_targets(current: str | None) -> gr.Dropdown:
-    """The Evaluate list read afresh (weights exported since start-up appear); keeps ``current``."""
+    """The Evaluate list read afresh (weights exported since start-up appear); keeps ``current``, else
+    starts where the tab starts (:func:`srweb.ui.upscale.default_choice`)."""
+    from srweb.ui.upscale import default_choice
+
     choices = eval_choices()
-    values = [v for _, v in choices]
-    return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
+    return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else default_choice(choices))
 
 
 def eval_target(choice: str) -> tuple[str, int]:
