@@ -16,7 +16,9 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from srweb.track.evals import best_evaluations
+from srweb.track.evals import DEFAULT_DEGRADATION, best_evaluations
+
+JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eval_config("jpeg75"))
 from srweb.track.ratings import REFERENCE_ENTRIES, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
 
@@ -59,7 +61,8 @@ def leaderboard(
     """One row per weights entry x scale, with reference rows (bicubic, nearest, hr) when rated.
 
     Columns: ``weights, kind ("model"|"reference"), arch, scale, params``; for each dataset D:
-    ``psnr_D, ssim_D, protocol_D`` (best result per weights/dataset/scale); ``ms_per_mpix,
+    ``psnr_D, jpeg75_D, ssim_D, protocol_D`` (best result per weights/dataset/scale; ``jpeg75_D`` is the
+    PSNR with LR saved as JPEG quality 75, ``srweb eval --degradation jpeg75``); ``ms_per_mpix,
     speed_device, fast_path`` (latest speed result, on ``device`` if given); then the rating
     columns of :func:`srweb.track.ratings.rating_stats` (``mos, mos_lo, mos_hi, n_ratings,
     n_raters, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``).
@@ -76,6 +79,8 @@ def leaderboard(
     Sorted by scale, then PSNR on the main dataset (``dataset``, else Set5, else the first) descending.
     """
     evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions)
+    degraded = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions,
+                                degradation=JPEG75)
     num_params: dict[str, int] = {}
     for name, count in session.execute(
         select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
@@ -102,6 +107,8 @@ def leaderboard(
         entry[f"psnr_{evaluation.dataset}"] = evaluation.psnr
         entry[f"ssim_{evaluation.dataset}"] = evaluation.ssim
         entry[f"protocol_{evaluation.dataset}"] = protocol_label(evaluation.protocol)
+    for evaluation in degraded:  # beside the clean PSNR: the same entry on JPEG-75 inputs
+        row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = evaluation.psnr
     for record in ratings.to_dict("records"):
         row(record["entry"], record["scale"]).update({column: record[column] for column in RATING_COLUMNS})
     for name in speeds:
@@ -116,10 +123,10 @@ def leaderboard(
         entry["speed_device"] = speed.device if speed else None
         entry["fast_path"] = speed.fast_path if speed else None
 
-    datasets = sorted({e.dataset for e in evaluations}, key=lambda d: (d.lower() != "set5", d.lower()))
+    datasets = sorted({e.dataset for e in evaluations + degraded}, key=lambda d: (d.lower() != "set5", d.lower()))
     if dataset is not None:
         datasets = [dataset]
-    metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "ssim", "protocol")]
+    metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
                "fast_path", *RATING_COLUMNS]
     frame = pd.DataFrame(list(rows.values()), columns=columns)

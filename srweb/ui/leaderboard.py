@@ -36,6 +36,8 @@ FOOTNOTE = (
     "BT: Bradley–Terry log-strength vs bicubic (0 = as good as bicubic), bootstrap 95% interval. "
     "Each interval counts one rater's votes as one cluster (raters differ in taste), so few raters "
     "mean wide intervals. Votes of raters who failed the hidden checks are left out. "
+    "JPEG-75: PSNR when the LR was saved as a JPEG of quality 75 before upscaling (as photos from phones "
+    "and the web are; `srweb eval --degradation jpeg75`), same crop and channel. "
     "Speed: ms per output megapixel on the device named; until `srweb bench --store` runs on this "
     "host, the figure the weights' card carries (measured where they were made)."
 )
@@ -92,7 +94,7 @@ def _interval(lo: float, hi: float, digits: int = 2, factor: float = 1.0) -> str
 
 def column_digits(column: str) -> int | None:
     """Decimals a number column of the shown leaderboard keeps; None for text and counts."""
-    if column.startswith(("PSNR ", "paper PSNR ")):
+    if column.startswith(("PSNR ", "paper PSNR ", "JPEG-75 ")):
         return 2
     if column.startswith("SSIM "):
         return 4
@@ -111,6 +113,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     })
     for d in datasets:
         out[f"PSNR {d}"] = frame[f"psnr_{d}"]
+        if f"jpeg75_{d}" in frame:  # PSNR when the LR was saved as JPEG quality 75 (photos)
+            out[f"JPEG-75 {d}"] = frame[f"jpeg75_{d}"]
         out[f"SSIM {d}"] = frame[f"ssim_{d}"]
     out["paper PSNR Set5"] = frame["paper_psnr_Set5"]
     out["ms/MP"] = frame["ms_per_mpix"]

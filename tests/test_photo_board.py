@@ -1,0 +1,75 @@
+"""Scores on degraded (JPEG-75) inputs in the tracker: their own rows, never mixed with the classic
+protocol, and the Leaderboard's JPEG-75 column beside the clean PSNR."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from srweb.track import evals
+from srweb.track.db import dispose_engine, init_db, session_scope
+from srweb.track.leaderboard import JPEG75, leaderboard
+
+CLEAN = {"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic"}
+JPEG = {**CLEAN, "degradation": JPEG75}
+
+
+@pytest.fixture
+def url(tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'db' / 'track.sqlite'}"
+    init_db(database_url)
+    yield database_url
+    dispose_engine(database_url)
+
+
+def test_a_card_with_clean_and_jpeg_scores_seeds_both_rows(url):
+    card = {"name": "edsr-baseline-x2.real", "arch": "edsr-baseline", "scale": 2, "num_params": 1_369_859,
+            "metrics": [{"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
+                        {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG}]}
+    with session_scope(url) as session:
+        assert evals.seed_from_cards(session, [card]) == 2
+        assert evals.seed_from_cards(session, [card]) == 0  # idempotent, one row per degradation
+    with session_scope(url, write=False) as session:
+        clean = evals.best_evaluations(session)
+        jpeg = evals.best_evaluations(session, degradation=JPEG75)
+    assert [(e.psnr, e.protocol["degradation"]) for e in clean] == [(37.1, "matlab-bicubic")]
+    assert [(e.psnr, e.protocol["degradation"]) for e in jpeg] == [(33.3, JPEG75)]
+
+
+def test_a_higher_degraded_score_never_stands_for_the_classic_one(url):
+    with session_scope(url) as session:
+        evals.record_evaluation(session, weights_name="bicubic", arch="bicubic", scale=2, dataset="Set5",
+                                psnr=33.65, ssim=0.93, protocol=CLEAN)
+        # a made-up degraded score above the clean one: it must stay in its own column
+        evals.record_evaluation(session, weights_name="bicubic", arch="bicubic", scale=2, dataset="Set5",
+                                psnr=40.0, ssim=0.99, protocol=JPEG)
+        evals.record_evaluation(session, weights_name="espcn-x2.g100", arch="espcn", scale=2, dataset="Set5",
+                                psnr=36.5, ssim=0.95, protocol=CLEAN)
+    with session_scope(url, write=False) as session:
+        frame = leaderboard(session)
+    rows = frame.set_index("weights")
+    assert rows.loc["bicubic", "psnr_Set5"] == 33.65 and rows.loc["bicubic", "jpeg75_Set5"] == 40.0
+    assert math.isnan(rows.loc["espcn-x2.g100", "jpeg75_Set5"])  # not measured: empty, not the clean figure
+    columns = list(frame.columns)
+    assert columns.index("jpeg75_Set5") == columns.index("psnr_Set5") + 1
+
+
+def test_the_shown_board_has_a_jpeg75_column_beside_psnr(url):
+    from srweb.ui.leaderboard import column_digits, display_frame
+
+    with session_scope(url) as session:
+        for name, clean, jpeg in (("bicubic", 33.652, 31.87), ("edsr-baseline-x2.real", 37.2, 33.3)):
+            evals.record_evaluation(session, weights_name=name, arch=name.split("-x")[0], scale=2, dataset="Set5",
+                                    psnr=clean, ssim=0.9, protocol=CLEAN)
+            evals.record_evaluation(session, weights_name=name, arch=name.split("-x")[0], scale=2, dataset="Set5",
+                                    psnr=jpeg, ssim=0.8, protocol=JPEG)
+    with session_scope(url, write=False) as session:
+        frame = leaderboard(session)
+    for column in ("mos", "mos_lo", "mos_hi", "win_rate", "win_lo", "win_hi", "bt", "bt_lo", "bt_hi"):
+        frame[column] = frame.get(column)
+    frame["paper_psnr_Set5"] = float("nan")
+    shown = display_frame(frame)
+    columns = list(shown.columns)
+    assert columns[columns.index("PSNR Set5") + 1] == "JPEG-75 Set5" and column_digits("JPEG-75 Set5") == 2
+    assert shown.set_index("weights").loc["edsr-baseline-x2.real", "JPEG-75 Set5"] == 33.3
