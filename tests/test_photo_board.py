@@ -73,3 +73,21 @@ def test_the_shown_board_has_a_jpeg75_column_beside_psnr(url):
     columns = list(shown.columns)
     assert columns[columns.index("PSNR Set5") + 1] == "JPEG-75 Set5" and column_digits("JPEG-75 Set5") == 2
     assert shown.set_index("weights").loc["edsr-baseline-x2.real", "JPEG-75 Set5"] == 33.3
+
+
+def test_cards_of_photo_models_say_so_with_their_jpeg_score():
+    from srweb.weights import WeightsCard
+    from srweb.weights_table import card_markdown, markdown_table
+
+    config = {"data": "General-100", "loss": "l1", "iterations": 10, "degradation": "jpeg",
+              "degradation_config": {"clean_prob": 0.5}}
+    card = WeightsCard(name="edsr-baseline-x2.real", arch="edsr-baseline", scale=2, config={}, input_kind="rgb",
+                       upsampling="post", num_params=1,
+                       training={"config": config, "iterations": 10, "data": "General-100", "wall_seconds": 60},
+                       metrics=[{"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
+                                {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG}])
+    assert card.for_photos and card.metric("Set5")["psnr"] == 37.1 and card.metric("Set5", JPEG75)["psnr"] == 33.3
+    row = markdown_table([card], {2: 33.65}, {2: 31.87}).splitlines()[2]
+    assert row == "| edsr-baseline-x2.real | photos/JPEG | 10 General-100 | 1 min | 37.10 / 0.9500 | 33.30 | - | 33.65 / 31.87 |"
+    text = card_markdown(card)
+    assert "JPEG-75 LR" in text and "33.30 dB" in text and "jpeg preset" in text and "paper" not in text
