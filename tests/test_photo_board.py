@@ -91,3 +91,48 @@ def test_cards_of_photo_models_say_so_with_their_jpeg_score():
     assert row == "| edsr-baseline-x2.real | photos/JPEG | 10 General-100 | 1 min | 37.10 / 0.9500 | 33.30 | - | 33.65 / 31.87 |"
     text = card_markdown(card)
     assert "JPEG-75 LR" in text and "33.30 dB" in text and "jpeg preset" in text and "paper" not in text
+
+
+def _photo_weights(folder):
+    """Two tiny x2 entries in the weights folder: a clean-trained one and a photo (JPEG) one."""
+    import srweb
+    from srweb.weights import save_weights
+
+    jpeg_stage = {"config": {"data": "General-100", "degradation": "jpeg", "degradation_config": {"clean_prob": 0.5}},
+                  "iterations": 10, "data": "General-100", "wall_seconds": 6}
+    model = srweb.create_model("espcn", 2)
+    save_weights(model, "espcn-x2.clean", weights_dir=folder,
+                 metrics=[{"dataset": "Set5", "scale": 2, "psnr": 36.0, "ssim": 0.95, "protocol": CLEAN}])
+    save_weights(model, "espcn-x2.real", weights_dir=folder, training=jpeg_stage,
+                 metrics=[{"dataset": "Set5", "scale": 2, "psnr": 35.5, "ssim": 0.95, "protocol": CLEAN},
+                          {"dataset": "Set5", "scale": 2, "psnr": 32.9, "ssim": 0.89, "protocol": JPEG}])
+
+
+def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_state, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from srweb.config import get_settings
+    from srweb.ui import upscale
+
+    _photo_weights(get_settings().weights_dir)
+    labels = dict((value, label) for label, value in upscale.weights_choices())
+    assert "for photos/JPEG · JPEG-75 32.90 dB" in labels["espcn-x2.real"]
+    assert "paper setting (clean LR)" in labels["espcn-x2.clean"]
+    pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", quality=80)
+    Image.fromarray(pixels).save(tmp_path / "scan.png")
+    (tmp_path / "renamed.png").write_bytes((tmp_path / "phone.jpg").read_bytes())  # a JPEG by content
+    assert upscale.photo_model_for("espcn-x2.clean") == "espcn-x2.real"
+    assert upscale.photo_model_for("bicubic-x2") == "espcn-x2.real"
+    note, button = upscale.suggest_for_upload(str(tmp_path / "phone.jpg"), "espcn-x2.clean")
+    assert note["visible"] and "espcn-x2.real" in note["value"] and button["visible"]
+    assert upscale.suggest_for_upload(str(tmp_path / "renamed.png"), "espcn-x2.clean")[1]["visible"]
+    assert not upscale.suggest_for_upload(str(tmp_path / "scan.png"), "espcn-x2.clean")[0]["visible"]
+    note, button = upscale.suggest_for_upload(str(tmp_path / "phone.jpg"), "espcn-x2.real")
+    assert note["visible"] and "made for JPEG photos" in note["value"] and not button["visible"]
+    # Gradio hands the tab a PNG copy of the upload: the tab remembers that it came as a JPEG
+    copy = tmp_path / "gradio-copy.png"
+    Image.fromarray(pixels).save(copy)
+    upscale._remember_jpeg(str(tmp_path / "phone.jpg"), str(copy))
+    assert upscale.is_jpeg_upload(str(copy)) and not upscale.is_jpeg_upload(str(tmp_path / "scan.png"))

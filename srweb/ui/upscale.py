@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,31 @@ from srweb.weights import WeightsError, list_weights
 
 BASELINE_SCALES = (2, 3, 4)
 BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
+JPEG75 = "matlab-bicubic+jpeg75"  # the protocol of `srweb eval --degradation jpeg75`
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_jpeg_uploads: OrderedDict[str, None] = OrderedDict()  # converted upload path -> it was a JPEG (last 256)
+
+
+def _remember_jpeg(source: str | None, converted: object) -> None:
+    """Gradio hands the tab a PNG copy of every upload (``format="png"``); remember which came as JPEG."""
+    if isinstance(converted, str) and source and is_jpeg_file(source):
+        _jpeg_uploads[converted] = None
+        while len(_jpeg_uploads) > 256:
+            _jpeg_uploads.popitem(last=False)
+
+
+def is_jpeg_file(path: str | Path) -> bool:
+    """The file starts as a JPEG does (whatever its name says)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(3) == _JPEG_MAGIC
+    except OSError:
+        return False
+
+
+def is_jpeg_upload(path: str | None) -> bool:
+    """The uploaded image (the tab's PNG copy or the file itself) was a JPEG."""
+    return bool(path) and (path in _jpeg_uploads or is_jpeg_file(path))
 
 
 class ImageInput(gr.Image):
@@ -36,7 +62,9 @@ class ImageInput(gr.Image):
     def preprocess(self, payload):
         name = getattr(payload, "orig_name", None) or "the upload"
         try:
-            return super().preprocess(payload)
+            converted = super().preprocess(payload)
+            _remember_jpeg(str(getattr(payload, "path", "") or ""), converted)
+            return converted
         except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
             path = str(getattr(payload, "path", "") or "")
             try:
@@ -65,12 +93,18 @@ class UpscaleResult:
 
 
 def weights_choices() -> list[tuple[str, str]]:
-    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines."""
+    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines. Each
+    says what it is for: photos/JPEG (trained on degraded LR) or the papers' clean-bicubic setting."""
     choices = []
     for card in list_weights():
         set5 = card.metric("Set5")
         score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
-        choices.append((f"{card.arch} · x{card.scale} · {card.name}{score}", card.name))
+        if card.for_photos:
+            jpeg = card.metric("Set5", JPEG75)
+            purpose = " · for photos/JPEG" + (f" · JPEG-75 {jpeg['psnr']:.2f} dB" if jpeg else "")
+        else:
+            purpose = " · paper setting (clean LR)"
+        choices.append((f"{card.arch} · x{card.scale} · {card.name}{purpose}{score}", card.name))
     choices += [(f"bicubic · x{s} (baseline)", f"bicubic-x{s}") for s in BASELINE_SCALES]
     return choices
 
@@ -82,6 +116,33 @@ def default_choice(choices: list[tuple[str, str]]) -> str | None:
     values = [v for _, v in choices]
     return next((v for v in values if v in shipped), next((v for v in values if not v.startswith("bicubic")),
                                                           values[0] if values else None))
+
+
+def photo_model_for(choice: str | None) -> str | None:
+    """The photo/JPEG model to suggest instead of ``choice``: one of the same scale (else of any),
+    the best on Set5 with JPEG-75 LR; None when no photo model is installed."""
+    photos = [c for c in list_weights() if c.for_photos]
+    scales = {c.name: c.scale for c in list_weights()}
+    scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
+    same = [c for c in photos if c.scale == scale] or photos
+    ranked = sorted(same, key=lambda c: -((c.metric("Set5", JPEG75) or {}).get("psnr") or 0.0))
+    return ranked[0].name if ranked else None
+
+
+def suggest_for_upload(image_path: str | None, choice: str | None) -> tuple[dict, dict]:
+    """Gradio handler: on a JPEG upload, a note suggesting the photo model (and its button), else nothing."""
+    hidden = gr.update(value="", visible=False), gr.update(visible=False)
+    if not is_jpeg_upload(image_path):
+        return hidden
+    suggestion = photo_model_for(choice)
+    if suggestion is None:
+        return hidden
+    if suggestion == choice or any(c.name == choice and c.for_photos for c in list_weights()):
+        return gr.update(value="JPEG upload: the picked model is made for JPEG photos.", visible=True), \
+            gr.update(visible=False)
+    return (gr.update(value=f"This is a JPEG: its compression artefacts get magnified by models trained on clean "
+                             f"images. **{suggestion}** is trained for JPEG photos.", visible=True),
+            gr.update(visible=True))
 
 
 def parse_choice(value: str) -> tuple[str, int | None]:
@@ -280,6 +341,8 @@ def build_tab() -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
+            photo_hint = gr.Markdown(visible=False, elem_id="photo-hint")
+            use_photo = gr.Button("Use the photo model", size="sm", visible=False, elem_id="use-photo-model")
             with gr.Accordion("About this model: scores, speed, how it was trained", open=False):
                 about = gr.Markdown(about_weights(default), elem_id="model-about")
                 onnx_button = gr.Button("Export as ONNX (checked with onnxruntime)", size="sm", elem_id="onnx-button")
@@ -312,6 +375,10 @@ def build_tab() -> gr.Dropdown:
     weights.change(lambda choice: (about_weights(choice), None), weights, [about, onnx_file], show_progress="hidden",
                    api_visibility="private")
     onnx_button.click(onnx_graph, weights, onnx_file, api_name="onnx", concurrency_limit=1)
+    gr.on([image.change, weights.change], suggest_for_upload, [image, weights], [photo_hint, use_photo],
+          show_progress="hidden", api_visibility="private")
+    use_photo.click(lambda choice: photo_model_for(choice) or choice, weights, weights, show_progress="hidden",
+                    api_visibility="private")
     return weights
 
 
