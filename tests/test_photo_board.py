@@ -136,3 +136,24 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
     Image.fromarray(pixels).save(copy)
     upscale._remember_jpeg(str(tmp_path / "phone.jpg"), str(copy))
     assert upscale.is_jpeg_upload(str(copy)) and not upscale.is_jpeg_upload(str(tmp_path / "scan.png"))
+
+
+def test_leaderboard_shows_mos_per_trial_kind(url):
+    from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote, trial_image_id, trial_input_of
+
+    assert trial_image_id("baby-0-0", "jpeg75") == "baby-0-0@jpeg75" and trial_input_of("baby-0-0@jpeg75") == "jpeg75"
+    assert trial_input_of("baby-0-0") == "clean" and trial_input_of("odd@name") == "clean"
+    with session_scope(url) as session:
+        for r in range(3):
+            rater = get_or_create_rater(session, f"rater-{r:04d}").id
+            for crop, trial_input, score in (("a", "clean", 4), ("b", "clean", 4), ("a", "jpeg75", 2), ("b", "jpeg75", 3)):
+                trial = create_trial(session, image_id=trial_image_id(crop, trial_input), scale=2,
+                                     weights_name="espcn-x2.g100", left_is_sr=True, rater_id=rater)
+                submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=score, score_ref=3,
+                            preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic", rate_limit=None)
+    with session_scope(url, write=False) as session:
+        frame = leaderboard(session, n_boot=10)
+    model = frame.set_index("weights").loc["espcn-x2.g100"]
+    assert model["mos"] == pytest.approx(3.25) and model["n_ratings"] == 12
+    assert model["mos_clean"] == 4.0 and model["n_clean"] == 6
+    assert model["mos_jpeg75"] == pytest.approx(2.5) and model["n_jpeg75"] == 6

@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 from srweb.track.evals import DEFAULT_DEGRADATION, best_evaluations
 
 JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eval_config("jpeg75"))
-from srweb.track.ratings import REFERENCE_ENTRIES, rating_stats
+from srweb.track.ratings import REFERENCE_ENTRIES, TRIAL_INPUTS, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
 
 _NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d+)\.")
 RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
                   "bt", "bt_lo", "bt_hi"]
+INPUT_MOS_COLUMNS = [f"{kind}_{trial_input}" for trial_input in TRIAL_INPUTS for kind in ("mos", "n")]
+"""MOS and vote count per trial kind: trials upscaled from the clean LR, and from it saved as JPEG-75."""
 
 
 def protocol_label(protocol: dict[str, Any]) -> str:
@@ -111,6 +113,11 @@ def leaderboard(
         row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = evaluation.psnr
     for record in ratings.to_dict("records"):
         row(record["entry"], record["scale"]).update({column: record[column] for column in RATING_COLUMNS})
+    for trial_input in TRIAL_INPUTS:  # MOS per trial kind (no Bradley-Terry bootstrap needed)
+        per_input = rating_stats(session, scale=scale, n_boot=1, seed=seed, versions=versions, trial_input=trial_input)
+        for record in per_input.to_dict("records"):
+            row(record["entry"], record["scale"]).update({f"mos_{trial_input}": record["mos"],
+                                                          f"n_{trial_input}": record["n_ratings"]})
     for name in speeds:
         parsed_scale = _parse_name(name)[1]
         if parsed_scale is not None and (scale is None or parsed_scale == scale):
@@ -128,11 +135,11 @@ def leaderboard(
         datasets = [dataset]
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
-               "fast_path", *RATING_COLUMNS]
+               "fast_path", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
     frame = pd.DataFrame(list(rows.values()), columns=columns)
-    for column in RATING_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
+    for column in RATING_COLUMNS + INPUT_MOS_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    for column in ("n_ratings", "n_raters"):
+    for column in ("n_ratings", "n_raters", *(c for c in INPUT_MOS_COLUMNS if c.startswith("n_"))):
         frame[column] = frame[column].fillna(0).astype(int)
     frame["params"] = frame["params"].astype("Int64")
     sort_by = ["scale"] + ([f"psnr_{datasets[0]}"] if datasets else []) + ["bt"]
