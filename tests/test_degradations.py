@@ -157,7 +157,7 @@ def test_realistic_chain_damages_more_than_jpeg75():
 # ---- configs --------------------------------------------------------------------------------
 def test_resolve_spells_the_full_chain_and_merges_overrides():
     full = deg.resolve("jpeg", '{"final": {"jpeg": {"quality": [50, 90]}}}')
-    assert full["final"]["jpeg"] == {"prob": 1.0, "quality": [50, 90]} and full["clean_prob"] == 0.2
+    assert full["final"]["jpeg"] == {"prob": 1.0, "quality": [50, 90]} and full["clean_prob"] == 0.5
     assert deg.resolve("jpeg", full) == full  # resolving a recorded chain again changes nothing
     realistic = deg.resolve("realistic")
     assert realistic["second"]["blur"]["sigma"] == [0.2, 1.5] and realistic["first"]["blur"]["sigma"] == [0.2, 3.0]

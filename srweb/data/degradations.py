@@ -16,8 +16,8 @@ The chain follows Real-ESRGAN (Wang et al. 2021, "second-order degradation"):
   optional sinc filter, optional noise, and JPEG (before the resize with ``jpeg_first_prob``).
 
 Presets (:data:`PRESETS`): ``bicubic`` (the classic LR, no chain: the papers' setting),
-``jpeg`` (what the shipped ``.real`` models learn: some clean inputs, JPEG 30-95 after MATLAB
-bicubic) and ``realistic`` (Real-ESRGAN's full second-order chain). Evaluation presets
+``jpeg`` (what the shipped ``.real`` models learn: half the inputs clean, half JPEG of quality
+40-95 after MATLAB bicubic, so clean inputs lose little) and ``realistic`` (Real-ESRGAN's full second-order chain). Evaluation presets
 (:data:`EVAL_PRESETS`: ``jpeg75``, ``jpeg50``, ``noise15``, ``realistic``) are fixed chains for
 ``srweb eval --degradation``. The pieces come from maintained libraries: kernels from scipy's
 Bessel function and numpy, filtering and resizing by OpenCV, JPEG by Pillow (libjpeg, as photos
@@ -59,7 +59,7 @@ _PARTS = {"blur": BLUR, "resize": RESIZE, "noise": NOISE, "jpeg": JPEG}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bicubic": {},
-    "jpeg": {"clean_prob": 0.2, "final": {"jpeg": {"quality": [30, 95]}}},
+    "jpeg": {"clean_prob": 0.5, "final": {"jpeg": {"quality": [40, 95]}}},
     "realistic": {
         "first": {"blur": {}, "resize": {}, "noise": {}, "jpeg": {}},
         "second": {"prob": 1.0, "blur": {"prob": 0.8, "sigma": [0.2, 1.5]},
@@ -79,7 +79,7 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
 """``srweb eval --degradation`` chains: MATLAB bicubic LR, then the named damage (fixed seed)."""
 EVAL_SEED = 0
 PRESET_LABELS = {"bicubic": "clean MATLAB bicubic (paper reproductions)",
-                 "jpeg": "photos/JPEG: 20% clean, JPEG quality 30-95",
+                 "jpeg": "photos/JPEG: half clean, half JPEG quality 40-95",
                  "realistic": "Real-ESRGAN second-order blur/resize/noise/JPEG"}
 
 

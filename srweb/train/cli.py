@@ -30,8 +30,8 @@ _HELP = {
     "teacher": "distil from these weights (a name, NAME+ for its self-ensemble, or a card; any scale): "
                "the pixel loss also pulls towards the teacher's output, computed once per training image",
     "teacher_weight": "the teacher's share of the pixel loss, in (0, 1] (default 0.5; HR gets the rest)",
-    "degradation": "how training LR is made from HR: bicubic (the classic LR, default), jpeg (photos: 20%% clean, "
-                   "JPEG quality 30-95) or realistic (Real-ESRGAN's second-order blur/resize/noise/JPEG)",
+    "degradation": "how training LR is made from HR: bicubic (the classic LR, default), jpeg (photos: half clean, half "
+                   "JPEG quality 40-95) or realistic (Real-ESRGAN's second-order blur/resize/noise/JPEG)",
     "val_degradation": "the `srweb eval --degradation` validation and the best checkpoint use (default auto: "
                        "jpeg75 for --degradation jpeg, realistic for realistic, else the classic LR)",
     "pretrained": "initialise from these weights (a card or .safetensors; shape-matching tensors); "
