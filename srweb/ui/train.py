@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from srweb.config import get_settings
+from srweb.data.degradations import PRESET_LABELS
 from srweb.models import get_model_info, list_models
 from srweb.track import views
 from srweb.train import jobs
@@ -25,7 +26,7 @@ from srweb.weights import list_weights
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
           "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn",
-          "ema", "teacher", "teacher_weight", "teacher_unlabelled")
+          "ema", "teacher", "teacher_weight", "teacher_unlabelled", "degradation", "degradation_config")
 NO_VAL = NO_START = NO_TEACHER = "none"
 JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration"]
 REFRESH_S = 2.0
@@ -60,7 +61,7 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
     values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START,
-                  teacher=cfg.teacher or NO_TEACHER)
+                  teacher=cfg.teacher or NO_TEACHER, degradation_config="")
     return values
 
 
@@ -124,6 +125,8 @@ def build_config(*values: Any) -> TrainConfig:
         pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]), ema=float(form["ema"]),
         teacher=teacher, teacher_weight=float(form["teacher_weight"]),
         teacher_unlabelled=bool(form["teacher_unlabelled"]),
+        degradation=form["degradation"] or "bicubic",
+        degradation_config=(form["degradation_config"] or "").strip() or {},  # JSON text: checked on launch
     )
 
 
@@ -267,6 +270,13 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
                                            maximum=1, elem_id="train-teacher-weight")
                 teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
                                                  label="Teacher also labels the images as LR inputs")
+            with gr.Row():
+                degradation = gr.Dropdown([(f"{name}: {label}", name) for name, label in PRESET_LABELS.items()],
+                                          value=d["degradation"], label="Training LR (degradation)",
+                                          elem_id="train-degradation")
+                degradation_config = gr.Textbox(d["degradation_config"], label="Degradation overrides (JSON)",
+                                                placeholder='{"final": {"jpeg": {"quality": [50, 95]}}}',
+                                                elem_id="train-degradation-config")
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -287,7 +297,8 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     timer = gr.Timer(REFRESH_S, active=True)
 
     form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight, teacher_unlabelled]
+            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight, teacher_unlabelled,
+            degradation, degradation_config]
     assert len(form) == len(FIELDS)
     model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
                  api_visibility="private")
