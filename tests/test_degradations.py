@@ -308,3 +308,33 @@ def test_eval_on_degraded_inputs_records_its_protocol(folders):
     assert noisy.protocol["degradation"] == "matlab-bicubic+noise15" and noisy.psnr < clean.psnr
     with pytest.raises(ValueError, match="degradation must be one of"):
         evaluate(bicubic_sr(2), folders["val"], 2, degradation="jpeg10")
+
+
+def test_a_degraded_card_replays_from_card_to_the_same_tensors(fresh_state, folders):
+    from safetensors.torch import load_file
+
+    from srweb.train import cli
+    from srweb.train.config import TrainConfig
+    from srweb.train.trainer import Trainer
+
+    cfg = TrainConfig(model="espcn", scale=2, data=folders["train"], val_data=folders["val"], patch_size=8,
+                      batch_size=4, iterations=6, val_interval=3, precision="fp32", channels_last=False,
+                      degradation="jpeg", degradation_config={"final": {"jpeg": {"quality": [50, 90]}}}, tag="real")
+    card = Trainer(cfg, fresh_state / "first", progress=False).train().card
+    recorded = json.loads((fresh_state / "first" / "export" / "espcn-x2.real.json").read_text())
+    chain = recorded["training"]["config"]["degradation_config"]
+    assert chain == deg.resolve("jpeg", {"final": {"jpeg": {"quality": [50, 90]}}})  # the whole chain
+    protocols = [m["protocol"]["degradation"] for m in recorded["metrics"]]
+    assert protocols == ["matlab-bicubic", "matlab-bicubic+jpeg75"]  # clean first, then what it was judged on
+    args = cli.argparse.Namespace(from_card=str(fresh_state / "first" / "export" / "espcn-x2.real.json"), config=None,
+                                  model=None, override=[], name=None,
+                                  **{f: None for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn",
+                                                       "channels_last", "teacher_unlabelled") if f != "name"})
+    replay = cli.config_from_args(args)
+    assert replay.degradation_config == chain and replay.degradation == "jpeg"
+    Trainer(replay, fresh_state / "again", progress=False).train()
+    a = load_file(fresh_state / "first" / "export" / "espcn-x2.real.safetensors")
+    b = load_file(fresh_state / "again" / "export" / "espcn-x2.real.safetensors")
+    assert card is not None and all(torch.equal(a[k], b[k]) for k in a)
+    args.degradation = "bicubic"  # the user's flag wins over the card's chain
+    assert cli.config_from_args(args).resolved().degradation_config == {}
