@@ -116,7 +116,7 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
     from srweb.ui import upscale
 
     _photo_weights(get_settings().weights_dir)
-    labels = dict((value, label) for label, value in upscale.weights_choices())
+    labels = {value: label for label, value in upscale.weights_choices()}
     assert "for photos/JPEG · JPEG-75 32.90 dB" in labels["espcn-x2.real"]
     assert "paper setting (clean LR)" in labels["espcn-x2.clean"]
     pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
@@ -139,7 +139,13 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
 
 
 def test_leaderboard_shows_mos_per_trial_kind(url):
-    from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote, trial_image_id, trial_input_of
+    from srweb.track.ratings import (
+        create_trial,
+        get_or_create_rater,
+        submit_vote,
+        trial_image_id,
+        trial_input_of,
+    )
 
     assert trial_image_id("baby-0-0", "jpeg75") == "baby-0-0@jpeg75" and trial_input_of("baby-0-0@jpeg75") == "jpeg75"
     assert trial_input_of("baby-0-0") == "clean" and trial_input_of("odd@name") == "clean"

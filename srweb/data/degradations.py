@@ -27,6 +27,7 @@ saved by most software), MATLAB bicubic from :mod:`srweb.resize`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import math
@@ -260,12 +261,10 @@ def describe(config: dict) -> str:
     """A short name of a full config for protocol strings and labels: ``matlab-bicubic+jpeg75``."""
     if not config:
         return "matlab-bicubic"
-    for name, preset in EVAL_PRESETS.items():
+    for name in EVAL_PRESETS:
         if config == resolve(name, presets=EVAL_PRESETS):
             return f"matlab-bicubic+{name}" if name != "realistic" else "realistic"
     digest = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    import hashlib  # only custom chains are hashed
-
     return f"custom-{hashlib.sha1(digest.encode()).hexdigest()[:10]}"
 
 
