@@ -36,6 +36,8 @@ def training_summary(card: WeightsCard) -> tuple[str, float]:
     chain = card.training_chain()
     stages = " + ".join(f"{stage.get('iterations', 0):,} {stage.get('data') or stage['config'].get('data')}"
                         + (f" (teacher {stage['teacher']['name']})" if stage.get("teacher") else "")
+                        + (f" ({stage['config'].get('degradation', 'degraded')} LR)"
+                           if stage["config"].get("degradation_config") else "")
                         for stage in chain)
     return stages or "-", sum(float(stage.get("wall_seconds") or 0) for stage in chain)
 

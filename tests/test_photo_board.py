@@ -88,7 +88,8 @@ def test_cards_of_photo_models_say_so_with_their_jpeg_score():
                                 {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG}])
     assert card.for_photos and card.metric("Set5")["psnr"] == 37.1 and card.metric("Set5", JPEG75)["psnr"] == 33.3
     row = markdown_table([card], {2: 33.65}, {2: 31.87}).splitlines()[2]
-    assert row == "| edsr-baseline-x2.real | photos/JPEG | 10 General-100 | 1 min | 37.10 / 0.9500 | 33.30 | - | 33.65 / 31.87 |"
+    assert row == ("| edsr-baseline-x2.real | photos/JPEG | 10 General-100 (jpeg LR) | 1 min | 37.10 / 0.9500 | 33.30 | - "
+                   "| 33.65 / 31.87 |")
     text = card_markdown(card)
     assert "JPEG-75 LR" in text and "33.30 dB" in text and "jpeg preset" in text and "paper" not in text
 
