@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true",
                    help=SELF_ENSEMBLE_HELP + "; recorded as its own entry, NAME+")
     p.add_argument("--no-store", dest="store", action="store_false", help="do not record in the database")
-    p.add_argument("--degradation", default="", choices=["", "bicubic", "jpeg75", "jpeg50", "noise15", "realistic"],
+    p.add_argument("--degradation", default="bicubic", choices=["bicubic", "jpeg75", "jpeg50", "noise15", "realistic"],
                    metavar="NAME", help="make the LR as photos are damaged before upscaling it: jpeg75, jpeg50 "
                                         "(MATLAB bicubic, then Pillow JPEG), noise15 (Gaussian sigma 15), realistic "
                                         "(Real-ESRGAN's chain); fixed seeds, scored as its own protocol")
