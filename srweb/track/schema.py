@@ -85,7 +85,8 @@ class Run(Base):
     """One training run; ``name`` spells out the config, ``config`` holds all of it."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+    # AUTOINCREMENT: SQLite must never hand a deleted run's id to a new run (weights cards keep it).
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
