@@ -75,6 +75,12 @@ class Settings:
         threads: torch intra-op threads; None keeps torch's default (one per physical core).
         compile: run inference through ``torch.compile`` (off by default: on the 2-core AVX-512
             CPU it measured slower than eager bf16 + channels_last, see README "Speed").
+        local_workers: with a server database (PostgreSQL), how many ``srweb worker`` processes the
+            app starts itself; 0 makes it a control plane only (e.g. a CPU Space). Ignored on SQLite,
+            where the app's own dispatcher starts one process per run (``max_parallel_jobs``).
+        artifacts_url: fsspec URL of the store every machine reaches for run folders and exported
+            weights (a folder, ``file://``, ``s3://`` with s3fs, ``hf://datasets/...``); default
+            ``state_dir/db/artifacts``.
     """
 
     weights_dir: Path
@@ -97,6 +103,8 @@ class Settings:
     concurrency: int = 4
     threads: int | None = None
     compile: bool = False
+    local_workers: int = 1
+    artifacts_url: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -129,6 +137,8 @@ def get_settings() -> Settings:
         concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,
         threads=_env_int("SRWEB_THREADS", None),
         compile=_env_bool("SRWEB_COMPILE"),
+        local_workers=max(0, int(os.environ.get("SRWEB_LOCAL_WORKERS", "1").strip() or 1)),
+        artifacts_url=os.environ.get("SRWEB_ARTIFACTS_URL", "").strip() or str(db_dir / "artifacts"),
     )
 
 

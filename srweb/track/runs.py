@@ -298,7 +298,8 @@ def mark_orphans(
     marked: list[int] = []
     for run in session.scalars(select(Run).where(Run.status == "running").order_by(Run.id)):
         reason = None
-        if run.pid is not None and run.host in (None, host) and not is_alive(run.pid):
+        # A `srweb worker`'s run (``worker`` set) is watched by the workers' own heartbeats instead.
+        if run.pid is not None and run.worker is None and run.host in (None, host) and not is_alive(run.pid):
             reason = f"pid {run.pid} is gone"
         else:
             last = run.heartbeat_at or run.started_at or run.created_at

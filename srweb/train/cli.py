@@ -282,6 +282,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
+def run_json(run) -> dict:
+    """One run for ``srweb jobs list --json``."""
+    stamp = lambda t: t.isoformat(timespec="seconds") if t else None  # noqa: E731
+    return {"id": run.id, "name": run.name, "status": run.status, "worker": run.worker, "host": run.host,
+            "device": run.device, "step": run.step, "iterations": run.total_steps, "best_psnr": run.best_psnr,
+            "created_at": stamp(run.created_at), "started_at": stamp(run.started_at),
+            "finished_at": stamp(run.finished_at), "heartbeat_at": stamp(run.heartbeat_at),
+            "weights": run.weights_name, "error": run.error}
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from srweb.track.db import init_db, session_scope
     from srweb.track.runs import list_runs
@@ -293,6 +303,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         with session_scope(write=False) as session:
             runs = list_runs(session)
             rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in runs]
+            if args.json:
+                print(json.dumps([run_json(r) for r in runs], indent=2))
+                return 0
         print(f"{'id':>4}  {'status':<10}{'step':>12}  {'best PSNR':>9}  name")
         for rid, status, step, total, best, name, error in rows:
             psnr = f"{best:.2f}" if best is not None else "-"
@@ -327,5 +340,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs", "delete"])
     p.add_argument("run_id", nargs="?", type=int)
     p.add_argument("--lines", type=int, default=40)
+    p.add_argument("--json", action="store_true", help="list: one JSON object per run")
     _add_config_flags(p)
     p.set_defaults(func=cmd_jobs)

@@ -27,6 +27,7 @@ from srweb.track.db import init_db, write_transaction
 from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, reopen_run, set_status
 from srweb.track.schema import Metric, Run
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.train.queue import abort_run, defer_run, uses_queue
 
 _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
@@ -128,6 +129,13 @@ def create_tracked_run(session: Session, cfg: TrainConfig) -> Run:
     """Insert a queued run for ``cfg`` with its run folder and log file."""
     run = create_run(session, name=cfg.name, arch=cfg.model, scale=cfg.scale, config=cfg.to_dict(),
                      total_steps=cfg.iterations, git_commit=git_commit(), host=socket.gethostname())
+    if uses_queue():  # trained on any worker: the folder lives in the artifact store
+        from srweb.artifacts import run_location
+
+        location = run_location(run.id, cfg.name)
+        run.run_dir, run.log_path = location, f"{location}/train.log"
+        session.flush()
+        return run
     run_dir = get_settings().runs_dir.resolve() / f"{run.id:05d}-{cfg.name}"
     run.run_dir, run.log_path = str(run_dir), str(run_dir / "train.log")
     session.flush()
@@ -139,7 +147,9 @@ def submit(cfg: TrainConfig, *, start: bool = True) -> int:
     cfg = check_config(cfg)
     init_db()
     run_id = write_transaction(lambda s: create_tracked_run(s, cfg).id)
-    if start:
+    if uses_queue():
+        defer_run(run_id)  # any `srweb worker` takes it
+    elif start:
         dispatch()
     return run_id
 
@@ -160,7 +170,10 @@ def _spawn(run: Run) -> int:
 
 
 def dispatch() -> list[int]:
-    """Start queued runs (oldest first) while running ones are fewer than the limit."""
+    """Start queued runs (oldest first) while running ones are fewer than the limit. With a
+    PostgreSQL database nothing: ``srweb worker`` processes take queued runs (:mod:`srweb.train.remote`)."""
+    if uses_queue():
+        return []
     limit = get_settings().max_parallel_jobs
 
     def start(session: Session) -> list[int]:
@@ -236,9 +249,14 @@ def cancel(run_id: int) -> str:
             raise JobError(f"no run with id {run_id}")
         if run.status == "queued":
             set_status(session, run_id, "cancelled")
+            if uses_queue():
+                abort_run(run_id)  # drop its waiting job (a worker that took it meanwhile skips it)
             return "cancelled"
         if run.status != "running":
             raise JobError(f"run {run_id} is already {run.status}; nothing to cancel")
+        if uses_queue():  # the worker, wherever it is, polls for the abort every second
+            abort_run(run_id)
+            return "cancelling"
         if run.pid and run.host in (None, socket.gethostname()):
             try:
                 os.kill(run.pid, signal.SIGTERM)
@@ -273,7 +291,10 @@ def resume(run_id: int) -> int:
             raise JobError(str(exc)) from None
 
     write_transaction(act)
-    dispatch()
+    if uses_queue():
+        defer_run(run_id)
+    else:
+        dispatch()
     return run_id
 
 

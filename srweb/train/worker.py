@@ -1,4 +1,4 @@
-"""Worker process of one background run: ``python -m srweb.train.worker RUN_ID``.
+"""Worker process of one background run: ``python -m srweb.train.worker RUN_ID [RUN_DIR]``.
 
 Records heartbeats, metrics and the outcome in the tracker; SIGTERM (cancel) makes the
 trainer save a checkpoint and stop; any exception marks the run failed with its message.
@@ -89,11 +89,17 @@ def record_result(session, run_id: int, trainer, result) -> None:
     set_status(session, run_id, result.status)
 
 
-def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
+def run_worker(run_id: int, cancel: threading.Event | None = None, run_dir: Path | None = None) -> int:
     """Train run ``run_id`` to completion, cancellation or failure; returns the exit code.
 
-    ``cancel`` (set by SIGTERM/SIGINT) makes the trainer save a checkpoint and stop.
+    ``cancel`` (set by SIGTERM/SIGINT) makes the trainer save a checkpoint and stop. ``run_dir``
+    (a ``srweb worker``'s local copy of the run folder) replaces the run's recorded folder. Under
+    torchrun (``srweb worker --gpus N``) only rank 0 touches the tracker.
     """
+    import os
+
+    if int(os.environ.get("RANK", "0")) > 0:
+        return _train_untracked_rank(run_id, cancel or threading.Event(), run_dir)
     from srweb.config import apply_threads, get_settings
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import get_run, set_status
@@ -112,7 +118,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
         import os
 
         run.pid = os.getpid()
-        return TrainConfig.from_dict(run.config), Path(run.run_dir)
+        return TrainConfig.from_dict(run.config), Path(run_dir or run.run_dir)
 
     cfg, run_dir = write_transaction(begin)
     cancel = cancel or threading.Event()
@@ -136,6 +142,20 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
     return 0
 
 
+def _train_untracked_rank(run_id: int, cancel: threading.Event, run_dir: Path | None) -> int:
+    """A DDP rank other than 0: trains its share; rank 0 records the run."""
+    from srweb.track.db import session_scope
+    from srweb.track.runs import get_run
+    from srweb.train.config import TrainConfig
+    from srweb.train.trainer import Trainer
+
+    with session_scope(write=False) as session:
+        run = get_run(session, run_id)
+        cfg, folder = TrainConfig.from_dict(run.config), Path(run_dir or run.run_dir)
+    Trainer(cfg, folder, should_stop=cancel.is_set, run_id=run_id).train()
+    return 0
+
+
 def main() -> None:
     cancel = threading.Event()
     # Before the heavy imports: a cancel that arrives while torch loads must still stop cleanly
@@ -145,13 +165,15 @@ def main() -> None:
     from srweb.data.folders import show_warnings_as_lines
 
     show_warnings_as_lines()  # a skipped training or validation image: one line in the log, once
-    code = run_worker(int(sys.argv[1]), cancel)
-    try:
-        from srweb.train.jobs import dispatch
+    run_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    code = run_worker(int(sys.argv[1]), cancel, run_dir)
+    if run_dir is None:  # started by this machine's dispatcher (a `srweb worker` fetches its own next run)
+        try:
+            from srweb.train.jobs import dispatch
 
-        dispatch()  # hand the device to the next queued run
-    except Exception:
-        pass
+            dispatch()  # hand the device to the next queued run
+        except Exception:
+            pass
     sys.exit(code)
 
 

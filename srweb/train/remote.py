@@ -1,0 +1,280 @@
+"""``srweb worker``: trains queued runs on this machine, taken from the PostgreSQL queue.
+
+Each worker claims one run at a time from procrastinate's ``training`` queue (:mod:`srweb.train.queue`),
+pulls the run's folder from the artifact store (:mod:`srweb.artifacts`) so it resumes from the last
+checkpoint whichever machine wrote it, trains it in a child process (``python -m srweb.train.worker``,
+or torchrun with ``--gpus N``), pushes new checkpoints while it trains, and heartbeats into the
+``workers`` table. Cancel (procrastinate's abort, polled every second) and SIGTERM both stop the
+child after a checkpoint: a cancelled run is ``cancelled``, a run stopped by SIGTERM goes back to the
+queue. Every worker also returns the runs of stalled workers (no heartbeat for
+:data:`STALLED_AFTER_S`; e.g. SIGKILLed, powered off) to the queue. A worker that cannot reach the
+database or the store says so in one line and retries with backoff; it never marks a run failed
+for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from srweb.artifacts import ArtifactError, Pusher, pull
+from srweb.config import get_settings
+from srweb.track.db import init_db, write_transaction
+from srweb.track.runs import get_run, set_status
+from srweb.track.schema import Checkpoint, utcnow
+from srweb.track.workers import register_worker, unregister_worker, worker_heartbeat
+from srweb.train import queue
+
+HEARTBEAT_S = 2.0
+STALLED_AFTER_S = 10.0
+"""A procrastinate worker silent this long is taken for dead and its job goes back to the queue."""
+POLL_S = 1.0
+PUSH_EVERY_S = 5.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class WorkerState:
+    name: str
+    gpus: int
+    device: str
+    run_id: int | None = None
+
+
+_state: WorkerState | None = None
+
+
+def say(message: str) -> None:
+    print(f"srweb worker {_state.name if _state else ''}: {message}".replace("  ", " "), flush=True)
+
+
+def retry_forever(what: str, fn, stop: threading.Event | None = None):
+    """``fn()`` until it works; each failure is one line, then a wait that doubles up to 30 s."""
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # the database or the store is unreachable: wait, never give up
+            say(f"cannot reach {what} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"retrying in {delay:.0f} s")
+            if stop is not None and stop.wait(delay):
+                return None
+            if stop is None:
+                time.sleep(delay)
+            delay = min(MAX_BACKOFF_S, delay * 2)
+
+
+# --- one run --------------------------------------------------------------------------------------
+
+
+def _claim(session, run_id: int, worker: str) -> str | None:
+    """Mark run ``run_id`` running on ``worker`` if it is still queued; its folder in the store, or None."""
+    from srweb.track.schema import Run
+
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None or run.status != "queued":
+        return None
+    set_status(session, run_id, "running", host=socket.gethostname())
+    run.worker, run.pid, run.error = worker, None, None
+    return run.run_dir
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:  # Linux: the trainer dies with its worker (a SIGKILLed machine loses both)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn(run_id: int, local: Path, gpus: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "srweb.train.worker", str(run_id), str(local)]
+    if gpus > 1:  # one process per GPU under DDP; the trainer reads RANK/WORLD_SIZE
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+                   "-m", "srweb.train.worker", str(run_id), str(local)]
+    log = open(local / "train.log", "ab")
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
+    finally:
+        log.close()
+
+
+def _push(pusher: Pusher) -> None:
+    try:
+        pusher.push()
+    except ArtifactError as exc:
+        say(f"{exc}; pushing again later")
+
+
+def _watch(child: subprocess.Popen, context, pusher: Pusher) -> str | None:
+    """Wait for the child; on abort SIGTERM it (it checkpoints and stops). Returns why it was
+    stopped: ``shutdown`` (this worker stops), ``cancel`` (the user cancelled), or None."""
+    from procrastinate.job_context import AbortReason
+
+    reason, last_push = None, time.monotonic()
+    while child.poll() is None:
+        if reason is None and context.should_abort():
+            reason = "shutdown" if context.abort_reason() == AbortReason.SHUTDOWN else "cancel"
+            say(f"run {_state.run_id}: {reason}; stopping after a checkpoint")
+            child.send_signal(signal.SIGTERM)
+        if time.monotonic() - last_push >= PUSH_EVERY_S:
+            _push(pusher)
+            last_push = time.monotonic()
+        time.sleep(POLL_S)
+    return reason
+
+
+def _relocate_checkpoints(session, run_id: int, local: Path, location: str) -> None:
+    """Checkpoint rows point into the store, not into this worker's local copy."""
+    from sqlalchemy import select
+
+    for row in session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)):
+        if row.path.startswith(str(local)):
+            row.path = location + row.path[len(str(local)):]
+
+
+def _after(session, run_id: int, code: int, reason: str | None) -> str:
+    """Settle the run once the child has ended; returns its status."""
+    run = get_run(session, run_id)
+    if reason == "shutdown" and run.status in ("cancelled", "running"):
+        run.status, run.finished_at, run.pid = "queued", None, None  # another worker continues it
+    elif run.status == "running":  # the child ended without recording an outcome
+        set_status(session, run_id, "failed", error=f"training process ended with code {code}")
+    return run.status
+
+
+def train_job(context, run_id: int) -> None:
+    """The ``train_run`` task: claim, pull, train, push, settle (see the module docstring)."""
+    state = _state
+    location = retry_forever("the database", lambda: write_transaction(lambda s: _claim(s, run_id, state.name)))
+    if location is None:
+        say(f"run {run_id} is no longer queued; skipped")
+        return
+    local = get_settings().runs_dir.resolve() / Path(location).name
+    retry_forever("the artifact store", lambda: pull(location, local))
+    state.run_id = run_id
+    resumes = (local / "last.pt").is_file()
+    say(f"run {run_id}: {'resuming from its last checkpoint' if resumes else 'training'} in {local}")
+    pusher = Pusher(local, location)
+    child = _spawn(run_id, local, state.gpus)
+    try:
+        reason = _watch(child, context, pusher)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    retry_forever("the artifact store", pusher.push)
+    status = retry_forever("the database", lambda: write_transaction(
+        lambda s: (_relocate_checkpoints(s, run_id, local, location), _after(s, run_id, child.returncode, reason))[1]))
+    state.run_id = None
+    say(f"run {run_id}: {status}")
+    if status == "queued":
+        retry_forever("the database", lambda: queue.defer_run(run_id))
+
+
+# --- the worker process ---------------------------------------------------------------------------
+
+
+async def _recover_stalled_async(app) -> list[int]:
+    """Jobs of procrastinate workers silent for STALLED_AFTER_S: back to ``todo``; their runs: ``queued``."""
+    async with app.open_async():
+        stalled = list(await app.job_manager.get_stalled_jobs(queue=queue.QUEUE,
+                                                              seconds_since_heartbeat=STALLED_AFTER_S))
+        for job in stalled:
+            await app.job_manager.retry_job(job)
+        await app.job_manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_AFTER_S)
+    return [int(job.task_kwargs["run_id"]) for job in stalled]
+
+
+def _requeue(session, run_ids: list[int]) -> list[int]:
+    requeued = []
+    for run_id in run_ids:
+        run = get_run(session, run_id)
+        if run is not None and run.status == "running":
+            run.status, run.pid, run.error = "queued", None, None
+            requeued.append(run_id)
+    return requeued
+
+
+def recover_stalled() -> list[int]:
+    """Return the runs of stalled workers to the queue (any worker may do it; it is idempotent)."""
+    run_ids = asyncio.run(_recover_stalled_async(queue.make_app()))
+    requeued = write_transaction(lambda s: _requeue(s, run_ids)) if run_ids else []
+    for run_id in requeued:
+        say(f"run {run_id}: its worker stopped answering; back in the queue")
+    return requeued
+
+
+def _side_loop(stop: threading.Event) -> None:
+    """Heartbeat into ``workers`` every HEARTBEAT_S and recover stalled runs; failures: one line, backoff."""
+    delay, last_ok = HEARTBEAT_S, True
+    while not stop.wait(delay):
+        try:
+            write_transaction(lambda s: worker_heartbeat(s, _state.name, _state.run_id))
+            recover_stalled()
+            delay, last_ok = HEARTBEAT_S, True
+        except Exception as exc:
+            delay = min(MAX_BACKOFF_S, delay * 2) if not last_ok else HEARTBEAT_S
+            say(f"cannot reach the database ({type(exc).__name__}); retrying in {delay:.0f} s")
+            last_ok = False
+
+
+def _startup(name: str, gpus: int) -> None:
+    init_db()
+    queue.ensure_schema()
+    write_transaction(lambda s: register_worker(s, name, host=socket.gethostname(), device=_state.device,
+                                                gpus=gpus, pid=os.getpid()))
+
+
+def run(name: str | None = None, gpus: int = 1) -> int:
+    """Run a worker until SIGTERM/SIGINT; returns the exit code."""
+    from srweb.config import resolve_device
+
+    global _state
+    if not queue.uses_queue():
+        raise ValueError("srweb worker needs a PostgreSQL database (SRWEB_DATABASE_URL=postgresql+psycopg://...); "
+                         "with SQLite the app trains queued runs itself")
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    _state = WorkerState(name=name, gpus=max(1, gpus), device=resolve_device())
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # until procrastinate takes the signals over
+        signal.signal(sig, lambda *_: stopping.set())
+    if retry_forever("the database", lambda: _startup(name, gpus), stop=stopping) is None and stopping.is_set():
+        return 0
+    side_stop = threading.Event()
+    threading.Thread(target=_side_loop, args=(side_stop,), daemon=True).start()
+    say(f"ready on {_state.device} (gpus {_state.gpus}), waiting for runs")
+    try:
+        _serve(stopping)
+    finally:
+        side_stop.set()
+        retry_forever("the database", lambda: write_transaction(lambda s: unregister_worker(s, name)))
+    say("stopped")
+    return 0
+
+
+def _serve(stopping: threading.Event) -> None:
+    delay = 1.0
+    while not stopping.is_set():
+        started = time.monotonic()
+        try:
+            queue.make_app().run_worker(
+                queues=[queue.QUEUE], name=_state.name, concurrency=1, wait=True, listen_notify=True,
+                update_heartbeat_interval=HEARTBEAT_S, stalled_worker_timeout=STALLED_AFTER_S,
+                abort_job_polling_interval=POLL_S, fetch_job_polling_interval=POLL_S,
+                shutdown_graceful_timeout=0, delete_jobs="never", install_signal_handlers=True)
+            return  # a signal stopped it: the running run was checkpointed and queued again
+        except Exception as exc:  # lost the database (e.g. a restart): one line, then again
+            delay = 1.0 if time.monotonic() - started > 60 else min(MAX_BACKOFF_S, delay * 2)
+            say(f"lost the queue ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"reconnecting in {delay:.0f} s")
+            stopping.wait(delay)

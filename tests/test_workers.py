@@ -1,0 +1,189 @@
+"""Training on other machines: ``srweb worker`` processes, a PostgreSQL queue, a shared artifact folder.
+
+Two workers with separate state folders stand for two machines. They share only the PostgreSQL
+server (tracker + procrastinate queue) and the artifact folder, as machines would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from conftest import REPO, child_env
+
+TIMEOUT = 240  # seconds; a loaded 2-core machine starts a torch process in ~5-10 s
+
+
+@pytest.fixture
+def cluster(pg_server, tmp_path, monkeypatch):
+    """One PostgreSQL database, one artifact folder, generated training images; this process
+    (the control plane) points at them."""
+    from srweb.config import get_settings
+    from srweb.track.db import dispose_engine, init_db
+
+    url = pg_server.create_database()
+    artifacts = tmp_path / "artifacts"
+    data = _images(tmp_path / "data", 6, 64)
+    env = child_env(tmp_path / "control", SRWEB_DATABASE_URL=url, SRWEB_ARTIFACTS_URL=str(artifacts),
+                    SRWEB_DEVICE="cpu")
+    for name in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR", "SRWEB_DATABASE_URL",
+                 "SRWEB_ARTIFACTS_URL", "SRWEB_DEVICE"):
+        monkeypatch.setenv(name, env[name])
+    get_settings.cache_clear()
+    init_db()
+    workers: list[subprocess.Popen] = []
+    yield {"url": url, "artifacts": artifacts, "data": data, "root": tmp_path, "workers": workers}
+    for proc in workers:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    dispose_engine(url)
+    pg_server.drop_database(url)
+    get_settings.cache_clear()
+
+
+def _images(folder: Path, count: int, size: int) -> str:
+    """Smooth random RGB images (a learnable signal, unlike white noise)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(folder / f"img{i}.png")
+    return str(folder)
+
+
+def _start_worker(cluster, name: str) -> subprocess.Popen:
+    """``srweb worker --name NAME`` with its own state folders (its own "machine")."""
+    root = cluster["root"] / name
+    env = child_env(root, SRWEB_DATABASE_URL=cluster["url"], SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
+                    SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
+    log = open(cluster["root"] / f"{name}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", name], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    cluster["workers"].append(proc)
+    return proc
+
+
+def _log(cluster, name: str) -> str:
+    return (cluster["root"] / f"{name}.log").read_text(errors="replace")
+
+
+def _cfg(data: str, **kw):
+    from srweb.train.config import TrainConfig
+
+    values = dict(model="espcn", scale=2, data=data, val_data=data, patch_size=8, batch_size=4, iterations=40,
+                  val_interval=20, ckpt_interval=10, precision="fp32")
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def _runs(ids=None) -> dict:
+    from srweb.track.db import session_scope
+    from srweb.track.runs import list_runs
+
+    with session_scope(write=False) as session:
+        return {r.id: r for r in list_runs(session, limit=None) if ids is None or r.id in ids}
+
+
+def _wait(predicate, what: str, timeout: float = TIMEOUT, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def _alive_workers() -> list[str]:
+    from srweb.track.db import session_scope
+    from srweb.track.workers import alive_workers
+
+    with session_scope(write=False) as session:
+        return [w.name for w in alive_workers(session)]
+
+
+def _checkpoint_step(path: Path) -> int:
+    import torch
+
+    try:  # pushed with a .part name and moved: a read sees a whole file
+        return torch.load(path, weights_only=True)["step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return -1
+
+
+def test_srweb_worker_refuses_sqlite(tmp_path):
+    env = child_env(tmp_path, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-m", "srweb.cli", "worker"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "needs a PostgreSQL database" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
+    """4 queued runs, 2 workers; the worker training the long run is SIGKILLed after a checkpoint
+    reached the store: the run returns to the queue within 60 s, the other worker resumes it from
+    that checkpoint, every run finishes exactly once and no step is recorded twice."""
+    from srweb.train import jobs
+
+    a = _start_worker(cluster, "machine-a")
+    _wait(lambda: "machine-a" in _alive_workers(), "machine-a to register")
+    data = cluster["data"]
+    long_id = jobs.submit(_cfg(data, iterations=3000, val_interval=1000, ckpt_interval=50, tag="long"))
+    submitted = time.time()
+    started = _wait(lambda: _runs([long_id])[long_id].started_at, "machine-a to start the long run")
+    latency = started.timestamp() - submitted
+    others = [jobs.submit(_cfg(data, iterations=40, tag=f"short{i}")) for i in range(3)]
+    _start_worker(cluster, "machine-b")
+
+    run = _runs([long_id])[long_id]
+    assert run.worker == "machine-a" and run.status == "running"
+    stored = Path(run.run_dir) / "last.pt"
+    assert Path(run.run_dir).is_relative_to(cluster["artifacts"])
+    killed_at_step = _wait(lambda: _checkpoint_step(stored) >= 50 and _checkpoint_step(stored), "a pushed checkpoint")
+    os.killpg(a.pid, signal.SIGKILL)  # the machine is gone: worker and its trainer
+    killed = time.monotonic()
+    a.wait(30)
+
+    _wait(lambda: _runs([long_id])[long_id].status == "queued" or _runs([long_id])[long_id].worker == "machine-b",
+          "the killed run back in the queue", timeout=60)
+    back = time.monotonic() - killed
+    _wait(lambda: (r := _runs([long_id])[long_id]).worker == "machine-b" and r.status == "running",
+          "machine-b to resume the killed run", timeout=TIMEOUT)
+    resumed = time.monotonic() - killed
+    runs = _wait(lambda: (rs := _runs([long_id, *others])) and all(r.status == "finished" for r in rs.values()) and rs,
+                 "every run to finish", timeout=600, poll=1)
+
+    log_b = _log(cluster, "machine-b")
+    assert f"run {long_id}: resuming from its last checkpoint" in log_b
+    for run_id, run in runs.items():
+        assert run.step == run.total_steps and run.weights_name
+        finished_lines = _log(cluster, "machine-a").count(f"run {run_id}: finished") + log_b.count(f"run {run_id}: finished")
+        assert finished_lines == 1, f"run {run_id} finished {finished_lines} times"
+    from srweb.track.db import session_scope
+
+    with session_scope(write=False) as session:
+        twice = session.execute(text("SELECT run_id, name, step FROM metrics GROUP BY run_id, name, step "
+                                     "HAVING count(*) > 1")).all()
+        loss_steps = session.execute(text("SELECT step FROM metrics WHERE run_id = :id AND name = 'loss' "
+                                          "ORDER BY step"), {"id": long_id}).scalars().all()
+    assert twice == []
+    assert loss_steps and loss_steps[-1] >= 3000 - 50 and any(s > killed_at_step for s in loss_steps)
+    figures = {"queue_latency_s": round(latency, 2), "kill_to_queued_s": round(back, 2),
+               "kill_to_resumed_s": round(resumed, 2), "killed_at_checkpoint_step": killed_at_step}
+    (artifacts / "workers-faults.json").write_text(json.dumps(figures, indent=2))
+    print(f"\nworkers: {figures}")
+    assert back < 60
