@@ -20,6 +20,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from conftest import REPO, child_env
+from srweb.train.remote import POLL_S
 
 TIMEOUT = 240  # seconds; a loaded 2-core machine starts a torch process in ~5-10 s
 
@@ -143,9 +144,8 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
     _wait(lambda: "machine-a" in _alive_workers(), "machine-a to register")
     data = cluster["data"]
     long_id = jobs.submit(_cfg(data, iterations=3000, val_interval=1000, ckpt_interval=50, tag="long"))
-    submitted = time.time()
     started = _wait(lambda: _runs([long_id])[long_id].started_at, "machine-a to start the long run")
-    latency = started.timestamp() - submitted
+    latency = (started - _runs([long_id])[long_id].created_at).total_seconds()  # queued -> claimed by a worker
     others = [jobs.submit(_cfg(data, iterations=40, tag=f"short{i}")) for i in range(3)]
     _start_worker(cluster, "machine-b")
 
@@ -167,12 +167,17 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
     runs = _wait(lambda: (rs := _runs([long_id, *others])) and all(r.status == "finished" for r in rs.values()) and rs,
                  "every run to finish", timeout=600, poll=1)
 
-    log_b = _log(cluster, "machine-b")
-    assert f"run {long_id}: resuming from its last checkpoint" in log_b
+    # A worker says "finished" once it has pushed the run's folder, just after the run's row says so.
+    logs = lambda: _log(cluster, "machine-a") + _log(cluster, "machine-b")  # noqa: E731
+    _wait(lambda: all(f"run {run_id}: finished" in logs() for run_id in runs), "the workers to settle", timeout=60)
+    time.sleep(2 * POLL_S)
+    assert f"run {long_id}: resuming from its last checkpoint" in _log(cluster, "machine-b")
     for run_id, run in runs.items():
         assert run.step == run.total_steps and run.weights_name
-        finished_lines = _log(cluster, "machine-a").count(f"run {run_id}: finished") + log_b.count(f"run {run_id}: finished")
-        assert finished_lines == 1, f"run {run_id} finished {finished_lines} times"
+        assert logs().count(f"run {run_id}: finished") == 1, f"run {run_id} did not finish exactly once"
+        assert logs().count(f"run {run_id}: training in") + logs().count(f"run {run_id}: resuming") == (
+            2 if run_id == long_id else 1)
+        assert (Path(run.run_dir) / "export" / f"{run.weights_name}.safetensors").is_file()  # pushed to the store
     from srweb.track.db import session_scope
 
     with session_scope(write=False) as session:
@@ -187,3 +192,45 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
     (artifacts / "workers-faults.json").write_text(json.dumps(figures, indent=2))
     print(f"\nworkers: {figures}")
     assert back < 60
+
+
+def _cli(cluster, *args: str) -> str:
+    env = child_env(cluster["root"] / "control", SRWEB_DATABASE_URL=cluster["url"],
+                    SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]), PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-m", "srweb.cli", *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_cancel_reaches_the_worker_and_sigterm_requeues(cluster):
+    """Cancel stops a run on a worker within 10 s; SIGTERM makes a worker checkpoint its run, put it
+    back in the queue and exit 0. ``srweb workers --json`` and ``srweb jobs list --json`` show both."""
+    from srweb.train import jobs
+
+    worker = _start_worker(cluster, "machine-c")
+    _wait(lambda: "machine-c" in _alive_workers(), "machine-c to register")
+    data = cluster["data"]
+    first = jobs.submit(_cfg(data, iterations=100000, val_interval=100000, ckpt_interval=50, tag="cancelme"))
+    run = _wait(lambda: (r := _runs([first])[first]).status == "running" and r.step > 0 and r, "training")
+    listed = {w["name"]: w for w in json.loads(_cli(cluster, "workers", "--json"))}
+    assert listed["machine-c"]["run_id"] == first and listed["machine-c"]["device"] == "cpu"
+    row = next(r for r in json.loads(_cli(cluster, "jobs", "list", "--json")) if r["id"] == first)
+    assert (row["status"], row["worker"], row["iterations"]) == ("running", "machine-c", 100000)
+    assert row["step"] >= 0 and row["name"] == run.name
+
+    assert jobs.cancel(first) == "cancelling"
+    cancelled = time.monotonic()
+    run = _wait(lambda: (r := _runs([first])[first]).status == "cancelled" and r, "the cancel", timeout=30)
+    assert time.monotonic() - cancelled < 10 and 0 < run.step < 100000
+
+    second = jobs.submit(_cfg(data, iterations=100000, val_interval=100000, ckpt_interval=50, tag="sigterm"))
+    _wait(lambda: _runs([second])[second].step > 0, "the second run to train")
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(60) == 0
+    run = _runs([second])[second]
+    assert run.status == "queued" and run.step > 0 and run.error is None
+    assert "machine-c" not in _alive_workers()
+    assert (Path(run.run_dir) / "last.pt").is_file()  # its checkpoint is in the store for the next worker
