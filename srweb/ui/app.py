@@ -40,13 +40,14 @@ def launch(**kwargs) -> None:
     """
     from srweb.access import launch_options, queue_options
     from srweb.config import apply_threads
-    from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
+    from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher, start_local_workers
     from srweb.ui.outputs import cache_policy
 
     apply_threads()
     fetch_hub_weights()
     prepare_database()
     start_job_watcher()
+    start_local_workers()  # PostgreSQL: SRWEB_LOCAL_WORKERS `srweb worker` processes (SQLite: none)
     blocks = build_app()
     blocks.delete_cache = blocks.delete_cache or cache_policy()  # outputs must not fill the disk
     blocks.queue(**queue_options())
