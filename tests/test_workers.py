@@ -234,3 +234,34 @@ def test_cancel_reaches_the_worker_and_sigterm_requeues(cluster):
     assert run.status == "queued" and run.step > 0 and run.error is None
     assert "machine-c" not in _alive_workers()
     assert (Path(run.run_dir) / "last.pt").is_file()  # its checkpoint is in the store for the next worker
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_postgresql_restarted_during_a_run(cluster, pg_server):
+    """The server goes away mid-run and comes back: the worker says so, reconnects, and the run
+    finishes once, every step recorded once."""
+    from srweb.track.db import dispose_engine
+    from srweb.train import jobs
+
+    _start_worker(cluster, "machine-d")
+    _wait(lambda: "machine-d" in _alive_workers(), "machine-d to register")
+    run_id = jobs.submit(_cfg(cluster["data"], iterations=2500, val_interval=500, ckpt_interval=100, tag="restart"))
+    _wait(lambda: _runs([run_id])[run_id].step > 100, "the run to train")
+    pg_server.stop()
+    time.sleep(5)
+    pg_server.start()
+    dispose_engine(cluster["url"])  # this process's pooled connections died with the server
+    run = _wait(lambda: (r := _runs([run_id])[run_id]).status in ("finished", "failed") and r, "the run to end",
+                timeout=400, poll=1)
+    assert run.status == "finished" and run.step == 2500, run.error
+    _wait(lambda: f"run {run_id}: finished" in _log(cluster, "machine-d"), "the worker to settle", timeout=60)
+    log = _log(cluster, "machine-d")
+    assert "cannot reach the database" in log or "lost the queue" in log
+    from srweb.track.db import session_scope
+
+    with session_scope(write=False) as session:
+        twice = session.execute(text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step "
+                                     "HAVING count(*) > 1"), {"id": run_id}).all()
+    assert twice == []
+    assert log.count(f"run {run_id}: training") + log.count(f"run {run_id}: resuming") == 1

@@ -144,6 +144,35 @@ def is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and ("locked" in text or "busy" in text)
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database could not be reached or the connection dropped (a server restart, a
+    network outage): the work is fine, the database is not there right now."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)) and not is_lock_error(exc):
+        return getattr(getattr(exc, "orig", None), "sqlstate", None) in (None, "08000", "08001", "08003", "08004",
+                                                                         "08006", "57P01", "57P02", "57P03")
+    return False
+
+
+def until_reachable(fn: Callable[[], T], *, say: Callable[[str], None] = print, max_delay: float = 30.0) -> T:
+    """``fn()`` (a whole transaction), retried while the database cannot be reached: one line per
+    try, waits doubling from 1 s up to ``max_delay``. Other errors propagate at once."""
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            say(f"cannot reach the database ({first[0] if first else type(exc).__name__}); retrying in {delay:.0f} s")
+            time.sleep(delay)
+            delay = min(max_delay, delay * 2)
+
+
 def with_retry(
     fn: Callable[[], T],
     *,

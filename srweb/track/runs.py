@@ -393,6 +393,11 @@ class MetricsBuffer:
         self._last_flush = self._clock()
         return len(rows)
 
+    def postpone(self) -> None:
+        """Try the next flush only ``max_interval`` seconds from now (rows kept), e.g. while the
+        database is unreachable."""
+        self._last_flush = self._clock()
+
     def close(self) -> None:
         """Flush what is left."""
         if self._rows:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -235,6 +236,26 @@ def _startup(name: str, gpus: int) -> None:
                                                 gpus=gpus, pid=os.getpid()))
 
 
+class _OneLine(logging.Formatter):
+    """procrastinate's and psycopg's warnings as one line each (no traceback): the worker's log
+    says what happened, it does not scroll away."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        detail = f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}" if record.exc_info else ""
+        text = f"srweb worker {_state.name if _state else ''}: {record.name}: {record.getMessage()}{detail}"
+        return " ".join(text.split())
+
+
+def _quiet_libraries() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_OneLine())
+    for name in ("procrastinate", "psycopg"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.setLevel(logging.WARNING)
+        lib.propagate = False
+
+
 def run(name: str | None = None, gpus: int = 1) -> int:
     """Run a worker until SIGTERM/SIGINT; returns the exit code."""
     from srweb.config import resolve_device
@@ -245,6 +266,7 @@ def run(name: str | None = None, gpus: int = 1) -> int:
                          "with SQLite the app trains queued runs itself")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     _state = WorkerState(name=name, gpus=max(1, gpus), device=resolve_device())
+    _quiet_libraries()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # until procrastinate takes the signals over
         signal.signal(sig, lambda *_: stopping.set())

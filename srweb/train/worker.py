@@ -27,25 +27,51 @@ class RunLogger:
         self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
         self.step = 0
         self.clock: Callable[[], float] | None = None  # the trainer's training time, once it exists
+        self.offline = False  # the last write found the database unreachable
+        self.best_pending: float | None = None  # a best PSNR not yet written (database away)
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        from srweb.track.db import is_connection_error
+
         self.step = step
-        self.buffer.log(step, values)
-        if "val_psnr" in values:
-            from srweb.track.db import write_transaction
-            from srweb.track.runs import get_run
+        try:
+            self.buffer.log(step, values)
+            if "val_psnr" in values:
+                self.buffer.flush()
+                self._record_best(values["val_psnr"])
+            self.offline = False
+        except Exception as exc:  # the database is away: keep the rows, train on, write them later
+            if not is_connection_error(exc):
+                raise
+            if not self.offline:
+                reason = (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"cannot reach the database ({reason}); metrics are kept and written once it is back",
+                      flush=True)
+            self.offline = True
+            self.buffer.postpone()
+            if "val_psnr" in values:
+                self.best_pending = max(values["val_psnr"], self.best_pending or float("-inf"))
 
-            self.buffer.flush()
+    def _record_best(self, psnr: float) -> None:
+        from srweb.track.db import write_transaction
+        from srweb.track.runs import get_run
 
-            def best(session) -> None:
-                run = get_run(session, self.run_id)
-                if run.best_psnr is None or values["val_psnr"] > run.best_psnr:
-                    run.best_psnr = values["val_psnr"]
+        psnr = max(psnr, self.best_pending or float("-inf"))
 
-            write_transaction(best)
+        def best(session) -> None:
+            run = get_run(session, self.run_id)
+            if run.best_psnr is None or psnr > run.best_psnr:
+                run.best_psnr = psnr
+
+        write_transaction(best)
+        self.best_pending = None
 
     def flush(self) -> None:
-        self.buffer.flush()
+        from srweb.track.db import until_reachable
+
+        until_reachable(self.buffer.flush)
+        if self.best_pending is not None:
+            until_reachable(lambda: self._record_best(self.best_pending))
 
     def resumed(self, step: int) -> None:
         """Forget what a killed session logged after its last checkpoint (``step``): those steps
@@ -53,8 +79,10 @@ class RunLogger:
         from srweb.track.db import write_transaction
         from srweb.track.runs import delete_metrics_after
 
-        self.buffer.flush()
-        write_transaction(lambda s: delete_metrics_after(s, self.run_id, step))
+        from srweb.track.db import until_reachable
+
+        until_reachable(self.buffer.flush)
+        until_reachable(lambda: write_transaction(lambda s: delete_metrics_after(s, self.run_id, step)))
 
 
 def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
@@ -101,13 +129,13 @@ def run_worker(run_id: int, cancel: threading.Event | None = None, run_dir: Path
     if int(os.environ.get("RANK", "0")) > 0:
         return _train_untracked_rank(run_id, cancel or threading.Event(), run_dir)
     from srweb.config import apply_threads, get_settings
-    from srweb.track.db import init_db, write_transaction
+    from srweb.track.db import init_db, until_reachable, write_transaction
     from srweb.track.runs import get_run, set_status
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
     apply_threads(sharers=get_settings().max_parallel_jobs)
-    init_db()
+    until_reachable(init_db)
 
     def begin(session):
         run = get_run(session, run_id)
@@ -120,7 +148,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None, run_dir: Path
         run.pid = os.getpid()
         return TrainConfig.from_dict(run.config), Path(run_dir or run.run_dir)
 
-    cfg, run_dir = write_transaction(begin)
+    cfg, run_dir = until_reachable(lambda: write_transaction(begin))
     cancel = cancel or threading.Event()
     logger = RunLogger(run_id)
     done = threading.Event()
@@ -128,16 +156,16 @@ def run_worker(run_id: int, cancel: threading.Event | None = None, run_dir: Path
     try:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
         logger.clock = trainer.wall_seconds
-        write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
+        until_reachable(lambda: write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device)))
         result = trainer.train()
     except BaseException as exc:
         done.set()
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".strip()
-        write_transaction(lambda s: set_status(s, run_id, "failed", error=message[:2000]))
+        until_reachable(lambda: write_transaction(lambda s: set_status(s, run_id, "failed", error=message[:2000])))
         return 1
     done.set()
-    write_transaction(lambda s: record_result(s, run_id, trainer, result))
+    until_reachable(lambda: write_transaction(lambda s: record_result(s, run_id, trainer, result)))
     print(f"run {run_id} {result.status} at step {result.step}", flush=True)
     return 0
 
