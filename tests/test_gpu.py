@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, child_env
 
 pytestmark = pytest.mark.gpu

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, child_env
 from PIL import Image
 from sqlalchemy import text
 
-from conftest import REPO, child_env
 from srweb.train.remote import POLL_S
 
 TIMEOUT = 240  # seconds; a loaded 2-core machine starts a torch process in ~5-10 s
@@ -168,7 +168,7 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
                  "every run to finish", timeout=600, poll=1)
 
     # A worker says "finished" once it has pushed the run's folder, just after the run's row says so.
-    logs = lambda: _log(cluster, "machine-a") + _log(cluster, "machine-b")  # noqa: E731
+    logs = lambda: _log(cluster, "machine-a") + _log(cluster, "machine-b")
     _wait(lambda: all(f"run {run_id}: finished" in logs() for run_id in runs), "the workers to settle", timeout=60)
     time.sleep(2 * POLL_S)
     assert f"run {long_id}: resuming from its last checkpoint" in _log(cluster, "machine-b")

@@ -15,7 +15,6 @@ for that.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from srweb.artifacts import ArtifactError, Pusher, pull
@@ -49,6 +49,7 @@ class WorkerState:
     gpus: int
     device: str
     run_id: int | None = None
+    lost: bool = False  # the run was given to another worker while this one could not be reached
 
 
 _state: WorkerState | None = None
@@ -89,24 +90,16 @@ def _claim(session, run_id: int, worker: str) -> str | None:
     return run.run_dir
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:  # Linux: the trainer dies with its worker (a SIGKILLed machine loses both)
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _spawn(run_id: int, local: Path, gpus: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "srweb.train.worker", str(run_id), str(local)]
     if gpus > 1:  # one process per GPU under DDP; the trainer reads RANK/WORLD_SIZE
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
                    "-m", "srweb.train.worker", str(run_id), str(local)]
-    log = open(local / "train.log", "ab")
-    try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
-    finally:
-        log.close()
+    # SRWEB_PARENT_PID: the trainer dies with this worker (srweb.train.worker.die_with_parent), as
+    # both would when the machine goes away.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SRWEB_PARENT_PID": str(os.getpid())}
+    with open(local / "train.log", "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
 def _push(pusher: Pusher) -> None:
@@ -123,6 +116,10 @@ def _watch(child: subprocess.Popen, context, pusher: Pusher) -> str | None:
 
     reason, last_push = None, time.monotonic()
     while child.poll() is None:
+        if _state.lost:  # another worker trains it now: stop at once, write nothing more
+            say(f"run {_state.run_id} was given to another worker while this one was unreachable; dropping it")
+            child.kill()
+            return "lost"
         if reason is None and context.should_abort():
             reason = "shutdown" if context.abort_reason() == AbortReason.SHUTDOWN else "cancel"
             say(f"run {_state.run_id}: {reason}; stopping after a checkpoint")
@@ -173,6 +170,9 @@ def train_job(context, run_id: int) -> None:
         if child.poll() is None:
             child.kill()
         child.wait()
+    if reason == "lost":
+        state.run_id, state.lost = None, False
+        return
     retry_forever("the artifact store", pusher.push)
     status = retry_forever("the database", lambda: write_transaction(
         lambda s: (_relocate_checkpoints(s, run_id, local, location), _after(s, run_id, child.returncode, reason))[1]))
@@ -185,34 +185,61 @@ def train_job(context, run_id: int) -> None:
 # --- the worker process ---------------------------------------------------------------------------
 
 
-async def _recover_stalled_async(app) -> list[int]:
-    """Jobs of procrastinate workers silent for STALLED_AFTER_S: back to ``todo``; their runs: ``queued``."""
+async def _stalled_jobs(app) -> list:
+    """Jobs of procrastinate workers silent for STALLED_AFTER_S (and those workers forgotten)."""
     async with app.open_async():
         stalled = list(await app.job_manager.get_stalled_jobs(queue=queue.QUEUE,
                                                               seconds_since_heartbeat=STALLED_AFTER_S))
-        for job in stalled:
-            await app.job_manager.retry_job(job)
         await app.job_manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_AFTER_S)
-    return [int(job.task_kwargs["run_id"]) for job in stalled]
+    return stalled
+
+
+async def _retry(app, jobs: list) -> None:
+    async with app.open_async():
+        for job in jobs:
+            await app.job_manager.retry_job(job)
 
 
 def _requeue(session, run_ids: list[int]) -> list[int]:
-    requeued = []
+    """Of the runs of stalled jobs, those to hand to another worker: set back to ``queued`` when
+    still running with their own heartbeat (stamped by the trainer on its own connection) silent
+    too; runs that ended need no worker either (their job is retried, and skipped). A run whose
+    trainer still heartbeats is left alone: its worker is only slow to answer."""
+    stale = utcnow() - timedelta(seconds=STALLED_AFTER_S)
+    chosen = []
     for run_id in run_ids:
         run = get_run(session, run_id)
-        if run is not None and run.status == "running":
+        if run is None or run.status != "running":
+            chosen.append(run_id)
+        elif run.heartbeat_at is None or run.heartbeat_at < stale:
             run.status, run.pid, run.error = "queued", None, None
-            requeued.append(run_id)
-    return requeued
+            chosen.append(run_id)
+    return chosen
 
 
 def recover_stalled() -> list[int]:
-    """Return the runs of stalled workers to the queue (any worker may do it; it is idempotent)."""
-    run_ids = asyncio.run(_recover_stalled_async(queue.make_app()))
-    requeued = write_transaction(lambda s: _requeue(s, run_ids)) if run_ids else []
-    for run_id in requeued:
+    """Return the runs of stalled workers to the queue (any worker may do it; it is idempotent).
+    Returns the run ids whose jobs went back to the queue."""
+    app = queue.make_app()
+    stalled = asyncio.run(_stalled_jobs(app))
+    if not stalled:
+        return []
+    by_run = {int(job.task_kwargs["run_id"]): job for job in stalled}
+    chosen = write_transaction(lambda s: _requeue(s, list(by_run)))
+    asyncio.run(_retry(app, [by_run[run_id] for run_id in chosen]))
+    for run_id in chosen:
         say(f"run {run_id}: its worker stopped answering; back in the queue")
-    return requeued
+    return chosen
+
+
+def _still_mine(session) -> None:
+    """Notice when the run this worker trains was given to another one (this worker was taken
+    for dead while it could not reach the database)."""
+    run_id = _state.run_id
+    if run_id is not None:
+        run = get_run(session, run_id)
+        if run is None or run.worker != _state.name or run.status not in ("running",):
+            _state.lost = _state.run_id == run_id and (run is None or run.worker != _state.name)
 
 
 def _side_loop(stop: threading.Event) -> None:
@@ -221,6 +248,7 @@ def _side_loop(stop: threading.Event) -> None:
     while not stop.wait(delay):
         try:
             write_transaction(lambda s: worker_heartbeat(s, _state.name, _state.run_id))
+            write_transaction(_still_mine)
             recover_stalled()
             delay, last_ok = HEARTBEAT_S, True
         except Exception as exc:
@@ -249,10 +277,10 @@ class _OneLine(logging.Formatter):
 def _quiet_libraries() -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_OneLine())
-    for name in ("procrastinate", "psycopg"):
+    for name, level in (("procrastinate", logging.WARNING), ("psycopg", logging.ERROR)):  # psycopg: each retry
         lib = logging.getLogger(name)
         lib.handlers[:] = [handler]
-        lib.setLevel(logging.WARNING)
+        lib.setLevel(level)
         lib.propagate = False
 
 

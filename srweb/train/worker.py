@@ -184,7 +184,23 @@ def _train_untracked_rank(run_id: int, cancel: threading.Event, run_dir: Path | 
     return 0
 
 
+def die_with_parent() -> None:
+    """Under a ``srweb worker`` (``SRWEB_PARENT_PID`` set): on Linux, get SIGKILL when that worker
+    dies (a SIGKILLed worker must not leave its trainer writing to a run another worker resumes)."""
+    import os
+
+    parent = os.environ.get("SRWEB_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):  # it died before the line above: follow it now
+        os._exit(1)
+
+
 def main() -> None:
+    die_with_parent()
     cancel = threading.Event()
     # Before the heavy imports: a cancel that arrives while torch loads must still stop cleanly
     # (saving a checkpoint), not kill the worker with SIGTERM's default action.
