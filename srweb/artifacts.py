@@ -85,3 +85,30 @@ class Pusher:
         except OSError as exc:
             raise ArtifactError(f"cannot write {self.location} to the artifact store: {exc}") from exc
         return len(changed)
+
+
+def is_remote_location(location: str) -> bool:
+    """A run folder recorded as a URL of a store that is not this machine's file system."""
+    return "://" in location and not location.startswith("file://")
+
+
+def local_copy(location: str) -> Path:
+    """A run folder as a local folder: itself when the store is local, else a copy pulled into
+    ``cache_dir/artifacts`` (e.g. to export the weights a worker trained into an ``s3://`` store)."""
+    if not is_remote_location(location):
+        return Path(location.removeprefix("file://"))
+    local = get_settings().cache_dir / "artifacts" / location.rstrip("/").rsplit("/", 1)[-1]
+    pull(location, local)
+    return local
+
+
+def read_tail(location: str, nbytes: int) -> bytes:
+    """The last ``nbytes`` of a file in the store (b"" when it is not there yet)."""
+    fs, path = store(location)
+    try:
+        size = fs.size(path)
+        return fs.cat_file(path, start=max(0, size - nbytes))
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {location} from the artifact store: {exc}") from exc

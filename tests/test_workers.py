@@ -187,6 +187,11 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
                                           "ORDER BY step"), {"id": long_id}).scalars().all()
     assert twice == []
     assert loss_steps and loss_steps[-1] >= 3000 - 50 and any(s > killed_at_step for s in loss_steps)
+    from srweb.exports import export_run_weights
+    from srweb.weights import list_weights
+
+    card = export_run_weights(long_id)  # the Runs tab's Export, on the control plane
+    assert card.name in [c.name for c in list_weights()] and card.training["run_id"] == long_id
     figures = {"queue_latency_s": round(latency, 2), "kill_to_queued_s": round(back, 2),
                "kill_to_resumed_s": round(resumed, 2), "killed_at_checkpoint_step": killed_at_step}
     (artifacts / "workers-faults.json").write_text(json.dumps(figures, indent=2))
@@ -265,3 +270,29 @@ def test_postgresql_restarted_during_a_run(cluster, pg_server):
                                      "HAVING count(*) > 1"), {"id": run_id}).all()
     assert twice == []
     assert log.count(f"run {run_id}: training") + log.count(f"run {run_id}: resuming") == 1
+
+
+def _jobs_of(run_id: int) -> list[str]:
+    from srweb.train.queue import QUEUE, opened
+
+    with opened() as app:
+        return [job.status for job in app.job_manager.list_jobs(queue=QUEUE, lock=f"run-{run_id}")]
+
+
+def test_queue_without_workers_cancel_resume_delete(cluster):
+    """With PostgreSQL the control plane only queues: a procrastinate job per queued run, dropped by
+    cancel, queued again by resume; a deleted newest run's id is never given again."""
+    from srweb.train import jobs
+
+    data = cluster["data"]
+    run_id = jobs.submit(_cfg(data))
+    assert _runs([run_id])[run_id].status == "queued" and _jobs_of(run_id) == ["todo"]
+    assert jobs.dispatch() == []  # nothing starts here
+    assert jobs.cancel(run_id) == "cancelled" and _jobs_of(run_id) == ["cancelled"]
+    assert jobs.resume(run_id) == run_id
+    assert _runs([run_id])[run_id].status == "queued" and sorted(_jobs_of(run_id)) == ["cancelled", "todo"]
+    with pytest.raises(jobs.JobError, match="cancel it first"):
+        jobs.delete(run_id)
+    jobs.cancel(run_id)
+    assert "deleted" in jobs.delete(run_id)
+    assert jobs.submit(_cfg(data, tag="next")) > run_id

@@ -336,13 +336,26 @@ def log_tail(run_id: int, lines: int = 40) -> str:
         run = get_run(session, run_id)
         if run is None:
             raise JobError(f"no run with id {run_id}")
-        path = Path(run.log_path) if run.log_path else None
+        path = run.log_path or None
     if path is None:
         return f"run {run_id} trained in the foreground (srweb train): its output went to that terminal, not to a log"
+    text = _read_log_tail(str(path), 200_000)
+    rows = [part.split("\r")[-1] for part in text.split("\n")]  # splitlines() would split at \r too
+    return "\n".join([r for r in rows if r.strip()][-lines:])
+
+
+def _read_log_tail(location: str, nbytes: int) -> str:
+    """The end of a log: a local file, or one a worker pushed to the artifact store."""
+    from srweb.artifacts import ArtifactError, is_remote_location, read_tail
+
+    if is_remote_location(location):
+        try:
+            return read_tail(location, nbytes).decode(errors="replace")
+        except ArtifactError as exc:
+            return str(exc)
+    path = Path(location)
     if not path.exists():
         return ""
     with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 200_000))
-        text = fh.read().decode(errors="replace")
-    rows = [part.split("\r")[-1] for part in text.split("\n")]  # splitlines() would split at \r too
-    return "\n".join([r for r in rows if r.strip()][-lines:])
+        fh.seek(max(0, path.stat().st_size - nbytes))
+        return fh.read().decode(errors="replace")
