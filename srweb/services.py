@@ -72,6 +72,7 @@ def start_local_workers() -> list:
     0: the app only queues (a control plane, e.g. a CPU Space). SQLite: none (the job watcher
     starts runs itself)."""
     import atexit
+    import os
     import signal
     import socket
     import subprocess
@@ -84,8 +85,9 @@ def start_local_workers() -> list:
         return _local_workers
     for index in range(get_settings().local_workers):
         name = f"{socket.gethostname()}-app-{index + 1}"
+        env = {**os.environ, "SRWEB_PARENT_PID": str(os.getpid())}  # a killed app stops its workers too
         _local_workers.append(subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", name],
-                                               stdin=subprocess.DEVNULL))
+                                               stdin=subprocess.DEVNULL, env=env))
 
     def stop() -> None:
         for proc in _local_workers:

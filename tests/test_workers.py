@@ -296,3 +296,26 @@ def test_queue_without_workers_cancel_resume_delete(cluster):
     jobs.cancel(run_id)
     assert "deleted" in jobs.delete(run_id)
     assert jobs.submit(_cfg(data, tag="next")) > run_id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_app_runs_its_local_workers_and_stops_them(cluster, tmp_path):
+    """``SRWEB_LOCAL_WORKERS=1`` with PostgreSQL: the app starts one ``srweb worker``, which trains
+    a run queued through the app's database; stopping the app stops the worker."""
+    import socket
+
+    from conftest import running_app
+
+    from srweb.train import jobs
+
+    env = {"SRWEB_DATABASE_URL": cluster["url"], "SRWEB_ARTIFACTS_URL": str(cluster["artifacts"]),
+           "SRWEB_LOCAL_WORKERS": "1"}
+    name = f"{socket.gethostname()}-app-1"
+    with running_app(tmp_path / "app", env, artifact="app-local-workers.log") as server:
+        server.database_url = cluster["url"]
+        _wait(lambda: name in _alive_workers(), "the app's worker to register", timeout=120)
+        run_id = jobs.submit(_cfg(cluster["data"], iterations=20, tag="app"))
+        run = _wait(lambda: (r := _runs([run_id])[run_id]).status == "finished" and r, "the run", timeout=180)
+        assert run.worker == name
+    _wait(lambda: name not in _alive_workers(), "the worker to stop with the app", timeout=60)

@@ -298,6 +298,9 @@ def run(name: str | None = None, gpus: int = 1) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # until procrastinate takes the signals over
         signal.signal(sig, lambda *_: stopping.set())
+    from srweb.train.worker import die_with_parent
+
+    die_with_parent(signal.SIGTERM)  # started by the app (SRWEB_LOCAL_WORKERS): stop with it
     if retry_forever("the database", lambda: _startup(name, gpus), stop=stopping) is None and stopping.is_set():
         return 0
     side_stop = threading.Event()

@@ -184,9 +184,11 @@ def _train_untracked_rank(run_id: int, cancel: threading.Event, run_dir: Path | 
     return 0
 
 
-def die_with_parent() -> None:
-    """Under a ``srweb worker`` (``SRWEB_PARENT_PID`` set): on Linux, get SIGKILL when that worker
-    dies (a SIGKILLed worker must not leave its trainer writing to a run another worker resumes)."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """When started by a process that set ``SRWEB_PARENT_PID`` (a ``srweb worker`` starting a
+    trainer, the app starting its local workers): on Linux, receive ``sig`` when that parent dies.
+    A SIGKILLed worker must not leave its trainer writing to a run another worker resumes; an app
+    that is stopped stops its workers (SIGTERM: they checkpoint and requeue their runs)."""
     import os
 
     parent = os.environ.get("SRWEB_PARENT_PID")
@@ -194,9 +196,9 @@ def die_with_parent() -> None:
         return
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
     if os.getppid() != int(parent):  # it died before the line above: follow it now
-        os._exit(1)
+        os.kill(os.getpid(), sig)
 
 
 def main() -> None:
