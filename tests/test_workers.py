@@ -319,3 +319,30 @@ def test_the_app_runs_its_local_workers_and_stops_them(cluster, tmp_path):
         run = _wait(lambda: (r := _runs([run_id])[run_id]).status == "finished" and r, "the run", timeout=180)
         assert run.worker == name
     _wait(lambda: name not in _alive_workers(), "the worker to stop with the app", timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_worker_with_two_processes_trains_under_torchrun(cluster):
+    """``srweb worker --gpus 2`` runs the trainer under torchrun (DDP; gloo on a CPU-only machine):
+    the run finishes, rank 0 alone records it, each step once."""
+    from srweb.track.db import session_scope
+    from srweb.train import jobs
+
+    root = cluster["root"] / "machine-ddp"
+    env = child_env(root, SRWEB_DATABASE_URL=cluster["url"], SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
+                    SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
+    with open(cluster["root"] / "machine-ddp.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", "machine-ddp", "--gpus", "2"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cluster["workers"].append(proc)
+    run_id = jobs.submit(_cfg(cluster["data"], iterations=40, tag="ddp"))
+    run = _wait(lambda: (r := _runs([run_id])[run_id]).status in ("finished", "failed") and r, "the DDP run")
+    assert run.status == "finished" and run.step == 40 and run.worker == "machine-ddp", run.error
+    _wait(lambda: f"run {run_id}: finished" in _log(cluster, "machine-ddp"), "the worker to settle", timeout=60)
+    assert "rank 0 of 2 processes" in (Path(run.run_dir) / "train.log").read_text(errors="replace")
+    assert (Path(run.run_dir) / "export" / f"{run.weights_name}.safetensors").is_file()
+    with session_scope(write=False) as session:
+        twice = session.execute(text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step "
+                                     "HAVING count(*) > 1"), {"id": run_id}).all()
+    assert twice == []

@@ -36,6 +36,8 @@ from srweb.track.workers import register_worker, unregister_worker, worker_heart
 from srweb.train import queue
 
 HEARTBEAT_S = 2.0
+TORCHRUN = ("import runpy; from srweb.train.worker import die_with_parent; die_with_parent(); "
+            "runpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)")
 STALLED_AFTER_S = 10.0
 """A procrastinate worker silent this long is taken for dead and its job goes back to the queue."""
 POLL_S = 1.0
@@ -92,8 +94,8 @@ def _claim(session, run_id: int, worker: str) -> str | None:
 
 def _spawn(run_id: int, local: Path, gpus: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "srweb.train.worker", str(run_id), str(local)]
-    if gpus > 1:  # one process per GPU under DDP; the trainer reads RANK/WORLD_SIZE
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+    if gpus > 1:  # one process per GPU under DDP (torchrun, made to die with this worker); RANK/WORLD_SIZE
+        command = [sys.executable, "-c", TORCHRUN, "--standalone", f"--nproc-per-node={gpus}",
                    "-m", "srweb.train.worker", str(run_id), str(local)]
     # SRWEB_PARENT_PID: the trainer dies with this worker (srweb.train.worker.die_with_parent), as
     # both would when the machine goes away.

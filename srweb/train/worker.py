@@ -149,6 +149,8 @@ def run_worker(run_id: int, cancel: threading.Event | None = None, run_dir: Path
         return TrainConfig.from_dict(run.config), Path(run_dir or run.run_dir)
 
     cfg, run_dir = until_reachable(lambda: write_transaction(begin))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(f"run {run_id}: DDP, rank 0 of {os.environ['WORLD_SIZE']} processes records the run", flush=True)
     cancel = cancel or threading.Event()
     logger = RunLogger(run_id)
     done = threading.Event()
@@ -191,7 +193,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     that is stopped stops its workers (SIGTERM: they checkpoint and requeue their runs)."""
     import os
 
-    parent = os.environ.get("SRWEB_PARENT_PID")
+    parent = os.environ.pop("SRWEB_PARENT_PID", None)  # for this process only, not for its own children
     if not parent or not sys.platform.startswith("linux"):
         return
     import ctypes
