@@ -32,7 +32,7 @@ def needs_cuda():
         pytest.skip("no CUDA device on this machine: GPU checks skipped")
 
 
-def test_worker_trains_200_steps_with_autocast_and_exports(pg_server, tmp_path, monkeypatch):
+def test_worker_trains_200_steps_with_autocast_and_exports(pg_server, fresh_state, tmp_path, monkeypatch):
     from test_workers import _images
 
     from srweb.config import get_settings
@@ -67,12 +67,16 @@ def test_worker_trains_200_steps_with_autocast_and_exports(pg_server, tmp_path, 
     finally:
         worker.terminate()
         worker.wait(60)
+        from srweb.track.db import dispose_engine
+
+        dispose_engine(url)
+        pg_server.drop_database(url)
     assert run.status == "finished", run.error
     print(f"\nGPU check 1 ok: worker trained espcn x2 200 steps bf16 on {run.device} in "
           f"{time.monotonic() - started:.0f} s, best val PSNR {run.best_psnr:.2f} dB, exported {run.weights_name}")
 
 
-def test_ddp_on_one_gpu(tmp_path):
+def test_ddp_on_one_gpu(tmp_path, fresh_state):
     data = tmp_path / "data"
     from test_workers import _images
 
@@ -89,7 +93,7 @@ def test_ddp_on_one_gpu(tmp_path):
     print(f"\nGPU check 2 ok: DDP (torchrun, 1 process) on CUDA finished 100 steps, exported {summary['weights']}")
 
 
-def test_inference_fast_path_on_cuda_within_the_quality_guard():
+def test_inference_fast_path_on_cuda_within_the_quality_guard(fresh_state):
     """The smallest shipped weights on the built-in sample images: the CUDA fast path (bf16/fp16,
     channels_last) scores within the guard's 0.01 dB of fp32."""
     from srweb.data.samples import sample_images_dir
@@ -102,8 +106,9 @@ def test_inference_fast_path_on_cuda_within_the_quality_guard():
         pytest.skip("no shipped weights")
     card = min(shipped, key=lambda c: c.num_params)
     images = sample_images_dir()
-    fast = Upscaler(card.name, device="cuda", precision="auto")
-    exact = Upscaler(card.name, device="cuda", precision="fp32", channels_last=False)
+    path = str(REPO / "weights" / f"{card.name}.safetensors")
+    fast = Upscaler(path, device="cuda", precision="auto")
+    exact = Upscaler(path, device="cuda", precision="fp32", channels_last=False)
     delta = evaluate(fast.upscale, images, card.scale).psnr - evaluate(exact.upscale, images, card.scale).psnr
     print(f"\nGPU check 3 ok: {card.name} on CUDA, {fast.precision} fast path vs fp32: {delta:+.4f} dB")
     assert delta >= -0.01
