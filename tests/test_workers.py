@@ -296,6 +296,13 @@ def test_queue_without_workers_cancel_resume_delete(cluster):
     jobs.cancel(run_id)
     assert "deleted" in jobs.delete(run_id)
     assert jobs.submit(_cfg(data, tag="next")) > run_id
+    # Data only the GPU machines have: queued here, checked by the worker that trains it.
+    elsewhere = jobs.submit(_cfg("/data/on/the/gpu/boxes/DIV2K", tag="elsewhere"))
+    assert _runs([elsewhere])[elsewhere].config["data"] == "/data/on/the/gpu/boxes/DIV2K"
+    from srweb.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="patch_size"):  # the config itself is still checked here
+        jobs.submit(_cfg(data, patch_size=0))
 
 
 @pytest.mark.slow
