@@ -7,7 +7,14 @@ import os
 
 import pytest
 
-from srweb.artifacts import Pusher, is_remote_location, local_copy, pull, read_tail, run_location
+from srweb.artifacts import (
+    Pusher,
+    is_remote_location,
+    local_copy,
+    pull,
+    read_tail,
+    run_location,
+)
 
 
 @pytest.fixture

@@ -61,13 +61,12 @@ def ensure_schema(url: str | None = None) -> None:
     """Create procrastinate's tables in the tracker database once (a no-op when they exist)."""
     import psycopg
 
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        with conn.transaction():
-            conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:
-                from procrastinate.schema import SchemaManager
+    with psycopg.connect(conninfo(url), autocommit=True) as conn, conn.transaction():
+        conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:
+            from procrastinate.schema import SchemaManager
 
-                conn.execute(SchemaManager.get_schema())
+            conn.execute(SchemaManager.get_schema())
 
 
 def defer_run(run_id: int, url: str | None = None) -> int:
