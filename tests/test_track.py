@@ -542,3 +542,22 @@ def test_deleting_the_newest_run_never_gives_its_id_to_the_next(url):
         session.delete(runs.get_run(session, newest))
     with session_scope(url) as session:
         assert _new_run(session).id > newest > first
+
+
+def test_connection_errors_are_told_from_other_database_errors():
+    from sqlalchemy.exc import IntegrityError
+
+    from srweb.track.db import is_connection_error
+
+    class Refused(Exception):
+        sqlstate = "08006"
+
+    class Syntax(Exception):
+        sqlstate = "42601"
+
+    assert is_connection_error(OperationalError("SELECT", {}, Refused("server closed the connection")))
+    assert not is_connection_error(OperationalError("SELECT", {}, Syntax("syntax error")))
+    assert not is_connection_error(OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x")))
+    assert not is_connection_error(OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")))
+    assert is_connection_error(OperationalError("SELECT", {}, sqlite3.OperationalError("unable to open database file")))
+    assert not is_connection_error(IntegrityError("INSERT", {}, Exception("duplicate")))

@@ -151,10 +151,14 @@ def is_connection_error(exc: BaseException) -> bool:
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, (OperationalError, InterfaceError)) and not is_lock_error(exc):
-        return getattr(getattr(exc, "orig", None), "sqlstate", None) in (None, "08000", "08001", "08003", "08004",
-                                                                         "08006", "57P01", "57P02", "57P03")
-    return False
+    if not isinstance(exc, (OperationalError, InterfaceError)) or is_lock_error(exc):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):  # a file, not a server: only a folder that cannot be opened
+        return "unable to open" in str(orig)
+    # PostgreSQL: connection exceptions (class 08), the server shutting down (57P0x); no code: no server
+    return getattr(orig, "sqlstate", None) in (None, "08000", "08001", "08003", "08004", "08006", "57P01", "57P02",
+                                               "57P03")
 
 
 def until_reachable(fn: Callable[[], T], *, say: Callable[[str], None] = print, max_delay: float = 30.0) -> T:

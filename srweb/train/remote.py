@@ -61,13 +61,26 @@ def say(message: str) -> None:
     print(f"srweb worker {_state.name if _state else ''}: {message}".replace("  ", " "), flush=True)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """The database or the artifact store did not answer (as opposed to a bug or bad data)."""
+    import psycopg
+    from procrastinate.exceptions import ConnectorException
+
+    from srweb.track.db import is_connection_error
+
+    return (is_connection_error(exc) or isinstance(exc, (psycopg.OperationalError, ConnectorException, OSError)))
+
+
 def retry_forever(what: str, fn, stop: threading.Event | None = None):
-    """``fn()`` until it works; each failure is one line, then a wait that doubles up to 30 s."""
+    """``fn()`` until it works while the database or the store is unreachable (:func:`unreachable`);
+    each failure is one line, then a wait that doubles up to 30 s. Other errors propagate."""
     delay = 1.0
     while True:
         try:
             return fn()
-        except Exception as exc:  # the database or the store is unreachable: wait, never give up
+        except Exception as exc:  # filtered just below: only "not reachable" is waited out
+            if not unreachable(exc):
+                raise
             say(f"cannot reach {what} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"retrying in {delay:.0f} s")
             if stop is not None and stop.wait(delay):
