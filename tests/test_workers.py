@@ -353,3 +353,25 @@ def test_a_worker_with_two_processes_trains_under_torchrun(cluster):
         twice = session.execute(text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step "
                                      "HAVING count(*) > 1"), {"id": run_id}).all()
     assert twice == []
+
+
+def test_a_worker_without_its_database_says_so_and_retries(tmp_path):
+    """No server at the URL: one line per try, waits growing, the worker keeps trying and stops
+    cleanly on SIGTERM."""
+    from conftest import _free_port
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/nowhere"
+    env = child_env(tmp_path, SRWEB_DATABASE_URL=url, SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", "offline"], cwd=REPO,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: log_path.read_text().count("cannot reach the database") >= 2, "two tries", timeout=90)
+        assert proc.poll() is None  # still trying
+        lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+        assert all(line.startswith("srweb worker offline: cannot reach the database") for line in lines), lines
+        assert "retrying in 1 s" in lines[0] and "retrying in 2 s" in lines[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
