@@ -1,4 +1,4 @@
-"""Command line: ``srweb models | upscale | eval | prepare | train | jobs | bench | compare``.
+"""Command line: ``srweb models | upscale | eval | prepare | data | train | jobs | bench | compare``.
 
 On bad input every command exits non-zero with one clear line on stderr, never a traceback.
 """
@@ -218,7 +218,8 @@ def _extra_commands() -> list:
     """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
     for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register"),
-                        ("srweb.hub", "register"), ("srweb.onnx_export", "register")):
+                        ("srweb.hub", "register"), ("srweb.onnx_export", "register"),
+                        ("srweb.data.cli", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

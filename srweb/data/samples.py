@@ -73,15 +73,15 @@ def builtin_datasets() -> dict[str, Path]:
     return {p.name: p for p in sorted(BUILTIN_ROOT.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
 
 
-def locate_dataset(name: str) -> Path | None:
+def locate_dataset(name: str, root: Path | None = None) -> Path | None:
     """The folder a dataset *name* (not a path) stands for, or None.
 
-    Order: a folder of that name (case-insensitive) under ``settings.data_root``, then the copy
+    Order: a folder of that name (case-insensitive) under ``root`` (default: ``settings.data_root``), then the copy
     shipped with the package (:func:`builtin_datasets`). A user's own folder wins because it is
     there only when they put it there (or fetched it); the built-in copy keeps ``Set5`` working
     on a fresh install.
     """
-    root = get_settings().data_root
+    root = root or get_settings().data_root
     if root.is_dir():
         for child in sorted(root.iterdir()):
             if child.is_dir() and child.name.lower() == name.lower():
