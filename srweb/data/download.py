@@ -10,7 +10,9 @@ dataset folder appears with one rename, so a crash never leaves a half-filled da
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import http.client
 import os
 import tarfile
 import tempfile
@@ -75,14 +77,22 @@ def _download(url: str, part: Path, start: int, size: int | None, manual: str, *
         if start and getattr(response, "status", 200) != 206:
             start = 0  # the server ignored the range: start over
         total = size or (start + int(response.headers.get("Content-Length") or 0)) or None
+        expected = int(response.headers.get("Content-Length") or 0)
+        received = 0
         with open(part, "ab" if start else "wb") as f, tqdm(
                 total=total, initial=start, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"),
                 disable=not progress) as bar:
-            if not start:
-                f.truncate()
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
+            try:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:
+                raise DownloadError(f"download of {url} cut after {start + received} bytes ({exc}); "
+                                    "run again to resume") from None
+        if expected and received < expected:
+            raise DownloadError(f"download of {url} cut after {start + received} of {start + expected} bytes; "
+                                "run again to resume")
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, url: str) -> None:
@@ -119,8 +129,14 @@ def archive_problem(path: Path) -> str | None:
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return f"corrupt zip archive ({exc})"
         return f"archive member {bad} is corrupt" if bad is not None else None
+    with open(path, "rb") as f:
+        magic = f.read(2)
     try:
-        with tarfile.open(path) as tf:
+        if magic == b"\x1f\x8b":  # gzip: read it through, its CRC is checked at the end
+            with gzip.open(path) as stream:
+                while stream.read(1 << 22):
+                    pass
+        with tarfile.open(path) as tf:  # a damaged header mid-way ends the listing early: images counts
             for member in tf:
                 if member.isfile():
                     with tf.extractfile(member) as f:
