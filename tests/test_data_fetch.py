@@ -37,7 +37,7 @@ class ArchiveServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 name = self.path.lstrip("/")
                 rng = self.headers.get("Range")
                 server.requests.append((name, rng))
@@ -68,7 +68,7 @@ class ArchiveServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> ArchiveServer:
+    def __enter__(self):
         self.thread.start()
         return self
 
