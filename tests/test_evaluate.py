@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SET5, forged_png
+from conftest import forged_png
 from srweb.config import get_settings
 from srweb.data.folders import SkippedImage
 from srweb.evaluate import EvalResult, bicubic_sr, evaluate

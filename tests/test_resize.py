@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from conftest import SET5
-from srweb.config import get_settings
 from srweb.imaging import rgb_to_y_np
 from srweb.resize import cubic, imresize, imresize_np
 

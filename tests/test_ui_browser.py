@@ -197,7 +197,6 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page, db = browser_page, app_server.database_url
     page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#train-launch")
-    val = "Set5"  # the form's default: the built-in copy on a fresh install
     fill_form(page, patch=17, batch=4, iterations=30, **{"val-interval": 10, "lr": -1})
 
     page.locator("#train-launch").click()  # invalid: the reason shows, nothing is queued
