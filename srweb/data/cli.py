@@ -65,7 +65,7 @@ def _builtin_summary(folder: Path) -> str:
     from srweb.imaging import is_image_file
 
     count = sum(1 for p in folder.iterdir() if is_image_file(p))
-    return f"{count} HR test images shipped with srweb (provenance: {folder / 'README.md'})"
+    return f"{count} HR test images shipped with srweb (provenance: {folder.parent / 'README.md'})"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
