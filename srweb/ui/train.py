@@ -62,8 +62,10 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START,
-                  teacher=cfg.teacher or NO_TEACHER)
+    offered = {name.lower(): name for name in dataset_choices()}  # "Set5" is the data root's "set5" if it has one
+    values.update(data=offered.get(cfg.data.lower(), cfg.data), data_path="",
+                  val_data=offered.get((cfg.val_data or NO_VAL).lower(), cfg.val_data or NO_VAL),
+                  pretrained=cfg.pretrained or NO_START, teacher=cfg.teacher or NO_TEACHER)
     return values
 
 
