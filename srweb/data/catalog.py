@@ -103,12 +103,11 @@ _DIV2K_PINS = (
 def _div2k_archive(file: str, size: int, sha256: str) -> Archive:
     parts = file.removesuffix(".zip").split("_")  # DIV2K, split, HR | LR, track, Xs
     split = parts[1]
+    images = 800 if split == "train" else 100
     if parts[2] == "HR":
-        return Archive(file, DIV2K_URL + file, size, sha256, f"DIV2K_{split}_HR", images=800 if split == "train" else 100,
-                       split=split)
+        return Archive(file, DIV2K_URL + file, size, sha256, f"DIV2K_{split}_HR", images=images, split=split)
     track, scale = parts[3], int(parts[4][1:])
-    target = f"DIV2K_{split}_LR_{track}/X{scale}"
-    return Archive(file, DIV2K_URL + file, size, sha256, target, images=800 if split == "train" else 100,
+    return Archive(file, DIV2K_URL + file, size, sha256, f"DIV2K_{split}_LR_{track}/X{scale}", images=images,
                    split=split, scale=scale, track=track)
 
 
@@ -128,7 +127,8 @@ CATALOG: dict[str, Entry] = {e.name: e for e in (
           "E. Agustsson, R. Timofte. NTIRE 2017 Challenge on Single Image Super-Resolution: Dataset and Study. "
           "CVPRW 2017.", DIV2K_URL, tuple(_div2k_archive(*pin) for pin in _DIV2K_PINS)),
     Entry("Set14", "14 test images", "R. Zeyde, M. Elad, M. Protter. On Single Image Scale-Up Using "
-          "Sparse-Representations. Curves and Surfaces 2010.", HF_DATASETS + "eugenesiow/Set14", (_hf_hr("Set14", 14),)),
+          "Sparse-Representations. Curves and Surfaces 2010.", HF_DATASETS + "eugenesiow/Set14",
+          (_hf_hr("Set14", 14),)),
     Entry("BSD100", "100 test images of the Berkeley segmentation set", "D. Martin, C. Fowlkes, D. Tal, J. Malik. "
           "A Database of Human Segmented Natural Images. ICCV 2001.", HF_DATASETS + "eugenesiow/BSD100",
           (_hf_hr("BSD100", 100),)),

@@ -47,7 +47,8 @@ def dataset_rows(root: Path | None = None) -> list[dict]:
                      "source": "package data"})
     for entry in CATALOG.values():
         found = locate_dataset(entry.name, root)
-        row = {"name": entry.name, "status": "downloaded" if found else "missing", "path": str(found or root / entry.name),
+        row = {"name": entry.name, "status": "downloaded" if found else "missing",
+               "path": str(found or root / entry.name),
                "summary": entry.summary, "source": entry.homepage, "pinned": entry.pinned,
                "size_bytes": _default_size(entry)}
         if found and len(entry.archives) > 1:
@@ -55,8 +56,10 @@ def dataset_rows(root: Path | None = None) -> list[dict]:
         rows.append(row)
     known = {r["name"].lower() for r in rows}
     if root.is_dir():
+        own = [p for p in sorted(root.iterdir())
+               if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in known]
         rows += [{"name": p.name, "status": "downloaded", "path": str(p), "summary": "your folder", "source": "-"}
-                 for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in known]
+                 for p in own]
     return rows
 
 

@@ -72,7 +72,8 @@ def _download(url: str, part: Path, start: int, size: int | None, manual: str, *
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {manual}") from None
     except (URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot download {url} ({reason}); are you offline? {manual[:1].upper()}{manual[1:]}") from None
+        raise DownloadError(f"cannot download {url} ({reason}); are you offline? "
+                            f"{manual[:1].upper()}{manual[1:]}") from None
     with response:
         if start and getattr(response, "status", 200) != 206:
             start = 0  # the server ignored the range: start over
@@ -187,13 +188,13 @@ def install(archives: Sequence[Archive], folder: Path, downloads: Path, *, progr
             dst = folder / archive.target if archive.target else folder
             if dst.is_dir() and any(not p.name.startswith(".") for p in dst.iterdir()):
                 continue
-            what = f"its {archive.member or archive.target or 'image'} folder" if archive.member or archive.target else "its images"
-            manual = (f"download it by hand and unpack {what} into {dst}, or put the archive at "
-                      f"{downloads / archive.file} and run again")
+            member = archive.member or archive.target or None
+            manual = (f"download it by hand and unpack {f'its {member} folder' if member else 'its images'} into "
+                      f"{dst}, or put the archive at {downloads / archive.file} and run again")
             path = fetch(archive.url, downloads / archive.file, archive.size, archive.sha256, progress=progress,
                          manual=manual)
             try:
-                extract(path, dst, archive.member or archive.target or None, images=archive.images)
+                extract(path, dst, member, images=archive.images)
             finally:
                 path.unlink(missing_ok=True)
             filled.append(dst)
@@ -212,7 +213,7 @@ def _unpack(archive: Path, into: Path) -> None:
             with tarfile.open(archive) as tf:
                 tf.extractall(into, filter="data")  # refuses absolute paths, links out, devices
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
-        raise DownloadError(f"{archive}: corrupt archive ({exc}); delete it and run again") from None
+        raise DownloadError(f"{archive.name}: corrupt archive ({exc}); refused") from None
 
 
 def _image_folder(tmp: Path, member: str | None, archive: Path) -> Path:
@@ -243,7 +244,8 @@ def fetch_dataset(name: str, root: str | os.PathLike | None = None, *, splits: S
     bad_split = [s for s in splits or () if s not in entry.splits]
     bad_scale = [s for s in scales if s not in entry.scales]
     if bad_split or bad_scale:
-        offered = f"splits {', '.join(entry.splits)}; scales {', '.join(map(str, entry.scales))}" if entry.splits else "no parts"
+        offered = (f"splits {', '.join(entry.splits)}; scales {', '.join(map(str, entry.scales))}" if entry.splits
+                   else "no parts")
         raise ValueError(f"{entry.name} has {offered} (got {', '.join(map(str, bad_split + bad_scale))})")
     root = Path(root).expanduser() if root else get_settings().data_root
     folder = root / entry.name
