@@ -1,4 +1,4 @@
-"""Command line: ``srweb models | upscale | eval | prepare | train | jobs | bench | compare``.
+"""Command line: ``srweb models | upscale | eval | prepare | data | train | jobs | bench | compare``.
 
 On bad input every command exits non-zero with one clear line on stderr, never a traceback.
 """
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR/SSIM under the classic SR protocol")
     p.add_argument("--weights", required=True, help="weights name or path, or bicubic")
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--dataset", required=True, help="HR folder, or a benchmark name (Set5, sample)")
+    p.add_argument("--dataset", required=True,
+                   help="HR folder, or a dataset name: Set5 (built in), sample, or one `srweb data list` shows")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
@@ -218,7 +219,8 @@ def _extra_commands() -> list:
     """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
     for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register"),
-                        ("srweb.hub", "register"), ("srweb.onnx_export", "register")):
+                        ("srweb.hub", "register"), ("srweb.onnx_export", "register"),
+                        ("srweb.data.cli", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

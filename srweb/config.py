@@ -57,7 +57,10 @@ class Settings:
         state_dir: root for the database, runs and caches.
         database_url: any SQLAlchemy URL; SQLite file under ``state_dir/db`` by default.
         runs_dir: per-run checkpoints and logs.
-        data_root: where benchmark and training folders live (Set5, General-100, DIV2K).
+        data_root: where benchmark and training folders live (General-100, DIV2K, Set14, ...):
+            ``data/`` under ``state_dir`` unless ``SRWEB_DATA_ROOT`` names another folder.
+            ``srweb data fetch NAME`` downloads into it; Set5 also ships with the package
+            (:func:`srweb.data.samples.benchmark_path` says which copy wins).
         device: ``auto`` (cuda > mps > cpu) or an explicit torch device string.
         public: public mode (on by default inside a Space, ``SPACE_ID`` set): training,
             evaluation, run export/cancel/resume and arbitrary dataset paths need ``admin_token``
@@ -114,7 +117,7 @@ def get_settings() -> Settings:
         database_url=database_url,
         runs_dir=_env_path("SRWEB_RUNS_DIR", db_dir / "runs"),
         cache_dir=_env_path("SRWEB_CACHE_DIR", db_dir / "cache"),
-        data_root=_env_path("SRWEB_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"),
+        data_root=_env_path("SRWEB_DATA_ROOT", state_dir / "data"),
         device=os.environ.get("SRWEB_DEVICE", "auto"),
         public=public,
         admin_token=os.environ.get("SRWEB_ADMIN_TOKEN", "").strip() or None,

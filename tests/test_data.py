@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,7 +22,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from srweb.config import get_settings
-from srweb.data import div2k as div2k_mod
+from srweb.data import catalog
+from srweb.data import download as download_mod
 from srweb.data.div2k import DIV2K, DownloadError
 from conftest import forged_png
 from srweb.data.folders import HRFolderDataset, SkippedImage, make_lr, read_rgb8
@@ -169,15 +171,22 @@ def zip_bytes(files: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def pin_archives(monkeypatch: pytest.MonkeyPatch, name: str, pins: dict[str, tuple[int, str]]) -> None:
+    """Pin the catalogue's ``name`` archives listed in ``pins`` to the test's (size, sha256); they
+    hold one image each."""
+    entry = catalog.CATALOG[name]
+    archives = tuple(dataclasses.replace(a, size=pins[a.file][0], sha256=pins[a.file][1], images=1)
+                     if a.file in pins else a for a in entry.archives)
+    monkeypatch.setitem(catalog.CATALOG, name, dataclasses.replace(entry, archives=archives))
+
+
 def test_div2k_download_resume_verify_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hr = rand_rgb(24, 24)
     server = {
         "DIV2K_valid_HR.zip": zip_bytes({"DIV2K_valid_HR/0801.png": hr}),
         "DIV2K_valid_LR_bicubic_X2.zip": zip_bytes({"DIV2K_valid_LR_bicubic/X2/0801x2.png": make_lr(hr, 2)}),
     }
-    monkeypatch.setattr(
-        div2k_mod, "ARCHIVES", {k: (len(v), hashlib.sha256(v).hexdigest()) for k, v in server.items()}
-    )
+    pin_archives(monkeypatch, "DIV2K", {k: (len(v), hashlib.sha256(v).hexdigest()) for k, v in server.items()})
     requests = []
 
     def fake_urlopen(request, timeout):
@@ -189,11 +198,12 @@ def test_div2k_download_resume_verify_extract(tmp_path: Path, monkeypatch: pytes
             return FakeResponse(data[int(rng[6:-1]) :], 206)
         return FakeResponse(data, 200)
 
-    monkeypatch.setattr(div2k_mod, "urlopen", fake_urlopen)
+    monkeypatch.setattr(download_mod, "urlopen", fake_urlopen)
     root = tmp_path / "DIV2K"
     root.mkdir()
     half = len(server["DIV2K_valid_HR.zip"]) // 2
-    (root / "DIV2K_valid_HR.zip.part").write_bytes(server["DIV2K_valid_HR.zip"][:half])  # interrupted run
+    (root / ".downloads").mkdir()
+    (root / ".downloads" / "DIV2K_valid_HR.zip.part").write_bytes(server["DIV2K_valid_HR.zip"][:half])  # interrupted run
     ds = DIV2K(root, 2, split="valid", download=True, progress=False)
     assert ("DIV2K_valid_HR.zip", f"bytes={half}-") in requests
     assert ("DIV2K_valid_LR_bicubic_X2.zip", None) in requests
@@ -208,15 +218,15 @@ def test_div2k_download_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def offline(request, timeout):
         raise URLError("Name or service not known")
 
-    monkeypatch.setattr(div2k_mod, "urlopen", offline)
+    monkeypatch.setattr(download_mod, "urlopen", offline)
     with pytest.raises(DownloadError, match="offline"):
         DIV2K(tmp_path / "x", 2, split="valid", download=True, progress=False)
     payload = zip_bytes({"DIV2K_valid_HR/0801.png": rand_rgb(8, 8)})
-    monkeypatch.setattr(div2k_mod, "ARCHIVES", {"DIV2K_valid_HR.zip": (len(payload), "0" * 64)})
-    monkeypatch.setattr(div2k_mod, "urlopen", lambda request, timeout: FakeResponse(payload, 200))
+    pin_archives(monkeypatch, "DIV2K", {"DIV2K_valid_HR.zip": (len(payload), "0" * 64)})
+    monkeypatch.setattr(download_mod, "urlopen", lambda request, timeout: FakeResponse(payload, 200))
     with pytest.raises(DownloadError, match="SHA-256"):
         DIV2K(tmp_path / "y", 2, split="valid", download=True, progress=False)
-    assert not (tmp_path / "y" / "DIV2K_valid_HR.zip.part").exists()
+    assert not (tmp_path / "y" / ".downloads" / "DIV2K_valid_HR.zip.part").exists()
     assert not (tmp_path / "y" / "DIV2K_valid_HR").exists()
 
 

@@ -19,7 +19,6 @@ from srweb.config import get_settings
 from srweb.data.folders import SkippedImage
 from srweb.evaluate import EvalResult, bicubic_sr, evaluate
 
-SET5 = get_settings().data_root / "Set5"
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +29,6 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
-@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not available")
 @pytest.mark.parametrize(("scale", "published"), [(2, 33.66), (3, 30.39), (4, 28.42)])
 def test_set5_bicubic_through_evaluate(scale: int, published: float) -> None:
     result = evaluate(bicubic_sr(scale), "Set5", scale)

@@ -29,6 +29,13 @@ def test_ci_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_ci_runs_the_suite_as_a_newcomer_with_an_empty_data_root():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r'^SRWEB_DATA_ROOT="\$\(mktemp -d\)"$', script, re.M) and "export SRWEB_DATA_ROOT" in script
+    assert script.index("SRWEB_DATA_ROOT") < script.index("make test")
+
+
+
 def test_import_is_light():
     import subprocess
     import sys

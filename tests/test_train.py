@@ -1,6 +1,6 @@
 """Training engine: TrainConfig, the Trainer (all model families, resume, SRGAN) and export.
 
-Everything runs on CPU in a few seconds per test: tiny crops of General-100 / Set5 written
+Everything runs on CPU in a few seconds per test: tiny crops of the built-in sample photos / Set5 written
 to a temporary folder, small patches and batches, a few dozen iterations.
 """
 
@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 import srweb
 import srweb.train.trainer as trainer_module
-from conftest import crops
+from conftest import SET5, crops, hr_photos
+from srweb.data.samples import benchmark_path
 from srweb.config import get_settings
 from srweb.evaluate import evaluate
 from srweb.models import create_model
@@ -28,17 +29,15 @@ from srweb.train.trainer import Trainer, lr_factor
 from srweb.weights import count_params, save_weights
 from srweb.weights_table import card_markdown
 
-DATA = Path(get_settings().data_root)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """``{"train": 4 crops of General-100 (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
+    """``{"train": 4 crops of the sample photos (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
     root = tmp_path_factory.mktemp("tiny-data")
     return {
-        "train": str(crops(DATA / "General-100", root / "train", 4, 48)),
-        "val": str(crops(DATA / "Set5", root / "val", 2, 32)),
-        "one": str(crops(DATA / "General-100", root / "one", 1, 16)),
+        "train": str(crops(hr_photos(), root / "train", 4, 48)),
+        "val": str(crops(SET5, root / "val", 2, 32)),
+        "one": str(crops(hr_photos(), root / "one", 1, 16)),
     }
 
 
@@ -123,7 +122,7 @@ def test_default_training_data_is_general100_when_present_else_the_sample_set(en
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "data"))
     get_settings.cache_clear()
     assert TrainConfig(model="espcn").resolved().data == "sample"
-    crops(DATA / "General-100", tmp_path / "data" / "General-100", 2, 48)
+    crops(hr_photos(), tmp_path / "data" / "General-100", 2, 48)
     assert TrainConfig(model="espcn").resolved().data == "General-100"
     assert TrainConfig(model="espcn", data="sample").resolved().data == "sample"
 
@@ -164,7 +163,7 @@ def test_unknown_keys_are_rejected():
         TrainConfig.from_dict({"model": "espcn", "learning_rate": 1e-3, "colour": "y"})
 
 
-def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, tiny):
+def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, tiny, monkeypatch):
     with pytest.raises(ConfigError, match="data: .*nowhere.* not found"):
         check_config(TrainConfig(model="espcn", data=str(env / "nowhere"), val_data=None))
     with pytest.raises(ConfigError, match="val_data: "):
@@ -183,12 +182,20 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
         check_config(_cfg(tiny, "espcn", patch_size=25))
     assert "needs 50x50 HR pixels" in str(err.value) and "48x48" in str(err.value)
     assert "patch_size <= 24" in str(err.value)
-    # General-100's smallest image is 131x112, but 94 of its 100 images hold EDSR's 192 px HR patch at x4:
-    # the dataset skips the other six. Only 82 hold 240 px, too few.
-    check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
-    with pytest.raises(ConfigError, match=r"only 82 of the 100 training images in General-100 .*\(the smallest, "
-                                          r"im_67.png, is 131x112\); use patch_size <= 28 to use every image"):
-        check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=60, data="General-100", val_data="Set5"))
+    # A dataset named under the data root is measured alike, and the advice names it: x4 and 24 px
+    # LR patches need 96 px, which 6 of these 10 images (60 to 150 px) hold.
+    from PIL import Image
+
+    named = env / "data" / "General-100"
+    named.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (60 + 10 * i, 60 + 10 * i), (i * 20, 90, 160)).save(named / f"im_{i}.png")
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "data"))
+    get_settings.cache_clear()
+    check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=15, data="General-100", val_data="Set5"))
+    with pytest.raises(ConfigError, match=r"only 6 of the 10 training images in General-100 .*\(the smallest, "
+                                          r"im_0.png, is 60x60\); use patch_size <= 15 to use every image"):
+        check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=24, data="General-100", val_data="Set5"))
 
 
 def test_patch_guard_lets_a_few_small_images_be_skipped(env, tmp_path):
@@ -743,10 +750,9 @@ def test_a_fine_tuned_export_keeps_its_starting_cards_speed_on_the_same_path(env
 def test_resume_compares_folders_not_their_spelling(env, tiny):
     from srweb.train.resume import differences
 
-    set5 = get_settings().data_root / "Set5"
+    set5 = benchmark_path("Set5")  # the built-in copy, or the data root's own
     base = _cfg(tiny, "espcn").to_dict()
-    if set5.is_dir():  # a name under the data root and its path are one folder
-        assert not differences({**base, "val_data": "Set5"}, {**base, "val_data": str(set5.resolve())})
+    assert not differences({**base, "val_data": "Set5"}, {**base, "val_data": str(set5.resolve())})
     relative = os.path.relpath(tiny["train"])
     assert not differences({**base, "data": relative}, {**base, "data": str(Path(tiny["train"]).resolve())})
     assert differences({**base, "data": tiny["train"]}, {**base, "data": tiny["val"]}) == [

@@ -15,13 +15,12 @@ from safetensors.torch import load_file
 from sqlalchemy.exc import OperationalError
 
 import srweb
-from conftest import child_env, crops, point_at
+from conftest import SET5, child_env, crops, hr_photos, point_at
 from srweb.cli import main
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, session_scope
 from srweb.track.runs import get_run, list_runs, metric_series
 
-DATA = Path(get_settings().data_root)
 SRWEB = [sys.executable, "-m", "srweb.cli"]
 
 
@@ -36,11 +35,12 @@ def _summary(out: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The issue's command: EDSR-baseline on General-100, validated on Set5, tracked, exported."""
+    """The issue's command (EDSR-baseline, validated on Set5, tracked, exported) on the sample photos
+    instead of General-100, which a fresh clone does not have."""
     root = tmp_path_factory.mktemp("cli")
     env = child_env(root)
-    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(DATA / "General-100"),
-            "--val-data", str(DATA / "Set5"), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
+    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(hr_photos()),
+            "--val-data", str(SET5), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
             "--override", "num_blocks=2", "--val-interval", "10", "--export", str(root / "weights")]
     started = time.monotonic()
     out = _srweb(args, env, root)
@@ -112,7 +112,7 @@ def test_from_card_reproduces_the_cards_config(state, tmp_path):
 @pytest.mark.slow
 def test_from_card_retrains_bit_identically(tmp_path):
     # Same config, same seed, one CPU thread: training again from the card gives the same tensors.
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     first = _summary(_srweb(["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                              "--batch-size", "4", "--iterations", "15", "--tag", "a", "--no-track", "--run-dir",
@@ -134,7 +134,7 @@ def test_from_card_retrains_bit_identically(tmp_path):
 def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     # x2 from scratch, then x3 initialised from it (the shared layers): the x3 card records its parent,
     # and --from-card retrains both stages and lands on the same tensors.
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     common = ["--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8", "--batch-size", "4",
               "--tag", "a", "--no-track"]
@@ -207,7 +207,7 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
         (["--model", "espcn", "--loss", "ssim"], "loss must be one of"),
         (["--model", "espcn", "--override", "num_blocks=4"], "unknown override(s) num_blocks for espcn"),
         (["--model", "espcn", "--data", "/no/such/folder"], "data: dataset '/no/such/folder' not found"),
-        (["--model", "espcn", "--data", "General-100", "--patch-size", "120"], "only 82 of the 100 training images"),
+        (["--model", "espcn", "--data", "sample", "--patch-size", "160"], "only 6 of the 8 training images in sample"),
         (["--model", "espcn", "--val-data", "Set99"], "val_data: dataset 'Set99' not found"),
         (["--model", "espcn", "--teacher", "edsr-x4.nowhere"], "teacher 'edsr-x4.nowhere'"),
         (["--model", "espcn", "--teacher", "edsr-baseline"], "is an architecture, not trained weights"),
@@ -239,7 +239,7 @@ def test_bad_hyperparameters_in_a_real_process(tmp_path):
 
 @pytest.mark.slow
 def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     out = _srweb(["jobs", "submit", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                   "--batch-size", "4", "--iterations", "20", "--precision", "fp32"], env, tmp_path)
@@ -329,7 +329,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_run(tmp_path, monkeypatch):
     import signal
 
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     args = ["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
             "--batch-size", "4", "--iterations", "4000", "--precision", "fp32", "--ckpt-interval", "100000",
@@ -378,7 +378,7 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
     from srweb.train.cli import default_run_dir
     from srweb.train.config import TrainConfig
 
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     point_at(monkeypatch, child_env(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # pytest keeps its own Ctrl-C

@@ -86,6 +86,25 @@ def test_launch_queues_a_run_and_selects_it(env):
     assert details["config"]["data"] == str(env / "tiny") and details["config"]["val_data"] is None
 
 
+def test_fresh_install_form_defaults_are_offered_and_launch(env, monkeypatch):
+    """An empty data root (a fresh clone): the form starts on ``sample`` / ``Set5``, both among the
+    dropdowns' choices (Gradio warns at start-up, and refuses an API call, for a value it does not
+    list), and those defaults queue a run validated on the built-in Set5."""
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "empty-data"))
+    get_settings.cache_clear()
+    defaults, choices = train.form_defaults("espcn"), train.dataset_choices()
+    assert (defaults["data"], defaults["val_data"]) == ("sample", "Set5")
+    assert choices == ["sample", "Set5"]
+    train.launch_job(*form(data=defaults["data"], val_data=defaults["val_data"], patch_size=17))
+    config = views.run_details(views.runs_frame()["id"][0])["config"]
+    assert (config["data"], config["val_data"]) == ("sample", "Set5")
+    # A user's own folders join the list once each; their Set5 replaces the built-in one by name.
+    for name in ("General-100", "set5"):
+        (env / "empty-data" / name).mkdir(parents=True)
+    assert train.dataset_choices() == ["sample", "General-100", "set5"]
+    assert train.form_defaults("espcn")["val_data"] == "set5"  # the value offered, as spelt there
+
+
 def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
     save_weights(create_model("espcn", 3), "espcn-x3.mine", weights_dir=get_settings().weights_dir)
     assert train.start_choices("espcn") == ["none", "espcn-x3.mine"] and train.start_choices("srcnn") == ["none"]

@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from srweb.config import get_settings
+from srweb.data.samples import builtin_datasets
 from srweb.models import get_model_info, list_models
 from srweb.track import views
 from srweb.train import jobs
@@ -36,10 +37,12 @@ def trainable_models() -> list[str]:
 
 
 def dataset_choices() -> list[str]:
-    """``sample`` plus every folder under the data root (General-100, Set5, ...)."""
+    """``sample``, then every folder under the data root (General-100, ...) and the benchmarks built
+    into the package (Set5) once each, by name: the data root's copy wins, as in ``benchmark_path``."""
     root = get_settings().data_root
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    return ["sample", *found]
+    found = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    found += [name for name in builtin_datasets() if name.lower() not in {f.lower() for f in found}]
+    return ["sample", *sorted(found, key=str.lower)]
 
 
 def start_choices(model: str) -> list[str]:
@@ -59,8 +62,10 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START,
-                  teacher=cfg.teacher or NO_TEACHER)
+    offered = {name.lower(): name for name in dataset_choices()}  # "Set5" is the data root's "set5" if it has one
+    values.update(data=offered.get(cfg.data.lower(), cfg.data), data_path="",
+                  val_data=offered.get((cfg.val_data or NO_VAL).lower(), cfg.val_data or NO_VAL),
+                  pretrained=cfg.pretrained or NO_START, teacher=cfg.teacher or NO_TEACHER)
     return values
 
 
