@@ -54,4 +54,5 @@ def test_space_front_matter_matches_the_installed_gradio():
     assert fields["app_file"] == "app.py" and (ROOT / fields["app_file"]).is_file()
     minimum = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"].removeprefix(">=")
     assert tuple(map(int, fields["python_version"].split("."))) >= tuple(map(int, minimum.split(".")))
-    assert "## Deploy to Hugging Face Spaces" in (ROOT / "README.md").read_text()
+    assert "(docs/deploy.md)" in (ROOT / "README.md").read_text()  # the Space guide is linked, and there
+    assert "## Hugging Face Spaces" in (ROOT / "docs" / "deploy.md").read_text()
