@@ -16,7 +16,7 @@ def prepare_database() -> None:
     from srweb.track.db import init_db, write_transaction
     from srweb.track.evals import forget_missing_cards, seed_from_cards, seed_speeds_from_cards
     from srweb.train import jobs
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     init_db()
     cards = [card.to_dict() for card in list_weights()]
@@ -38,7 +38,7 @@ def fetch_hub_weights() -> list[str]:
     settings = get_settings()
     if not settings.hub_weights:
         return []
-    from srweb.hub import fetch_into
+    from srweb.weights.hub import fetch_into
 
     return fetch_into(settings.hub_weights, settings.user_weights_dir)
 

@@ -28,7 +28,7 @@ from srweb.data.folders import HRFolderDataset, SkippedImage, make_lr, read_rgb8
 from srweb.data.pairs import FSRCNN_SCALES, PatchPairs
 from srweb.data.prepare import prepare_dataset
 from srweb.data.samples import benchmark_path, sample_images_dir
-from srweb.resize import imresize, imresize_np
+from srweb.imaging.resize import imresize, imresize_np
 
 
 @pytest.fixture(autouse=True)

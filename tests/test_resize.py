@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import rgb_to_y_np
-from srweb.resize import cubic, imresize, imresize_np
+from srweb.imaging.io import rgb_to_y_np
+from srweb.imaging.resize import cubic, imresize, imresize_np
 
 SET5 = get_settings().data_root / "Set5"
 

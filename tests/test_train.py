@@ -20,13 +20,13 @@ import srweb
 import srweb.train.trainer as trainer_module
 from conftest import crops
 from srweb.config import get_settings
-from srweb.evaluate import evaluate
+from srweb.evaluation.evaluate import evaluate
 from srweb.models import create_model
 from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
 from srweb.train.trainer import Trainer, lr_factor
-from srweb.weights import count_params, save_weights
-from srweb.weights_table import card_markdown
+from srweb.weights.files import count_params, save_weights
+from srweb.weights.table import card_markdown
 
 DATA = Path(get_settings().data_root)
 

@@ -84,7 +84,7 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 
 @pytest.mark.slow
 def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tmp_path):
-    from srweb.exports import export_run_weights
+    from srweb.weights.exports import export_run_weights
 
     # Its files are in --export (here the weights folder), not run_dir/export: found there, and
     # since that folder already lists them, that entry is the export (no second copy).
@@ -184,12 +184,12 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
     args.precision = "auto"  # the user's flag wins
     assert cli.config_from_args(args).precision == "auto"
     # A bf16 stage replayed on a CPU without bf16: the user hears it will be slow, and how to avoid it.
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: False)
     stages = cli.card_stages(card)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert "trained in bf16, which this CPU emulates" in capsys.readouterr().err
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), "fp32")
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: True)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert capsys.readouterr().err == ""
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from srweb.config import get_settings
 from srweb.track import views
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,7 @@ from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
 from srweb.ui import leaderboard as lb
 from srweb.ui.outputs import output_dir
 from srweb.ui.leaderboard_charts import perception_distortion_figure, psnr_params_figure
-from srweb.weights import save_weights
+from srweb.weights.files import save_weights
 
 NAME = "espcn-x2.lb"
 SET5 = {"dataset": "Set5", "psnr": 36.5, "ssim": 0.95}

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.exports import ExportError, export_run_weights, unique_weights_name
+from srweb.weights.exports import ExportError, export_run_weights, unique_weights_name
 from srweb.models import create_model
 from srweb.track import views
 from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
@@ -20,7 +20,7 @@ from srweb.track.schema import Evaluation
 from srweb.train import jobs, launch
 from srweb.train.config import TrainConfig
 from srweb.ui import charts, runs, train
-from srweb.weights import list_weights, load_weights, save_weights
+from srweb.weights.files import list_weights, load_weights, save_weights
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from srweb.config import get_settings
 from srweb.data.folders import check_channels, make_item, make_lr, mod_crop, read_rgb8
-from srweb.fileio import atomic_save_png
-from srweb.imaging import ImageError
+from srweb.imaging.fileio import atomic_save_png
+from srweb.imaging.io import ImageError
 
 BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 SPLITS = ("train", "valid")

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 from srweb.config import get_settings
 from srweb.data.folders import (HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, skip_image,
                                  to_tensor)
-from srweb.fileio import atomic_write
-from srweb.imaging import ImageError, image_size
-from srweb.resize import imresize_np
+from srweb.imaging.fileio import atomic_write
+from srweb.imaging.io import ImageError, image_size
+from srweb.imaging.resize import imresize_np
 
 FSRCNN_SCALES = (0.9, 0.8, 0.7, 0.6)
 MEMORY_LIMIT = 2 << 30  # bytes of decoded arrays kept in RAM before switching to the disk cache

@@ -47,7 +47,7 @@ def record_evaluation(
     """Store one evaluation result.
 
     Args:
-        result: optional ``srweb.evaluate.EvalResult`` (anything with ``dataset, scale, protocol,
+        result: optional ``srweb.evaluation.evaluate.EvalResult`` (anything with ``dataset, scale, protocol,
             psnr, ssim, images``) supplying the fields not given as keywords.
         weights_name: the weights entry (``ARCH-xS.TAG``) or baseline (``bicubic``) evaluated.
         arch: defaults to the ARCH part of ``weights_name`` (the whole name for baselines).

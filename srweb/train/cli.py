@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from srweb.train.config import TrainConfig
-from srweb.weights import training_chain
+from srweb.weights.files import training_chain
 
 # CLI flag -> TrainConfig field, for every hyperparameter a user sets on the command line.
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -129,7 +129,7 @@ def warn_slow_replay(card_path: str, stages: list[dict], cfg: TrainConfig, preci
     """Tell the user when a card's bf16 stages (:func:`card_stages`) will replay on a CPU without native
     bf16 (emulated: many times slower) and how to replay them in fp32 instead."""
     from srweb.config import resolve_device
-    from srweb.inference import cpu_supports_bf16
+    from srweb.inference.upscaler import cpu_supports_bf16
 
     pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in stages) else None)
     if pinned == "bf16" and resolve_device(cfg.device) == "cpu" and not cpu_supports_bf16():

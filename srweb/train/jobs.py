@@ -79,7 +79,7 @@ dataset skips the smaller ones (and too-small scale-augmented copies) with a war
 def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
     """``(smaller side, file name, width, height)`` of each readable image directly inside
     ``folder``, smallest first (header reads only); empty when there is none (e.g. a DIV2K tree)."""
-    from srweb.imaging import ImageError, image_size, is_image_file
+    from srweb.imaging.io import ImageError, image_size, is_image_file
 
     sides = []
     for path in folder.iterdir():

@@ -25,7 +25,7 @@ def _arch_config(cfg: TrainConfig) -> dict:
     if not cfg.pretrained:
         return dict(cfg.overrides)
     try:
-        from srweb.weights import read_card, resolve_weights
+        from srweb.weights.files import read_card, resolve_weights
 
         card = read_card(resolve_weights(cfg.pretrained)[1])
         return dict(card.config) if card.scale == cfg.scale else {**card.config, **cfg.overrides}
@@ -36,11 +36,11 @@ def _arch_config(cfg: TrainConfig) -> dict:
 def activation_profile(cfg: TrainConfig) -> tuple[int, int, float, float, int]:
     """``(channels, input side, convolution input elements per input pixel, peak activation elements
     per input pixel, parameters)`` of the model ``cfg`` trains, from one forward pass on the meta device
-    (no memory, no arithmetic: :func:`srweb.inference.profile_model`). The input side is the LR patch,
+    (no memory, no arithmetic: :func:`srweb.inference.upscaler.profile_model`). The input side is the LR patch,
     or the HR patch for pre-upsampling models."""
     import torch
 
-    from srweb.inference import profile_model
+    from srweb.inference.upscaler import profile_model
     from srweb.models import create_model
 
     with torch.device("meta"):
@@ -93,7 +93,7 @@ def check_step_fits(cfg: TrainConfig) -> None:
         ConfigError: with the estimate, the memory free and the largest batch that might fit.
     """
     from srweb.config import resolve_device
-    from srweb.inference import pick_precision
+    from srweb.inference.upscaler import pick_precision
 
     try:
         device = resolve_device(cfg.device)

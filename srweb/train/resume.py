@@ -83,7 +83,7 @@ def _where(key: str, value: str) -> Path | None:
     """The file or folder a path setting names (data folders as training resolves them), or None."""
     from srweb.data.samples import benchmark_path
 
-    from srweb.weights import WeightsError, resolve_weights
+    from srweb.weights.files import WeightsError, resolve_weights
 
     try:
         if key == "pretrained":  # a weights name or a path to its card or tensors (never fetched from the Hub here)

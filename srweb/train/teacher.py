@@ -29,7 +29,7 @@ class Teacher:
 def check_teacher(name: str) -> None:
     """Raise :class:`ConfigError` unless ``name`` (or ``NAME+``) finds trained weights; loads nothing."""
     from srweb.models import list_models
-    from srweb.weights import WeightsError, resolve_weights
+    from srweb.weights.files import WeightsError, resolve_weights
 
     if name.rstrip("+") in list_models():
         raise ConfigError(f"teacher {name!r} is an architecture, not trained weights; give weights "
@@ -42,8 +42,8 @@ def check_teacher(name: str) -> None:
 
 def load_teacher(cfg: TrainConfig, device: str) -> Teacher:
     """The teacher ``cfg.teacher`` names, on ``device`` in fp32."""
-    from srweb.inference import Upscaler
-    from srweb.weights import WeightsError
+    from srweb.inference.upscaler import Upscaler
+    from srweb.weights.files import WeightsError
 
     check_teacher(cfg.teacher)
     try:

@@ -28,14 +28,14 @@ from torch.utils.data import DataLoader
 
 from srweb.config import resolve_device
 from srweb.data.sampling import StepBatches
-from srweb.fileio import atomic_write
-from srweb.inference import Upscaler, guard_verdict, pick_precision
+from srweb.imaging.fileio import atomic_write
+from srweb.inference.upscaler import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
 from srweb.train.resume import check_resume, read_saved_run, refuse_finished
 from srweb.train.teacher import Teacher, load_teacher
-from srweb.weights import WeightsCard, count_params, load_weights, save_weights
+from srweb.weights.files import WeightsCard, count_params, load_weights, save_weights
 
 LOG_INTERVAL = 10
 
@@ -68,14 +68,14 @@ def _sweep_temp_files(run_dir: Path) -> None:
 
 
 def card_metric(result) -> dict[str, Any]:
-    """The summary of an :class:`~srweb.evaluate.EvalResult` stored in a weights card."""
+    """The summary of an :class:`~srweb.evaluation.evaluate.EvalResult` stored in a weights card."""
     return {"dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 4),
             "ssim": round(result.ssim, 5), "protocol": result.protocol}
 
 
 def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01) -> dict[str, Any]:
     """Compare the fast inference path with fp32 on the validation set; the card keeps the verdict."""
-    from srweb.evaluate import evaluate
+    from srweb.evaluation.evaluate import evaluate
 
     fast = Upscaler(model, device=device, precision="auto")
     if fast.precision == "fp32":
@@ -291,7 +291,7 @@ class Trainer:
         """PSNR/SSIM of ``model`` (default: :attr:`eval_model`) on the validation folder under the SR protocol."""
         if self.val_dir is None:
             return {}
-        from srweb.evaluate import evaluate
+        from srweb.evaluation.evaluate import evaluate
 
         judged = model if model is not None else self.eval_model
         upscaler = Upscaler(judged, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)

@@ -23,8 +23,8 @@ from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
 from srweb.ui.outputs import output_dir
-from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, list_weights
-from srweb.weights_table import paper_psnr_of
+from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, list_weights
+from srweb.weights.table import paper_psnr_of
 
 ALL = "all"
 SCALES = (2, 3, 4)
@@ -200,7 +200,7 @@ def refresh_targets(current: str | None) -> gr.Dropdown:
 def eval_target(choice: str) -> tuple[str, int]:
     """``"bicubic-x3"`` -> ("bicubic", 3); a weights name -> (name, its card's scale)."""
     from srweb.ui.upscale import parse_choice
-    from srweb.weights import WeightsError, read_card, resolve_weights
+    from srweb.weights.files import WeightsError, read_card, resolve_weights
 
     name, scale = parse_choice(choice)
     if scale is None:

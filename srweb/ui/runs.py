@@ -7,7 +7,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from srweb.exports import ExportError, export_run_weights
+from srweb.weights.exports import ExportError, export_run_weights
 from srweb.models import list_models
 from srweb.track import views
 from srweb.track.schema import RUN_STATUSES

@@ -20,7 +20,7 @@ from srweb.train.config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, Config
 from srweb.train.launch import DuplicateLaunch, available_devices, submit_once
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import curves_figure
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",

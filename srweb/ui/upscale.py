@@ -13,12 +13,12 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, image_size, load_image, load_pixels,
+from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, image_size, load_image, load_pixels,
                            to_pil8, to_rgb8)
-from srweb.inference import MAX_OUTPUT_SCALE, Upscaler
-from srweb.metrics import psnr, ssim
+from srweb.inference.upscaler import MAX_OUTPUT_SCALE, Upscaler
+from srweb.evaluation.metrics import psnr, ssim
 from srweb.ui.outputs import image_file, output_dir
-from srweb.weights import WeightsError, list_weights
+from srweb.weights.files import WeightsError, list_weights
 
 BASELINE_SCALES = (2, 3, 4)
 BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
@@ -106,10 +106,10 @@ def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
 
 
 def about_weights(choice: str | None) -> str:
-    """The picked entry's card as Markdown (see :func:`srweb.weights_table.card_markdown`); shipped
+    """The picked entry's card as Markdown (see :func:`srweb.weights.table.card_markdown`); shipped
     weights get the command that trains them again."""
-    from srweb.weights import weights_source
-    from srweb.weights_table import card_markdown
+    from srweb.weights.files import weights_source
+    from srweb.weights.table import card_markdown
 
     card = next((c for c in list_weights() if c.name == choice), None)
     if card is None:
@@ -121,7 +121,7 @@ def about_weights(choice: str | None) -> str:
 
 def onnx_graph(choice: str | None) -> str:
     """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
-    from srweb.onnx_export import ExportError, cached_export
+    from srweb.weights.onnx import ExportError, cached_export
 
     try:
         name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://

@@ -24,7 +24,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_write, atomic_write_bytes
+from srweb.imaging.fileio import atomic_write, atomic_write_bytes
 from srweb.models import create_model, get_model_info
 
 # Results of a weights entry under the x8 self-ensemble are named "<name>+" (after EDSR+, Lim et al. 2017).
@@ -150,11 +150,11 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
     """Find ``(safetensors_path, card_path)`` for a weights name or a path to either file.
 
     A name is looked up in ``weights_dir`` if given, else in :func:`weights_dirs`; ``hf://OWNER/REPO/NAME``
-    is fetched from the Hugging Face Hub (:mod:`srweb.hub`).
+    is fetched from the Hugging Face Hub (:mod:`srweb.weights.hub`).
     """
     raw = str(name_or_path)
     if raw.startswith("hf://"):
-        from srweb.hub import HubError, download
+        from srweb.weights.hub import HubError, download
 
         try:
             return download(raw)

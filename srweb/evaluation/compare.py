@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from srweb.data.folders import make_lr, mod_crop, read_rgb8
-from srweb.inference import Upscaler
-from srweb.metrics import psnr, ssim
+from srweb.inference.upscaler import Upscaler
+from srweb.evaluation.metrics import psnr, ssim
 
 LABEL_HEIGHT = 22
 MAX_ZOOM = 8  # a 512-pixel crop at x8 is a 4096-pixel-high figure

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srweb.inference import Upscaler, cpu_supports_bf16, device_name, guard_verdict
+from srweb.inference.upscaler import Upscaler, cpu_supports_bf16, device_name, guard_verdict
 
 DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
                  ("srcnn", 3, 240, 160))
@@ -99,7 +99,7 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3,
     scale = model.scale
     x = torch.rand(1, model.in_channels, height, width)
     if model.upsampling == "pre":
-        from srweb.resize import imresize
+        from srweb.imaging.resize import imresize
 
         x = imresize(x, scale=scale).clamp(0, 1)
     flops = count_flops(model, x)
@@ -131,11 +131,11 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3,
 def psnr_delta(weights_name: str, dataset: str = "Set5") -> tuple[str, float]:
     """(fast precision, Set5 PSNR of the fast path minus fp32); negative = quality lost."""
     from srweb.data.samples import benchmark_path
-    from srweb.evaluate import evaluate
+    from srweb.evaluation.evaluate import evaluate
 
     path = benchmark_path(dataset)
     from srweb.config import resolve_device
-    from srweb.inference import pick_precision
+    from srweb.inference.upscaler import pick_precision
 
     fast_precision = pick_precision(resolve_device(), "auto")
     exact = evaluate(Upscaler(weights_name, precision="fp32").upscale, path, _scale_of(weights_name))
@@ -144,7 +144,7 @@ def psnr_delta(weights_name: str, dataset: str = "Set5") -> tuple[str, float]:
 
 
 def _scale_of(weights_name: str) -> int:
-    from srweb.inference import load_cached
+    from srweb.inference.upscaler import load_cached
 
     return load_cached(weights_name)[1].scale
 
@@ -274,7 +274,7 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
 def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
               compile: bool = False) -> dict:
     from srweb.models import create_model
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     torch.manual_seed(0)
     report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
@@ -305,7 +305,7 @@ def record(report: dict) -> None:
     from srweb.track.db import init_db, write_transaction
     from srweb.config import resolve_device
     from srweb.track.evals import record_speed
-    from srweb.weights import list_weights, resolve_weights, write_card
+    from srweb.weights.files import list_weights, resolve_weights, write_card
 
     guards = {q["weights"]: q for q in report["quality"]}
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
@@ -334,7 +334,7 @@ def card_speed(inference: dict, case: dict) -> tuple[float, bool]:
 def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     """``cases`` plus one per shipped (architecture, scale) they lack, at a 960x540 output, so that
     ``--store`` gives every shipped entry its Leaderboard speed."""
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     have = {(arch, scale) for arch, scale, _, _ in cases}
     missing = sorted({(card.arch, card.scale) for card in list_weights()} - have)

@@ -24,7 +24,7 @@ def _print_json(data: object) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from srweb.models import create_model, get_model_info, list_models
-    from srweb.weights import count_params, list_weights, weights_source
+    from srweb.weights.files import count_params, list_weights, weights_source
 
     archs = []
     for name in list_models():
@@ -61,9 +61,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _weights_markdown(cards: list) -> str:
     """The README's shipped-weights table, with bicubic measured on Set5 when it is present."""
     from srweb.data.samples import benchmark_path
-    from srweb.evaluate import bicubic_sr, evaluate
+    from srweb.evaluation.evaluate import bicubic_sr, evaluate
     from srweb.models import list_models
-    from srweb.weights_table import markdown_table
+    from srweb.weights.table import markdown_table
 
     order = {name: i for i, name in enumerate(list_models())}  # papers in order, SRGAN after SRResNet
     cards = sorted(cards, key=lambda c: (order.get(c.arch, len(order)), c.scale, c.name.startswith("srgan")))
@@ -75,7 +75,7 @@ def _weights_markdown(cards: list) -> str:
 
 
 def _collect_inputs(inputs: Sequence[str]) -> list[Path]:
-    from srweb.imaging import is_image_file
+    from srweb.imaging.io import is_image_file
 
     files: list[Path] = []
     for raw in inputs:
@@ -94,7 +94,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from srweb.config import get_settings
-    from srweb.inference import Upscaler, upscale_files
+    from srweb.inference.upscaler import Upscaler, upscale_files
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
                         tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale)
@@ -116,9 +116,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from srweb.data.samples import benchmark_path
-    from srweb.evaluate import bicubic_sr, evaluate
-    from srweb.inference import Upscaler
-    from srweb.weights import ENSEMBLE_SUFFIX
+    from srweb.evaluation.evaluate import bicubic_sr, evaluate
+    from srweb.inference.upscaler import Upscaler
+    from srweb.weights.files import ENSEMBLE_SUFFIX
 
     dataset = benchmark_path(args.dataset)
     if args.weights == "bicubic":
@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list:
     """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
-    for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register"),
-                        ("srweb.hub", "register"), ("srweb.onnx_export", "register")):
+    for module, attr in (("srweb.train.cli", "register"), ("srweb.evaluation.bench", "register"), ("srweb.evaluation.compare", "register"),
+                        ("srweb.weights.hub", "register"), ("srweb.weights.onnx", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

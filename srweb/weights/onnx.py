@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srweb.fileio import atomic_write_bytes
-from srweb.weights import WeightsCard, WeightsError, load_weights
+from srweb.imaging.fileio import atomic_write_bytes
+from srweb.weights.files import WeightsCard, WeightsError, load_weights
 
 TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on [0, 1] images
 INPUTS = {

@@ -25,10 +25,10 @@ from PIL import Image
 from torch import nn
 
 from srweb.config import get_settings, resolve_device
-from srweb.imaging import rgb_to_ycbcr, upright, ycbcr_to_rgb
+from srweb.imaging.io import rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
-from srweb.resize import imresize
-from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, load_weights, resolve_weights
+from srweb.imaging.resize import imresize
+from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, load_weights, resolve_weights
 
 ProgressFn = Callable[[int, int], None]
 
@@ -385,7 +385,7 @@ class Upscaler:
         """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth).
 
         An array (H, W) or (H, W, 1|2|3|4) of uint8 or uint16 (grey, grey+alpha, RGB, RGBA: e.g. 16-bit colour,
-        which PIL cannot hold, from :func:`srweb.imaging.load_pixels`) comes back as the same kind of array.
+        which PIL cannot hold, from :func:`srweb.imaging.io.load_pixels`) comes back as the same kind of array.
         """
         start = time.perf_counter()
         if isinstance(img, np.ndarray):
@@ -510,8 +510,8 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
     Raises:
         ValueError: the output would replace the input file.
     """
-    from srweb.fileio import atomic_write_bytes
-    from srweb.imaging import encode_png, icc_profile_of, load_pixels
+    from srweb.imaging.fileio import atomic_write_bytes
+    from srweb.imaging.io import encode_png, icc_profile_of, load_pixels
 
     target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
     if target.exists() and target.resolve() == Path(path).resolve():

@@ -50,7 +50,7 @@ def fetch_into(refs: list[str] | tuple[str, ...], folder: Path) -> list[str]:
     import logging
     import shutil
 
-    from srweb.weights import WeightsError, list_weights, load_weights
+    from srweb.weights.files import WeightsError, list_weights, load_weights
 
     log = logging.getLogger(__name__)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,19 +95,19 @@ def readme(name: str, repo_id: str, about: str) -> str:
 def publish(name: str, repo_id: str, *, private: bool = False, token: str | None = None, onnx: bool = False) -> str:
     """Upload weights ``name`` (shipped or exported: NAME.safetensors and NAME.json) to model repository
     ``repo_id``, created when missing; a README describing them is added when the repository has none.
-    ``onnx`` adds NAME.onnx (:func:`srweb.onnx_export.cached_export`, checked with onnxruntime).
+    ``onnx`` adds NAME.onnx (:func:`srweb.weights.onnx.cached_export`, checked with onnxruntime).
     Returns the reference that loads them (``hf://repo_id/name``)."""
     from huggingface_hub import HfApi
 
-    from srweb.weights import load_weights, resolve_weights
-    from srweb.weights_table import card_markdown
+    from srweb.weights.files import load_weights, resolve_weights
+    from srweb.weights.table import card_markdown
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"{repo_id}: a Hub repository is OWNER/NAME")
     _, card = load_weights(name)  # the tensors match their card before anything leaves this machine
     files = list(resolve_weights(name))
     if onnx:
-        from srweb.onnx_export import cached_export
+        from srweb.weights.onnx import cached_export
 
         files.append(cached_export(name))  # exported before anything is uploaded
     api = HfApi(token=token)

@@ -263,7 +263,7 @@ def to_rgb8(img: Image.Image | np.ndarray) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
         return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "F":  # [0, 1] floats, or [0, 255] ones (as srweb.inference reads them)
+    if img.mode == "F":  # [0, 1] floats, or [0, 255] ones (as srweb.inference.upscaler reads them)
         arr = np.asarray(img, dtype=np.float64)
         scale = 1.0 if arr.max() > 1.0 else 255.0
         return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")

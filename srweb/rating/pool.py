@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_save_png, atomic_write_bytes
+from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int]
 
 
 def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None:
-    from srweb.resize import imresize_np
+    from srweb.imaging.resize import imresize_np
 
     for crop_id, crop in index["crops"].items():
         lr = _region_lr(pool.root, crop_id, scale, lrs)
@@ -273,7 +273,7 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
 
 
 def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
-    from srweb.inference import Upscaler
+    from srweb.inference.upscaler import Upscaler
 
     upscaler = Upscaler(card.name, card.scale, device="cpu", precision="fp32")
     for crop_id, crop in index["crops"].items():
@@ -285,7 +285,7 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
 def _fingerprint(card: Any) -> str:
     if card.sha256:
         return card.sha256
-    from srweb.weights import WeightsError, resolve_weights
+    from srweb.weights.files import WeightsError, resolve_weights
 
     try:
         tensors, _ = resolve_weights(card.name)
@@ -300,7 +300,7 @@ def _checkpoint_sha(fingerprint: str) -> str | None:
 
 
 def _usable_cards() -> list[Any]:
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     return [c for c in list_weights() if ALIGN % int(c.scale) == 0]
 
