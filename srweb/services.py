@@ -38,7 +38,7 @@ def fetch_hub_weights() -> list[str]:
     settings = get_settings()
     if not settings.hub_weights:
         return []
-    from srweb.weights.hub import fetch_into
+    from srweb.weights.sync import fetch_into
 
     return fetch_into(settings.hub_weights, settings.user_weights_dir)
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 import srweb
 from srweb.cli import main
-from srweb.weights.hub import HubError, parse_ref, publish
+from srweb.weights.hub import HubError, parse_ref
+from srweb.weights.sync import publish
 from srweb.models import create_model
 from srweb.weights.files import WeightsError, load_weights, save_weights
 
@@ -176,7 +177,7 @@ def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, l
     save_weights(create_model("espcn", 2), "espcn-x2.evil", weights_dir=evil)
     card = json.loads((evil / "espcn-x2.evil.json").read_text())
     (evil / "espcn-x2.evil.json").write_text(json.dumps({**card, "name": "../../escaped"}))
-    from srweb.weights.hub import fetch_into
+    from srweb.weights.sync import fetch_into
 
     assert fetch_into(["hf://evil/sr/espcn-x2.evil"], exported) == []
     assert "is not a file name" in caplog.text and not (tmp_path / "escaped.json").exists()
@@ -194,7 +195,7 @@ def test_references_parse():
 
 
 def test_the_app_never_fetches_from_the_hub():
-    from srweb.ui.upscale import parse_choice
+    from srweb.ui.common import parse_choice
 
     with pytest.raises(WeightsError, match="unknown weights"):  # only listed entries: no downloads by visitors
         parse_choice("hf://someone/sr/espcn-x2.mine")

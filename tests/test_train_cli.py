@@ -167,7 +167,7 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
 
 
 def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypatch, capsys):
-    from srweb.train import cli
+    from srweb.cli import train as cli
 
     def stage(precision, ran_in, parent=None):
         config = {"model": "espcn", "scale": 3, "precision": precision, "iterations": 10}
@@ -288,7 +288,7 @@ def _checkpoint(folder: Path, cfg, step: int, exported: bool = False, saved_in: 
 def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))
@@ -374,8 +374,8 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
     """The issue: a run trained in a folder, then the same command with another lr in that folder. It used to
     report "finished" without training and export a card saying lr 5e-4 over the lr 1e-3 weights (untracked),
     or record a "finished 60/50" run named lr5e-4 (tracked)."""
-    from srweb.train import cli
-    from srweb.train.cli import default_run_dir
+    from srweb.cli import train as cli
+    from srweb.cli.train import default_run_dir
     from srweb.train.config import TrainConfig
 
     train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
@@ -421,7 +421,7 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
 def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import ConfigError, TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))

@@ -203,7 +203,7 @@ def test_evaluate_list_offers_weights_exported_since_start(env):
 
 
 def test_lists_start_on_shipped_weights_not_on_an_export_that_sorts_first(env, monkeypatch):
-    from srweb.ui.upscale import default_choice, weights_choices
+    from srweb.ui.common import default_choice, weights_choices
 
     # NAME (espcn-x2.*) is in the weights folder; an export of another name sorts before it
     save_weights(srweb.create_model("espcn", 2), "espcn-x2.aaa", weights_dir=get_settings().user_weights_dir)

@@ -8,7 +8,6 @@ with an optional ``params`` callable as a fallback for entries that have no eval
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,8 +18,8 @@ from sqlalchemy.orm import Session
 from srweb.track.evals import best_evaluations
 from srweb.track.ratings import REFERENCE_ENTRIES, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
+from srweb.weights.names import arch_and_scale
 
-_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d+)\.")
 RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
                   "bt", "bt_lo", "bt_hi"]
 
@@ -33,8 +32,7 @@ def protocol_label(protocol: dict[str, Any]) -> str:
 
 
 def _parse_name(name: str) -> tuple[str, int | None]:
-    match = _NAME.match(name)
-    return (match["arch"], int(match["scale"])) if match else (name, None)
+    return arch_and_scale(name) or (name, None)
 
 
 def _latest_speed(session: Session, device: str | None) -> dict[str, SpeedResult]:

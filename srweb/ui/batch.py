@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image
@@ -11,7 +10,7 @@ from PIL import Image
 from srweb.config import get_settings
 from srweb.inference.upscaler import upscale_files
 from srweb.ui.outputs import output_dir
-from srweb.ui.upscale import get_upscaler, parse_choice
+from srweb.ui.common import get_upscaler, parse_choice
 from srweb.weights.files import WeightsError
 
 

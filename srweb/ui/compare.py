@@ -13,7 +13,7 @@ from srweb.evaluation.compare import compare_methods, crops_figure
 from srweb.config import get_settings
 from srweb.imaging.io import ImageError, load_image, to_rgb8
 from srweb.ui.outputs import image_file
-from srweb.ui.upscale import BASELINE_SCALES, ImageInput, get_upscaler, parse_choice
+from srweb.ui.common import BASELINE_SCALES, ImageInput, get_upscaler, parse_choice
 from srweb.weights.files import WeightsError, list_weights
 
 MAX_METHODS = 8

@@ -13,7 +13,7 @@ from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
-from srweb.ui.train import as_run_id, job_action
+from srweb.ui.common import as_run_id, job_action, weights_choices
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -98,7 +98,6 @@ CONFIRM_DELETE_JS = ("(run, confirmed, token) => [run, run !== null && run !== '
 
 def refresh_weights():
     """Current weights folder as choices for the Upscale tab's model list."""
-    from srweb.ui.upscale import weights_choices
 
     return gr.Dropdown(choices=weights_choices())
 

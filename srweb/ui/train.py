@@ -6,8 +6,7 @@ Launchable alone: ``python -m srweb.ui.train``.
 from __future__ import annotations
 
 import html
-import re
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -20,6 +19,7 @@ from srweb.train.config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, Config
 from srweb.train.launch import DuplicateLaunch, available_devices, submit_once
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import curves_figure
+from srweb.ui.common import as_run_id, job_action
 from srweb.weights.files import list_weights
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
@@ -72,16 +72,6 @@ def on_model_change(model: str, scale: int | None):
     scales = list(get_model_info(model).scales)
     return (gr.Dropdown(choices=scales, value=values["scale"]), values["patch_size"], values["lr"],
             values["optimizer"], values["loss"], gr.Dropdown(choices=start_choices(model), value=values["pretrained"]))
-
-
-def as_run_id(value: Any) -> int | None:
-    """A run picker's value as an id: ``12``, ``"12"`` or ``"#12 ..."``; None when there is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*#?(\d+)\b.*", str(value))
-    return int(match.group(1)) if match else None
 
 
 def _whole(name: str, value: Any) -> int:
@@ -138,20 +128,6 @@ def launch_job(*values: Any):
         raise gr.Error(html.escape(f"Cannot launch: {exc}"), title="Invalid hyperparameters") from None
     return (f"Queued run #{run_id}.", gr.Dropdown(choices=views.run_choices(), value=run_id),
             gr.Timer(active=True))
-
-
-def job_action(run: int | str | None, act: Callable[[int], Any]) -> tuple[int, Any] | None:
-    """``(run id, act(run id))`` for the selected run; None, after a warning toast, when no run is
-    selected or the job refuses (e.g. cancelling a finished run)."""
-    run_id = as_run_id(run)
-    if run_id is None:
-        gr.Warning("Select a run first.")
-        return None
-    try:
-        return run_id, act(run_id)
-    except jobs.JobError as exc:
-        gr.Warning(html.escape(str(exc)))
-        return None
 
 
 def cancel_job(run: int | str | None):

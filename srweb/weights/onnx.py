@@ -8,7 +8,6 @@ Each export is checked against PyTorch with onnxruntime on two input sizes befor
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srweb.errors import first_line
 from srweb.imaging.fileio import atomic_write_bytes
 from srweb.weights.files import WeightsCard, WeightsError, load_weights
 
@@ -87,7 +87,7 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
                                         output_names=["sr"], dynamic_shapes=(dims,), opset_version=opset,
                                         dynamo=True, external_data=False)
     except Exception as exc:  # torch.export's errors run to pages: the first line says what failed
-        raise ExportError(f"{card.name}: cannot export to ONNX ({str(exc).strip().splitlines()[0]})") from None
+        raise ExportError(f"{card.name}: cannot export to ONNX ({first_line(exc)})") from None
     proto = program.model_proto
     got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and got != opset:  # the exporter falls back to its own opset without failing
@@ -130,22 +130,6 @@ def cached_export(name: str) -> Path:
     if not path.is_file():
         write_onnx(model, card, path)
     return path
-
-
-def cmd_onnx(args: argparse.Namespace) -> int:
-    path, difference, card = export_onnx(args.weights, args.out, opset=args.opset)
-    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB; onnxruntime matches PyTorch within {difference:.1g})")
-    for key, value in metadata(card).items():
-        print(f"  {key.removeprefix('srweb.')}: {value}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("onnx", help="export weights to ONNX (dynamic batch and size), checked with onnxruntime")
-    p.add_argument("weights", help="weights name (shipped or exported), path or hf:// reference")
-    p.add_argument("-o", "--out", help="the .onnx file to write, or a folder for NAME.onnx (default: NAME.onnx here)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.set_defaults(func=cmd_onnx)
 
 
 __all__ = ["ExportError", "WeightsError", "cached_export", "export_onnx", "metadata", "write_onnx"]

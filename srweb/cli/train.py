@@ -1,4 +1,4 @@
-"""``srweb train`` (foreground, tracked) and ``srweb jobs list|submit|cancel|resume|logs``."""
+"""``srweb train`` (foreground, tracked) and the training flags ``srweb jobs submit`` shares."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ _HELP = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="architecture (see `srweb models`)")
     p.add_argument("--from-card", help="reproduce the run recorded in a weights card (NAME.json)")
     p.add_argument("--config", help="a TrainConfig JSON file")
@@ -282,50 +282,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from srweb.track.db import init_db, session_scope
-    from srweb.track.runs import list_runs
-    from srweb.train import jobs
-
-    init_db()
-    if args.action == "list":
-        jobs.reap()
-        with session_scope(write=False) as session:
-            runs = list_runs(session)
-            rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in runs]
-        print(f"{'id':>4}  {'status':<10}{'step':>12}  {'best PSNR':>9}  name")
-        for rid, status, step, total, best, name, error in rows:
-            psnr = f"{best:.2f}" if best is not None else "-"
-            print(f"{rid:>4}  {status:<10}{f'{step}/{total}':>12}  {psnr:>9}  {name}{f'  ({error})' if error else ''}")
-    elif args.action == "submit":
-        run_id = jobs.submit(config_from_args(args))
-        print(run_id)
-    elif args.action in ("cancel", "resume", "logs", "delete"):
-        if args.run_id is None:
-            raise ValueError(f"jobs {args.action} needs a RUN_ID")
-        if args.action == "cancel":
-            print(f"run {args.run_id}: {jobs.cancel(args.run_id)}")
-        elif args.action == "resume":
-            print(f"run {jobs.resume(args.run_id)}: queued")
-        elif args.action == "delete":
-            print(jobs.delete(args.run_id))
-        else:
-            print(jobs.log_tail(args.run_id, args.lines))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (foreground, tracked in the database)")
-    _add_config_flags(p)
+    add_config_flags(p)
     p.add_argument("--export", help="folder for the final weights + card (default: the run folder)")
     p.add_argument("--run-dir", help="folder for checkpoints (reuse one to resume)")
     p.add_argument("--background", action="store_true", help="queue as a background job instead")
     p.add_argument("--no-track", action="store_true", help="do not record the run in the database")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("jobs", help="background training jobs")
-    p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs", "delete"])
-    p.add_argument("run_id", nargs="?", type=int)
-    p.add_argument("--lines", type=int, default=40)
-    _add_config_flags(p)
-    p.set_defaults(func=cmd_jobs)
