@@ -380,7 +380,7 @@ def test_a_killed_session_is_trained_again_from_its_checkpoint_and_logged_once(e
 def test_run_logger_forgets_metrics_past_the_checkpoint_it_resumes_from(fresh_state):
     from srweb.track.db import init_db, session_scope, write_transaction
     from srweb.track.runs import create_run, metric_series
-    from srweb.train.worker import RunLogger
+    from srweb.train.session import RunLogger
 
     init_db()
     run_id = write_transaction(lambda s: create_run(s, name="r", arch="espcn", scale=2, config={}).id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 import threading
@@ -230,12 +229,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_id = jobs.submit(cfg)
         print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")
         return 0
-    from srweb.track.db import init_db, write_transaction
-    from srweb.track.runs import get_run, set_status
-    from srweb.train.trainer import Trainer
-    from srweb.train.worker import RunLogger, heartbeat_loop, record_result
+    result, run_id, run_dir = _train_in_foreground(cfg, args)
+    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
+               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
+               "run_dir": str(run_dir)}
+    print(json.dumps(summary))
+    return 0 if result.status == "finished" else 3
 
-    # Before the run row exists: a Ctrl-C from here on stops cleanly instead of leaving it 'running'.
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and a first Ctrl-C set (the trainer saves a checkpoint and stops); a second
+    Ctrl-C quits at once. Installed before the run row exists, so it is never left 'running'."""
     stop = threading.Event()
 
     def interrupt(*_) -> None:
@@ -246,40 +250,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, interrupt)
+    return stop
+
+
+def _train_in_foreground(cfg: TrainConfig, args: argparse.Namespace):
+    """Train here, tracked (rank 0 records one run row) unless --no-track; returns (result, run id, folder)."""
+    from srweb.track.db import init_db, write_transaction
+    from srweb.train.session import train_tracked
+    from srweb.train.trainer import Trainer, distributed_env
+
+    stop = _stop_on_signals()
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, _, world = distributed_env()
     if world > 1:  # under torchrun every process must resume from and save to the same folder
         run_dir = run_dir or default_run_dir(cfg)
     if not args.no_track and rank == 0:  # one run row per training, not one per process
         init_db()
         run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
-    else:  # the same rules without a database: the checkpoint says which run the folder holds
-        run_dir = run_dir or default_run_dir(cfg)
-        check_run_dir(cfg, run_dir)
-    logger = RunLogger(run_id) if run_id else None
-    beating = threading.Event()
-    if run_id:  # as a background worker does: the run is not taken for dead during a long validation
-        threading.Thread(target=heartbeat_loop, args=(run_id, logger, beating), daemon=True).start()
-    try:
-        trainer = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
-                          run_id=run_id)
-        if run_id:
-            logger.clock = trainer.wall_seconds
-            write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))
-        result = trainer.train()
-    except BaseException as exc:
-        if run_id:
-            write_transaction(lambda s: set_status(s, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]))
-        raise
-    finally:
-        beating.set()
-    if run_id:
-        write_transaction(lambda s: record_result(s, run_id, trainer, result))
-    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
-               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
-               "run_dir": str(run_dir)}
-    print(json.dumps(summary))
-    return 0 if result.status == "finished" else 3
+        return train_tracked(cfg, run_dir, run_id, should_stop=stop.is_set, export_dir=args.export), run_id, run_dir
+    run_dir = run_dir or default_run_dir(cfg)  # the same rules without a database: the checkpoint says
+    check_run_dir(cfg, run_dir)  # which run the folder holds
+    return Trainer(cfg, run_dir, should_stop=stop.is_set, export_dir=args.export).train(), None, run_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

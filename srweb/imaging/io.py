@@ -286,25 +286,6 @@ def png_ready(img: Image.Image) -> Image.Image:
     return converted
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL image -> float32 (C, H, W) in [0, 1]; 1 channel for L, 3 for everything else."""
-    if img.mode == "L":
-        arr = np.asarray(img, dtype=np.float32)[None] / 255.0
-    else:
-        arr = np.asarray(to_rgb8(img), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def tensor_to_pil(t: torch.Tensor) -> Image.Image:
-    """float (C, H, W) or (1, C, H, W) in [0, 1] -> 8-bit L or RGB image (rounded, clamped)."""
-    if t.dim() == 4:
-        t = t[0]
-    arr = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    if arr.shape[0] == 1:
-        return Image.fromarray(arr[0], mode="L")
-    return Image.fromarray(arr.transpose(1, 2, 0), mode="RGB")
-
-
 def rgb_to_ycbcr(t: torch.Tensor) -> torch.Tensor:
     """RGB (..., 3, H, W) in [0, 1] -> YCbCr in [0, 1] exactly as MATLAB's ``rgb2ycbcr`` / 255."""
     m = _YCBCR_MATRIX.to(t.device, t.dtype)

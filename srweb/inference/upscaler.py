@@ -32,9 +32,7 @@ from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, load_weights, reso
 
 ProgressFn = Callable[[int, int], None]
 
-# Activation memory allowed per tile; peak RSS of a 3840x2160 edsr-baseline x4 output stays
-# under 2 GB with it (`srweb bench`). An activation element takes 4 bytes in fp32, 2 in bf16/fp16.
-TILE_BUDGET_BYTES = int(float(os.environ.get("SRWEB_TILE_BUDGET_MB", 1000)) * 1e6)
+# An activation element takes 4 bytes in fp32, 2 in bf16/fp16 (the tile budget: Settings.tile_budget_mb).
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2}
 MAX_GRID = 64
 MAX_OUTPUT_SCALE = 16  # Upscaler(output_scale=): a x4 model at 16 makes 16x16 pixels of each input pixel
@@ -251,8 +249,10 @@ class Upscaler:
                           f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
                           f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
         element_bytes = BYTES_PER_ELEMENT[self.precision]
-        self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))
-        self.compiled = get_settings().compile if compile is None else compile
+        settings = get_settings()
+        budget_bytes = int(settings.tile_budget_mb * 1e6)
+        self.max_tile_pixels = max(32 * 32, budget_bytes // (element_bytes * self.profile.elements_per_pixel))
+        self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
         # Luma models lose most of their bf16 error in the first and last layer, which are cheap
         # there (1 channel in, 1 out); for RGB models the last layer runs at HR size with 64 input

@@ -17,7 +17,6 @@ wait for a writer under WAL.
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import sqlite3
@@ -156,16 +155,6 @@ def with_retry(
                 raise
             time.sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
     raise AssertionError("unreachable")
-
-
-def retrying(fn: Callable[..., T]) -> Callable[..., T]:
-    """Decorator form of :func:`with_retry` for functions that run a whole write transaction."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return with_retry(lambda: fn(*args, **kwargs))
-
-    return wrapper
 
 
 def write_transaction(fn: Callable[[Session], T], url: str | None = None, **retry: Any) -> T:

@@ -97,7 +97,8 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return 1.0
 
 
-def _distributed() -> tuple[int, int, int]:
+def distributed_env() -> tuple[int, int, int]:
+    """``(RANK, LOCAL_RANK, WORLD_SIZE)`` as torchrun sets them; ``(0, 0, 1)`` for one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
@@ -153,7 +154,7 @@ class Trainer:
         self.should_stop = should_stop or (lambda: False)
         self.run_id = run_id
         self.progress = progress
-        self.rank, self.local_rank, self.world = _distributed()
+        self.rank, self.local_rank, self.world = distributed_env()
         self.device = resolve_device(self.cfg.device)
         if self.device == "cuda" and self.world > 1:
             self.device = f"cuda:{self.local_rank}"
