@@ -189,6 +189,59 @@ def pick_from_table(evt: gr.SelectData):
     return int(row[0]) if row and str(row[0]).isdigit() else gr.skip()
 
 
+def _build_form(models: list[str], first: str) -> dict[str, gr.components.Component]:
+    """The hyperparameter inputs, laid out in the current column; returns them by :data:`FIELDS` name."""
+    d = form_defaults(first)
+    datasets = dataset_choices()
+    model = gr.Dropdown(models, value=first, label="Model", elem_id="train-model")
+    scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale",
+                        elem_id="train-scale")
+    with gr.Row():
+        data = gr.Dropdown(datasets, value=d["data"], label="Training data", elem_id="train-data")
+        val_data = gr.Dropdown([NO_VAL, *datasets], value=d["val_data"], label="Validation data",
+                               elem_id="train-val-data")
+    data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)",
+                           elem_id="train-data-path")
+    with gr.Row():
+        patch = gr.Number(d["patch_size"], label="LR patch size", precision=0, elem_id="train-patch")
+        batch = gr.Number(d["batch_size"], label="Batch size", precision=0, elem_id="train-batch")
+    with gr.Row():
+        iterations = gr.Number(d["iterations"], label="Iterations", precision=0, elem_id="train-iterations")
+        val_interval = gr.Number(d["val_interval"], label="Validate every", precision=0,
+                                 elem_id="train-val-interval")
+    with gr.Row():
+        lr = gr.Number(d["lr"], label="Learning rate", elem_id="train-lr")
+        optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer",
+                                elem_id="train-optimizer")
+    with gr.Row():
+        schedule = gr.Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule", elem_id="train-schedule")
+        loss = gr.Dropdown(list(LOSSES), value=d["loss"], label="Loss", elem_id="train-loss")
+    with gr.Row():
+        precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision",
+                                elem_id="train-precision")
+        device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
+                             elem_id="train-device")
+    with gr.Row():
+        pretrained = gr.Dropdown(start_choices(first), value=d["pretrained"], label="Start from (fine-tune)",
+                                 elem_id="train-pretrained")
+        freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
+                                elem_id="train-freeze-bn")
+    ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
+                    maximum=0.99999, elem_id="train-ema")
+    with gr.Row():
+        teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
+                              elem_id="train-teacher")
+        teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
+                                   maximum=1, elem_id="train-teacher-weight")
+        teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
+                                         label="Teacher also labels the images as LR inputs")
+    return {"model": model, "scale": scale, "data": data, "data_path": data_path, "val_data": val_data,
+            "patch_size": patch, "batch_size": batch, "iterations": iterations, "lr": lr, "optimizer": optimizer,
+            "schedule": schedule, "loss": loss, "precision": precision, "device": device,
+            "val_interval": val_interval, "pretrained": pretrained, "freeze_bn": freeze_bn, "ema": ema,
+            "teacher": teacher, "teacher_weight": teacher_weight, "teacher_unlabelled": teacher_unlabelled}
+
+
 def build_tab(admin: gr.Textbox | None = None) -> None:
     """Lay out the Train tab inside the current Blocks context.
 
@@ -197,52 +250,9 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     """
     models = trainable_models()
     first = "espcn" if "espcn" in models else models[0]
-    d = form_defaults(first)
-    datasets = dataset_choices()
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            model = gr.Dropdown(models, value=first, label="Model", elem_id="train-model")
-            scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale",
-                                elem_id="train-scale")
-            with gr.Row():
-                data = gr.Dropdown(datasets, value=d["data"], label="Training data", elem_id="train-data")
-                val_data = gr.Dropdown([NO_VAL, *datasets], value=d["val_data"], label="Validation data",
-                                       elem_id="train-val-data")
-            data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)",
-                                   elem_id="train-data-path")
-            with gr.Row():
-                patch = gr.Number(d["patch_size"], label="LR patch size", precision=0, elem_id="train-patch")
-                batch = gr.Number(d["batch_size"], label="Batch size", precision=0, elem_id="train-batch")
-            with gr.Row():
-                iterations = gr.Number(d["iterations"], label="Iterations", precision=0, elem_id="train-iterations")
-                val_interval = gr.Number(d["val_interval"], label="Validate every", precision=0,
-                                         elem_id="train-val-interval")
-            with gr.Row():
-                lr = gr.Number(d["lr"], label="Learning rate", elem_id="train-lr")
-                optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer",
-                                        elem_id="train-optimizer")
-            with gr.Row():
-                schedule = gr.Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule", elem_id="train-schedule")
-                loss = gr.Dropdown(list(LOSSES), value=d["loss"], label="Loss", elem_id="train-loss")
-            with gr.Row():
-                precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision",
-                                        elem_id="train-precision")
-                device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
-                                     elem_id="train-device")
-            with gr.Row():
-                pretrained = gr.Dropdown(start_choices(first), value=d["pretrained"], label="Start from (fine-tune)",
-                                         elem_id="train-pretrained")
-                freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
-                                        elem_id="train-freeze-bn")
-            ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
-                            maximum=0.99999, elem_id="train-ema")
-            with gr.Row():
-                teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
-                                      elem_id="train-teacher")
-                teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
-                                           maximum=1, elem_id="train-teacher-weight")
-                teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
-                                                 label="Teacher also labels the images as LR inputs")
+            inputs = _build_form(models, first)
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -262,10 +272,10 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     # built) and keeps ticking while a run is queued or running.
     timer = gr.Timer(REFRESH_S, active=True)
 
-    form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight, teacher_unlabelled]
-    assert len(form) == len(FIELDS)
-    model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
+    form = [inputs[name] for name in FIELDS]
+    model = inputs["model"]
+    model.change(on_model_change, [model, inputs["scale"]],
+                 [inputs[name] for name in ("scale", "patch_size", "lr", "optimizer", "loss", "pretrained")],
                  api_visibility="private")
     # Launch is disabled while a submission is in flight; it comes back after success or error.
     submitted = (launch.click(lambda: gr.Button(interactive=False), None, launch, queue=False, api_visibility="private")
