@@ -40,6 +40,9 @@ from PIL import Image
 
 from srweb.config import get_settings
 from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
+from srweb.track.db import init_db, session_scope, write_transaction
+from srweb.track.ratings import (ANCHOR_KINDS, VoteRejected, assess_rater, create_trial, get_or_create_rater, get_trial,
+                                 is_flagged, new_rater_token, submit_vote, trials_shown, vote_count)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,6 @@ DEFAULT_SCALES = (2, 3, 4)
 ZOOM = 3
 """Display magnification (pixel replication, so no resampler blurs the comparison)."""
 INDEX_VERSION = 1
-ANCHOR_KINDS = ("hr", "nearest")
 
 
 class PoolUnavailable(RuntimeError):
@@ -429,18 +431,11 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     Raises:
         PoolUnavailable: the pool has not been built.
     """
-    from sqlalchemy import select
-
-    from srweb.track.ratings import create_trial
-    from srweb.track.schema import Trial
-
     rng = rng or random.Random()
     pool = pool or load_pool()
     if pool is None or not pool.crops or not pool.scales:
         raise PoolUnavailable("the rating pool is not ready yet")
-    shown = session.execute(
-        select(Trial.kind, Trial.weights_name, Trial.scale, Trial.image_id).where(Trial.rater_id == rater_id)
-    ).all()
+    shown = trials_shown(session, rater_id)
     seen_candidates = Counter((kind, name, scale) for kind, name, scale, _ in shown)
     seen_crops = Counter((kind, name, scale, image) for kind, name, scale, image in shown)
     entries = {n: e for n, e in pool.entries.items() if int(e["scale"]) in pool.scales}
@@ -462,9 +457,6 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
 
 def start_rater(token: str | None) -> str:
     """A valid rater token (``token`` if usable, else a fresh one) with its Rater row stored."""
-    from srweb.track.db import init_db, write_transaction
-    from srweb.track.ratings import get_or_create_rater, new_rater_token
-
     init_db()
     try:
         return write_transaction(lambda s: get_or_create_rater(s, token if isinstance(token, str) else None).id)
@@ -475,8 +467,6 @@ def start_rater(token: str | None) -> str:
 
 def next_trial(token: str, rng: random.Random | None = None) -> TrialView:
     """Draw and store the next trial for the rater ``token`` (see :func:`draw_trial`)."""
-    from srweb.track.db import write_transaction
-
     ensure_pool()
     return write_transaction(lambda s: draw_trial(s, token, rng))
 
@@ -494,12 +484,6 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
     The preference follows from the scores (equal scores are a tie). The rater is re-assessed
     against their anchor votes afterwards. Rejections come back as an outcome, never raised.
     """
-    from sqlalchemy import func, select
-
-    from srweb.track.db import write_transaction
-    from srweb.track.ratings import VoteRejected, assess_rater, submit_vote
-    from srweb.track.schema import Rater, Trial, Vote
-
     left, right = _as_score(left_score), _as_score(right_score)
 
     def vote(session: Any) -> VoteOutcome:
@@ -507,7 +491,7 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
             tid = int(trial_id)
         except (TypeError, ValueError):
             raise VoteRejected("unknown trial") from None
-        trial = session.get(Trial, tid)
+        trial = get_trial(session, tid)
         if trial is None:
             raise VoteRejected("unknown trial")
         sr, ref = (left, right) if trial.left_is_sr else (right, left)
@@ -515,9 +499,8 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
         preferred = "tie" if not comparable or sr == ref else ("sr" if sr > ref else "bicubic")
         submit_vote(session, trial_id=tid, rater_id=token, score_sr=sr, score_ref=ref, preferred=preferred)
         assess_rater(session, token)
-        count = session.scalar(select(func.count(Vote.id)).where(Vote.rater_id == token))
-        flagged = bool(session.get(Rater, token).flagged)
-        return VoteOutcome(True, None, "Thanks! Here is the next pair.", True, int(count), flagged)
+        return VoteOutcome(True, None, "Thanks! Here is the next pair.", True, vote_count(session, token),
+                           is_flagged(session, token))
 
     try:
         return write_transaction(vote)
@@ -528,13 +511,8 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
 
 def rater_vote_count(token: str) -> int:
     """How many votes the rater ``token`` has stored."""
-    from sqlalchemy import func, select
-
-    from srweb.track.db import session_scope
-    from srweb.track.schema import Vote
-
     with session_scope(write=False) as session:
-        return int(session.scalar(select(func.count(Vote.id)).where(Vote.rater_id == token)) or 0)
+        return vote_count(session, token)
 
 
 def view_image(path: str | os.PathLike, zoom: int = ZOOM) -> Image.Image:

@@ -18,14 +18,13 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from srweb.config import get_settings
 from srweb.track.db import init_db, write_transaction
-from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, reopen_run, set_status
-from srweb.track.schema import Metric, Run
+from srweb.track.runs import (create_run, delete_run, get_run, mark_orphans, pid_alive, reopen_run, running_run_of_pid,
+                              runs_with_status, set_status, shares_run_dir)
+from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
 
 _children: dict[int, subprocess.Popen] = {}
@@ -164,10 +163,9 @@ def dispatch() -> list[int]:
     limit = get_settings().max_parallel_jobs
 
     def start(session: Session) -> list[int]:
-        running = session.scalars(select(Run.id).where(Run.status == "running")).all()
-        free = max(0, limit - len(running))
+        free = max(0, limit - len(runs_with_status(session, "running")))
         started: list[int] = []
-        for run in session.scalars(select(Run).where(Run.status == "queued").order_by(Run.id)).all():
+        for run in runs_with_status(session, "queued"):
             if len(started) == free:
                 break
             try:
@@ -201,7 +199,7 @@ def reap() -> list[int]:
     def mark(session: Session) -> list[int]:
         marked = []
         for pid, code in ended.items():
-            run = session.scalars(select(Run).where(Run.pid == pid, Run.status == "running")).first()
+            run = running_run_of_pid(session, pid)
             if run is not None:  # the worker ended without recording an outcome: it was killed
                 how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
                 set_status(session, run.id, "failed", error=f"worker died: {how}")
@@ -288,11 +286,9 @@ def delete(run_id: int) -> str:
             raise JobError(f"no run with id {run_id}")
         if run.status in ("queued", "running"):
             raise JobError(f"run {run_id} is {run.status}; cancel it first (srweb jobs cancel {run_id})")
-        shared = bool(run.run_dir) and bool(session.scalar(
-            select(func.count()).select_from(Run).where(Run.run_dir == run.run_dir, Run.id != run_id)))
-        session.execute(sql_delete(Metric).where(Metric.run_id == run_id))
-        session.delete(run)  # its checkpoint rows go with it; runs resumed from it keep their own
-        return (Path(run.run_dir) if run.run_dir else None), shared
+        shared, folder = shares_run_dir(session, run), (Path(run.run_dir) if run.run_dir else None)
+        delete_run(session, run)
+        return folder, shared
 
     folder, shared = write_transaction(act)
     if folder is None or not folder.is_dir():
