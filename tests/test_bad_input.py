@@ -292,12 +292,10 @@ def test_batch_report_and_python_api_name_the_same_limit(tmp_path):
     bomb = forged_png(tmp_path / "huge.png", 20000, 20000)
     (outcome,) = upscale_files([bomb], Upscaler("nearest", 2), tmp_path / "out", max_pixels=MAX_PIXELS)
     assert outcome.error == f"{tmp_path}/{BOMB_MESSAGE}"
-    with pytest.raises(srweb.imaging.io.ImageTooLarge, match=r"400,000,000 pixels exceeds the limit of "
-                                                           r"89,478,485 \(the most srweb decodes\)$"):
+    with pytest.raises(srweb.imaging.io.ImageTooLarge, match=r"400,000,000 pixels exceeds .*89,478,485 \(the most"):
         load_image(bomb)
     upload = io.BytesIO(bomb.read_bytes())  # a file object without a name
-    with pytest.raises(srweb.imaging.io.ImageTooLarge, match="^uploaded image: too large, its header declares a "
-                                                          "decompression bomb: 400,000,000 pixels"):
+    with pytest.raises(srweb.imaging.io.ImageTooLarge, match="^uploaded image: too large.*bomb: 400,000,000 pixels"):
         load_image(upload, max_pixels=1000)
     assert not upload.closed
 

@@ -72,7 +72,7 @@ def test_evaluate_bad_inputs(tmp_path: Path) -> None:
         result = evaluate(bicubic_sr(4), tmp_path / "one", 4)
     assert result.dataset == "one (1 of 2 images scored)" and result.skipped[0]["image"] == "b.png"
     (tmp_path / "one" / "a.png").unlink()
-    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 \(all 1 skipped: b\.png: 5x5"), \
+    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 .*b\.png: 5x5"), \
             pytest.warns(SkippedImage):
         evaluate(bicubic_sr(4), tmp_path / "one", 4)
 

@@ -173,7 +173,7 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
     notes.mkdir()
     (notes / "readme.txt").write_text("not an image")
     (notes / "empty.png").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K's folders\)"):
+    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K"):
         check_config(TrainConfig(model="espcn", data=str(notes), val_data=None))
     with pytest.raises(ConfigError, match=r"val_data: .*notes holds no readable image$"):
         check_config(TrainConfig(model="espcn", data=tiny["train"], val_data=str(notes)))
@@ -186,8 +186,7 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
     # General-100's smallest image is 131x112, but 94 of its 100 images hold EDSR's 192 px HR patch at x4:
     # the dataset skips the other six. Only 82 hold 240 px, too few.
     check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
-    with pytest.raises(ConfigError, match=r"only 82 of the 100 training images in General-100 .*\(the smallest, "
-                                          r"im_67.png, is 131x112\); use patch_size <= 28 to use every image"):
+    with pytest.raises(ConfigError, match=r"only 82 of the 100 .*im_67.png.*patch_size <= 28"):
         check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=60, data="General-100", val_data="Set5"))
 
 
@@ -658,8 +657,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, precision="fp32", channels_last=False)
     run = env / "run"
     assert Trainer(cfg, run, should_stop=_stop_after(8), progress=False).train().step == 8
-    with pytest.raises(ConfigError, match=r"holds a run \(step 8 of 20\) with other settings: batch_size 4 -> 8, "
-                                          r"lr 0.001 -> 0.0005; pass a new --run-dir"):
+    with pytest.raises(ConfigError, match=r"batch_size 4 -> 8, lr 0.001 -> 0.0005; pass a new --run-dir"):
         Trainer(dataclasses.replace(cfg, lr=5e-4, batch_size=8), run, progress=False).train()
     with pytest.raises(ConfigError, match="already trained for 8 steps, more than iterations 5"):
         Trainer(dataclasses.replace(cfg, iterations=5), run, progress=False).train()
@@ -676,8 +674,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     again = Trainer(longer, run, progress=False).train()
     assert (again.step, again.card.sha256, again.card.training["config"]) == (30, card["sha256"],
                                                                               card["training"]["config"])
-    with pytest.raises(ConfigError, match=r"holds a run that finished \(30 of 30 steps\) with other settings "
-                                          r"\(iterations 30 -> 40\); to train it further, copy the folder"):
+    with pytest.raises(ConfigError, match=r"finished \(30 of 30 steps\).*iterations 30 -> 40.*copy the"):
         Trainer(dataclasses.replace(longer, iterations=40), run, progress=False).train()
     shutil.copytree(run, env / "copy")  # a copy may go on
     assert Trainer(dataclasses.replace(longer, iterations=40), env / "copy", progress=False).train().step == 40
@@ -688,8 +685,7 @@ def test_iterations_cannot_change_when_the_steps_depend_on_them(env, tiny):
 
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, schedule="cosine")
     Trainer(cfg, env / "run", should_stop=_stop_after(5), progress=False).train()
-    with pytest.raises(ConfigError, match="run of 20 iterations \\(at step 5\\); it cannot become one of 30: its "
-                                          "cosine learning rate is spread over the iterations"):
+    with pytest.raises(ConfigError, match="run of 20 iterations .*cannot become one of 30: its cosine"):
         Trainer(dataclasses.replace(cfg, iterations=30), env / "run", progress=False).train()
 
 
@@ -716,9 +712,7 @@ def test_a_batch_too_large_for_the_free_memory_is_refused_with_the_estimate(env,
     check_config(cfg)  # batch 4
     largest = (8 * memory.GB - fixed) // per_sample
     check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=largest))
-    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit in memory: a training step of espcn x3 "
-                                          rf"at patch_size 16 needs at least 16.3 GB .*and cpu has 8.0 GB memory "
-                                          rf"available; no batch_size above {largest} could fit"):
+    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit.*16.3 GB .*above {largest} could"):
         check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=100_000))
     # bf16 autocast keeps 16-bit activations: about twice the batch fits.
     fixed16, per16 = memory.step_bytes(cfg.resolved(), "bf16")

@@ -298,7 +298,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         init_db()
         first, where = start(cfg)
         assert where == folder.resolve()
-        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
+        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait"):
             start(cfg)  # two trainings in one folder would overwrite each other's checkpoints
         write_transaction(lambda s: set_status(s, first, "cancelled"))
         folder.mkdir()
@@ -317,7 +317,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
         assert start(longer)[0] == second
         write_transaction(lambda s: set_status(s, second, "finished"))
-        with pytest.raises(ValueError, match=f"holds run {second}, which finished; to train it further, copy"):
+        with pytest.raises(ValueError, match=f"holds run {second}, which finished; .* copy"):
             start(longer)  # its checkpoint and exported weights stay its own
         assert start(cfg, tmp_path / "fresh")[0] == second + 1
     finally:
@@ -434,9 +434,7 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         folder.mkdir()
         _checkpoint(folder, cfg, step=30)
         other = TrainConfig(model="espcn", scale=3, iterations=60, lr=5e-4).resolved()
-        with pytest.raises(ConfigError, match=rf"holds a run \(step 30 of 60\) with other settings: lr 0.001 -> "
-                                              rf"0.0005; pass a new --run-dir to train these settings, or continue run {first} "
-                                              rf"as it was with `srweb jobs resume {first}`"):
+        with pytest.raises(ConfigError, match=rf"lr 0.001 -> 0.0005; pass a new --run-dir.*jobs resume {first}`"):
             start(other)
         with session_scope(write=False) as session:
             assert [r.id for r in list_runs(session)] == [first]  # no run recorded for the refused one
@@ -444,16 +442,15 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         from srweb.train.jobs import JobError, resume
 
         _checkpoint(folder, other, step=40)
-        with pytest.raises(JobError, match=rf"run {first} cannot resume: .* with other settings: lr 0.0005 -> 0.001"):
+        with pytest.raises(JobError, match=rf"run {first} cannot resume: .*lr 0.0005 -> 0.001"):
             resume(first)
         # A folder an untracked run finished in (no record of it) is refused; a copy of it may be extended.
         done = tmp_path / "done"
         done.mkdir()
         _checkpoint(done, cfg, step=60, exported=True)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\) with other settings "
-                                              "\\(lr 0.001 -> 0.0005\\)"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\) with other settings \\(lr 0.001"):
             start(other, done)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\); to train it further"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\); to train it further"):
             start(cfg, done)
         copy = tmp_path / "copy"
         copy.mkdir()

@@ -226,7 +226,7 @@ def test_export_to_an_unwritable_folder_says_so_and_keeps_the_run(env, monkeypat
     blocker.write_text("a file where the user weights folder should be")
     monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(blocker / "weights"))
     get_settings.cache_clear()
-    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights folder .*not-a-folder"):
+    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights .*not-a-folder"):
         export_run_weights(run_id)
     assert list_weights() == [] and blocker.read_text().startswith("a file")
     monkeypatch.delenv("SRWEB_USER_WEIGHTS_DIR")

@@ -64,8 +64,7 @@ def test_an_output_scale_sizes_both_sides_of_the_slider(tmp_path):
 
 def test_a_reference_of_the_wrong_size_is_a_message(tmp_path):
     _photo(20).save(tmp_path / "lr.png"), _photo(50).save(tmp_path / "hr.png"), _photo(30).save(tmp_path / "small.png")
-    with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds the limit of 1,600; the HR reference must "
-                                       "be the size of the output, 40x40"):
+    with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds .*output, 40x40"):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"))
     with pytest.raises(gr.Error, match="reference is 30x30, the output is 40x40"):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "small.png"))
