@@ -140,7 +140,7 @@ def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
     """Set torch's intra-op thread count from ``SRWEB_THREADS`` (if given), else, when ``sharers``
     processes run at once (parallel training workers), split torch's default among them: each
     one using every core makes small models train many times slower. Returns the count in use."""
-    import torch
+    import torch  # heavy: settings are read by light code (`import srweb`, the CLI parser)
 
     threads = (settings or get_settings()).threads
     if not threads and sharers > 1:
@@ -153,7 +153,7 @@ def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
 def resolve_device(name: str | None = None) -> str:
     """Turn ``auto`` into the best available device (cuda > mps > cpu); any other name must be a
     device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``), else ValueError."""
-    import torch
+    import torch  # heavy: settings are read by light code (`import srweb`, the CLI parser)
 
     name = name or get_settings().device
     if name != "auto":

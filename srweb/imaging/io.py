@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srweb.config import get_settings
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 # MATLAB rgb2ycbcr on [0,1] input: offsets and matrix (rows Y, Cb, Cr), output in [0,255].
@@ -124,8 +126,6 @@ def _open(source: str | os.PathLike | BinaryIO | Image.Image, name: str, max_pix
 
 def _limit(max_pixels: int) -> str:
     """``16,000,000``, with the setting that sets it when it is srweb's input limit."""
-    from srweb.config import get_settings
-
     setting = " (SRWEB_MAX_INPUT_PIXELS)" if max_pixels == get_settings().max_input_pixels else ""
     return f"{max_pixels:,}{setting}"
 
@@ -170,7 +170,7 @@ def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
     rawmode = args[0] if isinstance(args, tuple) else args
     if mode not in {"RGB", "RGBA"} or not isinstance(rawmode, str) or ";16" not in rawmode:
         return None
-    import cv2
+    import cv2  # OpenCV is heavy; only 16-bit and deep-colour files need it
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -197,7 +197,7 @@ def encode_png(img: Image.Image | np.ndarray, icc_profile: bytes | None = None) 
     ``icc_profile`` embedded when given (see :func:`icc_profile_of`)."""
     if isinstance(img, Image.Image):
         return image_to_bytes(png_ready(img))
-    import cv2
+    import cv2  # OpenCV is heavy; only 16-bit and deep-colour files need it
 
     if img.ndim == 3 and img.shape[2] == 2:
         img = img[..., [0, 0, 0, 1]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import platform
 import threading
 import time
 import warnings
@@ -25,10 +26,11 @@ from PIL import Image
 from torch import nn
 
 from srweb.config import get_settings, resolve_device
-from srweb.imaging.io import rgb_to_ycbcr, upright, ycbcr_to_rgb
+from srweb.imaging.io import encode_png, icc_profile_of, load_pixels, rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
 from srweb.imaging.resize import imresize
 from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, load_weights, resolve_weights
+from srweb.imaging.fileio import atomic_write_bytes
 
 ProgressFn = Callable[[int, int], None]
 
@@ -64,8 +66,6 @@ def device_name(device: str = "cpu") -> str:
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name"))
     except (OSError, StopIteration):
-        import platform
-
         return platform.processor() or device
 
 
@@ -510,9 +510,6 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
     Raises:
         ValueError: the output would replace the input file.
     """
-    from srweb.imaging.fileio import atomic_write_bytes
-    from srweb.imaging.io import encode_png, icc_profile_of, load_pixels
-
     target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
     if target.exists() and target.resolve() == Path(path).resolve():
         raise ValueError(f"{path}: the output would overwrite the input; pick another --out folder")

@@ -43,6 +43,11 @@ from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
 from srweb.track.db import init_db, session_scope, write_transaction
 from srweb.track.ratings import (ANCHOR_KINDS, VoteRejected, assess_rater, create_trial, get_or_create_rater, get_trial,
                                  is_flagged, new_rater_token, submit_vote, trials_shown, vote_count)
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
+from srweb.data.samples import benchmark_path
+from srweb.imaging.resize import imresize_np
+from srweb.inference.upscaler import Upscaler
+from srweb.weights.files import WeightsError, list_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +179,7 @@ def _build_lock(root: Path) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as fh:
         try:
-            import fcntl
+            import fcntl  # Unix only: elsewhere the build runs without the lock
         except ImportError:  # Windows: no cross-process lock; atomic writes keep files whole
             yield
             return
@@ -209,9 +214,6 @@ def _texture_boxes(hr: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 
 def _benchmark_images(dataset: str) -> tuple[str, list[Path]]:
-    from srweb.data.folders import list_images
-    from srweb.data.samples import benchmark_path
-
     for name in (dataset, "sample"):
         try:
             return name, list_images(benchmark_path(name))
@@ -222,8 +224,6 @@ def _benchmark_images(dataset: str) -> tuple[str, list[Path]]:
 
 def _make_crops(root: Path, dataset: str) -> dict[str, Any]:
     """Choose crops, save each region and HR crop; return a fresh index."""
-    from srweb.data.folders import mod_crop, read_rgb8
-
     name, paths = _benchmark_images(dataset)
     crops: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -254,8 +254,6 @@ def _inner(img: np.ndarray, crop: dict[str, Any]) -> np.ndarray:
 
 def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
     """The LR model input of a crop's region (memoised for the duration of one build)."""
-    from srweb.data.folders import make_lr
-
     key = (crop_id, scale)
     if key not in cache:
         with Image.open(root / "crops" / crop_id / "region.png") as region:
@@ -264,8 +262,6 @@ def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int]
 
 
 def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None:
-    from srweb.imaging.resize import imresize_np
-
     for crop_id, crop in index["crops"].items():
         lr = _region_lr(pool.root, crop_id, scale, lrs)
         atomic_save_png(_inner(imresize_np(lr, scale), crop), pool.image_path(crop_id, scale, "bicubic"))
@@ -275,8 +271,6 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
 
 
 def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
-    from srweb.inference.upscaler import Upscaler
-
     upscaler = Upscaler(card.name, card.scale, device="cpu", precision="fp32")
     for crop_id, crop in index["crops"].items():
         sr = upscaler.upscale(Image.fromarray(_region_lr(pool.root, crop_id, card.scale, lrs)))
@@ -287,8 +281,6 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
 def _fingerprint(card: Any) -> str:
     if card.sha256:
         return card.sha256
-    from srweb.weights.files import WeightsError, resolve_weights
-
     try:
         tensors, _ = resolve_weights(card.name)
     except WeightsError:
@@ -302,8 +294,6 @@ def _checkpoint_sha(fingerprint: str) -> str | None:
 
 
 def _usable_cards() -> list[Any]:
-    from srweb.weights.files import list_weights
-
     return [c for c in list_weights() if ALIGN % int(c.scale) == 0]
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -38,6 +38,8 @@ from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
 from srweb.train.resume import check_resume, read_saved_run, refuse_finished
 from srweb.train.teacher import Teacher, load_teacher
 from srweb.weights.files import WeightsCard, count_params, load_weights, save_weights
+from srweb.data.pairs import PatchPairs
+from srweb.evaluation.evaluate import evaluate
 
 LOG_INTERVAL = 10
 
@@ -77,8 +79,6 @@ def card_metric(result) -> dict[str, Any]:
 
 def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01) -> dict[str, Any]:
     """Compare the fast inference path with fp32 on the validation set; the card keeps the verdict."""
-    from srweb.evaluation.evaluate import evaluate
-
     fast = Upscaler(model, device=device, precision="auto")
     if fast.precision == "fp32":
         return {"fast_precision": "fp32", "fast_path_ok": True}
@@ -114,9 +114,6 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
     """Training patches (with the teacher's outputs, if given) and the validation folder for ``model``
     (channels and pre-upsampling). ``should_stop`` is polled before each teacher pass (minutes on a CPU
     for a self-ensemble): when it returns True, :class:`PreparationStopped` is raised."""
-    from srweb.data.pairs import PatchPairs
-    from srweb.data.samples import benchmark_path
-
     def teach(lr: np.ndarray) -> np.ndarray:
         if should_stop is not None and should_stop():
             raise PreparationStopped
@@ -332,8 +329,6 @@ class Trainer:
             self.val_dir = benchmark_path(self.cfg.val_data)
         if self.val_dir is None:
             return {}
-        from srweb.evaluation.evaluate import evaluate  # evaluation imports inference, which imports torch only
-
         if model is None and self.model is None:
             self.model = self._build_model()  # before train(): the starting (or pretrained) model
         judged = model if model is not None else self.eval_model
@@ -571,8 +566,6 @@ class Trainer:
         """Write the final weights (the best validation checkpoint, if any: never for GANs, whose
         best PSNR is the one least changed by the adversarial loss; else the moving average, if
         the run keeps one) with a complete card."""
-        from safetensors.torch import load_model
-
         cfg = self.cfg
         weights_step = step
         model = copy.deepcopy(self.model)  # the checkpoint keeps the last weights, to train on from

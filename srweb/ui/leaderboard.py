@@ -24,8 +24,11 @@ from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.common import default_choice, parse_choice, weights_choices
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
 from srweb.ui.outputs import output_dir
-from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, list_weights
+from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, WeightsError, list_weights, read_card, resolve_weights
 from srweb.weights.table import paper_psnr_of
+from srweb.track.db import session_scope
+from srweb.track.evals import best_evaluations
+from srweb.track.leaderboard import leaderboard
 
 ALL = "all"
 SCALES = (2, 3, 4)
@@ -51,10 +54,6 @@ def _scale_arg(scale: str | int | None) -> int | None:
 
 def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tuple[pd.DataFrame, list[str]]:
     """The raw leaderboard frame for the filters, and every dataset that has results."""
-    from srweb.track.db import session_scope
-    from srweb.track.evals import best_evaluations
-    from srweb.track.leaderboard import leaderboard
-
     cards = {card.name: card for card in list_weights()}
     # The checkpoints the app serves now; a self-ensemble result ("name+") is of its entry's checkpoint.
     versions = {name + suffix: card.sha256 for name, card in cards.items() for suffix in ("", ENSEMBLE_SUFFIX)}
@@ -196,8 +195,6 @@ def refresh_targets(current: str | None) -> gr.Dropdown:
 
 def eval_target(choice: str) -> tuple[str, int]:
     """``"bicubic-x3"`` -> ("bicubic", 3); a weights name -> (name, its card's scale)."""
-    from srweb.weights.files import WeightsError, read_card, resolve_weights
-
     name, scale = parse_choice(choice)
     if scale is None:
         try:

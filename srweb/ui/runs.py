@@ -14,6 +14,7 @@ from srweb.track.schema import RUN_STATUSES
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
 from srweb.ui.common import as_run_id, job_action, weights_choices
+from srweb.train import jobs
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -79,8 +80,6 @@ def export_weights(run: int | str | None):
 def delete_run(run: int | str | None, confirmed: bool):
     """Delete a run that is not queued or running, with its checkpoints (API name ``runs_delete``;
     ``confirmed`` must be true: the browser asks first). Returns a message and clears the details."""
-    from srweb.train import jobs
-
     if as_run_id(run) is not None and not confirmed:  # "Cancel" in the browser's dialog
         return gr.skip(), gr.skip()
     done = job_action(run, jobs.delete)

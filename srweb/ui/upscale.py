@@ -12,15 +12,16 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels,
-                           to_pil8, to_rgb8)
+from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels, to_pil8,
+                              to_rgb8)
 from srweb.inference.upscaler import MAX_OUTPUT_SCALE
 from srweb.evaluation.metrics import psnr, ssim
 from srweb.ui.batch import build_batch
-from srweb.ui.common import (ImageInput, default_choice, get_upscaler, parse_choice,
-                              weights_choices)
+from srweb.ui.common import ImageInput, default_choice, get_upscaler, parse_choice, weights_choices
 from srweb.ui.outputs import image_file, output_dir
-from srweb.weights.files import WeightsError, list_weights
+from srweb.weights.files import WeightsError, list_weights, weights_source
+from srweb.weights.onnx import ExportError, cached_export
+from srweb.weights.table import card_markdown
 
 BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
 
@@ -41,9 +42,6 @@ class UpscaleResult:
 def about_weights(choice: str | None) -> str:
     """The picked entry's card as Markdown (see :func:`srweb.weights.table.card_markdown`); shipped
     weights get the command that trains them again."""
-    from srweb.weights.files import weights_source
-    from srweb.weights.table import card_markdown
-
     card = next((c for c in list_weights() if c.name == choice), None)
     if card is None:
         return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
@@ -54,8 +52,6 @@ def about_weights(choice: str | None) -> str:
 
 def onnx_graph(choice: str | None) -> str:
     """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
-    from srweb.weights.onnx import ExportError, cached_export
-
     try:
         name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://
         if scale is not None:
@@ -195,7 +191,7 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
 
 def example_images() -> list[str]:
     """Example inputs that ship inside an installed package (scikit-image), no download."""
-    import skimage
+    import skimage  # scikit-image is heavy; only the example images come from it
 
     data = Path(skimage.__file__).parent / "data"
     names = ("chelsea.png", "coffee.png", "astronaut.png", "camera.png")

@@ -19,6 +19,7 @@ import torch
 from srweb.errors import first_line
 from srweb.imaging.fileio import atomic_write_bytes
 from srweb.weights.files import WeightsCard, WeightsError, load_weights
+from srweb.config import get_settings
 
 TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on [0, 1] images
 INPUTS = {
@@ -52,7 +53,7 @@ def metadata(card: WeightsCard) -> dict[str, str]:
 
 def _check(model: torch.nn.Module, data: bytes, channels: int) -> float:
     """Largest |ONNX - PyTorch| over two inputs of other sizes than the one exported with."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy, and only the check after an export needs it
 
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -75,7 +76,7 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
     Raises:
         ExportError: the graph does not export, or differs from PyTorch by more than :data:`TOLERANCE`.
     """
-    import onnx
+    import onnx  # heavy, and only an export needs it
 
     channels = 1 if card.input_kind == "y" else 3
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=4),
@@ -123,8 +124,6 @@ def export_onnx(name: str, out: str | os.PathLike | None = None, *,
 def cached_export(name: str) -> Path:
     """The ONNX graph of weights ``name`` under ``cache_dir/onnx``, exported on first request; keyed
     by the tensors' sha256, so weights exported again under the same name are exported again."""
-    from srweb.config import get_settings
-
     model, card = load_weights(name)
     path = get_settings().cache_dir / "onnx" / (card.sha256 or "unhashed")[:16] / f"{card.name}.onnx"
     if not path.is_file():
