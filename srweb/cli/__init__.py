@@ -13,7 +13,7 @@ from typing import Sequence
 
 from srweb.cli.common import EXIT_BAD_INPUT, CLIError
 
-# The modules of srweb.cli, in the order `srweb --help` lists their commands.
+# The modules of srweb.cli (or a full module path), in the order `srweb --help` lists their commands.
 COMMAND_GROUPS = ("models", "upscale", "evaluate", "prepare", "train", "jobs", "bench", "compare", "hub", "onnx")
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srweb", description="Super-resolution studio")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
-        import_module(f"srweb.cli.{group}").register(sub)
+        import_module(group if "." in group else f"srweb.cli.{group}").register(sub)
     return parser
 
 
