@@ -514,7 +514,7 @@ def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_
     save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
     cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=6, val_data=None, precision="fp32")
     steps = _stop_after(3)
-    first = Trainer(cfg, env / "run", should_stop=lambda: hasattr(first, "train_set") and steps(), progress=False)
+    first = Trainer(cfg, env / "run", should_stop=lambda: first.train_set is not None and steps(), progress=False)
     part1 = first.train()  # the stop comes after 3 steps, not during the teacher pass
     assert (part1.status, part1.step, part1.card) == ("cancelled", 3, None)
 
