@@ -167,9 +167,9 @@ def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[
         ValueError: the folder's last run is queued, running or finished (its files stay its own), or
             its checkpoint holds a run of other settings.
     """
+    from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
     from srweb.train import jobs
     from srweb.train.resume import check_resume, differences, read_saved_run, refuse_finished
-    from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
 
     folder = run_dir.resolve() if run_dir is not None else None
     previous = None

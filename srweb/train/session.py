@@ -10,8 +10,15 @@ from pathlib import Path
 
 from srweb.errors import first_line
 from srweb.track.db import write_transaction
-from srweb.track.runs import (ORPHAN_ERROR, MetricsBuffer, add_checkpoint, delete_metrics_after, get_run, heartbeat,
-                              set_status)
+from srweb.track.runs import (
+    ORPHAN_ERROR,
+    MetricsBuffer,
+    add_checkpoint,
+    delete_metrics_after,
+    get_run,
+    heartbeat,
+    set_status,
+)
 from srweb.train.config import TrainConfig
 from srweb.train.trainer import Trainer, TrainResult
 
