@@ -61,7 +61,7 @@ def _prepare_weights(target: Path) -> tuple[str, int]:
     """Fill ``target`` with the smallest shipped weights entry (or one tiny untrained espcn x2);
     return its (name, scale)."""
     from srweb.models import create_model
-    from srweb.weights import list_weights, save_weights
+    from srweb.weights.files import list_weights, save_weights
 
     target.mkdir(parents=True, exist_ok=True)
     shipped = list_weights(REPO / "weights")

@@ -86,9 +86,9 @@ def test_upscale_batch_keeps_going_past_bad_files(tmp_path, state):
     assert out.returncode == 1
     assert Image.open(tmp_path / "out" / "good.png").size == (48, 40)
     assert Image.open(tmp_path / "out" / "alpha.png").mode == "RGBA"
-    errors = [l.strip() for l in out.stderr.replace("\r", "\n").splitlines() if "srweb: error" in l]
+    errors = [line.strip() for line in out.stderr.replace("\r", "\n").splitlines() if "srweb: error" in line]
     for name in ("text.png", "truncated.png", "empty.png", "bomb.png"):
-        assert any(name in l for l in errors), (name, out.stderr)
+        assert any(name in line for line in errors), (name, out.stderr)
     assert not (tmp_path / "out" / "text.png").exists()
 
 

@@ -30,7 +30,7 @@ from srweb.data.folders import HRFolderDataset, SkippedImage, make_lr, read_rgb8
 from srweb.data.pairs import FSRCNN_SCALES, PatchPairs
 from srweb.data.prepare import prepare_dataset
 from srweb.data.samples import benchmark_path, sample_images_dir
-from srweb.resize import imresize, imresize_np
+from srweb.imaging.resize import imresize, imresize_np
 
 
 @pytest.fixture(autouse=True)
@@ -462,16 +462,14 @@ def test_patch_pairs_without_a_usable_image_say_so(tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     _add_bad_files(folder)
     (folder / "bomb.png").unlink()
-    with pytest.raises(ValueError, match=r"no training image is at least 8x8 pixels in LR at x2; 1 more failed to "
-                                         r"decode"), pytest.warns(SkippedImage):
+    with pytest.raises(ValueError, match=r"no training image is at least 8x8.*1 more failed"), pytest.warns(SkippedImage):
         PatchPairs(folder, 2, 8)  # tiny.png: too small; truncated.png: unusable; the others: unreadable headers
     (folder / "tiny.png").unlink()
     with pytest.raises(ValueError, match=r"no usable training image: all 1 image files failed to decode"), \
             pytest.warns(SkippedImage):
         PatchPairs(folder, 2, 8)  # only the truncated file has a readable header
     (folder / "truncated.png").unlink()
-    with pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png: empty file; text\.png: "
-                                         r"not a readable image file\)"), pytest.warns(SkippedImage):
+    with pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png.*text\.png"), pytest.warns(SkippedImage):
         PatchPairs(folder, 2, 8)
 
 
@@ -490,7 +488,7 @@ def test_prepare_skips_unusable_files_with_their_reason(tmp_path: Path) -> None:
     assert any(line.startswith(f"{src / 'tiny.png'}: 1x1, smaller than 6x6") for line in skips)
     (src / "good.png").unlink()
     (src / "readme.txt").write_text("not an image, and no skipped image either")
-    with pytest.raises(ValueError, match=rf"no image could be prepared \(all {len(reasons)} skipped\)"), \
+    with pytest.raises(ValueError, match=rf"no image could be prepared \(all {len(reasons)} skipped"), \
             pytest.warns(SkippedImage):
         prepare_dataset(src, tmp_path / "out2", scales=(2, 3))
     assert not (tmp_path / "out2").exists()  # nothing written, not even empty folders

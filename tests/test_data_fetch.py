@@ -238,7 +238,7 @@ def test_set5_is_built_in_and_a_users_own_copy_wins(data_root, capsys):
     (own / "x.png").write_bytes(png_bytes(1))
     assert benchmark_path("Set5") == own
     assert main(["data", "list"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Set5"))
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("Set5"))
     assert str(own) in line and "instead of the built-in copy" not in line  # text view: where it is
     with pytest.raises(ValueError, match="srweb data fetch BSD100"):
         benchmark_path("bsd100")

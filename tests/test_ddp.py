@@ -95,7 +95,7 @@ torch.save({"disc": trainer.disc.state_dict(), "model": trainer.model.state_dict
 
 def test_torchrun_srgan_keeps_one_discriminator(tmp_path):
     from srweb.models import create_model
-    from srweb.weights import save_weights
+    from srweb.weights.files import save_weights
 
     train = crops(hr_photos(), tmp_path / "train", 8, 48)
     save_weights(create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny",

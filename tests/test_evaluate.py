@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import forged_png
 from srweb.config import get_settings
 from srweb.data.folders import SkippedImage
-from srweb.evaluate import EvalResult, bicubic_sr, evaluate
+from srweb.evaluation.evaluate import EvalResult, bicubic_sr, evaluate
 
 
 
@@ -70,7 +70,7 @@ def test_evaluate_bad_inputs(tmp_path: Path) -> None:
         result = evaluate(bicubic_sr(4), tmp_path / "one", 4)
     assert result.dataset == "one (1 of 2 images scored)" and result.skipped[0]["image"] == "b.png"
     (tmp_path / "one" / "a.png").unlink()
-    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 \(all 1 skipped: b\.png: 5x5"), \
+    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 .*b\.png: 5x5"), \
             pytest.warns(SkippedImage):
         evaluate(bicubic_sr(4), tmp_path / "one", 4)
 
@@ -130,7 +130,7 @@ def test_skip_lines_are_one_line_without_source(tmp_path: Path) -> None:
     once (a training run validates on the same folder many times)."""
     folder = _bad_folder(tmp_path / "bench", good=1)
     code = ("from srweb.data.folders import show_warnings_as_lines; show_warnings_as_lines(); show_warnings_as_lines()\n"
-            "from srweb.evaluate import evaluate, bicubic_sr\n"
+            "from srweb.evaluation.evaluate import evaluate, bicubic_sr\n"
             f"for _ in range(3): print(evaluate(bicubic_sr(2), {str(folder)!r}, 2).dataset)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

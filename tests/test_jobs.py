@@ -314,7 +314,7 @@ def test_a_paused_run_taken_for_dead_records_its_real_outcome(env, tiny):
 
     from srweb.track.runs import mark_orphans
     from srweb.train.trainer import TrainResult
-    from srweb.train.worker import record_result
+    from srweb.train.session import record_result
 
     run_id = write_transaction(lambda s: set_status(s, create_run(s, name="paused", arch="espcn", scale=2,
                                                                   config={}).id, "running", pid=os.getpid()).id)

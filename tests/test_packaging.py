@@ -13,8 +13,8 @@ def _names(reqs):
 
 def test_requirements_match_pyproject():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines()
-             if l.strip() and not l.startswith(("#", "-"))]  # "-": pip options (e.g. the CPU torch index)
+    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith(("#", "-"))]  # "-": pip options (e.g. the CPU torch index)
     assert _names(lines) == _names(deps)
 
 

@@ -13,12 +13,12 @@ from PIL import Image
 from sqlalchemy import select
 
 import srweb
-from srweb import rating_pool
+from srweb.rating import pool as rating_pool
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
 from srweb.track.ratings import create_trial, get_or_create_rater, rating_stats
 from srweb.track.schema import Trial, Vote, utcnow
-from srweb.weights import save_weights
+from srweb.weights.files import save_weights
 
 
 @pytest.fixture

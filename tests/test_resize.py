@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from conftest import SET5
-from srweb.imaging import rgb_to_y_np
-from srweb.resize import cubic, imresize, imresize_np
+from srweb.imaging.io import rgb_to_y_np
+from srweb.imaging.resize import cubic, imresize, imresize_np
 
 
 # Cubic kernel (a = -0.5) at the distances the taps fall on, worked out by hand:

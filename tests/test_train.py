@@ -21,13 +21,13 @@ import srweb.train.trainer as trainer_module
 from conftest import SET5, crops, hr_photos
 from srweb.data.samples import benchmark_path
 from srweb.config import get_settings
-from srweb.evaluate import evaluate
+from srweb.evaluation.evaluate import evaluate
 from srweb.models import create_model
 from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
 from srweb.train.trainer import Trainer, lr_factor
-from srweb.weights import count_params, save_weights
-from srweb.weights_table import card_markdown
+from srweb.weights.files import count_params, save_weights
+from srweb.weights.table import card_markdown
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
     notes.mkdir()
     (notes / "readme.txt").write_text("not an image")
     (notes / "empty.png").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K's folders\)"):
+    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K"):
         check_config(TrainConfig(model="espcn", data=str(notes), val_data=None))
     with pytest.raises(ConfigError, match=r"val_data: .*notes holds no readable image$"):
         check_config(TrainConfig(model="espcn", data=tiny["train"], val_data=str(notes)))
@@ -193,8 +193,7 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "data"))
     get_settings.cache_clear()
     check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=15, data="General-100", val_data="Set5"))
-    with pytest.raises(ConfigError, match=r"only 6 of the 10 training images in General-100 .*\(the smallest, "
-                                          r"im_0.png, is 60x60\); use patch_size <= 15 to use every image"):
+    with pytest.raises(ConfigError, match=r"only 6 of the 10 .*im_0.png.*patch_size <= 15"):
         check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=24, data="General-100", val_data="Set5"))
 
 
@@ -387,7 +386,7 @@ def test_a_killed_session_is_trained_again_from_its_checkpoint_and_logged_once(e
 def test_run_logger_forgets_metrics_past_the_checkpoint_it_resumes_from(fresh_state):
     from srweb.track.db import init_db, session_scope, write_transaction
     from srweb.track.runs import create_run, metric_series
-    from srweb.train.worker import RunLogger
+    from srweb.train.session import RunLogger
 
     init_db()
     run_id = write_transaction(lambda s: create_run(s, name="r", arch="espcn", scale=2, config={}).id)
@@ -522,7 +521,7 @@ def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_
     save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
     cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=6, val_data=None, precision="fp32")
     steps = _stop_after(3)
-    first = Trainer(cfg, env / "run", should_stop=lambda: hasattr(first, "train_set") and steps(), progress=False)
+    first = Trainer(cfg, env / "run", should_stop=lambda: first.train_set is not None and steps(), progress=False)
     part1 = first.train()  # the stop comes after 3 steps, not during the teacher pass
     assert (part1.status, part1.step, part1.card) == ("cancelled", 3, None)
 
@@ -665,8 +664,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, precision="fp32", channels_last=False)
     run = env / "run"
     assert Trainer(cfg, run, should_stop=_stop_after(8), progress=False).train().step == 8
-    with pytest.raises(ConfigError, match=r"holds a run \(step 8 of 20\) with other settings: batch_size 4 -> 8, "
-                                          r"lr 0.001 -> 0.0005; pass a new --run-dir"):
+    with pytest.raises(ConfigError, match=r"batch_size 4 -> 8, lr 0.001 -> 0.0005; pass a new --run-dir"):
         Trainer(dataclasses.replace(cfg, lr=5e-4, batch_size=8), run, progress=False).train()
     with pytest.raises(ConfigError, match="already trained for 8 steps, more than iterations 5"):
         Trainer(dataclasses.replace(cfg, iterations=5), run, progress=False).train()
@@ -683,8 +681,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     again = Trainer(longer, run, progress=False).train()
     assert (again.step, again.card.sha256, again.card.training["config"]) == (30, card["sha256"],
                                                                               card["training"]["config"])
-    with pytest.raises(ConfigError, match=r"holds a run that finished \(30 of 30 steps\) with other settings "
-                                          r"\(iterations 30 -> 40\); to train it further, copy the folder"):
+    with pytest.raises(ConfigError, match=r"finished \(30 of 30 steps\).*iterations 30 -> 40.*copy the"):
         Trainer(dataclasses.replace(longer, iterations=40), run, progress=False).train()
     shutil.copytree(run, env / "copy")  # a copy may go on
     assert Trainer(dataclasses.replace(longer, iterations=40), env / "copy", progress=False).train().step == 40
@@ -695,8 +692,7 @@ def test_iterations_cannot_change_when_the_steps_depend_on_them(env, tiny):
 
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, schedule="cosine")
     Trainer(cfg, env / "run", should_stop=_stop_after(5), progress=False).train()
-    with pytest.raises(ConfigError, match="run of 20 iterations \\(at step 5\\); it cannot become one of 30: its "
-                                          "cosine learning rate is spread over the iterations"):
+    with pytest.raises(ConfigError, match="run of 20 iterations .*cannot become one of 30: its cosine"):
         Trainer(dataclasses.replace(cfg, iterations=30), env / "run", progress=False).train()
 
 
@@ -723,9 +719,7 @@ def test_a_batch_too_large_for_the_free_memory_is_refused_with_the_estimate(env,
     check_config(cfg)  # batch 4
     largest = (8 * memory.GB - fixed) // per_sample
     check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=largest))
-    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit in memory: a training step of espcn x3 "
-                                          rf"at patch_size 16 needs at least 16.3 GB .*and cpu has 8.0 GB memory "
-                                          rf"available; no batch_size above {largest} could fit"):
+    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit.*16.3 GB .*above {largest} could"):
         check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=100_000))
     # bf16 autocast keeps 16-bit activations: about twice the batch fits.
     fixed16, per16 = memory.step_bytes(cfg.resolved(), "bf16")

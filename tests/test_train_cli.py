@@ -84,7 +84,7 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 
 @pytest.mark.slow
 def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tmp_path):
-    from srweb.exports import export_run_weights
+    from srweb.weights.exports import export_run_weights
 
     # Its files are in --export (here the weights folder), not run_dir/export: found there, and
     # since that folder already lists them, that entry is the export (no second copy).
@@ -167,7 +167,7 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
 
 
 def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypatch, capsys):
-    from srweb.train import cli
+    from srweb.cli import train as cli
 
     def stage(precision, ran_in, parent=None):
         config = {"model": "espcn", "scale": 3, "precision": precision, "iterations": 10}
@@ -184,12 +184,12 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
     args.precision = "auto"  # the user's flag wins
     assert cli.config_from_args(args).precision == "auto"
     # A bf16 stage replayed on a CPU without bf16: the user hears it will be slow, and how to avoid it.
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: False)
     stages = cli.card_stages(card)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert "trained in bf16, which this CPU emulates" in capsys.readouterr().err
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), "fp32")
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: True)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert capsys.readouterr().err == ""
 
@@ -288,7 +288,7 @@ def _checkpoint(folder: Path, cfg, step: int, exported: bool = False, saved_in: 
 def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))
@@ -298,7 +298,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         init_db()
         first, where = start(cfg)
         assert where == folder.resolve()
-        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
+        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait"):
             start(cfg)  # two trainings in one folder would overwrite each other's checkpoints
         write_transaction(lambda s: set_status(s, first, "cancelled"))
         folder.mkdir()
@@ -317,7 +317,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
         assert start(longer)[0] == second
         write_transaction(lambda s: set_status(s, second, "finished"))
-        with pytest.raises(ValueError, match=f"holds run {second}, which finished; to train it further, copy"):
+        with pytest.raises(ValueError, match=f"holds run {second}, which finished; .* copy"):
             start(longer)  # its checkpoint and exported weights stay its own
         assert start(cfg, tmp_path / "fresh")[0] == second + 1
     finally:
@@ -374,8 +374,8 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
     """The issue: a run trained in a folder, then the same command with another lr in that folder. It used to
     report "finished" without training and export a card saying lr 5e-4 over the lr 1e-3 weights (untracked),
     or record a "finished 60/50" run named lr5e-4 (tracked)."""
-    from srweb.train import cli
-    from srweb.train.cli import default_run_dir
+    from srweb.cli import train as cli
+    from srweb.cli.train import default_run_dir
     from srweb.train.config import TrainConfig
 
     train = crops(hr_photos(), tmp_path / "train", 4, 48)
@@ -421,7 +421,7 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
 def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import ConfigError, TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))
@@ -434,9 +434,7 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         folder.mkdir()
         _checkpoint(folder, cfg, step=30)
         other = TrainConfig(model="espcn", scale=3, iterations=60, lr=5e-4).resolved()
-        with pytest.raises(ConfigError, match=rf"holds a run \(step 30 of 60\) with other settings: lr 0.001 -> "
-                                              rf"0.0005; pass a new --run-dir to train these settings, or continue run {first} "
-                                              rf"as it was with `srweb jobs resume {first}`"):
+        with pytest.raises(ConfigError, match=rf"lr 0.001 -> 0.0005; pass a new --run-dir.*jobs resume {first}`"):
             start(other)
         with session_scope(write=False) as session:
             assert [r.id for r in list_runs(session)] == [first]  # no run recorded for the refused one
@@ -444,16 +442,15 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         from srweb.train.jobs import JobError, resume
 
         _checkpoint(folder, other, step=40)
-        with pytest.raises(JobError, match=rf"run {first} cannot resume: .* with other settings: lr 0.0005 -> 0.001"):
+        with pytest.raises(JobError, match=rf"run {first} cannot resume: .*lr 0.0005 -> 0.001"):
             resume(first)
         # A folder an untracked run finished in (no record of it) is refused; a copy of it may be extended.
         done = tmp_path / "done"
         done.mkdir()
         _checkpoint(done, cfg, step=60, exported=True)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\) with other settings "
-                                              "\\(lr 0.001 -> 0.0005\\)"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\) with other settings \\(lr 0.001"):
             start(other, done)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\); to train it further"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\); to train it further"):
             start(cfg, done)
         copy = tmp_path / "copy"
         copy.mkdir()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from srweb.track import views
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.exports import ExportError, export_run_weights, unique_weights_name
+from srweb.weights.exports import ExportError, export_run_weights, unique_weights_name
 from srweb.models import create_model
 from srweb.track import views
 from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
@@ -20,7 +20,7 @@ from srweb.track.schema import Evaluation
 from srweb.train import jobs, launch
 from srweb.train.config import TrainConfig
 from srweb.ui import charts, runs, train
-from srweb.weights import list_weights, load_weights, save_weights
+from srweb.weights.files import list_weights, load_weights, save_weights
 
 
 @pytest.fixture
@@ -245,7 +245,7 @@ def test_export_to_an_unwritable_folder_says_so_and_keeps_the_run(env, monkeypat
     blocker.write_text("a file where the user weights folder should be")
     monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(blocker / "weights"))
     get_settings.cache_clear()
-    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights folder .*not-a-folder"):
+    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights .*not-a-folder"):
         export_run_weights(run_id)
     assert list_weights() == [] and blocker.read_text().startswith("a file")
     monkeypatch.delenv("SRWEB_USER_WEIGHTS_DIR")

@@ -22,8 +22,8 @@ from srweb.config import get_settings
 from srweb.data.catalog import CATALOG, DIV2K_URL
 from srweb.data.download import DownloadError, install  # noqa: F401 (DownloadError: raised from here, re-exported)
 from srweb.data.folders import check_channels, make_item, make_lr, mod_crop, read_rgb8
-from srweb.fileio import atomic_save_png
-from srweb.imaging import ImageError
+from srweb.imaging.fileio import atomic_save_png
+from srweb.imaging.io import ImageError
 
 BASE_URL = DIV2K_URL
 SPLITS = ("train", "valid")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from srweb.config import get_settings
 from srweb.data.catalog import CATALOG, Archive, find_entry
-from srweb.imaging import is_image_file
+from srweb.imaging.io import is_image_file
 
 USER_AGENT = "srweb-data-fetch"
 

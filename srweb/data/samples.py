@@ -16,7 +16,7 @@ SAMPLE_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "roc
 
 
 def _skimage_data_dir() -> Path:
-    import skimage
+    import skimage  # scikit-image is heavy; only the sample images come from it
 
     return Path(skimage.__file__).parent / "data"
 

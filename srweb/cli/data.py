@@ -65,7 +65,7 @@ def dataset_rows(root: Path | None = None) -> list[dict]:
 
 def _builtin_summary(folder: Path) -> str:
     # srweb.imaging imports torch: only when a built-in set is listed
-    from srweb.imaging import is_image_file
+    from srweb.imaging.io import is_image_file
 
     count = sum(1 for p in folder.iterdir() if is_image_file(p))
     return f"{count} HR test images shipped with srweb (provenance: {folder.parent / 'README.md'})"
