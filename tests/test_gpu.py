@@ -97,9 +97,9 @@ def test_inference_fast_path_on_cuda_within_the_quality_guard(fresh_state):
     """The smallest shipped weights on the built-in sample images: the CUDA fast path (bf16/fp16,
     channels_last) scores within the guard's 0.01 dB of fp32."""
     from srweb.data.samples import sample_images_dir
-    from srweb.evaluate import evaluate
-    from srweb.inference import Upscaler
-    from srweb.weights import list_weights
+    from srweb.evaluation.evaluate import evaluate
+    from srweb.inference.upscaler import Upscaler
+    from srweb.weights.files import list_weights
 
     shipped = list_weights(REPO / "weights")
     if not shipped:

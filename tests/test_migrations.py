@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 
 from srweb.track import runs
-from srweb.track.db import MIGRATIONS_DIR, alembic_config, dispose_engine, get_engine, init_db, session_scope
+from srweb.track.db import MIGRATIONS_DIR, alembic_config, get_engine, init_db, session_scope
 from srweb.track.schema import Base
 
 

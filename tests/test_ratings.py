@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from srweb.track.db import dispose_engine, init_db, session_scope
+from srweb.track.db import init_db, session_scope
 from srweb.track.ratings import (
     VoteRejected,
     assess_rater,

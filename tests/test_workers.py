@@ -168,7 +168,9 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
                  "every run to finish", timeout=600, poll=1)
 
     # A worker says "finished" once it has pushed the run's folder, just after the run's row says so.
-    logs = lambda: _log(cluster, "machine-a") + _log(cluster, "machine-b")
+    def logs() -> str:
+        return _log(cluster, "machine-a") + _log(cluster, "machine-b")
+
     _wait(lambda: all(f"run {run_id}: finished" in logs() for run_id in runs), "the workers to settle", timeout=60)
     time.sleep(2 * POLL_S)
     assert f"run {long_id}: resuming from its last checkpoint" in _log(cluster, "machine-b")
@@ -187,8 +189,8 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
                                           "ORDER BY step"), {"id": long_id}).scalars().all()
     assert twice == []
     assert loss_steps and loss_steps[-1] >= 3000 - 50 and any(s > killed_at_step for s in loss_steps)
-    from srweb.exports import export_run_weights
-    from srweb.weights import list_weights
+    from srweb.weights.exports import export_run_weights
+    from srweb.weights.files import list_weights
 
     card = export_run_weights(long_id)  # the Runs tab's Export, on the control plane
     assert card.name in [c.name for c in list_weights()] and card.training["run_id"] == long_id

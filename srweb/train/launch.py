@@ -15,6 +15,7 @@ from srweb.track.runs import list_runs
 from srweb.track.schema import utcnow
 from srweb.train import jobs
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.config import resolve_device
 from srweb.train.queue import uses_queue
 
 DUPLICATE_WINDOW_S = 10.0
@@ -31,7 +32,7 @@ class DuplicateLaunch(jobs.JobError):
 
 def available_devices() -> list[str]:
     """Device choices for a form: ``auto``, ``cpu`` and whichever accelerators are present."""
-    import torch
+    import torch  # heavy: the device list is only built for the Train tab
 
     devices = ["auto", "cpu"]
     devices += [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
@@ -44,8 +45,6 @@ def available_devices() -> list[str]:
 
 def check_device(device: str) -> None:
     """Reject a device this machine does not have (``auto`` and ``cpu`` always pass)."""
-    from srweb.config import resolve_device
-
     try:
         resolve_device(device)
     except ValueError as exc:
