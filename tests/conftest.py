@@ -8,12 +8,14 @@ checkpoint when nothing is shipped. Browser tests need ``/usr/bin/chromium`` (De
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -59,7 +61,7 @@ def _prepare_weights(target: Path) -> tuple[str, int]:
     """Fill ``target`` with the smallest shipped weights entry (or one tiny untrained espcn x2);
     return its (name, scale)."""
     from srweb.models import create_model
-    from srweb.weights import list_weights, save_weights
+    from srweb.weights.files import list_weights, save_weights
 
     target.mkdir(parents=True, exist_ok=True)
     shipped = list_weights(REPO / "weights")
@@ -171,6 +173,22 @@ def running_app(root: Path, extra_env: dict[str, str] | None = None, artifact: s
 STATE_FOLDERS = (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs"))
 
 
+SET5 = Path(__file__).resolve().parents[1] / "srweb" / "data" / "builtin" / "Set5"  # shipped with the package
+_HR_PHOTOS: list[Path] = []
+
+
+def hr_photos() -> Path:
+    """Natural HR photos for training tests: the built-in ``sample`` set (scikit-image's photos, what
+    the package ships), made once per test session in a temporary folder."""
+    if not _HR_PHOTOS:
+        from srweb.data.samples import sample_images_dir
+
+        folder = Path(tempfile.mkdtemp(prefix="srweb-test-photos-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _HR_PHOTOS.append(sample_images_dir(folder))
+    return _HR_PHOTOS[0]
+
+
 def data_root() -> Path:
     from srweb.config import get_settings
 
@@ -178,7 +196,7 @@ def data_root() -> Path:
 
 
 def set5_present() -> bool:
-    """Whether Set5 is beside the checkout (tests that evaluate real weights need it)."""
+    """Whether Set5 resolves (it ships with the package; a data root may hold its own copy)."""
     from srweb.data.samples import benchmark_path
 
     try:
@@ -396,3 +414,50 @@ def forged_png(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
     return path
+
+
+# --- the tracker on SQLite and on a real PostgreSQL server ---------------------------------------
+
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session (:mod:`tests.pgserver`); skipped without the binaries,
+    unless ``SRWEB_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
+    from pgserver import pg_bin_dir, start_server, stop_server
+
+    if pg_bin_dir() is None:
+        reason = "PostgreSQL server binaries not found: install the Debian package postgresql"
+        if os.environ.get("SRWEB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (SRWEB_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    server = start_server()
+    yield server
+    stop_server(server)
+
+
+def new_database_url(kind: str, tmp_path: Path, request) -> str:
+    """An empty database of ``kind`` (``sqlite`` file under ``tmp_path`` or a new PostgreSQL
+    database), dropped at the end of the test."""
+    from srweb.track.db import dispose_engine
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db' / 'track.sqlite'}"
+        request.addfinalizer(lambda: dispose_engine(url))
+        return url
+    server = request.getfixturevalue("pg_server")
+    url = server.create_database()
+
+    def drop() -> None:
+        dispose_engine(url)
+        server.drop_database(url)
+
+    request.addfinalizer(drop)
+    return url
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request, tmp_path) -> str:
+    """An empty tracker database, once on SQLite and once on PostgreSQL (not migrated yet)."""
+    return new_database_url(request.param, tmp_path, request)

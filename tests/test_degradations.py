@@ -295,7 +295,7 @@ def test_cli_train_refuses_an_impossible_chain_before_anything_runs(fresh_state,
 
 
 def test_eval_on_degraded_inputs_records_its_protocol(folders):
-    from srweb.evaluate import bicubic_sr, evaluate
+    from srweb.evaluation.evaluate import bicubic_sr, evaluate
 
     clean = evaluate(bicubic_sr(2), folders["val"], 2)
     jpeg75 = evaluate(bicubic_sr(2), folders["val"], 2, degradation="jpeg75")
@@ -312,7 +312,7 @@ def test_eval_on_degraded_inputs_records_its_protocol(folders):
 def test_a_degraded_card_replays_from_card_to_the_same_tensors(fresh_state, folders):
     from safetensors.torch import load_file
 
-    from srweb.train import cli
+    from srweb.cli import train as cli
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 

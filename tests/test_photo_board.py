@@ -76,8 +76,8 @@ def test_the_shown_board_has_a_jpeg75_column_beside_psnr(url):
 
 
 def test_cards_of_photo_models_say_so_with_their_jpeg_score():
-    from srweb.weights import WeightsCard
-    from srweb.weights_table import card_markdown, markdown_table
+    from srweb.weights.files import WeightsCard
+    from srweb.weights.table import card_markdown, markdown_table
 
     config = {"data": "General-100", "loss": "l1", "iterations": 10, "degradation": "jpeg",
               "degradation_config": {"clean_prob": 0.5}}
@@ -97,7 +97,7 @@ def test_cards_of_photo_models_say_so_with_their_jpeg_score():
 def _photo_weights(folder):
     """Two tiny x2 entries in the weights folder: a clean-trained one and a photo (JPEG) one."""
     import srweb
-    from srweb.weights import save_weights
+    from srweb.weights.files import save_weights
 
     jpeg_stage = {"config": {"data": "General-100", "degradation": "jpeg", "degradation_config": {"clean_prob": 0.5}},
                   "iterations": 10, "data": "General-100", "wall_seconds": 6}
@@ -114,7 +114,7 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
     from PIL import Image
 
     from srweb.config import get_settings
-    from srweb.ui import upscale
+    from srweb.ui import common, upscale
 
     _photo_weights(get_settings().weights_dir)
     labels = {value: label for label, value in upscale.weights_choices()}
@@ -135,8 +135,8 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
     # Gradio hands the tab a PNG copy of the upload: the tab remembers that it came as a JPEG
     copy = tmp_path / "gradio-copy.png"
     Image.fromarray(pixels).save(copy)
-    upscale._remember_jpeg(str(tmp_path / "phone.jpg"), str(copy))
-    assert upscale.is_jpeg_upload(str(copy)) and not upscale.is_jpeg_upload(str(tmp_path / "scan.png"))
+    common._remember_jpeg(str(tmp_path / "phone.jpg"), str(copy))
+    assert common.is_jpeg_upload(str(copy)) and not common.is_jpeg_upload(str(tmp_path / "scan.png"))
 
 
 def test_leaderboard_shows_mos_per_trial_kind(url):

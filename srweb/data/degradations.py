@@ -21,7 +21,7 @@ Presets (:data:`PRESETS`): ``bicubic`` (the classic LR, no chain: the papers' se
 (:data:`EVAL_PRESETS`: ``jpeg75``, ``jpeg50``, ``noise15``, ``realistic``) are fixed chains for
 ``srweb eval --degradation``. The pieces come from maintained libraries: kernels from scipy's
 Bessel function and numpy, filtering and resizing by OpenCV, JPEG by Pillow (libjpeg, as photos
-saved by most software), MATLAB bicubic from :mod:`srweb.resize`.
+saved by most software), MATLAB bicubic from :mod:`srweb.imaging.resize`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from scipy import special
 
-from srweb.resize import imresize_np
+from srweb.imaging.resize import imresize_np
 
 BLUR_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}

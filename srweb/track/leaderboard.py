@@ -8,7 +8,6 @@ with an optional ``params`` callable as a fallback for entries that have no eval
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,16 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srweb.track.evals import DEFAULT_DEGRADATION, best_evaluations
-
-JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eval_config("jpeg75"))
 from srweb.track.ratings import REFERENCE_ENTRIES, TRIAL_INPUTS, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
+from srweb.weights.names import arch_and_scale
 
-_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d+)\.")
 RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
                   "bt", "bt_lo", "bt_hi"]
 INPUT_MOS_COLUMNS = [f"{kind}_{trial_input}" for trial_input in TRIAL_INPUTS for kind in ("mos", "n")]
 """MOS and vote count per trial kind: trials upscaled from the clean LR, and from it saved as JPEG-75."""
+JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eval_config("jpeg75"))
 
 
 def protocol_label(protocol: dict[str, Any]) -> str:
@@ -37,8 +35,7 @@ def protocol_label(protocol: dict[str, Any]) -> str:
 
 
 def _parse_name(name: str) -> tuple[str, int | None]:
-    match = _NAME.match(name)
-    return (match["arch"], int(match["scale"])) if match else (name, None)
+    return arch_and_scale(name) or (name, None)
 
 
 def _latest_speed(session: Session, device: str | None) -> dict[str, SpeedResult]:
@@ -81,13 +78,7 @@ def leaderboard(
     Sorted by scale, then PSNR on the main dataset (``dataset``, else Set5, else the first) descending.
     """
     evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions)
-    degraded = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions,
-                                degradation=JPEG75)
-    num_params: dict[str, int] = {}
-    for name, count in session.execute(
-        select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
-    ):
-        num_params[name] = max(count, num_params.get(name, 0))
+    num_params = _recorded_params(session)
     ratings = rating_stats(session, scale=scale, n_boot=n_boot, seed=seed, versions=versions)
     speeds = _latest_speed(session, device)
 
@@ -109,15 +100,11 @@ def leaderboard(
         entry[f"psnr_{evaluation.dataset}"] = evaluation.psnr
         entry[f"ssim_{evaluation.dataset}"] = evaluation.ssim
         entry[f"protocol_{evaluation.dataset}"] = protocol_label(evaluation.protocol)
-    for evaluation in degraded:  # beside the clean PSNR: the same entry on JPEG-75 inputs
-        row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = evaluation.psnr
     for record in ratings.to_dict("records"):
         row(record["entry"], record["scale"]).update({column: record[column] for column in RATING_COLUMNS})
-    for trial_input in TRIAL_INPUTS:  # MOS per trial kind (no Bradley-Terry bootstrap needed)
-        per_input = rating_stats(session, scale=scale, n_boot=1, seed=seed, versions=versions, trial_input=trial_input)
-        for record in per_input.to_dict("records"):
-            row(record["entry"], record["scale"]).update({f"mos_{trial_input}": record["mos"],
-                                                          f"n_{trial_input}": record["n_ratings"]})
+    degraded = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions,
+                                degradation=JPEG75)
+    _add_photo_columns(session, row, degraded, scale=scale, seed=seed, versions=versions)
     for name in speeds:
         parsed_scale = _parse_name(name)[1]
         if parsed_scale is not None and (scale is None or parsed_scale == scale):
@@ -131,12 +118,38 @@ def leaderboard(
         entry["fast_path"] = speed.fast_path if speed else None
 
     datasets = sorted({e.dataset for e in evaluations + degraded}, key=lambda d: (d.lower() != "set5", d.lower()))
-    if dataset is not None:
-        datasets = [dataset]
+    return _as_frame(list(rows.values()), [dataset] if dataset is not None else datasets)
+
+
+def _add_photo_columns(session: Session, row: Callable[..., dict[str, Any]], degraded: list[Evaluation], *,
+                       scale: int | None, seed: int, versions: Mapping[str, str | None] | None) -> None:
+    """``jpeg75_D`` (PSNR on JPEG-75 LR, beside the clean one) and the MOS per trial kind
+    (``mos_clean``/``n_clean``, ``mos_jpeg75``/``n_jpeg75``) into the rows ``row`` makes."""
+    for evaluation in degraded:
+        row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = evaluation.psnr
+    for trial_input in TRIAL_INPUTS:  # MOS only: no Bradley-Terry bootstrap needed
+        per_input = rating_stats(session, scale=scale, n_boot=1, seed=seed, versions=versions, trial_input=trial_input)
+        for record in per_input.to_dict("records"):
+            row(record["entry"], record["scale"]).update({f"mos_{trial_input}": record["mos"],
+                                                          f"n_{trial_input}": record["n_ratings"]})
+
+
+def _recorded_params(session: Session) -> dict[str, int]:
+    """Weights name -> the parameter count its evaluations recorded (the largest, if several)."""
+    num_params: dict[str, int] = {}
+    for name, count in session.execute(
+        select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
+    ):
+        num_params[name] = max(count, num_params.get(name, 0))
+    return num_params
+
+
+def _as_frame(rows: list[dict[str, Any]], datasets: list[str]) -> pd.DataFrame:
+    """The leaderboard's typed columns, sorted by scale, then PSNR on ``datasets[0]``, then Bradley-Terry."""
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
                "fast_path", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
-    frame = pd.DataFrame(list(rows.values()), columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
     for column in RATING_COLUMNS + INPUT_MOS_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("n_ratings", "n_raters", *(c for c in INPUT_MOS_COLUMNS if c.startswith("n_"))):

@@ -6,6 +6,10 @@ import gradio as gr
 
 from srweb.ui import compare, leaderboard, rate, runs, train, upscale
 from srweb.ui.admin import admin_box
+from srweb.access import launch_options, queue_options
+from srweb.config import apply_threads
+from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher, start_local_workers
+from srweb.ui.outputs import cache_policy
 
 TITLE = "srweb · super-resolution studio"
 
@@ -38,15 +42,11 @@ def launch(**kwargs) -> None:
     concurrency; only Gradio's cache and the example images are served, never server folders.
     ``kwargs`` override any of them.
     """
-    from srweb.access import launch_options, queue_options
-    from srweb.config import apply_threads
-    from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
-    from srweb.ui.outputs import cache_policy
-
     apply_threads()
     fetch_hub_weights()
     prepare_database()
     start_job_watcher()
+    start_local_workers()  # PostgreSQL: SRWEB_LOCAL_WORKERS `srweb worker` processes (SQLite: none)
     blocks = build_app()
     blocks.delete_cache = blocks.delete_cache or cache_policy()  # outputs must not fill the disk
     blocks.queue(**queue_options())

@@ -7,13 +7,14 @@ import html
 import gradio as gr
 import pandas as pd
 
-from srweb.exports import ExportError, export_run_weights
+from srweb.weights.exports import ExportError, export_run_weights
 from srweb.models import list_models
 from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
-from srweb.ui.train import as_run_id, job_action
+from srweb.ui.common import as_run_id, job_action, weights_choices
+from srweb.train import jobs
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -79,8 +80,6 @@ def export_weights(run: int | str | None):
 def delete_run(run: int | str | None, confirmed: bool):
     """Delete a run that is not queued or running, with its checkpoints (API name ``runs_delete``;
     ``confirmed`` must be true: the browser asks first). Returns a message and clears the details."""
-    from srweb.train import jobs
-
     if as_run_id(run) is not None and not confirmed:  # "Cancel" in the browser's dialog
         return gr.skip(), gr.skip()
     done = job_action(run, jobs.delete)
@@ -98,7 +97,6 @@ CONFIRM_DELETE_JS = ("(run, confirmed, token) => [run, run !== null && run !== '
 
 def refresh_weights():
     """Current weights folder as choices for the Upscale tab's model list."""
-    from srweb.ui.upscale import weights_choices
 
     return gr.Dropdown(choices=weights_choices())
 
@@ -124,6 +122,7 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
         refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
     table = gr.Dataframe(pd.DataFrame(columns=list(views.RUN_COLUMNS)), label="Runs (click rows to compare)",
                          interactive=False, elem_id="runs-table", max_height=360)
+    workers = gr.Markdown(elem_id="runs-workers")
     with gr.Row():
         with gr.Column(scale=2):
             compare = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
@@ -146,6 +145,8 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
     outputs = [table, compare, detail]
     gr.on(None, load_runs, filters, outputs, show_progress="hidden", api_visibility="private")  # load + filter changes
     refresh.click(load_runs, filters, outputs, api_name="runs_list")
+    gr.on([refresh.click] + ([tab.select] if tab is not None else []), views.workers_markdown, None, workers,
+          show_progress="hidden", api_visibility="private")
     if tab is not None:
         tab.select(load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
     table.select(pick_from_table, [compare], [compare, detail], api_visibility="private")

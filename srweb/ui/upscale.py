@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
@@ -14,69 +12,19 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, image_size, load_image, load_pixels,
-                           to_pil8, to_rgb8)
-from srweb.inference import MAX_OUTPUT_SCALE, Upscaler
-from srweb.metrics import psnr, ssim
+from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels, to_pil8,
+                              to_rgb8)
+from srweb.inference.upscaler import MAX_OUTPUT_SCALE
+from srweb.evaluation.metrics import psnr, ssim
+from srweb.ui.batch import build_batch
+from srweb.ui.common import (JPEG75, ImageInput, default_choice, get_upscaler, is_jpeg_upload, parse_choice,
+                             weights_choices)
 from srweb.ui.outputs import image_file, output_dir
-from srweb.weights import WeightsError, list_weights
+from srweb.weights.files import WeightsError, list_weights, weights_source
+from srweb.weights.onnx import ExportError, cached_export
+from srweb.weights.table import card_markdown
 
-BASELINE_SCALES = (2, 3, 4)
 BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
-JPEG75 = "matlab-bicubic+jpeg75"  # the protocol of `srweb eval --degradation jpeg75`
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_jpeg_uploads: OrderedDict[str, None] = OrderedDict()  # converted upload path -> it was a JPEG (last 256)
-
-
-def _remember_jpeg(source: str | None, converted: object) -> None:
-    """Gradio hands the tab a PNG copy of every upload (``format="png"``); remember which came as JPEG."""
-    if isinstance(converted, str) and source and is_jpeg_file(source):
-        _jpeg_uploads[converted] = None
-        while len(_jpeg_uploads) > 256:
-            _jpeg_uploads.popitem(last=False)
-
-
-def is_jpeg_file(path: str | Path) -> bool:
-    """The file starts as a JPEG does (whatever its name says)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(3) == _JPEG_MAGIC
-    except OSError:
-        return False
-
-
-def is_jpeg_upload(path: str | None) -> bool:
-    """The uploaded image (the tab's PNG copy or the file itself) was a JPEG."""
-    return bool(path) and (path in _jpeg_uploads or is_jpeg_file(path))
-
-
-class ImageInput(gr.Image):
-    """``gr.Image`` whose unreadable uploads (corrupt file, not an image) raise ``gr.Error``.
-
-    Gradio opens uploads with PIL before the handler runs; its own failure there is reported
-    to the browser without a message (no toast), so the user would see only "Error" badges.
-    """
-
-    is_template = True  # render with gr.Image's frontend
-
-    def preprocess(self, payload):
-        name = getattr(payload, "orig_name", None) or "the upload"
-        try:
-            converted = super().preprocess(payload)
-            _remember_jpeg(str(getattr(payload, "path", "") or ""), converted)
-            return converted
-        except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
-            path = str(getattr(payload, "path", "") or "")
-            try:
-                image_size(path)  # srweb's wording of it, as the CLI and the batch report give
-            except ImageError as exc:
-                raise gr.Error(str(exc).replace(path, name, 1) if path else str(exc)) from None
-            raise gr.Error(f"{name}: too large, its header declares a decompression bomb") from None
-        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for non-images
-            path = getattr(payload, "path", None)
-            if path and Path(path).is_file() and Path(path).stat().st_size == 0:
-                raise gr.Error(f"{name}: empty file") from None
-            raise gr.Error(f"{name} is not a readable image ({type(exc).__name__})") from None
 
 
 @dataclass
@@ -92,30 +40,39 @@ class UpscaleResult:
     scale: int
 
 
-def weights_choices() -> list[tuple[str, str]]:
-    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines. Each
-    says what it is for: photos/JPEG (trained on degraded LR) or the papers' clean-bicubic setting."""
-    choices = []
-    for card in list_weights():
-        set5 = card.metric("Set5")
-        score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
-        if card.for_photos:
-            jpeg = card.metric("Set5", JPEG75)
-            purpose = " · for photos/JPEG" + (f" · JPEG-75 {jpeg['psnr']:.2f} dB" if jpeg else "")
-        else:
-            purpose = " · paper setting (clean LR)"
-        choices.append((f"{card.arch} · x{card.scale} · {card.name}{purpose}{score}", card.name))
-    choices += [(f"bicubic · x{s} (baseline)", f"bicubic-x{s}") for s in BASELINE_SCALES]
-    return choices
+def about_weights(choice: str | None) -> str:
+    """The picked entry's card as Markdown (see :func:`srweb.weights.table.card_markdown`); shipped
+    weights get the command that trains them again."""
+    card = next((c for c in list_weights() if c.name == choice), None)
+    if card is None:
+        return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
+                "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against.")
+    shipped = weights_source(card.name) == "shipped"
+    return card_markdown(card, f"weights/{card.name}.json" if shipped else None)
 
 
-def default_choice(choices: list[tuple[str, str]]) -> str | None:
-    """The entry a list starts on: the first shipped weights (not a user's export, which may sort
-    before them), else the first weights, else the first entry."""
-    shipped = {card.name for card in list_weights(get_settings().weights_dir)}
-    values = [v for _, v in choices]
-    return next((v for v in values if v in shipped), next((v for v in values if not v.startswith("bicubic")),
-                                                          values[0] if values else None))
+def onnx_graph(choice: str | None) -> str:
+    """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
+    try:
+        name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://
+        if scale is not None:
+            raise ExportError(f"{choice} is an interpolation, not a network: there is nothing to export")
+        cached = cached_export(name)
+    except (WeightsError, ExportError) as exc:
+        raise gr.Error(str(exc)) from None
+    handed = output_dir() / cached.name  # Gradio serves nothing from the state folder (blocked_paths)
+    shutil.copyfile(cached, handed)
+    return str(handed)
+
+
+def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
+    """"Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
+    ``choice`` (a model-list value; every entry when it is None or unknown). ``choice`` itself stays:
+    with the self-ensemble ticked, the slider compares a model against its own ensemble."""
+    scales = {card.name: card.scale for card in list_weights()}
+    scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
+    entries = [c for c in weights_choices() if c[1] in scales and scale in (None, scales[c[1]])]
+    return [("bicubic (at the model's scale)", BICUBIC)] + entries
 
 
 def photo_model_for(choice: str | None) -> str | None:
@@ -143,67 +100,6 @@ def suggest_for_upload(image_path: str | None, choice: str | None) -> tuple[dict
     return (gr.update(value=f"This is a JPEG: its compression artefacts get magnified by models trained on clean "
                              f"images. **{suggestion}** is trained for JPEG photos.", visible=True),
             gr.update(visible=True))
-
-
-def parse_choice(value: str) -> tuple[str, int | None]:
-    """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None).
-
-    Only names of the weights folder and the baselines are accepted (never file paths), so
-    weights exported after start-up work through the API and nothing else is reachable.
-    """
-    for base in ("bicubic", "nearest"):
-        if value.startswith(f"{base}-x") and value[len(base) + 2 :].isdigit():
-            return base, int(value[len(base) + 2 :])
-    if value not in {card.name for card in list_weights()}:
-        raise WeightsError(f"unknown weights {value!r}; choose one of the listed models")
-    return value, None
-
-
-@lru_cache(maxsize=8)
-def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
-                 output_scale: float | None = None) -> Upscaler:
-    """Cached Upscaler per weights entry, so a model loads once per process."""
-    return Upscaler(name, scale, self_ensemble=self_ensemble, output_scale=output_scale)
-
-
-def about_weights(choice: str | None) -> str:
-    """The picked entry's card as Markdown (see :func:`srweb.weights_table.card_markdown`); shipped
-    weights get the command that trains them again."""
-    from srweb.weights import weights_source
-    from srweb.weights_table import card_markdown
-
-    card = next((c for c in list_weights() if c.name == choice), None)
-    if card is None:
-        return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
-                "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against.")
-    shipped = weights_source(card.name) == "shipped"
-    return card_markdown(card, f"weights/{card.name}.json" if shipped else None)
-
-
-def onnx_graph(choice: str | None) -> str:
-    """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
-    from srweb.onnx_export import ExportError, cached_export
-
-    try:
-        name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://
-        if scale is not None:
-            raise ExportError(f"{choice} is an interpolation, not a network: there is nothing to export")
-        cached = cached_export(name)
-    except (WeightsError, ExportError) as exc:
-        raise gr.Error(str(exc)) from None
-    handed = output_dir() / cached.name  # Gradio serves nothing from the state folder (blocked_paths)
-    shutil.copyfile(cached, handed)
-    return str(handed)
-
-
-def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
-    """"Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
-    ``choice`` (a model-list value; every entry when it is None or unknown). ``choice`` itself stays:
-    with the self-ensemble ticked, the slider compares a model against its own ensemble."""
-    scales = {card.name: card.scale for card in list_weights()}
-    scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
-    entries = [c for c in weights_choices() if c[1] in scales and scale in (None, scales[c[1]])]
-    return [("bicubic (at the model's scale)", BICUBIC)] + entries
 
 
 def _baseline_scale(choice: str | None) -> int | None:
@@ -323,7 +219,7 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
 
 def example_images() -> list[str]:
     """Example inputs that ship inside an installed package (scikit-image), no download."""
-    import skimage
+    import skimage  # scikit-image is heavy; only the example images come from it
 
     data = Path(skimage.__file__).parent / "data"
     names = ("chelsea.png", "coffee.png", "astronaut.png", "camera.png")
@@ -333,8 +229,6 @@ def example_images() -> list[str]:
 def build_tab() -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
     (other tabs refresh its choices when they add weights)."""
-    from srweb.ui.batch import build_batch  # it builds on this module
-
     choices = weights_choices()
     default = default_choice(choices)
     with gr.Row():
