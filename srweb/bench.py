@@ -273,8 +273,8 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
 
 def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
               compile: bool = False) -> dict:
-    from srweb.models import create_model
-    from srweb.weights import list_weights
+    from srweb.models import create_model, list_models
+    from srweb.weights import list_weights, load_weights
 
     torch.manual_seed(0)
     report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
@@ -283,7 +283,8 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
                                        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
     for arch, scale, w, h in cases:
-        report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
+        model = create_model(arch, scale) if arch in list_models() else load_weights(arch)[0]  # else an imported entry
+        report["inference"].append({**asdict(bench_inference(model, w, h, repeats, compile)), "model": arch})
     if quality:
         for card in list_weights():
             precision, delta = psnr_delta(card.name)
@@ -312,7 +313,7 @@ def record(report: dict) -> None:
     init_db()
     host = report["host"]["cpu"]
     for card in list_weights():
-        q, r = guards.get(card.name), by_arch.get((card.arch, card.scale))
+        q, r = guards.get(card.name), by_arch.get((card.name, card.scale)) or by_arch.get((card.arch, card.scale))
         if q:  # the guard first: it decides which path is timed
             card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
         if r:
@@ -336,16 +337,28 @@ def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     ``--store`` gives every shipped entry its Leaderboard speed."""
     from srweb.weights import list_weights
 
+    from srweb.models import list_models
+
     have = {(arch, scale) for arch, scale, _, _ in cases}
-    missing = sorted({(card.arch, card.scale) for card in list_weights()} - have)
+    # An imported community model is timed as itself: one architecture spans sizes (ESRGAN 6 or 23 blocks).
+    missing = sorted({(card.arch if card.arch in list_models() else card.name, card.scale)
+                      for card in list_weights()} - have)
     return tuple(cases) + tuple((arch, scale, 960 // scale, 540 // scale) for arch, scale in missing)
+
+
+def _case_scale(model: str) -> int:
+    """x4 for an architecture, a weights entry's own scale for its name (an imported model)."""
+    from srweb.models import list_models
+    from srweb.weights import read_card, resolve_weights
+
+    return 4 if model in list_models() else int(read_card(resolve_weights(model)[1]).scale)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     cases = leaderboard_cases() if args.store else DEFAULT_CASES
     if args.models:
         cases = tuple(c for c in cases if c[0] in args.models) or tuple(
-            (m, 4, 256, 256) for m in args.models)
+            (m, _case_scale(m), 256, 256) for m in args.models)
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
     report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,

@@ -218,7 +218,7 @@ def _extra_commands() -> list:
     """Commands that live next to the code they drive (training, jobs, benchmarks, figures)."""
     registrars = []
     for module, attr in (("srweb.train.cli", "register"), ("srweb.bench", "register"), ("srweb.compare", "register"),
-                        ("srweb.hub", "register"), ("srweb.onnx_export", "register")):
+                        ("srweb.hub", "register"), ("srweb.onnx_export", "register"), ("srweb.importer", "register")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ModuleNotFoundError as exc:

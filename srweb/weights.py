@@ -249,9 +249,12 @@ def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
 
 
 def weights_source(name: str) -> str:
-    """``"shipped"`` for a checkpoint in the shipped folder, ``"exported"`` for one a run exported."""
-    tensors, _ = resolve_weights(name)
-    return "shipped" if tensors.parent.resolve() == Path(get_settings().weights_dir).resolve() else "exported"
+    """``"shipped"`` for a checkpoint in the shipped folder, ``"imported"`` for a community model
+    ``srweb import`` brought in, ``"exported"`` for one a run exported."""
+    tensors, card = resolve_weights(name)
+    if tensors.parent.resolve() == Path(get_settings().weights_dir).resolve():
+        return "shipped"
+    return "imported" if "imported" in (read_card(card).training or {}) else "exported"
 
 
 def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key: str | None = None, **config: Any) -> WeightsCard:

@@ -13,6 +13,7 @@ seconds and only imported weights need it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -78,7 +79,9 @@ def describe(state_dict: dict[str, torch.Tensor]):
     from spandrel import MAIN_REGISTRY, ImageModelDescriptor, UnsupportedModelError  # heavy: see module doc
 
     try:
-        descriptor = MAIN_REGISTRY.load(state_dict)
+        with warnings.catch_warnings():  # SwinIR & co. build with torch.meshgrid's deprecated default
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            descriptor = MAIN_REGISTRY.load(state_dict)
     except UnsupportedModelError as exc:
         extra = extra_arch(state_dict)
         if extra:

@@ -1,0 +1,264 @@
+"""``srweb import``: bring a community SR model (any architecture spandrel's core detects) into srweb.
+
+The file (``.pth`` / ``.pt`` / ``.ckpt`` read with ``torch.load(weights_only=True)``, or
+``.safetensors``) becomes a user weights entry: its tensors as safetensors plus a card in the format
+of srweb's own weights (architecture, scale, input channels, parameter count, sha256, source,
+licence, import date, and how to tile it), so it works wherever weights work. Nothing is written
+unless every check passed; nothing pickled is ever executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from srweb.config import get_settings, resolve_device
+from srweb.fileio import atomic_write
+from srweb.hub import HUB_PREFIX, HubError, is_hub_ref, parse_ref
+from srweb.inference import guard_verdict, pick_precision, profile_model
+from srweb.models.community import CommunityModel, CommunityModelError, build, canonical_state_dict, spandrel_version
+from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, count_params, file_sha256, list_weights, weights_dirs, write_card
+
+IMPORT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+DEFAULT_MAX_IMPORT_MB = 1024
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The receptive-field probe: input sides tried (doubling), and the output change that counts as
+# influence (below 1/255/100: a difference no 8-bit output can show).
+PROBE_START, PROBE_MAX, PROBE_ATOL = 48, 192, 1e-5
+NOT_GUARDED = "not measured yet (srweb bench --store)"
+
+
+class ImportError_(ValueError):
+    """A model file that cannot be imported (one line for the user)."""
+
+
+def max_import_bytes() -> int | None:
+    """Largest model file accepted (``SRWEB_MAX_IMPORT_MB``, default 1024; 0: no limit)."""
+    raw = os.environ.get("SRWEB_MAX_IMPORT_MB", "").strip()
+    mb = int(raw) if raw else DEFAULT_MAX_IMPORT_MB
+    return None if mb <= 0 else mb * 1024 * 1024
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a model file, refused before reading when it is over the size limit; a pickle
+    is read with ``weights_only=True`` (tensors and plain containers only, no code)."""
+    if path.suffix.lower() not in IMPORT_SUFFIXES:
+        raise ImportError_(f"{path.name}: not a model file (accepted: {', '.join(IMPORT_SUFFIXES)})")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
+    limit = max_import_bytes()
+    if limit and size > limit:
+        raise ImportError_(f"{path.name}: {size / 2**20:.0f} MB is over the {limit // 2**20} MB import limit "
+                           f"(SRWEB_MAX_IMPORT_MB); not read")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ImportError_(f"{path.name}: corrupt or truncated safetensors file ({_one_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: code or foreign objects
+        what = _one_line(exc).removeprefix("Weights only load failed. ")
+        raise ImportError_(f"{path.name}: refused, it holds more than tensors and would run code to load "
+                           f"(nothing was executed): {what[:160]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
+        raise ImportError_(f"{path.name}: corrupt or truncated model file ({_one_line(exc)[:160]})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _probe(model: CommunityModel, side: int, device: str) -> tuple[int, bool]:
+    """Change a centred block of ``model.tile_multiple`` pixels of a random ``side`` x ``side`` input;
+    return how far (input pixels) beyond the block the output changed, and whether it reached the edge."""
+    block = model.tile_multiple
+    start = (side // 2) // block * block
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, model.in_channels, side, side, generator=generator)
+    changed = x.clone()
+    changed[..., start : start + block, start : start + block] = 1 - changed[..., start : start + block, start : start + block]
+    with torch.inference_mode():
+        y = model(torch.cat([x, changed]).to(device)).float().cpu()
+    diff = (y[0] - y[1]).abs().amax(dim=0) > PROBE_ATOL
+    rows, cols = diff.any(dim=1).nonzero().flatten(), diff.any(dim=0).nonzero().flatten()
+    if not len(rows):
+        return 0, False
+    s = model.scale
+    lo = min(int(rows.min()), int(cols.min())) // s
+    hi = max(int(rows.max()), int(cols.max())) // s
+    reach = max(start - lo, hi - (start + block - 1), 0)
+    return reach, lo <= 0 or hi >= side - 1
+
+
+def receptive_radius(model: CommunityModel, device: str = "cpu") -> dict[str, Any]:
+    """The model's receptive radius in input pixels, for seamless tiles: what a probe measures
+    (attention windows and functional convolutions included) and at least what convolution hooks
+    count. ``exact`` is False when the field outgrew the largest probe (tiles may show faint seams;
+    whole images are run whenever they fit the memory budget)."""
+    hooks = profile_model(model, model.in_channels, model.upsampling).receptive_radius
+    model.to(device)
+    side = max(PROBE_START, 4 * model.tile_multiple)
+    try:
+        while True:
+            reach, saturated = _probe(model, side, device)
+            if not saturated:
+                return {"receptive_radius": max(reach, hooks), "radius_exact": True, "radius_probe_px": side}
+            if side * 2 > PROBE_MAX or hooks >= side:  # conv hooks already claim more than a probe could show
+                return {"receptive_radius": max(reach, hooks), "radius_exact": hooks >= side, "radius_probe_px": side}
+            side *= 2
+    finally:
+        model.to("cpu")
+
+
+def precision_verdict(model: CommunityModel, device: str) -> dict[str, Any]:
+    """The card's ``inference`` block: fp32 where spandrel marks the fast precision unsupported; else
+    not yet guarded, so fp32 until ``srweb bench --store`` measures the quality guard on Set5."""
+    fast = pick_precision(device)
+    if fast == "fp32":
+        return {"fast_precision": "fp32", "fast_path_ok": True}
+    supported = model.config["supports_bfloat16"] if fast == "bf16" else model.config["supports_half"]
+    if not supported:
+        return {"fast_precision": fast, "fast_path_ok": False, "guard": f"spandrel marks {model.arch} as not "
+                f"supporting {fast}"}
+    return {"fast_precision": fast, "fast_path_ok": False, "guard": NOT_GUARDED}
+
+
+def default_name(arch: str, scale: int, stem: str) -> str:
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "imported"
+    return f"{arch.lower()}-x{scale}.{tag}"
+
+
+def check_name(name: str) -> None:
+    """A free, file-safe name: shipped entries and other weights are never replaced."""
+    if not NAME_RULE.match(name) or name.endswith(ENSEMBLE_SUFFIX) or len(name) > 120:
+        raise ImportError_(f"{name!r}: a weights name is letters, digits, '_', '.', '-' (120 at most)")
+    shipped = Path(get_settings().weights_dir)
+    for folder in weights_dirs():
+        if (folder / f"{name}.json").exists() or (folder / f"{name}.safetensors").exists():
+            kind = "a shipped entry" if folder.resolve() == shipped.resolve() else "weights already there"
+            raise ImportError_(f"{name}: the name of {kind}; choose another with --name")
+
+
+def _write_entry(state: dict[str, torch.Tensor], card: WeightsCard, folder: Path) -> WeightsCard:
+    """Tensors first, the card last (an entry is listed only with its card); sha256 of what was written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    target = atomic_write(folder / f"{card.name}.safetensors",
+                          lambda tmp: save_file(tensors, str(tmp), metadata={"model": f"{card.arch}-x{card.scale}"}))
+    card.sha256 = file_sha256(target)
+    try:
+        write_card(card, folder / f"{card.name}.json")
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return card
+
+
+def import_model(path: str | os.PathLike, *, name: str | None = None, source: str | None = None,
+                 license: str | None = None, weights_dir: str | os.PathLike | None = None) -> WeightsCard:
+    """Import a community model file (or ``hf://OWNER/REPO/FILE``) as user weights; returns its card.
+
+    Raises:
+        ImportError_: one line saying why nothing was imported.
+    """
+    raw = str(path)
+    if is_hub_ref(raw):
+        source = source or raw
+        path = download_file(raw)
+    path = Path(path).expanduser()
+    state = read_state_dict(path)
+    try:
+        canonical = canonical_state_dict(state)
+        model = build(canonical)
+        model.config.update(receptive_radius(model, resolve_device()))
+    except CommunityModelError as exc:
+        raise ImportError_(f"{path.name}: {exc}") from None
+    name = name or default_name(model.arch, model.scale, path.stem)
+    check_name(name)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    provenance = {"file": path.name, "file_sha256": file_sha256(path), "source": source or "",
+                  "license": license or "", "imported": now, "spandrel": spandrel_version()}
+    card = WeightsCard(name=name, arch=model.arch, scale=model.scale, config=dict(model.config),
+                       input_kind=model.input_kind, upsampling=model.upsampling, num_params=count_params(model),
+                       training={"imported": provenance}, inference=precision_verdict(model, resolve_device()),
+                       created=now, notes=f"imported from {source or path.name}")
+    folder = Path(weights_dir or get_settings().user_weights_dir)
+    card = _write_entry(canonical, card, folder)
+    return guard_fast_path(card, folder / f"{card.name}.json")
+
+
+def guard_fast_path(card: WeightsCard, card_path: Path) -> WeightsCard:
+    """Where the device has a fast precision the model supports, run srweb's quality guard (Set5 PSNR
+    within 0.01 dB of fp32) and keep its verdict in the card; without Set5 here it stays fp32."""
+    if card.inference.get("guard") != NOT_GUARDED:
+        return card
+    from srweb.bench import QUALITY_GUARD_DB, psnr_delta  # bench pulls in training code; only fast devices need it
+
+    try:
+        precision, delta = psnr_delta(str(card_path))
+    except (ValueError, FileNotFoundError):  # no Set5 on this machine: the card keeps fp32
+        return card
+    card.inference.update(guard_verdict(precision, delta, "Set5", resolve_device(), QUALITY_GUARD_DB))
+    write_card(card, card_path)
+    return card
+
+
+def download_file(ref: str) -> Path:
+    """A model file named by ``hf://OWNER/REPO/FILE[@REVISION]``, fetched into the Hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        repo_id, filename, revision = parse_ref(ref)
+    except HubError as exc:
+        raise ImportError_(str(exc).replace("NAME", "FILE")) from None
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="srweb"))
+    except Exception as exc:  # offline, no such repo or file, gated, ...: one line for the user
+        raise ImportError_(f"{ref}: cannot fetch {filename} from {repo_id} ({type(exc).__name__}: "
+                           f"{_one_line(exc)})") from None
+
+
+def imported_provenance(card: WeightsCard) -> dict[str, Any] | None:
+    """The import record of a card (source, licence, file, date), or None for srweb's own weights."""
+    record = (card.training or {}).get("imported")
+    return record if isinstance(record, dict) else None
+
+
+def list_imported() -> list[WeightsCard]:
+    return [card for card in list_weights() if imported_provenance(card)]
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    card = import_model(args.file, name=args.name, source=args.source, license=args.license)
+    cfg = card.config
+    exact = "" if cfg.get("radius_exact") else " (lower bound: tiles may show faint seams)"
+    print(f"imported {card.name}: {card.arch} x{card.scale}, {cfg['in_channels']} channels in, "
+          f"{card.num_params:,} parameters, tile overlap {cfg['receptive_radius']} px{exact}")
+    if not (args.license or "").strip():
+        print("note: no --license given; you are responsible for the terms of these weights")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="import a community SR model file (.pth/.pt/.ckpt/.safetensors, any "
+                                      "architecture spandrel detects) as user weights")
+    p.add_argument("file", help=f"model file, or {HUB_PREFIX}OWNER/REPO/FILE on the Hugging Face Hub")
+    p.add_argument("--name", help="weights name (default: ARCH-xSCALE.FILESTEM)")
+    p.add_argument("--source", help="where the weights come from (URL), kept in the card")
+    p.add_argument("--license", help="the weights' licence, kept in the card (you are responsible for it)")
+    p.set_defaults(func=cmd_import)
