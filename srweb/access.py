@@ -18,7 +18,7 @@ from pathlib import Path
 from srweb.config import REPO_ROOT, get_settings
 
 # What the admin gate covers, for messages and the README.
-ADMIN_FEATURES = "training, evaluation, run export/cancel/resume and dataset paths"
+ADMIN_FEATURES = "training, evaluation, model import, run export/cancel/resume and dataset paths"
 WRONG_TOKEN_DELAY_S = 1.0
 
 

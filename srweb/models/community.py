@@ -87,7 +87,10 @@ def describe(state_dict: dict[str, torch.Tensor]):
         if extra:
             raise CommunityModelError(f"is a {extra[0]} model, an architecture of spandrel_extra_arches under the "
                                       f"{extra[1]} licence (non-commercial/copyleft): srweb does not load it") from None
-        raise CommunityModelError(f"spandrel does not recognise this state dict ({_one_line(exc)})") from None
+        keys = ", ".join(list(state_dict)[:3]) + (", ..." if len(state_dict) > 3 else "")
+        said = f"{type(exc).__name__}: {str(exc).strip()}" if str(exc).strip() else type(exc).__name__
+        raise CommunityModelError(f"spandrel does not recognise this state dict ({said}; no architecture of its "
+                                  f"core matches its {len(state_dict)} tensors: {keys})") from None
     except Exception as exc:  # a recognised architecture whose loader fails on odd shapes
         raise CommunityModelError(f"spandrel could not build it ({type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(descriptor, ImageModelDescriptor):

@@ -269,10 +269,11 @@ def example_images() -> list[str]:
     return [str(data / n) for n in names if (data / n).exists()]
 
 
-def build_tab() -> gr.Dropdown:
+def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
-    (other tabs refresh its choices when they add weights)."""
+    (other tabs refresh its choices when they add weights). ``admin`` is the page's admin token box."""
     from srweb.ui.batch import build_batch  # it builds on this module
+    from srweb.ui.import_model import build_import  # it builds on this module
 
     choices = weights_choices()
     default = default_choice(choices)
@@ -298,6 +299,7 @@ def build_tab() -> gr.Dropdown:
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
             build_batch(weights, ensemble, output_scale)
+            build_import(weights, admin)
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Compared (bicubic unless chosen) ◀ ▶ SR", format="png", type="pil",
                                     image_mode=None, max_height=640, elem_id="sr-slider")
