@@ -1,0 +1,349 @@
+"""``srweb import``: community models (random-weight ESRGAN, Real-ESRGAN compact, SwinIR, SPAN in small
+configs, saved as .pth and .safetensors) imported, then upscaled (tiled == untiled), evaluated, rated
+and ranked like srweb's own weights; and every bad file refused in one line with nothing written.
+
+Evaluation uses the built-in ``sample`` set (Set5 is not shipped with the repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from srweb import rating_pool
+from srweb.cli import main
+from srweb.config import get_settings
+from srweb.importer import ImportError_, import_model, precision_verdict, receptive_radius
+from srweb.inference import Upscaler, card_precision
+from srweb.models.community import CommunityModel, CommunityModelError, build
+from srweb.track.db import dispose_engine
+from srweb.weights import file_sha256, list_weights, load_weights, resolve_weights, weights_source
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHES = {  # spandrel id, scale
+    "esrgan": ("ESRGAN", 4),
+    "compact": ("Compact", 4),
+    "swinir": ("SwinIR", 2),
+    "span": ("SPAN", 2),
+}
+
+
+def build_networks() -> dict[str, torch.nn.Module]:
+    """Random-weight instances of spandrel's own classes, small enough for a CPU test."""
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.SPAN import SPAN
+    from spandrel.architectures.SwinIR import SwinIR
+
+    torch.manual_seed(0)
+    return {
+        "esrgan": ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4),
+        "compact": Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4),
+        "swinir": SwinIR(img_size=32, embed_dim=12, depths=[2, 2], num_heads=[2, 2], window_size=8, upscale=2,
+                         upsampler="pixelshuffledirect", mlp_ratio=2.0),
+        "span": SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """``(arch, ".pth" | ".safetensors") -> file``; the .pth in the basicsr layout (``params_ema``)."""
+    folder = tmp_path_factory.mktemp("community")
+    files = {}
+    for key, net in build_networks().items():
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        torch.save({"params_ema": state}, folder / f"{key}.pth")
+        save_file({k: v.clone() for k, v in state.items()}, str(folder / f"{key}.safetensors"))
+        files[key, ".pth"], files[key, ".safetensors"] = folder / f"{key}.pth", folder / f"{key}.safetensors"
+    return files
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Fresh state and user weights; the shipped folder holds one real entry; no Set5 (data root empty)."""
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (shipped / f"espcn-x2.general100{suffix}").write_bytes((REPO / "weights" / f"espcn-x2.general100{suffix}").read_bytes())
+    monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(shipped))
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "no-data"))
+    for name in ("SRWEB_DATABASE_URL", "SRWEB_CACHE_DIR", "SRWEB_USER_WEIGHTS_DIR", "SRWEB_PUBLIC", "SPACE_ID",
+                 "SRWEB_MAX_IMPORT_MB"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    dispose_engine()
+    get_settings.cache_clear()
+
+
+def user_folder() -> Path:
+    return Path(get_settings().user_weights_dir)
+
+
+def written() -> list[str]:
+    folder = user_folder()
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# --- import, card, loading ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("key", list(ARCHES))
+def test_import_writes_a_card_like_srwebs_own_and_runs_as_spandrel_does(env, model_files, key, suffix):
+    arch, scale = ARCHES[key]
+    path = model_files[key, suffix]
+    card = import_model(path, source="https://example.org/model", license="CC0-1.0")
+    assert (card.name, card.arch, card.scale) == (f"{arch.lower()}-x{scale}.{key}", arch, scale)
+    assert card.config["loader"] == "spandrel" and card.config["in_channels"] == 3
+    assert card.input_kind == "rgb" and card.upsampling == "post"
+    provenance = card.training["imported"]
+    assert provenance["source"] == "https://example.org/model" and provenance["license"] == "CC0-1.0"
+    assert provenance["file_sha256"] == file_sha256(path) and provenance["imported"] == card.created
+    tensors, card_path = resolve_weights(card.name)
+    assert tensors.parent == user_folder() and card.sha256 == file_sha256(tensors)
+    assert json.loads(card_path.read_text())["num_params"] == card.num_params
+    assert weights_source(card.name) == "imported" and card.name in {c.name for c in list_weights()}
+
+    model, loaded = load_weights(card.name)  # built by spandrel from the safetensors
+    assert isinstance(model, CommunityModel) and loaded.num_params == sum(p.numel() for p in model.parameters())
+    import spandrel
+
+    reference = spandrel.ModelLoader().load_from_file(str(model_files[key, ".safetensors"]))
+    x = torch.rand(1, 3, 20, 24)
+    ours = Upscaler(card.name, precision="fp32", channels_last=False).forward_tensor(x)
+    assert ours.shape == (1, 3, 20 * scale, 24 * scale)
+    assert (ours - reference(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("key", list(ARCHES))
+def test_tiled_equals_untiled(env, model_files, key):
+    card = import_model(model_files[key, ".pth"])
+    up = Upscaler(card.name, precision="fp32")
+    assert up.tile_overlap >= card.config["receptive_radius"] > 0 and card.config["radius_exact"]
+    x = torch.rand(1, 3, 70, 61)
+    full = up.forward_tensor(x)
+    up.tile_size = 16
+    tiles = []
+    tiled = up.forward_tensor(x, progress=lambda done, total: tiles.append((done, total)))
+    assert tiles[-1][0] == tiles[-1][1] > 1
+    assert full.shape == tiled.shape
+    assert (full - tiled).abs().max() < 1e-3
+
+
+def test_a_window_transformer_gets_tiles_on_its_window_and_padded_input(env, model_files):
+    card = import_model(model_files["swinir", ".safetensors"])
+    up = Upscaler(card.name, precision="fp32")
+    assert up.tile_multiple == 8 and up.tile_overlap % 8 == 0
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (13, 11, 3), dtype=np.uint8))  # below 16
+    assert up.upscale(img).size == (22, 26)
+
+
+def test_a_smaller_overlap_than_measured_shows_seams(env, model_files):
+    """The measured radius is needed: the compact model's tiles differ with less context."""
+    card = import_model(model_files["compact", ".pth"])
+    up = Upscaler(card.name, precision="fp32", tile_size=16)
+    up.tile_overlap = card.config["receptive_radius"] - 3
+    x = torch.rand(1, 3, 48, 48)
+    assert (up.forward_tensor(x) - Upscaler(card.name, precision="fp32").forward_tensor(x)).abs().max() > 1e-3
+
+
+def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypatch):
+    import srweb.importer as importer
+
+    monkeypatch.setattr(importer, "pick_precision", lambda device, requested="auto": "fp16")
+    swinir = build(torch.load(model_files["swinir", ".pth"], weights_only=True))
+    verdict = precision_verdict(swinir, "cuda")
+    assert verdict["fast_path_ok"] is False and "not supporting fp16" in verdict["guard"]
+    assert card_precision(verdict, "cpu") == "fp32"
+    compact = build(torch.load(model_files["compact", ".pth"], weights_only=True))
+    assert precision_verdict(compact, "cuda")["guard"].startswith("not measured")  # fp32 until guarded
+    monkeypatch.setattr(importer, "pick_precision", lambda device, requested="auto": "fp32")
+    assert precision_verdict(compact, "cpu") == {"fast_precision": "fp32", "fast_path_ok": True}
+
+
+def test_receptive_radius_sees_attention_that_convolution_hooks_miss(env, model_files):
+    from srweb.inference import profile_model
+
+    swinir = build(torch.load(model_files["swinir", ".pth"], weights_only=True))
+    measured = receptive_radius(swinir)
+    assert measured["radius_exact"] and measured["receptive_radius"] > profile_model(swinir, 3, "post").receptive_radius
+
+
+# --- everywhere weights work -----------------------------------------------------------------------
+
+
+def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_files, capsys, monkeypatch):
+    from srweb.ui import leaderboard as lb
+
+    for key in ("compact", "span"):
+        assert main(["import", str(model_files[key, ".pth"]), "--license", "MIT"]) == 0
+    out = capsys.readouterr().out
+    assert "imported compact-x4.compact: Compact x4, 3 channels in" in out and "tile overlap" in out
+    picture = env / "in.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(picture)
+    assert main(["upscale", str(picture), "--weights", "compact-x4.compact", "--out", str(env / "out")]) == 0
+    assert Image.open(env / "out" / "in.png").size == (120, 96)
+    capsys.readouterr()
+    assert main(["eval", "--weights", "span-x2.span", "--scale", "2", "--dataset", "sample", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["psnr"] > 5 and result["scale"] == 2
+
+    frame, datasets = lb.load_board()
+    rows = frame.set_index("weights")
+    assert {"span-x2.span", "compact-x4.compact", "espcn-x2.general100"} <= set(rows.index)
+    assert any(d.startswith("sample") for d in datasets)
+    assert rows.loc["span-x2.span", "arch"] == "SPAN"
+
+    monkeypatch.setattr(rating_pool, "MAX_CROPS", 2)
+    pool = rating_pool.build_pool()  # Set5 is absent: the built-in sample set
+    assert {"compact-x4.compact", "span-x2.span"} <= set(pool.entries)
+    crop = next(iter(pool.crops))
+    assert pool.image_path(crop, 2, "span-x2.span").is_file()
+
+
+def test_bench_times_an_imported_entry_as_itself(env, model_files):
+    from srweb.bench import leaderboard_cases, run_bench
+
+    card = import_model(model_files["compact", ".pth"])
+    cases = leaderboard_cases(())
+    assert (card.name, 4, 240, 135) in cases and ("espcn", 2, 480, 270) in cases
+    report = run_bench(((card.name, 4, 32, 32),), repeats=1, training=False, quality=False)
+    assert report["inference"][0]["model"] == card.name and report["inference"][0]["fast_ms"] > 0
+
+
+def test_onnx_export_of_an_imported_convolutional_model(env, model_files, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from srweb.onnx_export import cached_export
+
+    monkeypatch.setenv("SRWEB_CACHE_DIR", str(env / "cache"))
+    get_settings.cache_clear()
+    card = import_model(model_files["compact", ".safetensors"])
+    assert cached_export(card.name).stat().st_size > 0
+
+
+def test_hub_reference_is_fetched_then_imported(env, model_files, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, *, revision=None, library_name=None, **_):
+        calls.append((repo_id, filename, revision))
+        return str(model_files["compact", ".pth"])
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    card = import_model("hf://someone/models/compact.pth", name="compact-x4.hub")
+    assert calls == [("someone/models", "compact.pth", None)]
+    assert card.training["imported"]["source"] == "hf://someone/models/compact.pth"
+
+
+# --- bad input: one line, nothing written ----------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def assert_refused(argv: list[str], capsys, *fragments: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("srweb: error:") and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert written() == []
+    return err
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_pickle_that_would_run_code_never_runs(env, capsys, legacy):
+    marker = env / "pwned"
+    bad = env / "evil.pth"
+    torch.save({"conv.weight": torch.zeros(1), "payload": Payload(marker)}, bad,
+               _use_new_zipfile_serialization=not legacy)
+    assert_refused(["import", str(bad)], capsys, "evil.pth", "refused", "nothing was executed")
+    assert not marker.exists()
+
+
+def test_a_state_dict_spandrel_does_not_recognise(env, capsys):
+    odd = env / "odd.safetensors"
+    save_file({"encoder.layer.weight": torch.zeros(4, 4)}, str(odd))
+    assert_refused(["import", str(odd)], capsys, "spandrel does not recognise", "UnsupportedModelError",
+                   "encoder.layer.weight")
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(env, capsys, monkeypatch):
+    big = env / "big.pth"
+    big.write_bytes(os.urandom(2 * 1024 * 1024 + 1))
+    monkeypatch.setenv("SRWEB_MAX_IMPORT_MB", "2")
+
+    def never(*args, **kwargs):
+        raise AssertionError("read a file over the limit")
+
+    monkeypatch.setattr(torch, "load", never)
+    assert_refused(["import", str(big)], capsys, "over the 2 MB import limit", "not read")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_truncated_file(env, model_files, capsys, suffix):
+    whole = model_files["compact", suffix].read_bytes()
+    cut = env / f"cut{suffix}"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert_refused(["import", str(cut)], capsys, "corrupt or truncated")
+
+
+def test_not_a_model_file_at_all(env, capsys):
+    junk = env / "notes.txt"
+    junk.write_text("hello")
+    assert_refused(["import", str(junk)], capsys, "not a model file")
+
+
+def test_an_extra_arches_architecture_names_its_licence(env, capsys):
+    keys = ["conv_first.weight", "layers.0.residual_group.blocks.0.attn.aligned_relative_position_index",
+            "layers.0.residual_group.blocks.0.norm1.weight"]
+    srformer = env / "srformer.pth"
+    torch.save({k: torch.zeros(2, 2) for k in keys}, srformer)
+    assert_refused(["import", str(srformer)], capsys, "SRFormer", "CC BY-NC 4.0", "spandrel_extra_arches")
+
+
+def test_a_name_colliding_with_a_shipped_entry(env, model_files, capsys):
+    assert_refused(["import", str(model_files["compact", ".pth"]), "--name", "espcn-x2.general100"], capsys,
+                   "espcn-x2.general100", "shipped entry")
+    assert main(["import", str(model_files["compact", ".pth"]), "--name", "mine"]) == 0
+    capsys.readouterr()
+    assert main(["import", str(model_files["span", ".pth"]), "--name", "mine"]) == 2
+    assert "weights already there" in capsys.readouterr().err
+    assert load_weights("mine")[1].arch == "Compact"  # the first import is untouched
+
+
+def test_models_srweb_does_not_run_are_refused_at_import(env, capsys):
+    from spandrel.architectures.Compact import Compact
+
+    restoration = env / "x1.pth"
+    torch.save(Compact(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=1).state_dict(), restoration)
+    assert_refused(["import", str(restoration)], capsys, "x1", "super-resolution")
+    four = env / "rgba.pth"
+    torch.save(Compact(num_in_ch=4, num_out_ch=4, num_feat=4, num_conv=1, upscale=2).state_dict(), four)
+    assert_refused(["import", str(four)], capsys, "takes 4 channels", "RGB (3 -> 3) or grey (1 -> 1)")
+
+
+def test_output_of_the_wrong_size_is_refused(env, model_files):
+    net = build(torch.load(model_files["compact", ".pth"], weights_only=True))
+    net._call = lambda model, image: model(image)[..., :-1, :]  # one row short
+    with pytest.raises(CommunityModelError, match="not 3 x 64 x 64"):
+        net(torch.rand(1, 3, 16, 16))
+    with pytest.raises(ImportError_):
+        import_model(Path("/nonexistent/model.pth"))
+    assert written() == []
