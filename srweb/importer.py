@@ -13,6 +13,7 @@ import argparse
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,7 @@ PROBE_START, PROBE_MAX, PROBE_ATOL = 48, 192, 1e-5
 NOT_GUARDED = "not measured yet (srweb bench --store)"
 
 
-class ImportError_(ValueError):
+class ModelImportError(ValueError):
     """A model file that cannot be imported (one line for the user)."""
 
 
@@ -53,34 +54,40 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     """The tensors of a model file, refused before reading when it is over the size limit; a pickle
     is read with ``weights_only=True`` (tensors and plain containers only, no code)."""
     if path.suffix.lower() not in IMPORT_SUFFIXES:
-        raise ImportError_(f"{path.name}: not a model file (accepted: {', '.join(IMPORT_SUFFIXES)})")
+        raise ModelImportError(f"{path.name}: not a model file (accepted: {', '.join(IMPORT_SUFFIXES)})")
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ModelImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
     limit = max_import_bytes()
     if limit and size > limit:
-        raise ImportError_(f"{path.name}: {size / 2**20:.0f} MB is over the {limit // 2**20} MB import limit "
+        raise ModelImportError(f"{path.name}: {size / 2**20:.0f} MB is over the {limit // 2**20} MB import limit "
                            f"(SRWEB_MAX_IMPORT_MB); not read")
     if path.suffix.lower() == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ImportError_(f"{path.name}: corrupt or truncated safetensors file ({_one_line(exc)})") from None
+            raise ModelImportError(f"{path.name}: corrupt or truncated safetensors file ({_one_line(exc)})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refused a global: code or foreign objects
-        what = _one_line(exc).removeprefix("Weights only load failed. ")
-        raise ImportError_(f"{path.name}: refused, it holds more than tensors and would run code to load "
-                           f"(nothing was executed): {what[:160]}") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols it reads anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only met something other than tensors and containers
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise ModelImportError(f"{path.name}: refused, it holds more than tensors: loading it would call "
+                                   f"{refused[1]} (nothing was executed)") from None
+        operand = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+        raise ModelImportError(f"{path.name}: corrupt, or not a plain weights pickle "
+                               f"({operand[1].strip() if operand else _one_line(exc)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
-        raise ImportError_(f"{path.name}: corrupt or truncated model file ({_one_line(exc)[:160]})") from None
+        raise ModelImportError(f"{path.name}: corrupt or truncated model file ({_one_line(exc)[:200]})") from None
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
+    """The first sentence of the first line of an exception's message (torch's run on for paragraphs)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _probe(model: CommunityModel, side: int, device: str) -> tuple[int, bool]:
@@ -146,12 +153,12 @@ def default_name(arch: str, scale: int, stem: str) -> str:
 def check_name(name: str) -> None:
     """A free, file-safe name: shipped entries and other weights are never replaced."""
     if not NAME_RULE.match(name) or name.endswith(ENSEMBLE_SUFFIX) or len(name) > 120:
-        raise ImportError_(f"{name!r}: a weights name is letters, digits, '_', '.', '-' (120 at most)")
+        raise ModelImportError(f"{name!r}: a weights name is letters, digits, '_', '.', '-' (120 at most)")
     shipped = Path(get_settings().weights_dir)
     for folder in weights_dirs():
         if (folder / f"{name}.json").exists() or (folder / f"{name}.safetensors").exists():
             kind = "a shipped entry" if folder.resolve() == shipped.resolve() else "weights already there"
-            raise ImportError_(f"{name}: the name of {kind}; choose another with --name")
+            raise ModelImportError(f"{name}: the name of {kind}; choose another with --name")
 
 
 def _write_entry(state: dict[str, torch.Tensor], card: WeightsCard, folder: Path) -> WeightsCard:
@@ -174,7 +181,7 @@ def import_model(path: str | os.PathLike, *, name: str | None = None, source: st
     """Import a community model file (or ``hf://OWNER/REPO/FILE``) as user weights; returns its card.
 
     Raises:
-        ImportError_: one line saying why nothing was imported.
+        ModelImportError: one line saying why nothing was imported.
     """
     raw = str(path)
     if is_hub_ref(raw):
@@ -187,7 +194,7 @@ def import_model(path: str | os.PathLike, *, name: str | None = None, source: st
         model = build(canonical)
         model.config.update(receptive_radius(model, resolve_device()))
     except CommunityModelError as exc:
-        raise ImportError_(f"{path.name}: {exc}") from None
+        raise ModelImportError(f"{path.name}: {exc}") from None
     name = name or default_name(model.arch, model.scale, path.stem)
     check_name(name)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -225,11 +232,11 @@ def download_file(ref: str) -> Path:
     try:
         repo_id, filename, revision = parse_ref(ref)
     except HubError as exc:
-        raise ImportError_(str(exc).replace("NAME", "FILE")) from None
+        raise ModelImportError(str(exc).replace("NAME", "FILE")) from None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="srweb"))
     except Exception as exc:  # offline, no such repo or file, gated, ...: one line for the user
-        raise ImportError_(f"{ref}: cannot fetch {filename} from {repo_id} ({type(exc).__name__}: "
+        raise ModelImportError(f"{ref}: cannot fetch {filename} from {repo_id} ({type(exc).__name__}: "
                            f"{_one_line(exc)})") from None
 
 

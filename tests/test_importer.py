@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from srweb import rating_pool
 from srweb.cli import main
 from srweb.config import get_settings
-from srweb.importer import ImportError_, import_model, precision_verdict, receptive_radius
+from srweb.importer import ModelImportError, import_model, precision_verdict, receptive_radius
 from srweb.inference import Upscaler, card_precision
 from srweb.models.community import CommunityModel, CommunityModelError, build
 from srweb.track.db import dispose_engine
@@ -273,7 +273,7 @@ def test_a_pickle_that_would_run_code_never_runs(env, capsys, legacy):
     bad = env / "evil.pth"
     torch.save({"conv.weight": torch.zeros(1), "payload": Payload(marker)}, bad,
                _use_new_zipfile_serialization=not legacy)
-    assert_refused(["import", str(bad)], capsys, "evil.pth", "refused", "nothing was executed")
+    assert_refused(["import", str(bad)], capsys, "evil.pth", "refused", "would call getattr", "nothing was executed")
     assert not marker.exists()
 
 
@@ -344,6 +344,6 @@ def test_output_of_the_wrong_size_is_refused(env, model_files):
     net._call = lambda model, image: model(image)[..., :-1, :]  # one row short
     with pytest.raises(CommunityModelError, match="not 3 x 64 x 64"):
         net(torch.rand(1, 3, 16, 16))
-    with pytest.raises(ImportError_):
+    with pytest.raises(ModelImportError):
         import_model(Path("/nonexistent/model.pth"))
     assert written() == []

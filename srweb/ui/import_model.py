@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from srweb.importer import IMPORT_SUFFIXES, ImportError_, import_model
+from srweb.importer import IMPORT_SUFFIXES, ModelImportError, import_model
 from srweb.ui.admin import admin_box, admin_only
 
 ACTION = "importing a model"
@@ -25,7 +25,7 @@ def import_upload(file_path: str | None, hub_ref: str | None, name: str | None, 
     try:
         card = import_model(file_path or hub_ref, name=(name or "").strip() or None,
                             source=(source or "").strip() or None, license=(licence or "").strip() or None)
-    except ImportError_ as exc:
+    except ModelImportError as exc:
         message = str(exc)
         if file_path:  # name the upload as the user did, not by its server path
             message = message.replace(str(Path(file_path).parent) + "/", "")
