@@ -68,7 +68,7 @@ def test_public_mode_needs_the_admin_token(env, monkeypatch):
 
 @pytest.mark.browser
 def test_upload_a_model_in_the_browser_then_upscale_with_it(browser, tmp_path, screenshot):
-    from tests.conftest import running_app
+    from conftest import running_app
 
     model = compact_file(tmp_path / "realesr-tiny.pth", upscale=4)
     picture = tmp_path / "srweb-byom.png"
@@ -111,3 +111,17 @@ def test_upload_a_model_in_the_browser_then_upscale_with_it(browser, tmp_path, s
         page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
                                ".some((t) => t.innerText.includes('evil.pth: corrupt, or not a plain weights pickle'))")
         assert server.alive()
+
+
+def test_the_public_app_refuses_an_import_without_the_admin_token(public_app_server, tmp_path):
+    from conftest import ADMIN_TOKEN
+    from gradio_client import Client, handle_file
+
+    client = Client(public_app_server.url, verbose=False, download_files=str(tmp_path / "dl"))
+    model = handle_file(str(compact_file(tmp_path / "public-tiny.pth")))
+    for token in ("", ADMIN_TOKEN + "x"):
+        with pytest.raises(Exception, match="Importing a model needs the admin token"):
+            client.predict(model, "", "", "", "", token, api_name="/import_model")
+    assert not any(p.name.startswith("compact-x2.public-tiny") for p in (public_app_server.state_dir / "db" / "weights").glob("*"))
+    report, _ = client.predict(model, "", "", "", "", ADMIN_TOKEN, api_name="/import_model")
+    assert "Imported **compact-x2.public-tiny**" in report
