@@ -126,10 +126,19 @@ def receptive_radius(model: CommunityModel, device: str = "cpu") -> dict[str, An
             if not saturated:
                 return {"receptive_radius": max(reach, hooks), "radius_exact": True, "radius_probe_px": side}
             if side * 2 > PROBE_MAX or hooks >= side:  # conv hooks already claim more than a probe could show
-                return {"receptive_radius": max(reach, hooks), "radius_exact": hooks >= side, "radius_probe_px": side}
+                # the hooks' count bounds a model of convolutions only; attention or pooling reaches further
+                exact = hooks >= side and not has_global_or_attention(model)
+                return {"receptive_radius": max(reach, hooks), "radius_exact": exact, "radius_probe_px": side}
             side *= 2
     finally:
         model.to("cpu")
+
+
+def has_global_or_attention(model: torch.nn.Module) -> bool:
+    """Whether the network mixes pixels other than by convolution: attention, or adaptive pooling."""
+    pools = (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d, torch.nn.MultiheadAttention)
+    return any(isinstance(m, pools) or "attn" in type(m).__name__.lower() or "attention" in type(m).__name__.lower()
+               for m in model.modules())
 
 
 def precision_verdict(model: CommunityModel, device: str) -> dict[str, Any]:

@@ -169,6 +169,27 @@ def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypa
     assert precision_verdict(compact, "cpu") == {"fast_precision": "fp32", "fast_path_ok": True}
 
 
+def test_the_quality_guard_runs_at_import_where_the_device_has_a_fast_precision(env, model_files, monkeypatch):
+    """With a Set5 folder (here: generated images) and a bf16 device, the import measures bf16 against fp32."""
+    import srweb.importer as importer
+    import srweb.inference as inference
+
+    set5 = env / "no-data" / "Set5"
+    set5.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(set5 / f"img{i}.png")
+    for module in (importer, inference):
+        monkeypatch.setattr(module, "pick_precision", lambda device, requested="auto": "bf16" if requested == "auto"
+                            else requested)
+    card = import_model(model_files["span", ".pth"])
+    verdict = card.inference
+    assert verdict["fast_precision"] == "bf16" and verdict["guard"] == "Set5 PSNR within 0.01 dB of fp32"
+    assert isinstance(verdict["fast_psnr_delta_db"], float) and verdict["fast_path_ok"] == (
+        verdict["fast_psnr_delta_db"] >= -0.01)
+    assert load_weights(card.name)[1].inference == verdict  # kept in the card on disk
+
+
 def test_receptive_radius_sees_attention_that_convolution_hooks_miss(env, model_files):
     from srweb.inference import profile_model
 
