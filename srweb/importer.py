@@ -244,7 +244,7 @@ def download_file(ref: str) -> Path:
         raise ModelImportError(str(exc).replace("NAME", "FILE")) from None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="srweb"))
-    except Exception as exc:  # offline, no such repo or file, gated, ...: one line for the user
+    except Exception as exc:  # noqa: BLE001 - offline, no such repo or file, gated, ...: one line for the user
         raise ModelImportError(f"{ref}: cannot fetch {filename} from {repo_id} ({type(exc).__name__}: "
                            f"{_one_line(exc)})") from None
 

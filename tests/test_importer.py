@@ -156,7 +156,7 @@ def test_a_smaller_overlap_than_measured_shows_seams(env, model_files):
 
 
 def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypatch):
-    import srweb.importer as importer
+    from srweb import importer
 
     monkeypatch.setattr(importer, "pick_precision", lambda device, requested="auto": "fp16")
     swinir = build(torch.load(model_files["swinir", ".pth"], weights_only=True))
@@ -171,8 +171,8 @@ def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypa
 
 def test_the_quality_guard_runs_at_import_where_the_device_has_a_fast_precision(env, model_files, monkeypatch):
     """With a Set5 folder (here: generated images) and a bf16 device, the import measures bf16 against fp32."""
-    import srweb.importer as importer
-    import srweb.inference as inference
+    from srweb import importer
+    from srweb import inference
 
     set5 = env / "no-data" / "Set5"
     set5.mkdir(parents=True)

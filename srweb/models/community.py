@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ def describe(state_dict: dict[str, torch.Tensor]):
         said = f"{type(exc).__name__}: {str(exc).strip()}" if str(exc).strip() else type(exc).__name__
         raise CommunityModelError(f"spandrel does not recognise this state dict ({said}; no architecture of its "
                                   f"core matches its {len(state_dict)} tensors: {keys})") from None
-    except Exception as exc:  # a recognised architecture whose loader fails on odd shapes
+    except Exception as exc:  # noqa: BLE001 - a recognised architecture whose loader fails on odd shapes
         raise CommunityModelError(f"spandrel could not build it ({type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(descriptor, ImageModelDescriptor):
         raise CommunityModelError(f"is a {descriptor.architecture.name} {descriptor.purpose} model, not image "
