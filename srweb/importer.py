@@ -27,7 +27,8 @@ from srweb.config import get_settings, resolve_device
 from srweb.fileio import atomic_write
 from srweb.hub import HUB_PREFIX, HubError, is_hub_ref, parse_ref
 from srweb.inference import guard_verdict, pick_precision, profile_model
-from srweb.models.community import CommunityModel, CommunityModelError, build, canonical_state_dict, spandrel_version
+from srweb.models.community import (CommunityModel, CommunityModelError, build, canonical_state_dict,
+                                    has_global_operations, spandrel_version)
 from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, count_params, file_sha256, list_weights, weights_dirs, write_card
 
 IMPORT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
@@ -115,30 +116,31 @@ def _probe(model: CommunityModel, side: int, device: str) -> tuple[int, bool]:
 def receptive_radius(model: CommunityModel, device: str = "cpu") -> dict[str, Any]:
     """The model's receptive radius in input pixels, for seamless tiles: what a probe measures
     (attention windows and functional convolutions included) and at least what convolution hooks
-    count. ``exact`` is False when the field outgrew the largest probe (tiles may show faint seams;
-    whole images are run whenever they fit the memory budget)."""
+    count. ``radius_exact`` is False when the field outgrew the largest probe, or when a layer sees the
+    whole image (:func:`has_global_operations`): such tiles may differ faintly from the whole image, and
+    whole images are run whenever they fit the memory budget."""
     hooks = profile_model(model, model.in_channels, model.upsampling).receptive_radius
+    local = not has_global_operations(model.net)
     model.to(device)
     side = max(PROBE_START, 4 * model.tile_multiple)
     try:
         while True:
             reach, saturated = _probe(model, side, device)
             if not saturated:
-                return {"receptive_radius": max(reach, hooks), "radius_exact": True, "radius_probe_px": side}
+                return {"receptive_radius": max(reach, hooks), "radius_exact": local, "radius_probe_px": side}
             if side * 2 > PROBE_MAX or hooks >= side:  # conv hooks already claim more than a probe could show
-                # the hooks' count bounds a model of convolutions only; attention or pooling reaches further
-                exact = hooks >= side and not has_global_or_attention(model)
+                # the hooks' count bounds a model of convolutions only; attention reaches further
+                exact = local and hooks >= side and not has_attention(model.net)
                 return {"receptive_radius": max(reach, hooks), "radius_exact": exact, "radius_probe_px": side}
             side *= 2
     finally:
         model.to("cpu")
 
 
-def has_global_or_attention(model: torch.nn.Module) -> bool:
-    """Whether the network mixes pixels other than by convolution: attention, or adaptive pooling."""
-    pools = (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d, torch.nn.MultiheadAttention)
-    return any(isinstance(m, pools) or "attn" in type(m).__name__.lower() or "attention" in type(m).__name__.lower()
-               for m in model.modules())
+def has_attention(net: torch.nn.Module) -> bool:
+    """Whether the network mixes pixels by attention, which convolution hooks do not count."""
+    return any(isinstance(m, torch.nn.MultiheadAttention) or "attn" in type(m).__name__.lower()
+               or "attention" in type(m).__name__.lower() for m in net.modules())
 
 
 def precision_verdict(model: CommunityModel, device: str) -> dict[str, Any]:
@@ -201,9 +203,15 @@ def import_model(path: str | os.PathLike, *, name: str | None = None, source: st
     try:
         canonical = canonical_state_dict(state)
         model = build(canonical)
+    except CommunityModelError as exc:
+        raise ModelImportError(f"{path.name}: {exc}") from None
+    try:  # the first run of the model: the probe also checks its output is scale x its input
         model.config.update(receptive_radius(model, resolve_device()))
     except CommunityModelError as exc:
         raise ModelImportError(f"{path.name}: {exc}") from None
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # what broken hyperparameters raise in torch
+        raise ModelImportError(f"{path.name}: spandrel built a {model.arch} x{model.scale} model from it, but it "
+                               f"fails to run ({type(exc).__name__}: {_one_line(exc)[:200]})") from None
     name = name or default_name(model.arch, model.scale, path.stem)
     check_name(name)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

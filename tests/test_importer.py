@@ -146,6 +146,37 @@ def test_a_window_transformer_gets_tiles_on_its_window_and_padded_input(env, mod
     assert up.upscale(img).size == (22, 26)
 
 
+@pytest.mark.parametrize("key", ["hat", "dat"])
+def test_transformers_with_whole_image_layers_tile_on_their_windows_within_the_tolerance(env, key):
+    """HAT (8-px windows, channel attention) and DAT (4x8 rectangles, channel attention): tiles start on
+    the window multiple; a layer that sees the whole image makes the radius inexact, as the card says."""
+    from spandrel.architectures.DAT import DAT
+    from spandrel.architectures.HAT import HAT
+
+    torch.manual_seed(0)
+    net = (HAT(img_size=32, embed_dim=30, depths=(2,), num_heads=(2,), window_size=8, compress_ratio=3,
+               squeeze_factor=5, upscale=2, mlp_ratio=2.0) if key == "hat" else
+           DAT(img_size=32, embed_dim=32, depth=[2], num_heads=[2], split_size=[4, 8], expansion_factor=2.0, upscale=2))
+    torch.save(net.state_dict(), env / f"{key}.pth")
+    card = import_model(env / f"{key}.pth")
+    assert card.arch == key.upper() and card.config["radius_exact"] is False
+    up = Upscaler(card.name, precision="fp32")
+    assert up.tile_multiple == 8
+    x = torch.rand(1, 3, 45, 37)
+    full = up.forward_tensor(x)
+    up.tile_size = 16
+    assert (full - up.forward_tensor(x)).abs().max() < 1e-3
+
+
+def test_a_model_spandrel_builds_but_that_cannot_run_is_refused(env, capsys):
+    from spandrel.architectures.DAT import DAT
+
+    broken = env / "dat-broken.pth"  # 12 channels: DAT's channel interaction gets 12 // 16 = 0 of them
+    torch.save(DAT(img_size=32, embed_dim=12, depth=[2], num_heads=[2], split_size=[4, 8], upscale=2).state_dict(),
+               broken)
+    assert_refused(["import", str(broken)], capsys, "spandrel built a DAT x2 model", "fails to run")
+
+
 def test_a_smaller_overlap_than_measured_shows_seams(env, model_files):
     """The measured radius is needed: the compact model's tiles differ with less context."""
     card = import_model(model_files["compact", ".pth"])

@@ -80,8 +80,8 @@ def describe(state_dict: dict[str, torch.Tensor]):
     from spandrel import MAIN_REGISTRY, ImageModelDescriptor, UnsupportedModelError  # heavy: see module doc
 
     try:
-        with warnings.catch_warnings():  # SwinIR & co. build with torch.meshgrid's deprecated default
-            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+        with warnings.catch_warnings():  # architectures' own construction notes (torch.meshgrid's default, ...)
+            warnings.simplefilter("ignore", UserWarning)
             descriptor = MAIN_REGISTRY.load(state_dict)
     except UnsupportedModelError as exc:
         extra = extra_arch(state_dict)
@@ -112,16 +112,29 @@ def _one_line(exc: BaseException) -> str:
 
 
 def window_size(net: nn.Module) -> int:
-    """The attention window of a window-based transformer (SwinIR, HAT, ...), else 1: tiles start on
-    its multiples, so every window of a tile is a window of the whole image."""
-    sizes = []
+    """The attention windows of a window-based transformer (SwinIR and HAT's ``window_size``, DAT's
+    ``split_size`` rectangles), as one multiple (1 for none): tiles start on it, so every window of a
+    tile is a window of the whole image."""
+    sizes = {1}
     for module in net.modules():
-        size = getattr(module, "window_size", None)
-        if isinstance(size, int):
-            sizes.append(size)
-        elif isinstance(size, (tuple, list)) and size and all(isinstance(s, int) for s in size):
-            sizes.append(max(size))
-    return max(sizes, default=1)
+        for attribute in ("window_size", "split_size"):
+            size = getattr(module, attribute, None)
+            if isinstance(size, int) and size > 0:
+                sizes.add(size)
+            elif isinstance(size, (tuple, list)) and all(isinstance(s, int) and s > 0 for s in size):
+                sizes.update(size)
+    return math.lcm(*sizes)
+
+
+def has_global_operations(net: nn.Module) -> bool:
+    """Whether some layer sees the whole image (adaptive pooling, channel attention over all pixels, as
+    in RCAN, HAT's CAB, DAT): then no overlap makes tiles exactly equal to the whole image."""
+    for module in net.modules():
+        name = type(module).__name__.lower()
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or (
+                "channel" in name and ("attn" in name or "attention" in name)):
+            return True
+    return False
 
 
 class CommunityModel(nn.Module):
