@@ -100,7 +100,9 @@ def _probe(model: CommunityModel, side: int, device: str) -> tuple[int, bool]:
     x = torch.rand(1, model.in_channels, side, side, generator=generator)
     changed = x.clone()
     changed[..., start : start + block, start : start + block] = 1 - changed[..., start : start + block, start : start + block]
-    with torch.inference_mode():
+    # Deterministic cuDNN, no TF32: FFT or TF32 convolutions would spread rounding noise over the image.
+    with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True,
+                                                            allow_tf32=False):
         y = model(torch.cat([x, changed]).to(device)).float().cpu()
     diff = (y[0] - y[1]).abs().amax(dim=0) > PROBE_ATOL
     rows, cols = diff.any(dim=1).nonzero().flatten(), diff.any(dim=0).nonzero().flatten()
