@@ -161,6 +161,7 @@ class CommunityModel(nn.Module):
         self.tile_multiple = math.lcm(self.requirements.multiple_of, window_size(self.net))
         self.config = {**describe_config(descriptor), **(config or {})}
         self.receptive_radius = self.config.get("receptive_radius")
+        fuse_reparameterised(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -176,6 +177,21 @@ class CommunityModel(nn.Module):
             raise CommunityModelError(f"{self.arch} gave {got} for a {tuple(x.shape)} input, not "
                                       f"{self.in_channels} x {expected[0]} x {expected[1]} (x{self.scale})")
         return y[..., : h * self.scale, : w * self.scale]
+
+
+def fuse_reparameterised(net: nn.Module) -> None:
+    """Fuse re-parameterised blocks (SPAN's Conv3XC) once: in eval mode they rebuild their fused kernel
+    from the training branches on every call, which costs time and crashes torch.export (ONNX) with a
+    segmentation fault. Imported models only run in eval mode, so the fused kernel is final."""
+    with torch.no_grad():
+        for module in net.modules():
+            if callable(getattr(module, "update_params", None)) and hasattr(module, "eval_conv"):
+                module.update_params()
+                module.update_params = _no_update
+
+
+def _no_update() -> None:
+    """The fused kernel of a re-parameterised block is final (see :func:`fuse_reparameterised`)."""
 
 
 def describe_config(descriptor) -> dict[str, Any]:
