@@ -53,6 +53,24 @@ def test_the_handler_refuses_bad_files_in_one_line_naming_the_upload(env):
     assert list_weights() == []
 
 
+@pytest.mark.parametrize("key", ["esrgan", "compact", "swinir", "span"])
+def test_each_tested_architecture_upscales_in_the_app_after_an_upload(env, key):
+    from test_importer import ARCHES, build_networks
+
+    from srweb.ui import upscale
+
+    path = env / f"{key}.pth"
+    torch.save(build_networks()[key].state_dict(), path)
+    _, dropdown = import_upload(str(path), "", "", "", "")
+    arch, scale = ARCHES[key]
+    assert dropdown.value == f"{arch.lower()}-x{scale}.{key}"
+    assert f"{arch} · x{scale} · {dropdown.value}" in {label for label, _ in upscale.weights_choices()}
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (18, 21, 3), dtype=np.uint8))
+    result = upscale.upscale_image(picture, dropdown.value)
+    assert result.sr.size == (21 * scale, 18 * scale) and result.reference_name == "bicubic"
+    assert "Imported" in upscale.about_weights(dropdown.value)
+
+
 def test_public_mode_needs_the_admin_token(env, monkeypatch):
     monkeypatch.setenv("SRWEB_PUBLIC", "1")
     monkeypatch.setenv("SRWEB_ADMIN_TOKEN", "secret-token")

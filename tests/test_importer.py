@@ -112,6 +112,9 @@ def test_import_writes_a_card_like_srwebs_own_and_runs_as_spandrel_does(env, mod
     assert json.loads(card_path.read_text())["num_params"] == card.num_params
     assert weights_source(card.name) == "imported" and card.name in {c.name for c in list_weights()}
 
+    import srweb
+
+    assert srweb.import_model is import_model  # the Python API
     model, loaded = load_weights(card.name)  # built by spandrel from the safetensors
     assert isinstance(model, CommunityModel) and loaded.num_params == sum(p.numel() for p in model.parameters())
     import spandrel
@@ -239,6 +242,9 @@ def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_fil
         assert main(["import", str(model_files[key, ".pth"]), "--license", "MIT"]) == 0
     out = capsys.readouterr().out
     assert "imported compact-x4.compact: Compact x4, 3 channels in" in out and "tile overlap" in out
+    assert main(["models"]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["span-x2.span", "x2", "64,300", "-", "imported"] in listed
     picture = env / "in.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(picture)
     assert main(["upscale", str(picture), "--weights", "compact-x4.compact", "--out", str(env / "out")]) == 0
