@@ -276,6 +276,14 @@ def test_bench_times_an_imported_entry_as_itself(env, model_files):
     report = run_bench(((card.name, 4, 32, 32),), repeats=1, training=False, quality=False)
     assert report["inference"][0]["model"] == card.name and report["inference"][0]["fast_ms"] > 0
 
+    from srweb.bench import record
+    from srweb.ui import leaderboard as lb
+
+    record(report)  # what `srweb bench --store` does: the card and the Leaderboard get its speed
+    speed = load_weights(card.name)[1].inference["speed"]
+    frame, _ = lb.load_board()
+    assert frame.set_index("weights").loc[card.name, "ms_per_mpix"] == speed["ms_per_mpix"] > 0
+
 
 @pytest.mark.parametrize("key", ["compact", "span", "swinir"])
 def test_onnx_export_where_the_architecture_exports(env, model_files, monkeypatch, key):
