@@ -12,7 +12,7 @@ from PIL import Image
 from srweb.config import get_settings
 from srweb.ui.admin import admin_only
 from srweb.ui.import_model import ACTION, import_upload
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 
 def compact_file(path, upscale: int = 2):

@@ -16,14 +16,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from srweb import rating_pool
+from srweb.rating import pool as rating_pool
 from srweb.cli import main
 from srweb.config import get_settings
-from srweb.importer import ModelImportError, import_model, precision_verdict, receptive_radius
-from srweb.inference import Upscaler, card_precision
+from srweb.weights.importer import ModelImportError, import_model, precision_verdict, receptive_radius
+from srweb.inference.upscaler import Upscaler, card_precision
 from srweb.models.community import CommunityModel, CommunityModelError, build
 from srweb.track.db import dispose_engine
-from srweb.weights import file_sha256, list_weights, load_weights, resolve_weights, weights_source
+from srweb.weights.files import file_sha256, list_weights, load_weights, resolve_weights, weights_source
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHES = {  # spandrel id, scale
@@ -190,7 +190,7 @@ def test_a_smaller_overlap_than_measured_shows_seams(env, model_files):
 
 
 def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypatch):
-    from srweb import importer
+    from srweb.weights import importer
 
     monkeypatch.setattr(importer, "pick_precision", lambda device, requested="auto": "fp16")
     swinir = build(torch.load(model_files["swinir", ".pth"], weights_only=True))
@@ -205,15 +205,15 @@ def test_half_precision_only_where_spandrel_allows_it(env, model_files, monkeypa
 
 def test_the_quality_guard_runs_at_import_where_the_device_has_a_fast_precision(env, model_files, monkeypatch):
     """With a Set5 folder (here: generated images) and a bf16 device, the import measures bf16 against fp32."""
-    from srweb import importer
-    from srweb import inference
+    from srweb.evaluation import bench
+    from srweb.weights import importer
 
     set5 = env / "no-data" / "Set5"
     set5.mkdir(parents=True)
     rng = np.random.default_rng(2)
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(set5 / f"img{i}.png")
-    for module in (importer, inference):
+    for module in (importer, bench):
         monkeypatch.setattr(module, "pick_precision", lambda device, requested="auto": "bf16" if requested == "auto"
                             else requested)
     card = import_model(model_files["span", ".pth"])
@@ -225,7 +225,7 @@ def test_the_quality_guard_runs_at_import_where_the_device_has_a_fast_precision(
 
 
 def test_receptive_radius_sees_attention_that_convolution_hooks_miss(env, model_files):
-    from srweb.inference import profile_model
+    from srweb.inference.upscaler import profile_model
 
     swinir = build(torch.load(model_files["swinir", ".pth"], weights_only=True))
     measured = receptive_radius(swinir)
@@ -268,7 +268,7 @@ def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_fil
 
 
 def test_bench_times_an_imported_entry_as_itself(env, model_files):
-    from srweb.bench import leaderboard_cases, run_bench
+    from srweb.evaluation.bench import leaderboard_cases, run_bench
 
     card = import_model(model_files["compact", ".pth"])
     cases = leaderboard_cases(())
@@ -276,7 +276,7 @@ def test_bench_times_an_imported_entry_as_itself(env, model_files):
     report = run_bench(((card.name, 4, 32, 32),), repeats=1, training=False, quality=False)
     assert report["inference"][0]["model"] == card.name and report["inference"][0]["fast_ms"] > 0
 
-    from srweb.bench import record
+    from srweb.evaluation.bench import record
     from srweb.ui import leaderboard as lb
 
     record(report)  # what `srweb bench --store` does: the card and the Leaderboard get its speed
@@ -290,7 +290,7 @@ def test_onnx_export_where_the_architecture_exports(env, model_files, monkeypatc
     """Convolutional models export (SPAN's re-parameterised blocks are fused first: torch.export used to
     crash on them); SwinIR does not, in one line."""
     pytest.importorskip("onnxruntime")
-    from srweb.onnx_export import ExportError, cached_export
+    from srweb.weights.onnx import ExportError, cached_export
 
     monkeypatch.setenv("SRWEB_CACHE_DIR", str(env / "cache"))
     get_settings.cache_clear()

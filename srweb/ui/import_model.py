@@ -1,5 +1,5 @@
 """Upscale tab, "Bring your own model": upload a community model file (or name one on the Hugging Face
-Hub) and it joins the model list (:func:`srweb.importer.import_model`). Admin only in public mode."""
+Hub) and it joins the model list (:func:`srweb.weights.importer.import_model`). Admin only in public mode."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from srweb.importer import IMPORT_SUFFIXES, ModelImportError, import_model
 from srweb.ui.admin import admin_box, admin_only
+from srweb.ui.common import weights_choices
+from srweb.weights.importer import IMPORT_SUFFIXES, ModelImportError, import_model
 
 ACTION = "importing a model"
 
@@ -17,8 +18,6 @@ def import_upload(file_path: str | None, hub_ref: str | None, name: str | None, 
                   licence: str | None) -> tuple[str, gr.Dropdown]:
     """Gradio handler (API name ``import_model``): import the uploaded file, or ``hub_ref``; returns the
     report and the model list with the new entry picked."""
-    from srweb.ui.upscale import weights_choices  # the tab that lists models builds this section
-
     hub_ref = (hub_ref or "").strip()
     if not file_path and not hub_ref:
         raise gr.Error("Upload a model file (.pth, .pt, .ckpt, .safetensors) or give hf://OWNER/REPO/FILE.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import platform
 import threading
 import time
 import warnings
@@ -25,16 +26,15 @@ from PIL import Image
 from torch import nn
 
 from srweb.config import get_settings, resolve_device
-from srweb.imaging import rgb_to_ycbcr, upright, ycbcr_to_rgb
+from srweb.imaging.io import encode_png, icc_profile_of, load_pixels, rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
-from srweb.resize import imresize
-from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, load_weights, resolve_weights
+from srweb.imaging.resize import imresize
+from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, load_weights, resolve_weights
+from srweb.imaging.fileio import atomic_write_bytes
 
 ProgressFn = Callable[[int, int], None]
 
-# Activation memory allowed per tile; peak RSS of a 3840x2160 edsr-baseline x4 output stays
-# under 2 GB with it (`srweb bench`). An activation element takes 4 bytes in fp32, 2 in bf16/fp16.
-TILE_BUDGET_BYTES = int(float(os.environ.get("SRWEB_TILE_BUDGET_MB", 1000)) * 1e6)
+# An activation element takes 4 bytes in fp32, 2 in bf16/fp16 (the tile budget: Settings.tile_budget_mb).
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2}
 MAX_GRID = 64
 MAX_OUTPUT_SCALE = 16  # Upscaler(output_scale=): a x4 model at 16 makes 16x16 pixels of each input pixel
@@ -66,8 +66,6 @@ def device_name(device: str = "cpu") -> str:
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name"))
     except (OSError, StopIteration):
-        import platform
-
         return platform.processor() or device
 
 
@@ -256,8 +254,10 @@ class Upscaler:
                           f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
                           f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
         element_bytes = BYTES_PER_ELEMENT[self.precision]
-        self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))
-        self.compiled = get_settings().compile if compile is None else compile
+        settings = get_settings()
+        budget_bytes = int(settings.tile_budget_mb * 1e6)
+        self.max_tile_pixels = max(32 * 32, budget_bytes // (element_bytes * self.profile.elements_per_pixel))
+        self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
         # Luma models lose most of their bf16 error in the first and last layer, which are cheap
         # there (1 channel in, 1 out); for RGB models the last layer runs at HR size with 64 input
@@ -392,7 +392,7 @@ class Upscaler:
         """Upscale a PIL image of any mode; the result keeps the mode family (and bit depth).
 
         An array (H, W) or (H, W, 1|2|3|4) of uint8 or uint16 (grey, grey+alpha, RGB, RGBA: e.g. 16-bit colour,
-        which PIL cannot hold, from :func:`srweb.imaging.load_pixels`) comes back as the same kind of array.
+        which PIL cannot hold, from :func:`srweb.imaging.io.load_pixels`) comes back as the same kind of array.
         """
         start = time.perf_counter()
         if isinstance(img, np.ndarray):
@@ -521,9 +521,6 @@ def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.
     Raises:
         ValueError: the output would replace the input file.
     """
-    from srweb.fileio import atomic_write_bytes
-    from srweb.imaging import encode_png, icc_profile_of, load_pixels
-
     target = Path(target) if target is not None else output_paths([Path(path)], out_dir)[0]
     if target.exists() and target.resolve() == Path(path).resolve():
         raise ValueError(f"{path}: the output would overwrite the input; pick another --out folder")

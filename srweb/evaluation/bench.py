@@ -8,18 +8,32 @@ trainer's fast step (bf16 autocast + channels_last) vs plain fp32 for edsr-basel
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from srweb.inference import Upscaler, cpu_supports_bf16, device_name, guard_verdict
+from srweb.inference.upscaler import (Upscaler, cpu_supports_bf16, device_name, guard_verdict, load_cached,
+                                      pick_precision)
+from srweb.config import resolve_device
+from srweb.data.samples import benchmark_path
+from srweb.evaluation.evaluate import evaluate
+from srweb.imaging.resize import imresize
+from srweb.models import create_model, list_models
+from srweb.track.db import dispose_engine, init_db, write_transaction
+from srweb.track.evals import record_speed
+from srweb.track.runs import MetricsBuffer, create_run
+from srweb.train.config import TrainConfig
+from srweb.train.trainer import Trainer
+from srweb.weights.files import list_weights, load_weights, read_card, resolve_weights, write_card
 
 DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
                  ("srcnn", 3, 240, 160))
@@ -70,7 +84,7 @@ def _peak_rss_mb() -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
+    import resource  # Unix only: peak memory is reported where it exists
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -86,8 +100,6 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops()
@@ -99,8 +111,6 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3,
     scale = model.scale
     x = torch.rand(1, model.in_channels, height, width)
     if model.upsampling == "pre":
-        from srweb.resize import imresize
-
         x = imresize(x, scale=scale).clamp(0, 1)
     flops = count_flops(model, x)
     out_mpix = width * height * scale * scale / 1e6
@@ -130,13 +140,7 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3,
 
 def psnr_delta(weights_name: str, dataset: str = "Set5") -> tuple[str, float]:
     """(fast precision, Set5 PSNR of the fast path minus fp32); negative = quality lost."""
-    from srweb.data.samples import benchmark_path
-    from srweb.evaluate import evaluate
-
     path = benchmark_path(dataset)
-    from srweb.config import resolve_device
-    from srweb.inference import pick_precision
-
     fast_precision = pick_precision(resolve_device(), "auto")
     exact = evaluate(Upscaler(weights_name, precision="fp32").upscale, path, _scale_of(weights_name))
     fast = evaluate(Upscaler(weights_name, precision=fast_precision).upscale, path, _scale_of(weights_name))
@@ -144,16 +148,12 @@ def psnr_delta(weights_name: str, dataset: str = "Set5") -> tuple[str, float]:
 
 
 def _scale_of(weights_name: str) -> int:
-    from srweb.inference import load_cached
-
     return load_cached(weights_name)[1].scale
 
 
 def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int) -> dict:
     """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS."""
-    from PIL import Image
 
-    from srweb.models import create_model
 
     model = create_model(arch, scale).eval()
     img = Image.effect_noise((width, height), 64).convert("RGB")
@@ -172,9 +172,7 @@ def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, 
                  repeats: int = 2) -> dict:
     """Auto-tiled vs untiled upscale of a 4K-output image: wall time (best of ``repeats``, after a
     warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    import multiprocessing  # only the isolated-process measurement needs it
     result = {"model": f"{arch}-x{scale}", "input": f"{width}x{height}", "output": f"{width * scale}x{height * scale}"}
     for label, tile in (("tiled", None), ("untiled", 100_000)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -186,8 +184,6 @@ def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, 
 
 def bench_training(steps: int = 4, batch: int = 16, patch: int = 48) -> dict:
     """it/s of one edsr-baseline x2 training step: fast (bf16 + channels_last) vs plain fp32."""
-    from srweb.models import create_model
-
     results = {}
     for label, fast in (("plain", False), ("fast", True)):
         torch.manual_seed(0)
@@ -242,13 +238,7 @@ class _TimedLogger:
 def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, patch: int = 48) -> dict:
     """The real trainer (edsr-baseline x2, real patches, tracked into a scratch SQLite database):
     the share of loop time spent waiting for the data loader and in metrics tracking."""
-    import tempfile
 
-    from srweb.data.samples import benchmark_path
-    from srweb.track.db import dispose_engine, init_db, write_transaction
-    from srweb.track.runs import MetricsBuffer, create_run
-    from srweb.train.config import TrainConfig
-    from srweb.train.trainer import Trainer
 
     try:
         benchmark_path(data)
@@ -273,9 +263,6 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
 
 def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
               compile: bool = False) -> dict:
-    from srweb.models import create_model, list_models
-    from srweb.weights import list_weights, load_weights
-
     torch.manual_seed(0)
     report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
                     "tiling": None}
@@ -303,11 +290,6 @@ def record(report: dict) -> None:
     Each card gets its quality guard verdict and its speed (a fresh database starts with the
     card's speed: services.prepare_database), written once per card.
     """
-    from srweb.track.db import init_db, write_transaction
-    from srweb.config import resolve_device
-    from srweb.track.evals import record_speed
-    from srweb.weights import list_weights, resolve_weights, write_card
-
     guards = {q["weights"]: q for q in report["quality"]}
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
     init_db()
@@ -335,10 +317,6 @@ def card_speed(inference: dict, case: dict) -> tuple[float, bool]:
 def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     """``cases`` plus one per shipped (architecture, scale) they lack, at a 960x540 output, so that
     ``--store`` gives every shipped entry its Leaderboard speed."""
-    from srweb.weights import list_weights
-
-    from srweb.models import list_models
-
     have = {(arch, scale) for arch, scale, _, _ in cases}
     # An imported community model is timed as itself: one architecture spans sizes (ESRGAN 6 or 23 blocks).
     missing = sorted({(card.arch if card.arch in list_models() else card.name, card.scale)
@@ -346,68 +324,6 @@ def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     return tuple(cases) + tuple((arch, scale, 960 // scale, 540 // scale) for arch, scale in missing)
 
 
-def _case_scale(model: str) -> int:
+def case_scale(model: str) -> int:
     """x4 for an architecture, a weights entry's own scale for its name (an imported model)."""
-    from srweb.models import list_models
-    from srweb.weights import read_card, resolve_weights
-
     return 4 if model in list_models() else int(read_card(resolve_weights(model)[1]).scale)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    cases = leaderboard_cases() if args.store else DEFAULT_CASES
-    if args.models:
-        cases = tuple(c for c in cases if c[0] in args.models) or tuple(
-            (m, _case_scale(m), 256, 256) for m in args.models)
-    if args.quick:
-        cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
-    report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
-                       quality=not args.no_quality, compile=args.compile)
-    if args.store:
-        record(report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    host = report["host"]
-    print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}; "
-          f"matmul roof {host['matmul_gflops']['fp32']} GFLOP/s fp32, {host['matmul_gflops']['bf16']} bf16")
-    print(f"{'model':<15}{'input':>10}{'plain ms':>10}{'fast ms':>10}{'speedup':>9}{'MP/s':>8}{'GFLOP/s':>16}{'peak MB':>9}")
-    for r in report["inference"]:
-        print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"
-              f"{r['speedup']:>8}x{r['fast_mpix_per_s']:>8}{str(r['plain_gflops']) + '->' + str(r['fast_gflops']):>16}"
-              f"{r['peak_rss_mb']:>9.0f}")
-        if r["compiled_ms"]:
-            print(f"  torch.compile: {r['compiled_ms']} ms ({r['plain_ms'] / r['compiled_ms']:.2f}x plain)")
-    for q in report["quality"]:
-        ok = "ok" if q["psnr_delta_db"] >= -q["guard_db"] else "FAILS guard -> fp32"
-        print(f"quality {q['weights']}: fast - fp32 = {q['psnr_delta_db']:+.4f} dB on Set5 ({ok})")
-    if report["training"]:
-        t = report["training"]
-        print(f"training edsr-baseline x2 b{t['batch']} p{t['patch']}: plain {t['plain_it_per_s']} it/s, "
-              f"fast {t['fast_it_per_s']} it/s ({t['speedup']}x)")
-    if report["pipeline"]:
-        t = report["pipeline"]
-        print(f"trainer edsr-baseline x2 b{t['batch']} p{t['patch']} on {t['data']}: {t['it_per_s']} it/s, loader wait "
-              f"{t['loader_wait_share']:.1%} of step time, metrics tracking {t['tracking_share']:.2%}")
-    if report["tiling"]:
-        t = report["tiling"]
-        print(f"tiling {t['model']} {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
-              f"{t['tiled_peak_rss_mb']} MB peak (grid {t['tiled_grid']}), untiled {t['untiled_s']} s / "
-              f"{t['untiled_peak_rss_mb']} MB, overhead {t['tiling_overhead']:+.1%}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="speed of the fast path vs plain fp32 eager")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--models", nargs="+")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="small inputs, no training (for tests)")
-    p.add_argument("--no-training", action="store_true")
-    p.add_argument("--no-quality", action="store_true")
-    p.add_argument("--store", action="store_true",
-                   help="write the speeds and quality guards into the database and into every shipped card "
-                        "(inference block): for the host whose figures the cards should carry")
-    p.add_argument("--no-store", dest="store", action="store_false", help=argparse.SUPPRESS)  # the old default
-    p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
-    p.set_defaults(func=cmd_bench)

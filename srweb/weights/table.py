@@ -4,7 +4,7 @@ next to its paper's figure and bicubic (``srweb models --markdown``)."""
 from __future__ import annotations
 
 from srweb.models import get_model_info
-from srweb.weights import WeightsCard
+from srweb.weights.files import WeightsCard
 
 # Ledig et al., Table 1 (Set5 x4): SRGAN's content losses; the generator is SRResNet.
 SRGAN_PAPER_SET5 = {"srgan-mse": 30.64, "srgan-vgg54": 29.40}

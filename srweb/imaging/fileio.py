@@ -45,7 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_save_png(img, path: str | os.PathLike) -> Path:
     """Write ``img`` (a PIL image or an ``HxW[xC]`` uint8 array) as a PNG, atomically."""
-    from PIL import Image
+    from PIL import Image  # PIL only for PNG saving: atomic writes of other files stay light
 
     image = img if isinstance(img, Image.Image) else Image.fromarray(img)
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -1,18 +1,17 @@
-"""``srweb train`` (foreground, tracked) and ``srweb jobs list|submit|cancel|resume|logs``."""
+"""``srweb train`` (foreground, tracked) and the training flags ``srweb jobs submit`` shares."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from srweb.train.config import TrainConfig
-from srweb.weights import training_chain
+from srweb.weights.files import training_chain
 
 # CLI flag -> TrainConfig field, for every hyperparameter a user sets on the command line.
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -34,7 +33,7 @@ _HELP = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="architecture (see `srweb models`)")
     p.add_argument("--from-card", help="reproduce the run recorded in a weights card (NAME.json)")
     p.add_argument("--config", help="a TrainConfig JSON file")
@@ -129,7 +128,7 @@ def warn_slow_replay(card_path: str, stages: list[dict], cfg: TrainConfig, preci
     """Tell the user when a card's bf16 stages (:func:`card_stages`) will replay on a CPU without native
     bf16 (emulated: many times slower) and how to replay them in fp32 instead."""
     from srweb.config import resolve_device
-    from srweb.inference import cpu_supports_bf16
+    from srweb.inference.upscaler import cpu_supports_bf16
 
     pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in stages) else None)
     if pinned == "bf16" and resolve_device(cfg.device) == "cpu" and not cpu_supports_bf16():
@@ -168,9 +167,9 @@ def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[
         ValueError: the folder's last run is queued, running or finished (its files stay its own), or
             its checkpoint holds a run of other settings.
     """
+    from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
     from srweb.train import jobs
     from srweb.train.resume import check_resume, differences, read_saved_run, refuse_finished
-    from srweb.track.runs import latest_run_in, mark_orphans, reopen_run, set_status
 
     folder = run_dir.resolve() if run_dir is not None else None
     previous = None
@@ -230,12 +229,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_id = jobs.submit(cfg)
         print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")
         return 0
-    from srweb.track.db import init_db, write_transaction
-    from srweb.track.runs import get_run, set_status
-    from srweb.train.trainer import Trainer
-    from srweb.train.worker import RunLogger, heartbeat_loop, record_result
+    result, run_id, run_dir = _train_in_foreground(cfg, args)
+    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
+               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
+               "run_dir": str(run_dir)}
+    print(json.dumps(summary))
+    return 0 if result.status == "finished" else 3
 
-    # Before the run row exists: a Ctrl-C from here on stops cleanly instead of leaving it 'running'.
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and a first Ctrl-C set (the trainer saves a checkpoint and stops); a second
+    Ctrl-C quits at once. Installed before the run row exists, so it is never left 'running'."""
     stop = threading.Event()
 
     def interrupt(*_) -> None:
@@ -246,86 +250,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, interrupt)
+    return stop
+
+
+def _train_in_foreground(cfg: TrainConfig, args: argparse.Namespace):
+    """Train here, tracked (rank 0 records one run row) unless --no-track; returns (result, run id, folder)."""
+    from srweb.track.db import init_db, write_transaction
+    from srweb.train.session import train_tracked
+    from srweb.train.trainer import Trainer, distributed_env
+
+    stop = _stop_on_signals()
     run_id, run_dir = None, Path(args.run_dir) if args.run_dir else None
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, _, world = distributed_env()
     if world > 1:  # under torchrun every process must resume from and save to the same folder
         run_dir = run_dir or default_run_dir(cfg)
     if not args.no_track and rank == 0:  # one run row per training, not one per process
         init_db()
         run_id, run_dir = write_transaction(lambda s: start_tracked_run(s, cfg, run_dir))
-    else:  # the same rules without a database: the checkpoint says which run the folder holds
-        run_dir = run_dir or default_run_dir(cfg)
-        check_run_dir(cfg, run_dir)
-    logger = RunLogger(run_id) if run_id else None
-    beating = threading.Event()
-    if run_id:  # as a background worker does: the run is not taken for dead during a long validation
-        threading.Thread(target=heartbeat_loop, args=(run_id, logger, beating), daemon=True).start()
-    try:
-        trainer = Trainer(cfg, run_dir, logger=logger, should_stop=stop.is_set, export_dir=args.export,
-                          run_id=run_id)
-        if run_id:
-            logger.clock = trainer.wall_seconds
-            write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))
-        result = trainer.train()
-    except BaseException as exc:
-        if run_id:
-            write_transaction(lambda s: set_status(s, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]))
-        raise
-    finally:
-        beating.set()
-    if run_id:
-        write_transaction(lambda s: record_result(s, run_id, trainer, result))
-    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
-               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
-               "run_dir": str(run_dir)}
-    print(json.dumps(summary))
-    return 0 if result.status == "finished" else 3
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from srweb.track.db import init_db, session_scope
-    from srweb.track.runs import list_runs
-    from srweb.train import jobs
-
-    init_db()
-    if args.action == "list":
-        jobs.reap()
-        with session_scope(write=False) as session:
-            runs = list_runs(session)
-            rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in runs]
-        print(f"{'id':>4}  {'status':<10}{'step':>12}  {'best PSNR':>9}  name")
-        for rid, status, step, total, best, name, error in rows:
-            psnr = f"{best:.2f}" if best is not None else "-"
-            print(f"{rid:>4}  {status:<10}{f'{step}/{total}':>12}  {psnr:>9}  {name}{f'  ({error})' if error else ''}")
-    elif args.action == "submit":
-        run_id = jobs.submit(config_from_args(args))
-        print(run_id)
-    elif args.action in ("cancel", "resume", "logs", "delete"):
-        if args.run_id is None:
-            raise ValueError(f"jobs {args.action} needs a RUN_ID")
-        if args.action == "cancel":
-            print(f"run {args.run_id}: {jobs.cancel(args.run_id)}")
-        elif args.action == "resume":
-            print(f"run {jobs.resume(args.run_id)}: queued")
-        elif args.action == "delete":
-            print(jobs.delete(args.run_id))
-        else:
-            print(jobs.log_tail(args.run_id, args.lines))
-    return 0
+        return train_tracked(cfg, run_dir, run_id, should_stop=stop.is_set, export_dir=args.export), run_id, run_dir
+    run_dir = run_dir or default_run_dir(cfg)  # the same rules without a database: the checkpoint says
+    check_run_dir(cfg, run_dir)  # which run the folder holds
+    return Trainer(cfg, run_dir, should_stop=stop.is_set, export_dir=args.export).train(), None, run_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (foreground, tracked in the database)")
-    _add_config_flags(p)
+    add_config_flags(p)
     p.add_argument("--export", help="folder for the final weights + card (default: the run folder)")
     p.add_argument("--run-dir", help="folder for checkpoints (reuse one to resume)")
     p.add_argument("--background", action="store_true", help="queue as a background job instead")
     p.add_argument("--no-track", action="store_true", help="do not record the run in the database")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("jobs", help="background training jobs")
-    p.add_argument("action", choices=["list", "submit", "cancel", "resume", "logs", "delete"])
-    p.add_argument("run_id", nargs="?", type=int)
-    p.add_argument("--lines", type=int, default=40)
-    _add_config_flags(p)
-    p.set_defaults(func=cmd_jobs)

@@ -39,7 +39,15 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_save_png, atomic_write_bytes
+from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
+from srweb.track.db import init_db, session_scope, write_transaction
+from srweb.track.ratings import (ANCHOR_KINDS, VoteRejected, assess_rater, create_trial, get_or_create_rater, get_trial,
+                                 is_flagged, new_rater_token, submit_vote, trials_shown, vote_count)
+from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
+from srweb.data.samples import benchmark_path
+from srweb.imaging.resize import imresize_np
+from srweb.inference.upscaler import Upscaler
+from srweb.weights.files import WeightsError, list_weights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +66,6 @@ DEFAULT_SCALES = (2, 3, 4)
 ZOOM = 3
 """Display magnification (pixel replication, so no resampler blurs the comparison)."""
 INDEX_VERSION = 1
-ANCHOR_KINDS = ("hr", "nearest")
 
 
 class PoolUnavailable(RuntimeError):
@@ -172,7 +179,7 @@ def _build_lock(root: Path) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as fh:
         try:
-            import fcntl
+            import fcntl  # Unix only: elsewhere the build runs without the lock
         except ImportError:  # Windows: no cross-process lock; atomic writes keep files whole
             yield
             return
@@ -207,9 +214,6 @@ def _texture_boxes(hr: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 
 def _benchmark_images(dataset: str) -> tuple[str, list[Path]]:
-    from srweb.data.folders import list_images
-    from srweb.data.samples import benchmark_path
-
     for name in (dataset, "sample"):
         try:
             return name, list_images(benchmark_path(name))
@@ -220,8 +224,6 @@ def _benchmark_images(dataset: str) -> tuple[str, list[Path]]:
 
 def _make_crops(root: Path, dataset: str) -> dict[str, Any]:
     """Choose crops, save each region and HR crop; return a fresh index."""
-    from srweb.data.folders import mod_crop, read_rgb8
-
     name, paths = _benchmark_images(dataset)
     crops: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -252,8 +254,6 @@ def _inner(img: np.ndarray, crop: dict[str, Any]) -> np.ndarray:
 
 def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
     """The LR model input of a crop's region (memoised for the duration of one build)."""
-    from srweb.data.folders import make_lr
-
     key = (crop_id, scale)
     if key not in cache:
         with Image.open(root / "crops" / crop_id / "region.png") as region:
@@ -262,8 +262,6 @@ def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int]
 
 
 def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None:
-    from srweb.resize import imresize_np
-
     for crop_id, crop in index["crops"].items():
         lr = _region_lr(pool.root, crop_id, scale, lrs)
         atomic_save_png(_inner(imresize_np(lr, scale), crop), pool.image_path(crop_id, scale, "bicubic"))
@@ -273,8 +271,6 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
 
 
 def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
-    from srweb.inference import Upscaler
-
     upscaler = Upscaler(card.name, card.scale, device="cpu", precision="fp32")
     for crop_id, crop in index["crops"].items():
         sr = upscaler.upscale(Image.fromarray(_region_lr(pool.root, crop_id, card.scale, lrs)))
@@ -285,8 +281,6 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
 def _fingerprint(card: Any) -> str:
     if card.sha256:
         return card.sha256
-    from srweb.weights import WeightsError, resolve_weights
-
     try:
         tensors, _ = resolve_weights(card.name)
     except WeightsError:
@@ -300,8 +294,6 @@ def _checkpoint_sha(fingerprint: str) -> str | None:
 
 
 def _usable_cards() -> list[Any]:
-    from srweb.weights import list_weights
-
     return [c for c in list_weights() if ALIGN % int(c.scale) == 0]
 
 
@@ -429,18 +421,11 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     Raises:
         PoolUnavailable: the pool has not been built.
     """
-    from sqlalchemy import select
-
-    from srweb.track.ratings import create_trial
-    from srweb.track.schema import Trial
-
     rng = rng or random.Random()
     pool = pool or load_pool()
     if pool is None or not pool.crops or not pool.scales:
         raise PoolUnavailable("the rating pool is not ready yet")
-    shown = session.execute(
-        select(Trial.kind, Trial.weights_name, Trial.scale, Trial.image_id).where(Trial.rater_id == rater_id)
-    ).all()
+    shown = trials_shown(session, rater_id)
     seen_candidates = Counter((kind, name, scale) for kind, name, scale, _ in shown)
     seen_crops = Counter((kind, name, scale, image) for kind, name, scale, image in shown)
     entries = {n: e for n, e in pool.entries.items() if int(e["scale"]) in pool.scales}
@@ -462,9 +447,6 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
 
 def start_rater(token: str | None) -> str:
     """A valid rater token (``token`` if usable, else a fresh one) with its Rater row stored."""
-    from srweb.track.db import init_db, write_transaction
-    from srweb.track.ratings import get_or_create_rater, new_rater_token
-
     init_db()
     try:
         return write_transaction(lambda s: get_or_create_rater(s, token if isinstance(token, str) else None).id)
@@ -475,8 +457,6 @@ def start_rater(token: str | None) -> str:
 
 def next_trial(token: str, rng: random.Random | None = None) -> TrialView:
     """Draw and store the next trial for the rater ``token`` (see :func:`draw_trial`)."""
-    from srweb.track.db import write_transaction
-
     ensure_pool()
     return write_transaction(lambda s: draw_trial(s, token, rng))
 
@@ -494,12 +474,6 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
     The preference follows from the scores (equal scores are a tie). The rater is re-assessed
     against their anchor votes afterwards. Rejections come back as an outcome, never raised.
     """
-    from sqlalchemy import func, select
-
-    from srweb.track.db import write_transaction
-    from srweb.track.ratings import VoteRejected, assess_rater, submit_vote
-    from srweb.track.schema import Rater, Trial, Vote
-
     left, right = _as_score(left_score), _as_score(right_score)
 
     def vote(session: Any) -> VoteOutcome:
@@ -507,7 +481,7 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
             tid = int(trial_id)
         except (TypeError, ValueError):
             raise VoteRejected("unknown trial") from None
-        trial = session.get(Trial, tid)
+        trial = get_trial(session, tid)
         if trial is None:
             raise VoteRejected("unknown trial")
         sr, ref = (left, right) if trial.left_is_sr else (right, left)
@@ -515,9 +489,8 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
         preferred = "tie" if not comparable or sr == ref else ("sr" if sr > ref else "bicubic")
         submit_vote(session, trial_id=tid, rater_id=token, score_sr=sr, score_ref=ref, preferred=preferred)
         assess_rater(session, token)
-        count = session.scalar(select(func.count(Vote.id)).where(Vote.rater_id == token))
-        flagged = bool(session.get(Rater, token).flagged)
-        return VoteOutcome(True, None, "Thanks! Here is the next pair.", True, int(count), flagged)
+        return VoteOutcome(True, None, "Thanks! Here is the next pair.", True, vote_count(session, token),
+                           is_flagged(session, token))
 
     try:
         return write_transaction(vote)
@@ -528,13 +501,8 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
 
 def rater_vote_count(token: str) -> int:
     """How many votes the rater ``token`` has stored."""
-    from sqlalchemy import func, select
-
-    from srweb.track.db import session_scope
-    from srweb.track.schema import Vote
-
     with session_scope(write=False) as session:
-        return int(session.scalar(select(func.count(Vote.id)).where(Vote.rater_id == token)) or 0)
+        return vote_count(session, token)
 
 
 def view_image(path: str | os.PathLike, zoom: int = ZOOM) -> Image.Image:

@@ -8,7 +8,6 @@ the whole image. Used for the README's SRResNet vs SRGAN figure.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from srweb.data.folders import make_lr, mod_crop, read_rgb8
-from srweb.inference import Upscaler
-from srweb.metrics import psnr, ssim
+from srweb.inference.upscaler import Upscaler
+from srweb.evaluation.metrics import psnr, ssim
 
 LABEL_HEIGHT = 22
 MAX_ZOOM = 8  # a 512-pixel crop at x8 is a 4096-pixel-high figure
@@ -87,26 +86,3 @@ def side_by_side(image: str | Path, scale: int, methods: list[str], box: tuple[i
     crops_figure(hr, [], box, zoom)  # a crop outside the image or a bad zoom fails before any model runs
     hr, results = compare_methods(hr, scale, methods)
     return crops_figure(hr, results, box, zoom)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    x, y, size = args.crop
-    if Path(args.out).is_dir() or Path(args.out).suffix.lower() != ".png":
-        raise ValueError(f"--out {args.out}: give the path of a .png file to write")
-    figure = side_by_side(args.image, args.scale, args.weights, (x, y, size), zoom=args.zoom)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(out)
-    print(out)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="side-by-side crops of several models on one image")
-    p.add_argument("--image", required=True, help="HR image (degraded by MATLAB bicubic, as in evaluation)")
-    p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--weights", nargs="+", required=True, help="weights names or paths, or bicubic")
-    p.add_argument("--crop", type=int, nargs=3, required=True, metavar=("X", "Y", "SIZE"), help="HR pixels")
-    p.add_argument("--zoom", type=int, default=2, help=f"enlarge the crops this many times (1 to {MAX_ZOOM})")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.set_defaults(func=cmd_compare)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_copy
+from srweb.imaging.fileio import atomic_copy
 from srweb.track.db import session_scope, write_transaction
 from srweb.track.evals import seed_from_cards
 from srweb.track.runs import get_run, latest_checkpoint
-from srweb.weights import (NAME_PATTERN, WeightsCard, WeightsError, file_sha256, list_weights, read_card, weights_dirs,
-                           write_card)
+from srweb.weights.files import (WeightsCard, WeightsError, file_sha256, list_weights, read_card, weights_dirs,
+                                 write_card)
+from srweb.weights.names import NAME_PATTERN
 
 
 class ExportError(ValueError):

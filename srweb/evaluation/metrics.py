@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from srweb.imaging import rgb_to_y_np
+from srweb.imaging.io import rgb_to_y_np
 
 ImageLike = Image.Image | np.ndarray
 

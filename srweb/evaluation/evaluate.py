@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_file, skipped_reasons
 from srweb.data.samples import benchmark_path
-from srweb.imaging import ImageError, to_rgb8
-from srweb.metrics import protocol, psnr, ssim
-from srweb.resize import imresize_np
+from srweb.imaging.io import ImageError, to_rgb8
+from srweb.evaluation.metrics import protocol, psnr, ssim
+from srweb.imaging.resize import imresize_np
 
 SRFn = Callable[[Image.Image], Image.Image]
 
@@ -29,7 +29,7 @@ class EvalResult:
             were scored, e.g. ``"Set5 (4 of 5 images scored)"``, so that a score over part of a
             benchmark is never filed (in the database, a card, the leaderboard) as the benchmark's.
         scale: upscaling factor.
-        protocol: how it was measured (:func:`srweb.metrics.protocol`).
+        protocol: how it was measured (:func:`srweb.evaluation.metrics.protocol`).
         images: per image ``{"image", "psnr", "ssim"}`` in file order.
         psnr: mean PSNR (dB) over images.
         ssim: mean SSIM over images.

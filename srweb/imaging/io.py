@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srweb.config import get_settings
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 # MATLAB rgb2ycbcr on [0,1] input: offsets and matrix (rows Y, Cb, Cr), output in [0,255].
@@ -124,8 +126,6 @@ def _open(source: str | os.PathLike | BinaryIO | Image.Image, name: str, max_pix
 
 def _limit(max_pixels: int) -> str:
     """``16,000,000``, with the setting that sets it when it is srweb's input limit."""
-    from srweb.config import get_settings
-
     setting = " (SRWEB_MAX_INPUT_PIXELS)" if max_pixels == get_settings().max_input_pixels else ""
     return f"{max_pixels:,}{setting}"
 
@@ -170,7 +170,7 @@ def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
     rawmode = args[0] if isinstance(args, tuple) else args
     if mode not in {"RGB", "RGBA"} or not isinstance(rawmode, str) or ";16" not in rawmode:
         return None
-    import cv2
+    import cv2  # OpenCV is heavy; only 16-bit and deep-colour files need it
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -197,7 +197,7 @@ def encode_png(img: Image.Image | np.ndarray, icc_profile: bytes | None = None) 
     ``icc_profile`` embedded when given (see :func:`icc_profile_of`)."""
     if isinstance(img, Image.Image):
         return image_to_bytes(png_ready(img))
-    import cv2
+    import cv2  # OpenCV is heavy; only 16-bit and deep-colour files need it
 
     if img.ndim == 3 and img.shape[2] == 2:
         img = img[..., [0, 0, 0, 1]]
@@ -263,7 +263,7 @@ def to_rgb8(img: Image.Image | np.ndarray) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
         return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "F":  # [0, 1] floats, or [0, 255] ones (as srweb.inference reads them)
+    if img.mode == "F":  # [0, 1] floats, or [0, 255] ones (as srweb.inference.upscaler reads them)
         arr = np.asarray(img, dtype=np.float64)
         scale = 1.0 if arr.max() > 1.0 else 255.0
         return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
@@ -284,25 +284,6 @@ def png_ready(img: Image.Image) -> Image.Image:
     converted = to_rgb8(img)
     converted.info.pop("icc_profile", None)  # a CMYK/LAB profile does not describe the RGB pixels
     return converted
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL image -> float32 (C, H, W) in [0, 1]; 1 channel for L, 3 for everything else."""
-    if img.mode == "L":
-        arr = np.asarray(img, dtype=np.float32)[None] / 255.0
-    else:
-        arr = np.asarray(to_rgb8(img), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def tensor_to_pil(t: torch.Tensor) -> Image.Image:
-    """float (C, H, W) or (1, C, H, W) in [0, 1] -> 8-bit L or RGB image (rounded, clamped)."""
-    if t.dim() == 4:
-        t = t[0]
-    arr = (t.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    if arr.shape[0] == 1:
-        return Image.fromarray(arr[0], mode="L")
-    return Image.fromarray(arr.transpose(1, 2, 0), mode="RGB")
 
 
 def rgb_to_ycbcr(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``srweb import``: bring a community SR model (any architecture spandrel's core detects) into srweb.
+"""Bring a community SR model (any architecture spandrel's core detects) into srweb.
 
 The file (``.pth`` / ``.pt`` / ``.ckpt`` read with ``torch.load(weights_only=True)``, or
 ``.safetensors``) becomes a user weights entry: its tensors as safetensors plus a card in the format
@@ -9,7 +9,6 @@ unless every check passed; nothing pickled is ever executed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
@@ -24,12 +23,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from srweb.config import get_settings, resolve_device
-from srweb.fileio import atomic_write
-from srweb.hub import HUB_PREFIX, HubError, is_hub_ref, parse_ref
-from srweb.inference import guard_verdict, pick_precision, profile_model
+from srweb.imaging.fileio import atomic_write
+from srweb.inference.upscaler import guard_verdict, pick_precision, profile_model
 from srweb.models.community import (CommunityModel, CommunityModelError, build, canonical_state_dict,
                                     has_global_operations, spandrel_version)
-from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, count_params, file_sha256, list_weights, weights_dirs, write_card
+from srweb.weights.files import (ENSEMBLE_SUFFIX, WeightsCard, count_params, file_sha256, list_weights, weights_dirs,
+                                 write_card)
+from srweb.weights.hub import HubError, is_hub_ref, parse_ref
 
 IMPORT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 DEFAULT_MAX_IMPORT_MB = 1024
@@ -233,7 +233,7 @@ def guard_fast_path(card: WeightsCard, card_path: Path) -> WeightsCard:
     within 0.01 dB of fp32) and keep its verdict in the card; without Set5 here it stays fp32."""
     if card.inference.get("guard") != NOT_GUARDED:
         return card
-    from srweb.bench import QUALITY_GUARD_DB, psnr_delta  # bench pulls in training code; only fast devices need it
+    from srweb.evaluation.bench import QUALITY_GUARD_DB, psnr_delta  # pulls in training code; fast devices only
 
     try:
         precision, delta = psnr_delta(str(card_path))
@@ -267,24 +267,3 @@ def imported_provenance(card: WeightsCard) -> dict[str, Any] | None:
 
 def list_imported() -> list[WeightsCard]:
     return [card for card in list_weights() if imported_provenance(card)]
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    card = import_model(args.file, name=args.name, source=args.source, license=args.license)
-    cfg = card.config
-    exact = "" if cfg.get("radius_exact") else " (lower bound: tiles may show faint seams)"
-    print(f"imported {card.name}: {card.arch} x{card.scale}, {cfg['in_channels']} channels in, "
-          f"{card.num_params:,} parameters, tile overlap {cfg['receptive_radius']} px{exact}")
-    if not (args.license or "").strip():
-        print("note: no --license given; you are responsible for the terms of these weights")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import a community SR model file (.pth/.pt/.ckpt/.safetensors, any "
-                                      "architecture spandrel detects) as user weights")
-    p.add_argument("file", help=f"model file, or {HUB_PREFIX}OWNER/REPO/FILE on the Hugging Face Hub")
-    p.add_argument("--name", help="weights name (default: ARCH-xSCALE.FILESTEM)")
-    p.add_argument("--source", help="where the weights come from (URL), kept in the card")
-    p.add_argument("--license", help="the weights' licence, kept in the card (you are responsible for it)")
-    p.set_defaults(func=cmd_import)

@@ -8,7 +8,6 @@ Each export is checked against PyTorch with onnxruntime on two input sizes befor
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -17,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srweb.fileio import atomic_write_bytes
-from srweb.weights import WeightsCard, WeightsError, load_weights
+from srweb.errors import first_line
+from srweb.imaging.fileio import atomic_write_bytes
+from srweb.weights.files import WeightsCard, WeightsError, load_weights
+from srweb.config import get_settings
 
 TOLERANCE = 1e-4  # largest |ONNX - PyTorch| accepted on [0, 1] images
 INPUTS = {
@@ -52,7 +53,7 @@ def metadata(card: WeightsCard) -> dict[str, str]:
 
 def _check(model: torch.nn.Module, data: bytes, channels: int) -> float:
     """Largest |ONNX - PyTorch| over two inputs of other sizes than the one exported with."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy, and only the check after an export needs it
 
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -75,7 +76,7 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
     Raises:
         ExportError: the graph does not export, or differs from PyTorch by more than :data:`TOLERANCE`.
     """
-    import onnx
+    import onnx  # heavy, and only an export needs it
 
     channels = 1 if card.input_kind == "y" else 3
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=4),
@@ -87,7 +88,7 @@ def write_onnx(model: torch.nn.Module, card: WeightsCard, target: Path, *, opset
                                         output_names=["sr"], dynamic_shapes=(dims,), opset_version=opset,
                                         dynamo=True, external_data=False)
     except Exception as exc:  # torch.export's errors run to pages: the first line says what failed
-        raise ExportError(f"{card.name}: cannot export to ONNX ({str(exc).strip().splitlines()[0]})") from None
+        raise ExportError(f"{card.name}: cannot export to ONNX ({first_line(exc)})") from None
     proto = program.model_proto
     got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and got != opset:  # the exporter falls back to its own opset without failing
@@ -123,29 +124,11 @@ def export_onnx(name: str, out: str | os.PathLike | None = None, *,
 def cached_export(name: str) -> Path:
     """The ONNX graph of weights ``name`` under ``cache_dir/onnx``, exported on first request; keyed
     by the tensors' sha256, so weights exported again under the same name are exported again."""
-    from srweb.config import get_settings
-
     model, card = load_weights(name)
     path = get_settings().cache_dir / "onnx" / (card.sha256 or "unhashed")[:16] / f"{card.name}.onnx"
     if not path.is_file():
         write_onnx(model, card, path)
     return path
-
-
-def cmd_onnx(args: argparse.Namespace) -> int:
-    path, difference, card = export_onnx(args.weights, args.out, opset=args.opset)
-    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB; onnxruntime matches PyTorch within {difference:.1g})")
-    for key, value in metadata(card).items():
-        print(f"  {key.removeprefix('srweb.')}: {value}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("onnx", help="export weights to ONNX (dynamic batch and size), checked with onnxruntime")
-    p.add_argument("weights", help="weights name (shipped or exported), path or hf:// reference")
-    p.add_argument("-o", "--out", help="the .onnx file to write, or a folder for NAME.onnx (default: NAME.onnx here)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.set_defaults(func=cmd_onnx)
 
 
 __all__ = ["ExportError", "WeightsError", "cached_export", "export_onnx", "metadata", "write_onnx"]

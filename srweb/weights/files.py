@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,13 +23,14 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from srweb.config import get_settings
-from srweb.fileio import atomic_write, atomic_write_bytes
-from srweb.models import create_model, get_model_info
+from srweb.errors import first_line
+from srweb.imaging.fileio import atomic_write, atomic_write_bytes
+from srweb.models import create_model
 from srweb.models.community import COMMUNITY_LOADER, CommunityModelError, load_community
+from srweb.weights.hub import HubError, download, is_hub_ref
 
 # Results of a weights entry under the x8 self-ensemble are named "<name>+" (after EDSR+, Lim et al. 2017).
 ENSEMBLE_SUFFIX = "+"
-NAME_PATTERN = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d)\.(?P<tag>[A-Za-z0-9_.-]+)$")
 
 
 class WeightsError(ValueError):
@@ -151,12 +151,10 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
     """Find ``(safetensors_path, card_path)`` for a weights name or a path to either file.
 
     A name is looked up in ``weights_dir`` if given, else in :func:`weights_dirs`; ``hf://OWNER/REPO/NAME``
-    is fetched from the Hugging Face Hub (:mod:`srweb.hub`).
+    is fetched from the Hugging Face Hub (:mod:`srweb.weights.hub`).
     """
     raw = str(name_or_path)
-    if raw.startswith("hf://"):
-        from srweb.hub import HubError, download
-
+    if is_hub_ref(raw):
         try:
             return download(raw)
         except HubError as exc:
@@ -164,20 +162,24 @@ def resolve_weights(name_or_path: str | os.PathLike, weights_dir: Path | None = 
     candidate = Path(raw).expanduser()
     if candidate.suffix in {".safetensors", ".json"}:  # a path to one of the two files
         stem = candidate.with_suffix("")
-        tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
-        if tensors.exists() and card.exists():
-            return tensors, card
-        raise WeightsError(f"weights {raw!r} not found: need both {tensors} and {card}")
+        if (found := _weights_pair(stem)) is not None:
+            return found
+        raise WeightsError(f"weights {raw!r} not found: need both {stem}.safetensors and {stem}.json")
     if os.sep in raw:  # a path that is neither of the two files
         raise WeightsError(f"weights {raw!r} not found: a path must name an existing NAME.safetensors or "
                            f"NAME.json, with the other beside it")
-    for stem in [Path(folder) / raw for folder in ([weights_dir] if weights_dir else weights_dirs())]:
-        # Names hold a dot (ARCH-xS.TAG): with_suffix would replace ".TAG", so append instead.
-        tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
-        if tensors.exists() and card.exists():
-            return tensors, card
+    for folder in [weights_dir] if weights_dir else weights_dirs():
+        if (found := _weights_pair(Path(folder) / raw)) is not None:
+            return found
     known = ", ".join(c.name for c in list_weights(weights_dir)) or "none"
-    raise WeightsError(f"weights {raw!r} not found (need {tensors.name} and {card.name}); available: {known}")
+    raise WeightsError(f"weights {raw!r} not found (need {raw}.safetensors and {raw}.json); available: {known}")
+
+
+def _weights_pair(stem: Path) -> tuple[Path, Path] | None:
+    """``(STEM.safetensors, STEM.json)`` when both exist. Names hold a dot (ARCH-xS.TAG): with_suffix
+    would replace ".TAG", so the suffixes are appended."""
+    tensors, card = stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
+    return (tensors, card) if tensors.exists() and card.exists() else None
 
 
 def read_card(path: Path) -> WeightsCard:
@@ -220,17 +222,13 @@ def _load_registered(card: WeightsCard, tensors: Path, card_path: Path) -> nn.Mo
     try:
         missing, unexpected = load_model(model, str(tensors), strict=False)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise WeightsError(f"{tensors}: tensors do not fit {card.arch} x{card.scale} ({_first_line(exc)})") from None
+        raise WeightsError(f"{tensors}: tensors do not fit {card.arch} x{card.scale} ({first_line(exc)})") from None
     if missing or unexpected:
         raise WeightsError(
             f"{tensors}: tensors do not fit {card.arch} x{card.scale} "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
@@ -262,7 +260,7 @@ def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for hostile or broken pickles
-        raise WeightsError(f"{path}: refused to load as weights ({_first_line(exc)})") from None
+        raise WeightsError(f"{path}: refused to load as weights ({first_line(exc)})") from None
     if key:
         state = state[key]
     elif isinstance(state, dict) and "state_dict" in state:
@@ -271,10 +269,5 @@ def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
-        raise WeightsError(f"{path}: tensors do not fit {arch} x{scale} ({_first_line(exc)})") from None
+        raise WeightsError(f"{path}: tensors do not fit {arch} x{scale} ({first_line(exc)})") from None
     return save_weights(model, name, training={"imported_from": str(path)})
-
-
-def default_weights_name(arch: str, scale: int, tag: str) -> str:
-    get_model_info(arch)
-    return f"{arch}-x{scale}.{tag}"
