@@ -25,6 +25,9 @@ def compact_file(path, upscale: int = 2):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
+    from srweb.weights import importer
+
+    monkeypatch.setattr(importer, "pick_precision", lambda device, requested="auto": "fp32")  # no guard run
     monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "no-data"))
