@@ -272,7 +272,7 @@ def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_fil
     assert pool.image_path(crop, 2, "span-x2.span").is_file()
 
 
-def test_bench_times_an_imported_entry_as_itself(env, model_files):
+def test_bench_times_an_imported_entry_as_itself(env, model_files, capsys):
     from srweb.evaluation.bench import leaderboard_cases, run_bench
 
     card = import_model(model_files["compact", ".pth"])
@@ -283,6 +283,11 @@ def test_bench_times_an_imported_entry_as_itself(env, model_files):
 
     from srweb.evaluation.bench import record
     from srweb.ui import leaderboard as lb
+
+    argv = ["bench", "--models", card.name, "espcn", "--quick", "--no-quality", "--repeats", "1", "--json"]
+    assert main(argv) == 0  # named beside an architecture of the default cases, at its own scale
+    timed = {(r["model"], r["scale"]) for r in json.loads(capsys.readouterr().out)["inference"]}
+    assert {(card.name, 4), ("espcn", 4)} <= timed
 
     record(report)  # what `srweb bench --store` does: the card and the Leaderboard get its speed
     speed = load_weights(card.name)[1].inference["speed"]
