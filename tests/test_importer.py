@@ -254,6 +254,9 @@ def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_fil
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(picture)
     assert main(["upscale", str(picture), "--weights", "compact-x4.compact", "--out", str(env / "out")]) == 0
     assert Image.open(env / "out" / "in.png").size == (120, 96)
+    assert main(["compare", "--image", str(picture), "--scale", "2", "--weights", "span-x2.span", "bicubic",
+                 "--crop", "0", "0", "12", "--out", str(env / "compare.png")]) == 0
+    assert (env / "compare.png").is_file()
     capsys.readouterr()
     assert main(["eval", "--weights", "span-x2.span", "--scale", "2", "--dataset", "Set5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -409,6 +412,19 @@ def test_a_name_colliding_with_a_shipped_entry(env, model_files, capsys):
     assert main(["import", str(model_files["span", ".pth"]), "--name", "mine"]) == 2
     assert "weights already there" in capsys.readouterr().err
     assert load_weights("mine")[1].arch == "Compact"  # the first import is untouched
+
+
+def test_a_grey_model_runs_on_luma_like_srwebs_y_models(env):
+    from spandrel.architectures.Compact import Compact
+
+    grey = env / "grey.pth"
+    torch.manual_seed(0)
+    torch.save(Compact(num_in_ch=1, num_out_ch=1, num_feat=4, num_conv=1, upscale=2).state_dict(), grey)
+    card = import_model(grey)
+    assert card.input_kind == "y" and card.config["in_channels"] == 1
+    up = Upscaler(card.name, precision="fp32")
+    colour = Image.fromarray(np.random.default_rng(3).integers(0, 256, (10, 12, 3), dtype=np.uint8))
+    assert up.upscale(colour).size == (24, 20) and up.upscale(colour.convert("L")).mode == "L"
 
 
 def test_models_srweb_does_not_run_are_refused_at_import(env, capsys):
