@@ -374,6 +374,7 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(env, capsys, monke
     big = env / "big.pth"
     big.write_bytes(os.urandom(2 * 1024 * 1024 + 1))
     monkeypatch.setenv("SRWEB_MAX_IMPORT_MB", "2")
+    get_settings.cache_clear()
 
     def never(*args, **kwargs):
         raise AssertionError("read a file over the limit")

@@ -32,7 +32,6 @@ from srweb.weights.files import (ENSEMBLE_SUFFIX, WeightsCard, count_params, fil
 from srweb.weights.hub import HubError, is_hub_ref, parse_ref
 
 IMPORT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-DEFAULT_MAX_IMPORT_MB = 1024
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The receptive-field probe: input sides tried (doubling), and the output change that counts as
 # influence (below 1/255/100: a difference no 8-bit output can show).
@@ -46,9 +45,8 @@ class ModelImportError(ValueError):
 
 def max_import_bytes() -> int | None:
     """Largest model file accepted (``SRWEB_MAX_IMPORT_MB``, default 1024; 0: no limit)."""
-    raw = os.environ.get("SRWEB_MAX_IMPORT_MB", "").strip()
-    mb = int(raw) if raw else DEFAULT_MAX_IMPORT_MB
-    return None if mb <= 0 else mb * 1024 * 1024
+    mb = get_settings().max_import_mb
+    return None if mb is None else mb * 1024 * 1024
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
