@@ -241,7 +241,12 @@ class Upscaler:
             self.model = self.model.to(memory_format=torch.channels_last)
         in_channels = int(model.in_channels)
         self.profile = profile_model(self.model, in_channels, model.upsampling)
-        self.tile_overlap = self.profile.receptive_radius if tile_overlap is None else tile_overlap
+        # An imported model's radius was measured at import (hooks miss attention and functional convs);
+        # window transformers need tiles that start on multiples of their window.
+        self.tile_multiple = int(getattr(model, "tile_multiple", 1) or 1)
+        known_radius = getattr(model, "receptive_radius", None)
+        radius = self.profile.receptive_radius if known_radius is None else int(known_radius)
+        self.tile_overlap = _round_up(radius, self.tile_multiple) if tile_overlap is None else tile_overlap
         self.tile_size = tile_size
         if tile_size and tile_size < self.tile_overlap:
             work = ((tile_size + 2 * self.tile_overlap) / tile_size) ** 2
@@ -340,14 +345,16 @@ class Upscaler:
         else:
             out_scale = self.scale
         _, _, h, w = x.shape
-        pad = self.tile_overlap
+        pad = _round_up(self.tile_overlap, self.tile_multiple)
         rows, cols = self.tile_grid(h, w)
         if rows * cols == 1:
             out = self._forward(x)
             if progress:
                 progress(1, 1)
             return out
-        th, tw = math.ceil(h / rows), math.ceil(w / cols)
+        # Tiles and their context start on the model's multiple (a window transformer's window).
+        th, tw = _round_up(math.ceil(h / rows), self.tile_multiple), _round_up(math.ceil(w / cols), self.tile_multiple)
+        rows, cols = math.ceil(h / th), math.ceil(w / tw)
         out = None
         for index in range(rows * cols):
             y0, x0 = (index // cols) * th, (index % cols) * tw
@@ -399,6 +406,10 @@ class Upscaler:
             result = convert(self, img, progress)
         self.last_seconds = time.perf_counter() - start
         return result
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return value if multiple <= 1 else -(-value // multiple) * multiple
 
 
 def _to_array(img: Image.Image) -> tuple[np.ndarray, float]:
