@@ -75,6 +75,8 @@ class Settings:
         threads: torch intra-op threads; None keeps torch's default (one per physical core).
         compile: run inference through ``torch.compile`` (off by default: on the 2-core AVX-512
             CPU it measured slower than eager bf16 + channels_last, see README "Speed").
+        backend: what runs the network (``SRWEB_BACKEND``): ``auto`` (the winner ``srweb bench
+            --store`` recorded for this processor), ``torch``, ``openvino`` or ``onnxruntime``.
     """
 
     weights_dir: Path
@@ -97,6 +99,7 @@ class Settings:
     concurrency: int = 4
     threads: int | None = None
     compile: bool = False
+    backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
 
@@ -129,6 +132,7 @@ def get_settings() -> Settings:
         concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,
         threads=_env_int("SRWEB_THREADS", None),
         compile=_env_bool("SRWEB_COMPILE"),
+        backend=os.environ.get("SRWEB_BACKEND", "").strip().lower() or "auto",
     )
 
 
