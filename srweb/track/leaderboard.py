@@ -60,7 +60,7 @@ def leaderboard(
 
     Columns: ``weights, kind ("model"|"reference"), arch, scale, params``; for each dataset D:
     ``psnr_D, ssim_D, protocol_D`` (best result per weights/dataset/scale); ``ms_per_mpix,
-    speed_device, fast_path`` (latest speed result, on ``device`` if given); then the rating
+    speed_device, fast_path, speed_backend`` (latest speed result, on ``device`` if given); then the rating
     columns of :func:`srweb.track.ratings.rating_stats` (``mos, mos_lo, mos_hi, n_ratings,
     n_raters, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``).
 
@@ -115,13 +115,14 @@ def leaderboard(
         entry["ms_per_mpix"] = speed.ms_per_mpix if speed else math.nan
         entry["speed_device"] = speed.device if speed else None
         entry["fast_path"] = speed.fast_path if speed else None
+        entry["speed_backend"] = speed.backend if speed else None
 
     datasets = sorted({e.dataset for e in evaluations}, key=lambda d: (d.lower() != "set5", d.lower()))
     if dataset is not None:
         datasets = [dataset]
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
-               "fast_path", *RATING_COLUMNS]
+               "fast_path", "speed_backend", *RATING_COLUMNS]
     frame = pd.DataFrame(list(rows.values()), columns=columns)
     for column in RATING_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
