@@ -149,15 +149,19 @@ def _scale_of(weights_name: str) -> int:
     return load_cached(weights_name)[1].scale
 
 
-def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int) -> dict:
-    """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS."""
+def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int,
+                   weights: str | None = None, backend: str = "torch", precision: str = "auto") -> dict:
+    """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS;
+    ``weights`` (a name) runs on ``backend``, else a fresh ``arch`` model on torch."""
     from PIL import Image
 
     from srweb.models import create_model
 
-    model = create_model(arch, scale).eval()
     img = Image.effect_noise((width, height), 64).convert("RGB")
-    up = Upscaler(model, tile_size=tile)
+    if weights:
+        up = Upscaler(weights, tile_size=tile, backend=backend, precision=precision)
+    else:
+        up = Upscaler(create_model(arch, scale).eval(), tile_size=tile)
     up.upscale(img.resize((width // 4, height // 4)))  # oneDNN primitives, allocator
     times = []
     for _ in range(repeats):
@@ -165,20 +169,24 @@ def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | N
         up.upscale(img)
         times.append(time.perf_counter() - start)
     return {"s": round(min(times), 2), "peak_rss_mb": round(_peak_rss_mb()),
-            "grid": "x".join(map(str, up.tile_grid(height, width)))}
+            "grid": "x".join(map(str, up.tile_grid(height, width))), "backend": f"{up.backend}/{up.precision}"}
 
 
 def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, height: int = 540,
-                 repeats: int = 2) -> dict:
+                 repeats: int = 2, *, weights: str | None = None, backend: str = "torch",
+                 precision: str = "auto") -> dict:
     """Auto-tiled vs untiled upscale of a 4K-output image: wall time (best of ``repeats``, after a
-    warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own)."""
+    warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own).
+    ``weights``: a weights name, run on ``backend`` in ``precision`` (``auto``: what its card chose here)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    result = {"model": f"{arch}-x{scale}", "input": f"{width}x{height}", "output": f"{width * scale}x{height * scale}"}
+    result = {"model": weights or f"{arch}-x{scale}", "input": f"{width}x{height}",
+              "output": f"{width * scale}x{height * scale}"}
     for label, tile in (("tiled", None), ("untiled", 100_000)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            case = pool.submit(_upscale_timed, arch, scale, width, height, tile, repeats).result()
+            case = pool.submit(_upscale_timed, arch, scale, width, height, tile, repeats, weights, backend,
+                                 precision).result()
         result.update({f"{label}_{key}": value for key, value in case.items()})
     result["tiling_overhead"] = round(result["tiled_s"] / result["untiled_s"] - 1, 3)
     return result
@@ -272,28 +280,50 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
 
 
 def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
-              compile: bool = False) -> dict:
+              compile: bool = False, backends: bool = True, names: list[str] | None = None) -> dict:
+    from srweb.backends_bench import bench_backends, torch_guards
     from srweb.models import create_model
     from srweb.weights import list_weights
 
     torch.manual_seed(0)
-    report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
-                    "tiling": None}
+    report: dict = {"host": host_info(), "inference": [], "quality": [], "backends": [], "training": None,
+                    "pipeline": None, "tiling": None}
     # The roofline: what a large matrix product reaches on this host, fp32 and (where fast) bf16.
     report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
                                        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
     for arch, scale, w, h in cases:
         report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
+    if backends:
+        report["backends"] = bench_backends(cases, repeats, quality, names)
     if quality:
+        from srweb.config import resolve_device
+        from srweb.inference import pick_precision
+
+        known = torch_guards(report["backends"], pick_precision(resolve_device(), "auto"))
         for card in list_weights():
+            if card.name in known:  # the contest ran this guard already
+                report["quality"].append(known[card.name])
+                continue
             precision, delta = psnr_delta(card.name)
             report["quality"].append({"weights": card.name, "precision": precision,
                                       "psnr_delta_db": round(delta, 4), "guard_db": QUALITY_GUARD_DB})
     if training:
         report["training"] = bench_training()
         report["pipeline"] = bench_pipeline()
-        report["tiling"] = bench_tiling()
+        report["tiling"] = _bench_tiling_on_winner(report["backends"])
     return report
+
+
+def _bench_tiling_on_winner(contest: list[dict], weights: str = "edsr-baseline-x4.general100") -> dict:
+    """:func:`bench_tiling` of the shipped edsr-baseline x4 on the backend that won its contest in this
+    run (else what its card chose here); of a fresh model on torch when it is not shipped."""
+    from srweb.weights import list_weights
+
+    if weights not in {card.name for card in list_weights()}:
+        return bench_tiling()
+    winner = next((row["winner"] for row in contest if row["weights"] == weights and row["winner"]), None)
+    backend, precision = winner.split("/") if winner else ("auto", "auto")
+    return bench_tiling(weights=weights, backend=backend, precision=precision)
 
 
 def record(report: dict) -> None:
@@ -307,21 +337,37 @@ def record(report: dict) -> None:
     from srweb.track.evals import record_speed
     from srweb.weights import list_weights, resolve_weights, write_card
 
+    from srweb.backends_bench import card_backends
+
     guards = {q["weights"]: q for q in report["quality"]}
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
+    contests = {row["weights"]: row for row in report.get("backends") or []}
     init_db()
     host = report["host"]["cpu"]
     for card in list_weights():
-        q, r = guards.get(card.name), by_arch.get((card.arch, card.scale))
+        q, r, contest = guards.get(card.name), by_arch.get((card.arch, card.scale)), contests.get(card.name)
         if q:  # the guard first: it decides which path is timed
             card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
-        if r:
-            ms, fast = card_speed(card.inference, r)
-            write_transaction(lambda s, c=card, ms=ms, fast=fast: record_speed(
-                s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host))
-            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host}
-        if q or r:
+        if contest:
+            card.inference.update(card_backends(contest, host))
+        if r or (contest and contest["winner"]):
+            ms, fast, backend = _stored_speed(card.inference, r, contest)
+            write_transaction(lambda s, c=card, ms=ms, fast=fast, b=backend: record_speed(
+                s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host, backend=b))
+            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host,
+                                       "backend": backend}
+        if q or r or contest:
             write_card(card, resolve_weights(card.name)[1])
+
+
+def _stored_speed(inference: dict, case: dict | None, contest: dict | None) -> tuple[float, bool, str]:
+    """(ms per output megapixel, fast path?, backend/precision) the Leaderboard gets for a card: its
+    contest's winner (on the shipped weights), else torch's path on the architecture's case."""
+    if contest and contest["winner"]:
+        winner = contest["results"][contest["winner"]]
+        return winner["ms_per_mpix"], not contest["winner"].endswith("/fp32"), contest["winner"]
+    ms, fast = card_speed(inference, case)
+    return ms, fast, f"torch/{inference.get('fast_precision', 'fp32') if fast else 'fp32'}"
 
 
 def card_speed(inference: dict, case: dict) -> tuple[float, bool]:
@@ -349,7 +395,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
     report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
-                       quality=not args.no_quality, compile=args.compile)
+                       quality=not args.no_quality, compile=args.compile, backends=not args.no_backends)
     if args.store:
         record(report)
     if args.json:
@@ -365,6 +411,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{r['peak_rss_mb']:>9.0f}")
         if r["compiled_ms"]:
             print(f"  torch.compile: {r['compiled_ms']} ms ({r['plain_ms'] / r['compiled_ms']:.2f}x plain)")
+    from srweb.backends_bench import format_rows, goal_lines
+
+    for line in format_rows(report["backends"]) + goal_lines(report["backends"], report.get("tiling")):
+        print(line)
     for q in report["quality"]:
         ok = "ok" if q["psnr_delta_db"] >= -q["guard_db"] else "FAILS guard -> fp32"
         print(f"quality {q['weights']}: fast - fp32 = {q['psnr_delta_db']:+.4f} dB on Set5 ({ok})")
@@ -378,7 +428,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{t['loader_wait_share']:.1%} of step time, metrics tracking {t['tracking_share']:.2%}")
     if report["tiling"]:
         t = report["tiling"]
-        print(f"tiling {t['model']} {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
+        print(f"tiling {t['model']} ({t.get('tiled_backend', 'torch')}) {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
               f"{t['tiled_peak_rss_mb']} MB peak (grid {t['tiled_grid']}), untiled {t['untiled_s']} s / "
               f"{t['untiled_peak_rss_mb']} MB, overhead {t['tiling_overhead']:+.1%}")
     return 0
@@ -397,4 +447,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(inference block): for the host whose figures the cards should carry")
     p.add_argument("--no-store", dest="store", action="store_false", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
+    p.add_argument("--no-backends", action="store_true",
+                   help="skip the backend contest (torch, OpenVINO, onnxruntime per shipped weights entry)")
     p.set_defaults(func=cmd_bench)
