@@ -97,7 +97,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srweb.inference import Upscaler, upscale_files
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
-                        tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale)
+                        tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale,
+                        backend=args.backend)
     files = _collect_inputs(args.inputs)
     if not files:
         raise CLIError("no input images")
@@ -127,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sr_fn, name, scale, params, sha = bicubic_sr(args.scale), "bicubic", args.scale, 0, None
     else:
         upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
-                            self_ensemble=args.self_ensemble)
+                            self_ensemble=args.self_ensemble, backend=args.backend)
         sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
         params = upscaler.card.num_params if upscaler.card else None
         sha = upscaler.card.sha256 if upscaler.card else None
@@ -159,6 +160,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+BACKEND_CHOICES = ["auto", "torch", "openvino", "onnxruntime"]  # srweb.backends.BACKENDS and auto
 SELF_ENSEMBLE_HELP = "average over the 8 flips and rotations of the input (8x the time, higher PSNR)"
 
 
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: the fastest the weights' card allows on the device (default)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="what runs the network; default SRWEB_BACKEND, else auto: the winner `srweb bench --store` "
+                        "recorded for this processor")
     p.add_argument("--tile", type=int, help="input tile size in pixels (default or 0: automatic)")
     p.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
     p.add_argument("--outscale", type=float, metavar="F",
@@ -196,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
                    help="fp32 (default) gives the figures cards and papers quote")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                   help="what runs the network (default torch, as the cards' figures were measured)")
     p.add_argument("--self-ensemble", action="store_true",
                    help=SELF_ENSEMBLE_HELP + "; recorded as its own entry, NAME+")
     p.add_argument("--no-store", dest="store", action="store_false", help="do not record in the database")

@@ -171,14 +171,15 @@ def with_fp32_edges(model: nn.Module) -> nn.Module:
 
 
 @lru_cache(maxsize=8)
-def _cached_weights(path: str, mtime: float) -> tuple[nn.Module, WeightsCard]:
+def _cached_weights(path: str, mtime: float, card_mtime: float) -> tuple[nn.Module, WeightsCard]:
     return load_weights(path)
 
 
 def load_cached(name_or_path: str) -> tuple[nn.Module, WeightsCard]:
-    """``load_weights`` with a small cache keyed on the file and its modification time."""
-    tensors, _ = resolve_weights(name_or_path)
-    return _cached_weights(str(tensors), tensors.stat().st_mtime)
+    """``load_weights`` with a small cache keyed on the files and their modification times (a card
+    rewritten by ``srweb bench --store`` is read again)."""
+    tensors, card = resolve_weights(name_or_path)
+    return _cached_weights(str(tensors), tensors.stat().st_mtime, card.stat().st_mtime)
 
 
 class Upscaler:
@@ -274,7 +275,8 @@ class Upscaler:
 
     def _pick_backend(self, model: nn.Module, requested: str | None, precision: str) -> tuple[str, GraphRuntime | None]:
         """(backend name, graph runtime or None for torch); sets the precision it runs in."""
-        requested = get_settings().backend if requested is None else requested
+        if requested is None:  # SRWEB_BACKEND: for saved weights; a baseline or bare module runs on torch
+            requested = get_settings().backend if self.card is not None else "torch"
         inference = self.card.inference if self.card else {}
         choice = choose_backend(requested, precision, inference, self.device, self.precision, device_name("cpu"))
         runtime = make_runtime(choice, model, self.card, self.device)
