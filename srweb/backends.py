@@ -123,6 +123,12 @@ def choose_backend(requested: str, precision: str, inference: dict, device: str,
     return BackendChoice(requested, torch_precision if torch_precision in GRAPH_PRECISIONS[requested] else "fp32")
 
 
+def first_line(exc: BaseException) -> str:
+    """A runtime's error in one line (OpenVINO's run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def fallback(backend: str, reason: str) -> None:
     """The one ``srweb: warning:`` line (see :func:`srweb.data.folders.show_warnings_as_lines`)."""
     warnings.warn(f"{backend} backend unavailable ({reason}): running on torch", BackendFallback, stacklevel=3)
@@ -130,7 +136,7 @@ def fallback(backend: str, reason: str) -> None:
 
 # ---- the compiled-model cache -----------------------------------------------------------------
 
-_cache: OrderedDict[tuple, "_Compiled"] = OrderedDict()
+_cache: OrderedDict[tuple, _Compiled] = OrderedDict()
 _cache_lock = threading.Lock()
 _sha_of_name: dict[str, str] = {}
 
@@ -189,7 +195,9 @@ def onnx_graph(model: nn.Module, card) -> Path:
     """The ONNX graph of ``model`` (loaded from ``card``) under ``cache_dir/onnx``, exported and
     checked (:func:`srweb.onnx_export.write_onnx`) on first use; keyed by the tensors' sha256."""
     from srweb.config import get_settings
-    from srweb.onnx_export import write_onnx  # imports onnx: only graph backends need it
+    from srweb.onnx_export import (
+        write_onnx,  # imports onnx: only graph backends need it
+    )
 
     path = get_settings().cache_dir / "onnx" / card.sha256[:16] / f"{card.name}.onnx"
     if not path.is_file():
@@ -295,7 +303,6 @@ def make_runtime(choice: BackendChoice, model: nn.Module, card, device: str) -> 
         return None
     try:
         return GraphRuntime(choice.name, model, card, choice.precision)
-    except Exception as exc:  # a runtime's own errors (compile, graph) vary: any of them falls back
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        fallback(choice.name, reason)
+    except Exception as exc:  # noqa: BLE001 - a runtime's own errors (compile, graph) vary: any of them falls back
+        fallback(choice.name, first_line(exc))
         return None

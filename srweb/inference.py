@@ -24,7 +24,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srweb.backends import GraphRuntime, choose_backend, fallback, make_runtime
+from srweb.backends import (
+    GraphRuntime,
+    choose_backend,
+    fallback,
+    first_line,
+    make_runtime,
+)
 from srweb.config import get_settings, resolve_device
 from srweb.imaging import rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
@@ -335,8 +341,8 @@ class Upscaler:
         if self.runtime is not None:
             try:
                 return self.runtime(x)
-            except Exception as exc:  # a runtime's own errors vary: any of them falls back to torch
-                fallback(self.backend, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - a runtime's own errors vary: any of them falls back to torch
+                fallback(self.backend, first_line(exc))
                 self.runtime, self.backend, self.precision = None, "torch", self._torch_precision
         x = x.to(self.device)
         if self.channels_last:

@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from srweb import backends
-from srweb.backends import BackendChoice, BackendFallback, candidates, choose_backend, recorded_best
+from srweb.backends import (
+    BackendChoice,
+    BackendFallback,
+    candidates,
+    choose_backend,
+    recorded_best,
+)
 from srweb.inference import Upscaler, cpu_supports_bf16, device_name, tile_windows
 from srweb.weights import list_weights, read_card, save_weights, write_card
 
@@ -214,7 +220,7 @@ def test_choose_backend_rules():
                                        "onnxruntime/fp32": {"ms_per_mpix": 20, "ok": True},
                                        "torch/bf16": {"ms_per_mpix": 5, "ok": False}}}
     inference = {"backend": {"name": "openvino", "precision": "bf16", "host": HERE}, "backends": table}
-    pick = lambda req, prec="auto", dev="cpu": choose_backend(req, prec, inference, dev, "bf16", HERE)  # noqa: E731
+    pick = lambda req, prec="auto", dev="cpu": choose_backend(req, prec, inference, dev, "bf16", HERE)
     assert pick("auto") == BackendChoice("openvino", "bf16")
     assert pick("auto", "fp32") == BackendChoice("onnxruntime", "fp32")  # the fastest fp32 that passed
     assert pick("auto", dev="cuda") == BackendChoice("torch", "bf16")  # graph backends run on the CPU
