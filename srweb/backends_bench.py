@@ -14,6 +14,7 @@ import copy
 import time
 import warnings
 
+import numpy as np
 import torch
 
 from srweb.backends import BackendChoice, BackendFallback, candidates
@@ -44,6 +45,29 @@ def _plain_ms(name: str, x: torch.Tensor, repeats: int) -> float:
             model(x)
 
     return _median_ms(plain, repeats)
+
+
+def openvino_matmul_gflops(precision: str = "bf16", n: int = 2048, repeats: int = 5) -> float | None:
+    """Achieved GFLOP/s of an ``n`` x ``n`` matrix product compiled by OpenVINO in ``precision``:
+    its compute roof on this host, beside torch's (:func:`srweb.bench.matmul_gflops`); None
+    without OpenVINO."""
+    try:
+        import openvino as ov  # optional runtime
+        from openvino import opset13 as ops
+    except ImportError:
+        return None
+    from srweb.backends import OPENVINO_PRECISION
+    from srweb.bench import _median_ms
+
+    a = ops.parameter([n, n], ov.Type.f32)
+    b = ops.constant(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    graph = ov.Model([ops.matmul(a, b, False, False)], [a])
+    config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "NUM_STREAMS": 1,
+              "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+    x = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    ms = _median_ms(lambda: request.infer({0: x}), repeats)
+    return round(2 * n**3 / ms / 1e6, 1)
 
 
 def time_candidate(name: str, choice: BackendChoice, x: torch.Tensor, repeats: int) -> dict:

@@ -291,6 +291,11 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     # The roofline: what a large matrix product reaches on this host, fp32 and (where fast) bf16.
     report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
                                        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
+    if backends:  # OpenVINO's own roof: its graph backend beats torch's on a CPU only up to it
+        from srweb.backends_bench import openvino_matmul_gflops
+
+        report["host"]["openvino_matmul_gflops"] = {
+            "fp32": openvino_matmul_gflops("fp32"), "bf16": openvino_matmul_gflops("bf16") if cpu_supports_bf16() else None}
     for arch, scale, w, h in cases:
         report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
     if backends:
@@ -404,6 +409,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     host = report["host"]
     print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}; "
           f"matmul roof {host['matmul_gflops']['fp32']} GFLOP/s fp32, {host['matmul_gflops']['bf16']} bf16")
+    if host.get("openvino_matmul_gflops"):
+        roof = host["openvino_matmul_gflops"]
+        print(f"OpenVINO matmul roof {roof['fp32']} GFLOP/s fp32, {roof['bf16']} bf16")
     print(f"{'model':<15}{'input':>10}{'plain ms':>10}{'fast ms':>10}{'speedup':>9}{'MP/s':>8}{'GFLOP/s':>16}{'peak MB':>9}")
     for r in report["inference"]:
         print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"
