@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test install install-test bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+screenshots: $(VENV)/.installed-test  # docs/screenshot.png from the real app in headless Chromium
+	SRWEB_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q tests/test_screenshot.py
 
 bench: $(VENV)/.installed
 	$(BIN)/srweb bench
