@@ -249,3 +249,32 @@ def test_bare_module_and_baselines_stay_on_torch(monkeypatch, graph_cache):
     with pytest.warns(BackendFallback, match="saved weights"):
         assert Upscaler(create_model("espcn", 2), backend="openvino").backend == "torch"
     get_settings.cache_clear()
+
+
+def _contest(winner: str | None) -> dict:
+    results = {"torch/fp32": {"ms": 100.0, "ms_per_mpix": 95.4, "first_call_ms": 120.0, "compile_s": 0.0,
+                              "speedup": 1.2, "psnr_delta_db": 0.0, "ok": True},
+               "openvino/bf16": {"ms": 30.0, "ms_per_mpix": 28.6, "first_call_ms": 90.0, "compile_s": 0.05,
+                                 "speedup": 4.0, "psnr_delta_db": -0.004, "ok": True},
+               "onnxruntime/fp32": {"error": "onnxruntime backend unavailable (not installed): running on torch"}}
+    return {"weights": "edsr-baseline-x4.general100", "scale": 4, "input": "256x256", "output": "1024x1024",
+            "plain_ms": 120.0, "results": results, "winner": winner, "guard_db": 0.01, "dataset": "Set5",
+            "speedup": 4.0 if winner else None}
+
+
+def test_stored_contest_names_the_winner_its_processor_and_every_candidate():
+    from srweb.backends_bench import card_backends, goal_lines
+    from srweb.bench import _stored_speed
+
+    entries = card_backends(_contest("openvino/bf16"), "Some CPU")
+    assert entries["backend"] == {"name": "openvino", "precision": "bf16", "host": "Some CPU", "ms_per_mpix": 28.6}
+    assert set(entries["backends"]["results"]) == {"torch/fp32", "openvino/bf16"}  # the one that could not run is left out
+    assert recorded_best(entries, "Some CPU") == BackendChoice("openvino", "bf16")
+    assert _stored_speed({}, None, _contest("openvino/bf16")) == (28.6, True, "openvino/bf16")
+    # no contest winner (no guard run): torch's path on the architecture's case, as before backends
+    assert _stored_speed({"fast_precision": "bf16"}, {"fast_mpix_per_s": 4.0, "plain_mpix_per_s": 1.0},
+                         _contest(None)) == (250.0, True, "torch/bf16")
+    assert "backend" not in card_backends(_contest(None), "Some CPU")
+    lines = goal_lines([_contest("openvino/bf16")], {"tiled_peak_rss_mb": 1800, "output": "3840x2160",
+                                                      "model": "edsr-baseline-x4.general100"})
+    assert "4.0x plain fp32" in lines[0] and "met" in lines[0] and "1800 MB" in lines[1] and "NOT" not in lines[1]
