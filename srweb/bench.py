@@ -370,7 +370,7 @@ def _stored_speed(inference: dict, case: dict | None, contest: dict | None) -> t
     contest's winner (on the shipped weights), else torch's path on the architecture's case."""
     if contest and contest["winner"]:
         winner = contest["results"][contest["winner"]]
-        return winner["ms_per_mpix"], not contest["winner"].endswith("/fp32"), contest["winner"]
+        return winner["ms_per_mpix"], contest["winner"] != "torch/fp32", contest["winner"]
     ms, fast = card_speed(inference, case)
     return ms, fast, f"torch/{inference.get('fast_precision', 'fp32') if fast else 'fp32'}"
 
