@@ -32,6 +32,11 @@ GRAPH_BACKENDS = ("openvino", "onnxruntime")
 GRAPH_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",)}
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 CACHE_SIZE = 8  # compiled models kept (one per weights x input shape x precision)
+# Share of the Upscaler's activation budget a graph backend's tile gets: its runtime holds more
+# buffers per tile than eager torch. edsr-baseline x4 960x540 -> 3840x2160 peaked at 2,311 MB on
+# OpenVINO bf16 with torch's tiles (1x2; torch bf16: 1,828 MB), 1,953 MB with half the budget, and
+# 1,666 MB (1x5 tiles) with a third (OpenVINO fp32: 2,915 MB in 1x3 tiles, 1,846 MB in 3x4).
+TILE_BUDGET_SHARE = 1 / 3
 
 
 class BackendFallback(UserWarning):
@@ -270,6 +275,7 @@ class GraphRuntime:
         _import_runtime(backend)
         self.backend, self.precision, self.card = backend, precision, card
         self.fixed_shapes = backend == "openvino"
+        self.tile_budget_share = TILE_BUDGET_SHARE
         self.path = onnx_graph(model, card)
         self.compile_seconds = 0.0
         with _cache_lock:

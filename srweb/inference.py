@@ -267,7 +267,8 @@ class Upscaler:
                           f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
                           f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
         element_bytes = BYTES_PER_ELEMENT[self.precision]
-        self.max_tile_pixels = max(32 * 32, TILE_BUDGET_BYTES // (element_bytes * self.profile.elements_per_pixel))
+        budget = TILE_BUDGET_BYTES * (self.runtime.tile_budget_share if self.runtime is not None else 1)
+        self.max_tile_pixels = max(32 * 32, int(budget // (element_bytes * self.profile.elements_per_pixel)))
         self.compiled = get_settings().compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
         # Luma models lose most of their bf16 error in the first and last layer, which are cheap
