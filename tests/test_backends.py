@@ -278,3 +278,13 @@ def test_stored_contest_names_the_winner_its_processor_and_every_candidate():
     lines = goal_lines([_contest("openvino/bf16")], {"tiled_peak_rss_mb": 1800, "output": "3840x2160",
                                                       "model": "edsr-baseline-x4.general100"})
     assert "4.0x plain fp32" in lines[0] and "met" in lines[0] and "1800 MB" in lines[1] and "NOT" not in lines[1]
+
+
+def test_upscale_tab_reports_compile_time_apart(tmp_path):
+    from srweb.ui.upscale import UpscaleResult, compile_note
+
+    image = crop()
+    result = UpscaleResult(image, image, "bicubic", 0.75, "cpu", "bf16", 1, tmp_path / "x.png", 4, "openvino", 0.25)
+    assert compile_note(result) == "; first call for this size: 0.25 s compiling the openvino graph, 0.50 s running"
+    result.compile_seconds = 0.0  # a later call of that size reuses the compiled model
+    assert compile_note(result) == ""
