@@ -19,12 +19,12 @@ _EXPORTS = {
     "list_models": "srweb.models",
     "create_model": "srweb.models",
     "get_model_info": "srweb.models",
-    "load_weights": "srweb.weights",
-    "list_weights": "srweb.weights",
-    "save_weights": "srweb.weights",
-    "WeightsCard": "srweb.weights",
-    "Upscaler": "srweb.inference",
-    "evaluate": "srweb.evaluate",
+    "load_weights": "srweb.weights.files",
+    "list_weights": "srweb.weights.files",
+    "save_weights": "srweb.weights.files",
+    "WeightsCard": "srweb.weights.files",
+    "Upscaler": "srweb.inference.upscaler",
+    "evaluate": "srweb.evaluation.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

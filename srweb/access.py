@@ -83,7 +83,7 @@ def blocked_paths(keep: list[str | Path] = ()) -> list[str]:
     holds one of ``keep`` (files the app serves on purpose), the temp dir or Gradio's cache is
     left out, since blocking it would break those.
     """
-    import gradio.utils
+    import gradio.utils  # gradio is heavy; only the app's launch needs its helpers
 
     settings = get_settings()
     candidates = [settings.state_dir / "db", settings.runs_dir, settings.cache_dir, settings.weights_dir,

@@ -57,7 +57,10 @@ class Settings:
         state_dir: root for the database, runs and caches.
         database_url: any SQLAlchemy URL; SQLite file under ``state_dir/db`` by default.
         runs_dir: per-run checkpoints and logs.
-        data_root: where benchmark and training folders live (Set5, General-100, DIV2K).
+        data_root: where benchmark and training folders live (General-100, DIV2K, Set14, ...):
+            ``data/`` under ``state_dir`` unless ``SRWEB_DATA_ROOT`` names another folder.
+            ``srweb data fetch NAME`` downloads into it; Set5 also ships with the package
+            (:func:`srweb.data.samples.benchmark_path` says which copy wins).
         device: ``auto`` (cuda > mps > cpu) or an explicit torch device string.
         public: public mode (on by default inside a Space, ``SPACE_ID`` set): training,
             evaluation, run export/cancel/resume and arbitrary dataset paths need ``admin_token``
@@ -75,6 +78,8 @@ class Settings:
         threads: torch intra-op threads; None keeps torch's default (one per physical core).
         compile: run inference through ``torch.compile`` (off by default: on the 2-core AVX-512
             CPU it measured slower than eager bf16 + channels_last, see README "Speed").
+        tile_budget_mb: activation memory one inference tile may use, in MB (``SRWEB_TILE_BUDGET_MB``);
+            peak RSS of a 3840x2160 edsr-baseline x4 output stays under 2 GB with the default.
         backend: what runs the network (``SRWEB_BACKEND``): ``auto`` (the winner ``srweb bench
             --store`` recorded for this processor), ``torch``, ``openvino`` or ``onnxruntime``.
     """
@@ -99,6 +104,7 @@ class Settings:
     concurrency: int = 4
     threads: int | None = None
     compile: bool = False
+    tile_budget_mb: float = 1000.0
     backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
@@ -117,7 +123,7 @@ def get_settings() -> Settings:
         database_url=database_url,
         runs_dir=_env_path("SRWEB_RUNS_DIR", db_dir / "runs"),
         cache_dir=_env_path("SRWEB_CACHE_DIR", db_dir / "cache"),
-        data_root=_env_path("SRWEB_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"),
+        data_root=_env_path("SRWEB_DATA_ROOT", state_dir / "data"),
         device=os.environ.get("SRWEB_DEVICE", "auto"),
         public=public,
         admin_token=os.environ.get("SRWEB_ADMIN_TOKEN", "").strip() or None,
@@ -132,6 +138,7 @@ def get_settings() -> Settings:
         concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,
         threads=_env_int("SRWEB_THREADS", None),
         compile=_env_bool("SRWEB_COMPILE"),
+        tile_budget_mb=float(os.environ.get("SRWEB_TILE_BUDGET_MB") or 1000),
         backend=os.environ.get("SRWEB_BACKEND", "").strip().lower() or "auto",
     )
 
@@ -140,7 +147,7 @@ def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
     """Set torch's intra-op thread count from ``SRWEB_THREADS`` (if given), else, when ``sharers``
     processes run at once (parallel training workers), split torch's default among them: each
     one using every core makes small models train many times slower. Returns the count in use."""
-    import torch
+    import torch  # heavy: settings are read by light code (`import srweb`, the CLI parser)
 
     threads = (settings or get_settings()).threads
     if not threads and sharers > 1:
@@ -153,7 +160,7 @@ def apply_threads(settings: Settings | None = None, *, sharers: int = 1) -> int:
 def resolve_device(name: str | None = None) -> str:
     """Turn ``auto`` into the best available device (cuda > mps > cpu); any other name must be a
     device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``), else ValueError."""
-    import torch
+    import torch  # heavy: settings are read by light code (`import srweb`, the CLI parser)
 
     name = name or get_settings().device
     if name != "auto":

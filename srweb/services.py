@@ -5,6 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 
+from srweb.config import get_settings
+from srweb.track.db import init_db, write_transaction
+from srweb.track.evals import forget_missing_cards, seed_from_cards, seed_speeds_from_cards
+from srweb.train import jobs
+from srweb.weights.files import list_weights
+from srweb.weights.sync import fetch_into
+
 log = logging.getLogger(__name__)
 
 _watcher: threading.Thread | None = None
@@ -13,11 +20,6 @@ _watcher_lock = threading.Lock()
 
 def prepare_database() -> None:
     """Upgrade the schema, seed shipped cards' results, and mark runs orphaned by a restart."""
-    from srweb.track.db import init_db, write_transaction
-    from srweb.track.evals import forget_missing_cards, seed_from_cards, seed_speeds_from_cards
-    from srweb.train import jobs
-    from srweb.weights import list_weights
-
     init_db()
     cards = [card.to_dict() for card in list_weights()]
 
@@ -33,21 +35,15 @@ def prepare_database() -> None:
 def fetch_hub_weights() -> list[str]:
     """Fetch the weights ``SRWEB_HUB_WEIGHTS`` names into the exported-weights folder (before
     :func:`prepare_database` reads the cards, so they are listed and seeded like any); returns their names."""
-    from srweb.config import get_settings
-
     settings = get_settings()
     if not settings.hub_weights:
         return []
-    from srweb.hub import fetch_into
-
     return fetch_into(settings.hub_weights, settings.user_weights_dir)
 
 
 def start_job_watcher(interval: float = 2.0) -> threading.Thread:
     """A daemon thread that reaps dead workers and starts queued runs every ``interval`` s."""
     global _watcher
-    from srweb.train import jobs
-
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(interval):

@@ -8,12 +8,14 @@ checkpoint when nothing is shipped. Browser tests need ``/usr/bin/chromium`` (De
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -59,7 +61,7 @@ def _prepare_weights(target: Path) -> tuple[str, int]:
     """Fill ``target`` with the smallest shipped weights entry (or one tiny untrained espcn x2);
     return its (name, scale)."""
     from srweb.models import create_model
-    from srweb.weights import list_weights, save_weights
+    from srweb.weights.files import list_weights, save_weights
 
     target.mkdir(parents=True, exist_ok=True)
     shipped = list_weights(REPO / "weights")
@@ -171,6 +173,22 @@ def running_app(root: Path, extra_env: dict[str, str] | None = None, artifact: s
 STATE_FOLDERS = (("SRWEB_STATE_DIR", "state"), ("SRWEB_WEIGHTS_DIR", "weights"), ("SRWEB_RUNS_DIR", "runs"))
 
 
+SET5 = Path(__file__).resolve().parents[1] / "srweb" / "data" / "builtin" / "Set5"  # shipped with the package
+_HR_PHOTOS: list[Path] = []
+
+
+def hr_photos() -> Path:
+    """Natural HR photos for training tests: the built-in ``sample`` set (scikit-image's photos, what
+    the package ships), made once per test session in a temporary folder."""
+    if not _HR_PHOTOS:
+        from srweb.data.samples import sample_images_dir
+
+        folder = Path(tempfile.mkdtemp(prefix="srweb-test-photos-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _HR_PHOTOS.append(sample_images_dir(folder))
+    return _HR_PHOTOS[0]
+
+
 def data_root() -> Path:
     from srweb.config import get_settings
 
@@ -178,7 +196,7 @@ def data_root() -> Path:
 
 
 def set5_present() -> bool:
-    """Whether Set5 is beside the checkout (tests that evaluate real weights need it)."""
+    """Whether Set5 resolves (it ships with the package; a data root may hold its own copy)."""
     from srweb.data.samples import benchmark_path
 
     try:

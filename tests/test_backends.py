@@ -16,16 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-from srweb import backends
-from srweb.backends import (
+from srweb.inference import backends
+from srweb.inference.backends import (
     BackendChoice,
     BackendFallback,
     candidates,
     choose_backend,
     recorded_best,
 )
-from srweb.inference import Upscaler, cpu_supports_bf16, device_name, tile_windows
-from srweb.weights import list_weights, read_card, save_weights, write_card
+from srweb.inference.upscaler import Upscaler, cpu_supports_bf16, device_name, tile_windows
+from srweb.weights.files import list_weights, read_card, save_weights, write_card
 
 SHIPPED = list_weights()
 GRAPH_CHOICES = [c for c in candidates("cpu", cpu_supports_bf16()) if c.name != "torch"]
@@ -158,7 +158,7 @@ def test_cli_names_the_fallback_in_one_warning_line(own_weights, monkeypatch, tm
 
 @pytest.mark.skipif(not any(c.name == "openvino" for c in GRAPH_CHOICES), reason="OpenVINO is not installed")
 def test_compiled_models_are_reused_and_evicted_when_weights_change(own_weights):
-    from srweb.inference import load_cached
+    from srweb.inference.upscaler import load_cached
 
     name, folder = own_weights
     backends.clear_cache()
@@ -263,8 +263,9 @@ def _contest(winner: str | None) -> dict:
 
 
 def test_stored_contest_names_the_winner_its_processor_and_every_candidate():
-    from srweb.backends_bench import card_backends, goal_lines
-    from srweb.bench import _stored_speed
+    from srweb.evaluation.backends_bench import goal_lines
+    from srweb.evaluation.bench import _stored_speed
+    from srweb.inference.backends import card_backends
 
     entries = card_backends(_contest("openvino/bf16"), "Some CPU")
     assert entries["backend"] == {"name": "openvino", "precision": "bf16", "host": "Some CPU", "ms_per_mpix": 28.6}

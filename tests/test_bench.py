@@ -12,11 +12,11 @@ import sys
 import pytest
 
 from conftest import set5_present
-from srweb.bench import (DEFAULT_CASES, QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed,
+from srweb.evaluation.bench import (DEFAULT_CASES, QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed,
                          leaderboard_cases, psnr_delta)
-from srweb.inference import device_name
+from srweb.inference.upscaler import device_name
 from srweb.models import create_model
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 
 def test_bench_cli_reports_fast_and_plain_paths(tmp_path):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "Set5"
+from conftest import SET5
+
 
 
 def srweb(*args, env=None, check_ok=True):
@@ -85,9 +86,9 @@ def test_upscale_batch_keeps_going_past_bad_files(tmp_path, state):
     assert out.returncode == 1
     assert Image.open(tmp_path / "out" / "good.png").size == (48, 40)
     assert Image.open(tmp_path / "out" / "alpha.png").mode == "RGBA"
-    errors = [l.strip() for l in out.stderr.replace("\r", "\n").splitlines() if "srweb: error" in l]
+    errors = [line.strip() for line in out.stderr.replace("\r", "\n").splitlines() if "srweb: error" in line]
     for name in ("text.png", "truncated.png", "empty.png", "bomb.png"):
-        assert any(name in l for l in errors), (name, out.stderr)
+        assert any(name in line for line in errors), (name, out.stderr)
     assert not (tmp_path / "out" / "text.png").exists()
 
 
@@ -139,7 +140,6 @@ def test_upscale_missing_file(tmp_path, state):
     assert out.returncode != 0 and "not found" in out.stderr
 
 
-@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not present")
 def test_eval_bicubic_set5_json(state):
     data = json.loads(srweb("eval", "--weights", "bicubic", "--scale", "3", "--dataset", SET5, "--json",
                             env=state).stdout)
@@ -148,7 +148,6 @@ def test_eval_bicubic_set5_json(state):
     assert len(data["images"]) == 5
 
 
-@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not present")
 def test_eval_self_ensemble_is_recorded_as_its_own_entry(state):
     from sqlalchemy import create_engine, text
 

@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 
 import srweb
-from conftest import child_env, crops
-from srweb.config import get_settings
+from conftest import SET5, child_env, crops, hr_photos
 from srweb.track.db import dispose_engine, session_scope
 from srweb.track.runs import list_runs
 
-DATA = Path(get_settings().data_root)
 pytestmark = pytest.mark.slow
 
 
@@ -39,8 +37,8 @@ def _torchrun(args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> tu
 
 
 def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
-    train = crops(DATA / "General-100", tmp_path / "train", 8, 48)
-    val = crops(DATA / "Set5", tmp_path / "val", 2, 32)
+    train = crops(hr_photos(), tmp_path / "train", 8, 48)
+    val = crops(SET5, tmp_path / "val", 2, 32)
     env = child_env(tmp_path)
     export = tmp_path / "export"
     args = ["--model", "espcn", "--scale", "2", "--data", str(train), "--val-data", str(val), "--patch-size", "8",
@@ -97,9 +95,9 @@ torch.save({"disc": trainer.disc.state_dict(), "model": trainer.model.state_dict
 
 def test_torchrun_srgan_keeps_one_discriminator(tmp_path):
     from srweb.models import create_model
-    from srweb.weights import save_weights
+    from srweb.weights.files import save_weights
 
-    train = crops(DATA / "General-100", tmp_path / "train", 8, 48)
+    train = crops(hr_photos(), tmp_path / "train", 8, 48)
     save_weights(create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny",
                  weights_dir=tmp_path / "weights")
     script = tmp_path / "srgan_ddp.py"

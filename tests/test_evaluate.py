@@ -17,9 +17,8 @@ from PIL import Image
 from conftest import forged_png
 from srweb.config import get_settings
 from srweb.data.folders import SkippedImage
-from srweb.evaluate import EvalResult, bicubic_sr, evaluate
+from srweb.evaluation.evaluate import EvalResult, bicubic_sr, evaluate
 
-SET5 = get_settings().data_root / "Set5"
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +29,6 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
-@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not available")
 @pytest.mark.parametrize(("scale", "published"), [(2, 33.66), (3, 30.39), (4, 28.42)])
 def test_set5_bicubic_through_evaluate(scale: int, published: float) -> None:
     result = evaluate(bicubic_sr(scale), "Set5", scale)
@@ -72,7 +70,7 @@ def test_evaluate_bad_inputs(tmp_path: Path) -> None:
         result = evaluate(bicubic_sr(4), tmp_path / "one", 4)
     assert result.dataset == "one (1 of 2 images scored)" and result.skipped[0]["image"] == "b.png"
     (tmp_path / "one" / "a.png").unlink()
-    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 \(all 1 skipped: b\.png: 5x5"), \
+    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 .*b\.png: 5x5"), \
             pytest.warns(SkippedImage):
         evaluate(bicubic_sr(4), tmp_path / "one", 4)
 
@@ -132,7 +130,7 @@ def test_skip_lines_are_one_line_without_source(tmp_path: Path) -> None:
     once (a training run validates on the same folder many times)."""
     folder = _bad_folder(tmp_path / "bench", good=1)
     code = ("from srweb.data.folders import show_warnings_as_lines; show_warnings_as_lines(); show_warnings_as_lines()\n"
-            "from srweb.evaluate import evaluate, bicubic_sr\n"
+            "from srweb.evaluation.evaluate import evaluate, bicubic_sr\n"
             f"for _ in range(3): print(evaluate(bicubic_sr(2), {str(folder)!r}, 2).dataset)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

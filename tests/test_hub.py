@@ -12,9 +12,10 @@ from PIL import Image
 
 import srweb
 from srweb.cli import main
-from srweb.hub import HubError, parse_ref, publish
+from srweb.weights.hub import HubError, parse_ref
+from srweb.weights.sync import publish
 from srweb.models import create_model
-from srweb.weights import WeightsError, load_weights, save_weights
+from srweb.weights.files import WeightsError, load_weights, save_weights
 
 
 class FakeHub:
@@ -152,7 +153,7 @@ def test_bad_hub_requests_are_one_clear_line(hub, local, capsys, args, message):
 def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, local, tmp_path, monkeypatch, caplog):
     from srweb.config import get_settings
     from srweb.services import fetch_hub_weights
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     publish("espcn-x2.mine", "someone/sr")
     torch = pytest.importorskip("torch")
@@ -176,7 +177,7 @@ def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, l
     save_weights(create_model("espcn", 2), "espcn-x2.evil", weights_dir=evil)
     card = json.loads((evil / "espcn-x2.evil.json").read_text())
     (evil / "espcn-x2.evil.json").write_text(json.dumps({**card, "name": "../../escaped"}))
-    from srweb.hub import fetch_into
+    from srweb.weights.sync import fetch_into
 
     assert fetch_into(["hf://evil/sr/espcn-x2.evil"], exported) == []
     assert "is not a file name" in caplog.text and not (tmp_path / "escaped.json").exists()
@@ -194,7 +195,7 @@ def test_references_parse():
 
 
 def test_the_app_never_fetches_from_the_hub():
-    from srweb.ui.upscale import parse_choice
+    from srweb.ui.common import parse_choice
 
     with pytest.raises(WeightsError, match="unknown weights"):  # only listed entries: no downloads by visitors
         parse_choice("hf://someone/sr/espcn-x2.mine")

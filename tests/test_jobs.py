@@ -1,15 +1,17 @@
 """Background jobs end to end: a real SQLite file, real worker processes, real signals.
 
-Each test gets its own state folder (database, runs) and tiny crops of General-100 / Set5,
+Each test gets its own state folder (database, runs) and tiny crops of the sample photos / Set5,
 so a worker spends its time starting Python and torch, not training. The acceptance
 scenario of the training issue (EDSR-baseline on General-100, validated on Set5, cancelled,
-resumed, finished, all in the database) runs on the real data sets.
+resumed, finished, all in the database) runs on full-size images: the sample photos as a
+data-root folder named General-100, and the built-in Set5.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import torch
 from sqlalchemy import func, select, text
 
 import srweb
-from conftest import crops
+from conftest import SET5, crops, hr_photos
 from srweb.config import apply_threads, get_settings
 from srweb.track import views
 from srweb.track.db import session_scope, write_transaction
@@ -30,7 +32,6 @@ from srweb.track.schema import Checkpoint, Run
 from srweb.train import jobs
 from srweb.train.config import ConfigError, TrainConfig
 
-DATA = Path(get_settings().data_root)
 PAUSE_SECONDS = 3  # a cancelled run waiting to be resumed
 TIMEOUT = 120  # seconds; a loaded 2-core machine starts a torch worker in ~5-10 s
 
@@ -38,8 +39,8 @@ TIMEOUT = 120  # seconds; a loaded 2-core machine starts a torch worker in ~5-10
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-data")
-    return {"train": str(crops(DATA / "General-100", root / "train", 4, 48)),
-            "val": str(crops(DATA / "Set5", root / "val", 2, 32))}
+    return {"train": str(crops(hr_photos(), root / "train", 4, 48)),
+            "val": str(crops(SET5, root / "val", 2, 32))}
 
 
 @pytest.fixture
@@ -313,7 +314,7 @@ def test_a_paused_run_taken_for_dead_records_its_real_outcome(env, tiny):
 
     from srweb.track.runs import mark_orphans
     from srweb.train.trainer import TrainResult
-    from srweb.train.worker import record_result
+    from srweb.train.session import record_result
 
     run_id = write_transaction(lambda s: set_status(s, create_run(s, name="paused", arch="espcn", scale=2,
                                                                   config={}).id, "running", pid=os.getpid()).id)
@@ -329,7 +330,11 @@ def test_a_paused_run_taken_for_dead_records_its_real_outcome(env, tiny):
 
 
 @pytest.mark.slow
-def test_acceptance_edsr_baseline_general100_cancel_resume_finish(env):
+def test_acceptance_edsr_baseline_general100_cancel_resume_finish(env, monkeypatch):
+    # "General-100" by name, from a data root the workers inherit (made here from the sample photos).
+    shutil.copytree(hr_photos(), env / "data" / "General-100")
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "data"))
+    get_settings.cache_clear()
     cfg = TrainConfig(model="edsr-baseline", scale=2, overrides={"num_blocks": 2, "num_features": 16},
                       data="General-100", val_data="Set5", patch_size=24, batch_size=4, iterations=80,
                       val_interval=40, ckpt_interval=40, precision="fp32", tag="acceptance")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy.signal import correlate2d
 
-from srweb.imaging import rgb_to_y_np
-from srweb.metrics import protocol, psnr, ssim
+from srweb.imaging.io import rgb_to_y_np
+from srweb.evaluation.metrics import protocol, psnr, ssim
 
 
 def test_identical_images() -> None:
@@ -64,7 +64,7 @@ def _matlab_ssim_index(img1: np.ndarray, img2: np.ndarray) -> float:
 
 def test_ssim_matches_matlab_formula() -> None:
     # Result: agreement to ~1e-15 (0.7206487357036) on grey and per-channel colour images, so the skimage
-    # settings in srweb.metrics are the MATLAB ssim_index of the SR literature.
+    # settings in srweb.evaluation.metrics are the MATLAB ssim_index of the SR literature.
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[0:40, 0:48]
     base = 120 + 80 * np.sin(xx / 5.0) * np.cos(yy / 7.0)

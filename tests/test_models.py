@@ -54,7 +54,7 @@ def lr_input(model: nn.Module, lr_size: int = LR_SIZE) -> torch.Tensor:
 
 def skip_if_missing_resize(name: str) -> None:
     if name == "bicubic":
-        pytest.importorskip("srweb.resize")
+        pytest.importorskip("srweb.imaging.resize")
 
 
 @pytest.mark.parametrize(("name", "scale"), CASES)
@@ -105,7 +105,7 @@ def test_nearest_replicates_pixels_and_clamps() -> None:
 
 
 def test_bicubic_uses_matlab_imresize() -> None:
-    resize = pytest.importorskip("srweb.resize")
+    resize = pytest.importorskip("srweb.imaging.resize")
     x = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(1))
     y = create_model("bicubic", 3)(x)
     assert torch.allclose(y, resize.imresize(x, scale=3).clamp(0, 1))

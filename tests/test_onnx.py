@@ -9,12 +9,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import srweb.onnx_export as onnx_export
+import srweb.weights.onnx as onnx_export
 from srweb.cli import main
 from srweb.data.folders import read_rgb8
-from srweb.imaging import rgb_to_ycbcr
-from srweb.inference import Upscaler
-from srweb.resize import imresize
+from srweb.imaging.io import rgb_to_ycbcr
+from srweb.inference.upscaler import Upscaler
+from srweb.imaging.resize import imresize
 
 from conftest import set5_present
 

@@ -13,8 +13,8 @@ def _names(reqs):
 
 def test_requirements_match_pyproject():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines()
-             if l.strip() and not l.startswith(("#", "-"))]  # "-": pip options (e.g. the CPU torch index)
+    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith(("#", "-"))]  # "-": pip options (e.g. the CPU torch index)
     assert _names(lines) == _names(deps)
 
 
@@ -27,6 +27,13 @@ def test_readme_quickstart_has_the_two_commands():
 
 def test_ci_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ci_runs_the_suite_as_a_newcomer_with_an_empty_data_root():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r'^SRWEB_DATA_ROOT="\$\(mktemp -d\)"$', script, re.M) and "export SRWEB_DATA_ROOT" in script
+    assert script.index("SRWEB_DATA_ROOT") < script.index("make test")
+
 
 
 def test_import_is_light():
@@ -47,4 +54,5 @@ def test_space_front_matter_matches_the_installed_gradio():
     assert fields["app_file"] == "app.py" and (ROOT / fields["app_file"]).is_file()
     minimum = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"].removeprefix(">=")
     assert tuple(map(int, fields["python_version"].split("."))) >= tuple(map(int, minimum.split(".")))
-    assert "## Deploy to Hugging Face Spaces" in (ROOT / "README.md").read_text()
+    assert "(docs/deploy.md)" in (ROOT / "README.md").read_text()  # the Space guide is linked, and there
+    assert "## Hugging Face Spaces" in (ROOT / "docs" / "deploy.md").read_text()

@@ -178,7 +178,7 @@ def test_too_large_images_are_refused_with_a_clear_message(client, public_app_se
 
     weights = public_app_server.weights_name
     over = forged_png(tmp_path / "big.png", 2500, 2000)  # 5 MP: over the public 4 MP limit, header only
-    with pytest.raises(AppError, match=rf"2500x2000 = 5,000,000 pixels exceeds the limit of {PUBLIC_MAX_INPUT_PIXELS:,}"):
+    with pytest.raises(AppError, match=rf"5,000,000 pixels exceeds the limit of {PUBLIC_MAX_INPUT_PIXELS:,}"):
         _upscale(client, over, weights)
     with pytest.raises(AppError, match="too large"):
         _upscale(client, forged_png(tmp_path / "bomb.png", 30000, 30000), weights)
@@ -201,6 +201,6 @@ def test_an_oversized_reference_is_refused_from_its_header(client, public_app_se
 
     scale = public_app_server.scale
     side = 40 * scale
-    with pytest.raises(AppError, match=f"^ref.png: 9000x9000 = 81,000,000 pixels exceeds the limit of {side * 32 * scale:,}"):
+    with pytest.raises(AppError, match=f"^ref.png: 9000x9000 .* the limit of {side * 32 * scale:,}"):
         client.predict(handle_file(str(_image(tmp_path / "in.png"))), public_app_server.weights_name,
                        handle_file(str(forged_png(tmp_path / "ref.png", 9000, 9000))), api_name="/upscale")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections import Counter
 from datetime import timedelta
 
@@ -12,17 +13,17 @@ from PIL import Image
 from sqlalchemy import select
 
 import srweb
-from srweb import rating_pool
+from srweb.rating import pool as rating_pool
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
 from srweb.track.ratings import create_trial, get_or_create_rater, rating_stats
 from srweb.track.schema import Trial, Vote, utcnow
-from srweb.weights import save_weights
+from srweb.weights.files import save_weights
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """Temp state, cache and weights folders; the real Set5 stays the data root."""
+    """Temp state, cache and weights folders; Set5 is the built-in copy unless the data root has its own."""
     monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.delenv("SRWEB_CACHE_DIR", raising=False)
@@ -85,10 +86,12 @@ def test_broken_weights_are_skipped_and_not_retried(env):
 
 
 def test_anchors_ready_before_models_and_sample_fallback(env, monkeypatch):
-    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "empty"))
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "empty"))  # a fresh install: Set5 is the built-in copy
     get_settings.cache_clear()
     add_weights("espcn-x2.a")
-    pool = rating_pool.build_pool(models=False)
+    assert rating_pool.build_pool(models=False).dataset == "Set5"
+    shutil.rmtree(get_settings().cache_dir / "rating_pool")
+    pool = rating_pool.build_pool(models=False, dataset="Set99")  # a benchmark that is nowhere: the sample set
     assert pool.dataset == "sample" and pool.entries == {} and pool.scales == (2,)
     init_db()
     with session_scope() as session:

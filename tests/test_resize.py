@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from srweb.config import get_settings
-from srweb.imaging import rgb_to_y_np
-from srweb.resize import cubic, imresize, imresize_np
+from conftest import SET5
+from srweb.imaging.io import rgb_to_y_np
+from srweb.imaging.resize import cubic, imresize, imresize_np
 
-SET5 = get_settings().data_root / "Set5"
 
 # Cubic kernel (a = -0.5) at the distances the taps fall on, worked out by hand:
 # cubic(0.25) = 1.5/64 - 2.5/16 + 1, cubic(0.75) = 1.5*27/64 - 2.5*9/16 + 1, ...
@@ -95,7 +94,6 @@ def bicubic_set5_psnr(scale: int) -> float:
     return float(np.mean(values))
 
 
-@pytest.mark.skipif(not SET5.is_dir(), reason="Set5 not available")
 @pytest.mark.parametrize(("scale", "published"), [(2, 33.66), (3, 30.39), (4, 28.42)])
 def test_set5_bicubic_baseline(scale: int, published: float) -> None:
     assert bicubic_set5_psnr(scale) == pytest.approx(published, abs=0.03)

@@ -356,7 +356,7 @@ def test_record_and_best_evaluations(url):
 
 
 def test_record_evaluation_from_eval_result(url):
-    from srweb.evaluate import EvalResult
+    from srweb.evaluation.evaluate import EvalResult
 
     result = EvalResult(dataset="Set5", scale=2, protocol={**PROTOCOL, "dataset": "Set5"},
                         images=[{"image": "baby.png", "psnr": float("inf"), "ssim": 1.0}], psnr=36.5, ssim=0.95)

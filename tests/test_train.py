@@ -1,6 +1,6 @@
 """Training engine: TrainConfig, the Trainer (all model families, resume, SRGAN) and export.
 
-Everything runs on CPU in a few seconds per test: tiny crops of General-100 / Set5 written
+Everything runs on CPU in a few seconds per test: tiny crops of the built-in sample photos / Set5 written
 to a temporary folder, small patches and batches, a few dozen iterations.
 """
 
@@ -18,27 +18,26 @@ from safetensors.torch import load_file
 
 import srweb
 import srweb.train.trainer as trainer_module
-from conftest import crops
+from conftest import SET5, crops, hr_photos
+from srweb.data.samples import benchmark_path
 from srweb.config import get_settings
-from srweb.evaluate import evaluate
+from srweb.evaluation.evaluate import evaluate
 from srweb.models import create_model
 from srweb.train.config import ARCH_DEFAULTS, ConfigError, TrainConfig
 from srweb.train.jobs import check_config
 from srweb.train.trainer import Trainer, lr_factor
-from srweb.weights import count_params, save_weights
-from srweb.weights_table import card_markdown
-
-DATA = Path(get_settings().data_root)
+from srweb.weights.files import count_params, save_weights
+from srweb.weights.table import card_markdown
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """``{"train": 4 crops of General-100 (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
+    """``{"train": 4 crops of the sample photos (48 px), "val": 2 crops of Set5 (32 px), "one": one 16 px crop}``."""
     root = tmp_path_factory.mktemp("tiny-data")
     return {
-        "train": str(crops(DATA / "General-100", root / "train", 4, 48)),
-        "val": str(crops(DATA / "Set5", root / "val", 2, 32)),
-        "one": str(crops(DATA / "General-100", root / "one", 1, 16)),
+        "train": str(crops(hr_photos(), root / "train", 4, 48)),
+        "val": str(crops(SET5, root / "val", 2, 32)),
+        "one": str(crops(hr_photos(), root / "one", 1, 16)),
     }
 
 
@@ -123,7 +122,7 @@ def test_default_training_data_is_general100_when_present_else_the_sample_set(en
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "data"))
     get_settings.cache_clear()
     assert TrainConfig(model="espcn").resolved().data == "sample"
-    crops(DATA / "General-100", tmp_path / "data" / "General-100", 2, 48)
+    crops(hr_photos(), tmp_path / "data" / "General-100", 2, 48)
     assert TrainConfig(model="espcn").resolved().data == "General-100"
     assert TrainConfig(model="espcn", data="sample").resolved().data == "sample"
 
@@ -164,7 +163,7 @@ def test_unknown_keys_are_rejected():
         TrainConfig.from_dict({"model": "espcn", "learning_rate": 1e-3, "colour": "y"})
 
 
-def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, tiny):
+def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, tiny, monkeypatch):
     with pytest.raises(ConfigError, match="data: .*nowhere.* not found"):
         check_config(TrainConfig(model="espcn", data=str(env / "nowhere"), val_data=None))
     with pytest.raises(ConfigError, match="val_data: "):
@@ -173,7 +172,7 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
     notes.mkdir()
     (notes / "readme.txt").write_text("not an image")
     (notes / "empty.png").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K's folders\)"):
+    with pytest.raises(ConfigError, match=r"data: .*notes holds no readable image \(nor DIV2K"):
         check_config(TrainConfig(model="espcn", data=str(notes), val_data=None))
     with pytest.raises(ConfigError, match=r"val_data: .*notes holds no readable image$"):
         check_config(TrainConfig(model="espcn", data=tiny["train"], val_data=str(notes)))
@@ -183,12 +182,19 @@ def test_check_config_rejects_missing_data_and_patches_too_few_images_hold(env, 
         check_config(_cfg(tiny, "espcn", patch_size=25))
     assert "needs 50x50 HR pixels" in str(err.value) and "48x48" in str(err.value)
     assert "patch_size <= 24" in str(err.value)
-    # General-100's smallest image is 131x112, but 94 of its 100 images hold EDSR's 192 px HR patch at x4:
-    # the dataset skips the other six. Only 82 hold 240 px, too few.
-    check_config(TrainConfig(model="edsr-baseline", scale=4, data="General-100", val_data="Set5"))
-    with pytest.raises(ConfigError, match=r"only 82 of the 100 training images in General-100 .*\(the smallest, "
-                                          r"im_67.png, is 131x112\); use patch_size <= 28 to use every image"):
-        check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=60, data="General-100", val_data="Set5"))
+    # A dataset named under the data root is measured alike, and the advice names it: x4 and 24 px
+    # LR patches need 96 px, which 6 of these 10 images (60 to 150 px) hold.
+    from PIL import Image
+
+    named = env / "data" / "General-100"
+    named.mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (60 + 10 * i, 60 + 10 * i), (i * 20, 90, 160)).save(named / f"im_{i}.png")
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "data"))
+    get_settings.cache_clear()
+    check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=15, data="General-100", val_data="Set5"))
+    with pytest.raises(ConfigError, match=r"only 6 of the 10 .*im_0.png.*patch_size <= 15"):
+        check_config(TrainConfig(model="edsr-baseline", scale=4, patch_size=24, data="General-100", val_data="Set5"))
 
 
 def test_patch_guard_lets_a_few_small_images_be_skipped(env, tmp_path):
@@ -380,7 +386,7 @@ def test_a_killed_session_is_trained_again_from_its_checkpoint_and_logged_once(e
 def test_run_logger_forgets_metrics_past_the_checkpoint_it_resumes_from(fresh_state):
     from srweb.track.db import init_db, session_scope, write_transaction
     from srweb.track.runs import create_run, metric_series
-    from srweb.train.worker import RunLogger
+    from srweb.train.session import RunLogger
 
     init_db()
     run_id = write_transaction(lambda s: create_run(s, name="r", arch="espcn", scale=2, config={}).id)
@@ -515,7 +521,7 @@ def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_
     save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
     cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=6, val_data=None, precision="fp32")
     steps = _stop_after(3)
-    first = Trainer(cfg, env / "run", should_stop=lambda: hasattr(first, "train_set") and steps(), progress=False)
+    first = Trainer(cfg, env / "run", should_stop=lambda: first.train_set is not None and steps(), progress=False)
     part1 = first.train()  # the stop comes after 3 steps, not during the teacher pass
     assert (part1.status, part1.step, part1.card) == ("cancelled", 3, None)
 
@@ -658,8 +664,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, precision="fp32", channels_last=False)
     run = env / "run"
     assert Trainer(cfg, run, should_stop=_stop_after(8), progress=False).train().step == 8
-    with pytest.raises(ConfigError, match=r"holds a run \(step 8 of 20\) with other settings: batch_size 4 -> 8, "
-                                          r"lr 0.001 -> 0.0005; pass a new --run-dir"):
+    with pytest.raises(ConfigError, match=r"batch_size 4 -> 8, lr 0.001 -> 0.0005; pass a new --run-dir"):
         Trainer(dataclasses.replace(cfg, lr=5e-4, batch_size=8), run, progress=False).train()
     with pytest.raises(ConfigError, match="already trained for 8 steps, more than iterations 5"):
         Trainer(dataclasses.replace(cfg, iterations=5), run, progress=False).train()
@@ -676,8 +681,7 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     again = Trainer(longer, run, progress=False).train()
     assert (again.step, again.card.sha256, again.card.training["config"]) == (30, card["sha256"],
                                                                               card["training"]["config"])
-    with pytest.raises(ConfigError, match=r"holds a run that finished \(30 of 30 steps\) with other settings "
-                                          r"\(iterations 30 -> 40\); to train it further, copy the folder"):
+    with pytest.raises(ConfigError, match=r"finished \(30 of 30 steps\).*iterations 30 -> 40.*copy the"):
         Trainer(dataclasses.replace(longer, iterations=40), run, progress=False).train()
     shutil.copytree(run, env / "copy")  # a copy may go on
     assert Trainer(dataclasses.replace(longer, iterations=40), env / "copy", progress=False).train().step == 40
@@ -688,8 +692,7 @@ def test_iterations_cannot_change_when_the_steps_depend_on_them(env, tiny):
 
     cfg = _cfg(tiny, "espcn", iterations=20, val_data=None, schedule="cosine")
     Trainer(cfg, env / "run", should_stop=_stop_after(5), progress=False).train()
-    with pytest.raises(ConfigError, match="run of 20 iterations \\(at step 5\\); it cannot become one of 30: its "
-                                          "cosine learning rate is spread over the iterations"):
+    with pytest.raises(ConfigError, match="run of 20 iterations .*cannot become one of 30: its cosine"):
         Trainer(dataclasses.replace(cfg, iterations=30), env / "run", progress=False).train()
 
 
@@ -716,9 +719,7 @@ def test_a_batch_too_large_for_the_free_memory_is_refused_with_the_estimate(env,
     check_config(cfg)  # batch 4
     largest = (8 * memory.GB - fixed) // per_sample
     check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=largest))
-    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit in memory: a training step of espcn x3 "
-                                          rf"at patch_size 16 needs at least 16.3 GB .*and cpu has 8.0 GB memory "
-                                          rf"available; no batch_size above {largest} could fit"):
+    with pytest.raises(ConfigError, match=rf"batch_size 100000 does not fit.*16.3 GB .*above {largest} could"):
         check_config(_cfg(tiny, "espcn", scale=3, patch_size=16, precision="fp32", batch_size=100_000))
     # bf16 autocast keeps 16-bit activations: about twice the batch fits.
     fixed16, per16 = memory.step_bytes(cfg.resolved(), "bf16")
@@ -743,10 +744,9 @@ def test_a_fine_tuned_export_keeps_its_starting_cards_speed_on_the_same_path(env
 def test_resume_compares_folders_not_their_spelling(env, tiny):
     from srweb.train.resume import differences
 
-    set5 = get_settings().data_root / "Set5"
+    set5 = benchmark_path("Set5")  # the built-in copy, or the data root's own
     base = _cfg(tiny, "espcn").to_dict()
-    if set5.is_dir():  # a name under the data root and its path are one folder
-        assert not differences({**base, "val_data": "Set5"}, {**base, "val_data": str(set5.resolve())})
+    assert not differences({**base, "val_data": "Set5"}, {**base, "val_data": str(set5.resolve())})
     relative = os.path.relpath(tiny["train"])
     assert not differences({**base, "data": relative}, {**base, "data": str(Path(tiny["train"]).resolve())})
     assert differences({**base, "data": tiny["train"]}, {**base, "data": tiny["val"]}) == [

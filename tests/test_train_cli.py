@@ -15,13 +15,12 @@ from safetensors.torch import load_file
 from sqlalchemy.exc import OperationalError
 
 import srweb
-from conftest import child_env, crops, point_at
+from conftest import SET5, child_env, crops, hr_photos, point_at
 from srweb.cli import main
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine, session_scope
 from srweb.track.runs import get_run, list_runs, metric_series
 
-DATA = Path(get_settings().data_root)
 SRWEB = [sys.executable, "-m", "srweb.cli"]
 
 
@@ -36,11 +35,12 @@ def _summary(out: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The issue's command: EDSR-baseline on General-100, validated on Set5, tracked, exported."""
+    """The issue's command (EDSR-baseline, validated on Set5, tracked, exported) on the sample photos
+    instead of General-100, which a fresh clone does not have."""
     root = tmp_path_factory.mktemp("cli")
     env = child_env(root)
-    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(DATA / "General-100"),
-            "--val-data", str(DATA / "Set5"), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
+    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(hr_photos()),
+            "--val-data", str(SET5), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
             "--override", "num_blocks=2", "--val-interval", "10", "--export", str(root / "weights")]
     started = time.monotonic()
     out = _srweb(args, env, root)
@@ -84,7 +84,7 @@ def test_train_edsr_baseline_general100_end_to_end(state):
 
 @pytest.mark.slow
 def test_a_foreground_run_exported_elsewhere_exports_from_the_runs_tab(state, tmp_path):
-    from srweb.exports import export_run_weights
+    from srweb.weights.exports import export_run_weights
 
     # Its files are in --export (here the weights folder), not run_dir/export: found there, and
     # since that folder already lists them, that entry is the export (no second copy).
@@ -112,7 +112,7 @@ def test_from_card_reproduces_the_cards_config(state, tmp_path):
 @pytest.mark.slow
 def test_from_card_retrains_bit_identically(tmp_path):
     # Same config, same seed, one CPU thread: training again from the card gives the same tensors.
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     first = _summary(_srweb(["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                              "--batch-size", "4", "--iterations", "15", "--tag", "a", "--no-track", "--run-dir",
@@ -134,7 +134,7 @@ def test_from_card_retrains_bit_identically(tmp_path):
 def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     # x2 from scratch, then x3 initialised from it (the shared layers): the x3 card records its parent,
     # and --from-card retrains both stages and lands on the same tensors.
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     common = ["--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8", "--batch-size", "4",
               "--tag", "a", "--no-track"]
@@ -167,7 +167,7 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
 
 
 def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypatch, capsys):
-    from srweb.train import cli
+    from srweb.cli import train as cli
 
     def stage(precision, ran_in, parent=None):
         config = {"model": "espcn", "scale": 3, "precision": precision, "iterations": 10}
@@ -184,12 +184,12 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
     args.precision = "auto"  # the user's flag wins
     assert cli.config_from_args(args).precision == "auto"
     # A bf16 stage replayed on a CPU without bf16: the user hears it will be slow, and how to avoid it.
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: False)
     stages = cli.card_stages(card)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert "trained in bf16, which this CPU emulates" in capsys.readouterr().err
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), "fp32")
-    monkeypatch.setattr("srweb.inference.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("srweb.inference.upscaler.cpu_supports_bf16", lambda: True)
     cli.warn_slow_replay(str(path), stages, cli.config_from_args(args), None)
     assert capsys.readouterr().err == ""
 
@@ -207,7 +207,7 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
         (["--model", "espcn", "--loss", "ssim"], "loss must be one of"),
         (["--model", "espcn", "--override", "num_blocks=4"], "unknown override(s) num_blocks for espcn"),
         (["--model", "espcn", "--data", "/no/such/folder"], "data: dataset '/no/such/folder' not found"),
-        (["--model", "espcn", "--data", "General-100", "--patch-size", "120"], "only 82 of the 100 training images"),
+        (["--model", "espcn", "--data", "sample", "--patch-size", "160"], "only 6 of the 8 training images in sample"),
         (["--model", "espcn", "--val-data", "Set99"], "val_data: dataset 'Set99' not found"),
         (["--model", "espcn", "--teacher", "edsr-x4.nowhere"], "teacher 'edsr-x4.nowhere'"),
         (["--model", "espcn", "--teacher", "edsr-baseline"], "is an architecture, not trained weights"),
@@ -239,7 +239,7 @@ def test_bad_hyperparameters_in_a_real_process(tmp_path):
 
 @pytest.mark.slow
 def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     out = _srweb(["jobs", "submit", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
                   "--batch-size", "4", "--iterations", "20", "--precision", "fp32"], env, tmp_path)
@@ -288,7 +288,7 @@ def _checkpoint(folder: Path, cfg, step: int, exported: bool = False, saved_in: 
 def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))
@@ -298,7 +298,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         init_db()
         first, where = start(cfg)
         assert where == folder.resolve()
-        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait for it or cancel it"):
+        with pytest.raises(ValueError, match=f"belongs to run {first}, which is running; wait"):
             start(cfg)  # two trainings in one folder would overwrite each other's checkpoints
         write_transaction(lambda s: set_status(s, first, "cancelled"))
         folder.mkdir()
@@ -317,7 +317,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
         assert start(longer)[0] == second
         write_transaction(lambda s: set_status(s, second, "finished"))
-        with pytest.raises(ValueError, match=f"holds run {second}, which finished; to train it further, copy"):
+        with pytest.raises(ValueError, match=f"holds run {second}, which finished; .* copy"):
             start(longer)  # its checkpoint and exported weights stay its own
         assert start(cfg, tmp_path / "fresh")[0] == second + 1
     finally:
@@ -329,7 +329,7 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_run(tmp_path, monkeypatch):
     import signal
 
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
     args = ["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
             "--batch-size", "4", "--iterations", "4000", "--precision", "fp32", "--ckpt-interval", "100000",
@@ -374,11 +374,11 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
     """The issue: a run trained in a folder, then the same command with another lr in that folder. It used to
     report "finished" without training and export a card saying lr 5e-4 over the lr 1e-3 weights (untracked),
     or record a "finished 60/50" run named lr5e-4 (tracked)."""
-    from srweb.train import cli
-    from srweb.train.cli import default_run_dir
+    from srweb.cli import train as cli
+    from srweb.cli.train import default_run_dir
     from srweb.train.config import TrainConfig
 
-    train = crops(DATA / "General-100", tmp_path / "train", 4, 48)
+    train = crops(hr_photos(), tmp_path / "train", 4, 48)
     point_at(monkeypatch, child_env(tmp_path))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # pytest keeps its own Ctrl-C
@@ -421,7 +421,7 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
 def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, monkeypatch):
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import set_status
-    from srweb.train.cli import start_tracked_run
+    from srweb.cli.train import start_tracked_run
     from srweb.train.config import ConfigError, TrainConfig
 
     point_at(monkeypatch, child_env(tmp_path))
@@ -434,9 +434,7 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         folder.mkdir()
         _checkpoint(folder, cfg, step=30)
         other = TrainConfig(model="espcn", scale=3, iterations=60, lr=5e-4).resolved()
-        with pytest.raises(ConfigError, match=rf"holds a run \(step 30 of 60\) with other settings: lr 0.001 -> "
-                                              rf"0.0005; pass a new --run-dir to train these settings, or continue run {first} "
-                                              rf"as it was with `srweb jobs resume {first}`"):
+        with pytest.raises(ConfigError, match=rf"lr 0.001 -> 0.0005; pass a new --run-dir.*jobs resume {first}`"):
             start(other)
         with session_scope(write=False) as session:
             assert [r.id for r in list_runs(session)] == [first]  # no run recorded for the refused one
@@ -444,16 +442,15 @@ def test_a_tracked_run_in_a_cancelled_runs_folder_needs_its_settings(tmp_path, m
         from srweb.train.jobs import JobError, resume
 
         _checkpoint(folder, other, step=40)
-        with pytest.raises(JobError, match=rf"run {first} cannot resume: .* with other settings: lr 0.0005 -> 0.001"):
+        with pytest.raises(JobError, match=rf"run {first} cannot resume: .*lr 0.0005 -> 0.001"):
             resume(first)
         # A folder an untracked run finished in (no record of it) is refused; a copy of it may be extended.
         done = tmp_path / "done"
         done.mkdir()
         _checkpoint(done, cfg, step=60, exported=True)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\) with other settings "
-                                              "\\(lr 0.001 -> 0.0005\\)"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\) with other settings \\(lr 0.001"):
             start(other, done)
-        with pytest.raises(ConfigError, match="holds a run that finished \\(60 of 60 steps\\); to train it further"):
+        with pytest.raises(ConfigError, match="finished \\(60 of 60 steps\\); to train it further"):
             start(cfg, done)
         copy = tmp_path / "copy"
         copy.mkdir()

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srweb.config import get_settings
 from srweb.track import views
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 pytestmark = pytest.mark.browser
 
@@ -198,10 +197,6 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     page, db = browser_page, app_server.database_url
     page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#train-launch")
-    val = "Set5" if (get_settings().data_root / "Set5").is_dir() else "sample"
-    if val != "Set5":
-        page.locator("#train-val-data input").fill(val)
-        page.keyboard.press("Enter")
     fill_form(page, patch=17, batch=4, iterations=30, **{"val-interval": 10, "lr": -1})
 
     page.locator("#train-launch").click()  # invalid: the reason shows, nothing is queued

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from srweb.data.folders import make_lr, mod_crop
-from srweb.metrics import psnr, ssim
-from srweb.resize import imresize_np
+from srweb.evaluation.metrics import psnr, ssim
+from srweb.imaging.resize import imresize_np
 from srweb.ui.compare import method_choices, on_scale_change, run_compare
-from srweb.weights import list_weights
+from srweb.weights.files import list_weights
 
 
 def _no_progress(*_, **__) -> None:
@@ -44,7 +44,7 @@ def test_the_table_follows_the_protocol_and_the_figure_holds_every_crop(tmp_path
 
 
 def test_self_ensembles_join_each_model(tmp_path):
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     x2 = min((c for c in list_weights() if c.scale == 2), key=lambda c: c.num_params, default=None)
     if x2 is None:

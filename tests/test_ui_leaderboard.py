@@ -17,7 +17,7 @@ from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
 from srweb.ui import leaderboard as lb
 from srweb.ui.outputs import output_dir
 from srweb.ui.leaderboard_charts import perception_distortion_figure, psnr_params_figure
-from srweb.weights import save_weights
+from srweb.weights.files import save_weights
 
 NAME = "espcn-x2.lb"
 SET5 = {"dataset": "Set5", "psnr": 36.5, "ssim": 0.95}
@@ -203,7 +203,7 @@ def test_evaluate_list_offers_weights_exported_since_start(env):
 
 
 def test_lists_start_on_shipped_weights_not_on_an_export_that_sorts_first(env, monkeypatch):
-    from srweb.ui.upscale import default_choice, weights_choices
+    from srweb.ui.common import default_choice, weights_choices
 
     # NAME (espcn-x2.*) is in the weights folder; an export of another name sorts before it
     save_weights(srweb.create_model("espcn", 2), "espcn-x2.aaa", weights_dir=get_settings().user_weights_dir)

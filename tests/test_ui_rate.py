@@ -9,11 +9,11 @@ from pathlib import Path
 from PIL import Image
 
 import srweb
-from srweb import rating_pool
+from srweb.rating import pool as rating_pool
 from srweb.config import get_settings
 from srweb.track.db import dispose_engine
 from srweb.ui import rate
-from srweb.weights import save_weights
+from srweb.weights.files import save_weights
 
 
 @pytest.fixture

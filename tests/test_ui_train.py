@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.exports import ExportError, export_run_weights, unique_weights_name
+from srweb.weights.exports import ExportError, export_run_weights, unique_weights_name
 from srweb.models import create_model
 from srweb.track import views
 from srweb.track.db import dispose_engine, init_db, session_scope, write_transaction
@@ -20,7 +20,7 @@ from srweb.track.schema import Evaluation
 from srweb.train import jobs, launch
 from srweb.train.config import TrainConfig
 from srweb.ui import charts, runs, train
-from srweb.weights import list_weights, load_weights, save_weights
+from srweb.weights.files import list_weights, load_weights, save_weights
 
 
 @pytest.fixture
@@ -84,6 +84,25 @@ def test_launch_queues_a_run_and_selects_it(env):
     assert picker.value == frame["id"][0] and timer.active is True
     details = views.run_details(frame["id"][0])
     assert details["config"]["data"] == str(env / "tiny") and details["config"]["val_data"] is None
+
+
+def test_fresh_install_form_defaults_are_offered_and_launch(env, monkeypatch):
+    """An empty data root (a fresh clone): the form starts on ``sample`` / ``Set5``, both among the
+    dropdowns' choices (Gradio warns at start-up, and refuses an API call, for a value it does not
+    list), and those defaults queue a run validated on the built-in Set5."""
+    monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "empty-data"))
+    get_settings.cache_clear()
+    defaults, choices = train.form_defaults("espcn"), train.dataset_choices()
+    assert (defaults["data"], defaults["val_data"]) == ("sample", "Set5")
+    assert choices == ["sample", "Set5"]
+    train.launch_job(*form(data=defaults["data"], val_data=defaults["val_data"], patch_size=17))
+    config = views.run_details(views.runs_frame()["id"][0])["config"]
+    assert (config["data"], config["val_data"]) == ("sample", "Set5")
+    # A user's own folders join the list once each; their Set5 replaces the built-in one by name.
+    for name in ("General-100", "set5"):
+        (env / "empty-data" / name).mkdir(parents=True)
+    assert train.dataset_choices() == ["sample", "General-100", "set5"]
+    assert train.form_defaults("espcn")["val_data"] == "set5"  # the value offered, as spelt there
 
 
 def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
@@ -226,7 +245,7 @@ def test_export_to_an_unwritable_folder_says_so_and_keeps_the_run(env, monkeypat
     blocker.write_text("a file where the user weights folder should be")
     monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(blocker / "weights"))
     get_settings.cache_clear()
-    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights folder .*not-a-folder"):
+    with pytest.raises(ExportError, match=f"run {run_id}: cannot write to the weights .*not-a-folder"):
         export_run_weights(run_id)
     assert list_weights() == [] and blocker.read_text().startswith("a file")
     monkeypatch.delenv("SRWEB_USER_WEIGHTS_DIR")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srweb.metrics import psnr, ssim
-from srweb.resize import imresize_np
+from srweb.evaluation.metrics import psnr, ssim
+from srweb.imaging.resize import imresize_np
 from srweb.ui.upscale import run_upscale
 
 
@@ -64,15 +64,14 @@ def test_an_output_scale_sizes_both_sides_of_the_slider(tmp_path):
 
 def test_a_reference_of_the_wrong_size_is_a_message(tmp_path):
     _photo(20).save(tmp_path / "lr.png"), _photo(50).save(tmp_path / "hr.png"), _photo(30).save(tmp_path / "small.png")
-    with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds the limit of 1,600; the HR reference must "
-                                       "be the size of the output, 40x40"):
+    with pytest.raises(gr.Error, match="hr.png: 50x50 = 2,500 pixels exceeds .*output, 40x40"):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"))
     with pytest.raises(gr.Error, match="reference is 30x30, the output is 40x40"):
         run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "small.png"))
 
 
 def test_self_ensemble_is_a_checkbox_away(tmp_path):
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     cards = list_weights()
     if not cards:
@@ -90,7 +89,7 @@ def test_self_ensemble_is_a_checkbox_away(tmp_path):
 
 
 def test_the_slider_can_compare_two_weights_entries(tmp_path):
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     by_scale = {}
     for card in sorted(list_weights(), key=lambda c: c.num_params):
@@ -123,7 +122,7 @@ def test_the_slider_can_compare_two_weights_entries(tmp_path):
 
 def test_compare_with_offers_the_picked_models_scale_only():
     from srweb.ui.upscale import BICUBIC, compare_choices, refresh_compare
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     cards = list_weights()
     if not cards:
@@ -148,7 +147,7 @@ def test_a_sixteen_bit_colour_upload_downloads_as_sixteen_bit(tmp_path):
 
     from PIL import ImageCms
 
-    from srweb.imaging import encode_png
+    from srweb.imaging.io import encode_png
 
     deep = np.asarray(_photo(20)).astype(np.uint16) * 257 + 17  # low bits set
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
@@ -238,7 +237,7 @@ def test_a_batch_refuses_no_files_too_many_files_and_unknown_weights(tmp_path, m
 
 def test_about_shows_each_shipped_card_with_its_stages_and_the_command_to_retrain_it():
     from srweb.ui.upscale import about_weights
-    from srweb.weights import list_weights
+    from srweb.weights.files import list_weights
 
     for card in list_weights():
         text = about_weights(card.name)
@@ -255,7 +254,7 @@ def test_about_an_exported_card_offers_no_shipped_path(tmp_path, monkeypatch):
     from srweb.config import get_settings
     from srweb.models import create_model
     from srweb.ui.upscale import about_weights
-    from srweb.weights import save_weights
+    from srweb.weights.files import save_weights
 
     monkeypatch.setenv("SRWEB_USER_WEIGHTS_DIR", str(tmp_path))
     get_settings.cache_clear()

@@ -8,7 +8,7 @@ import torch
 
 import srweb
 from conftest import set5_present
-from srweb.weights import WeightsError, count_params, import_pth, list_weights, load_weights, save_weights
+from srweb.weights.files import WeightsError, count_params, import_pth, list_weights, load_weights, save_weights
 
 
 @pytest.fixture
@@ -140,8 +140,8 @@ def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
 
 
 def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
-    from srweb.weights import WeightsCard
-    from srweb.weights_table import card_markdown, markdown_table
+    from srweb.weights.files import WeightsCard
+    from srweb.weights.table import card_markdown, markdown_table
 
     def training(iterations, data, seconds, loss="l2", parent=None):
         return {"config": {"data": data, "loss": loss, "iterations": iterations}, "iterations": iterations,
@@ -172,7 +172,7 @@ def test_equal_tensors_save_to_equal_bytes(wdir):
 
 
 def test_a_missing_card_path_names_both_files(tmp_path):
-    from srweb.weights import resolve_weights
+    from srweb.weights.files import resolve_weights
 
     with pytest.raises(WeightsError, match=r"need both .*nosuch\.safetensors and .*nosuch\.json"):
         resolve_weights(tmp_path / "nosuch.json")

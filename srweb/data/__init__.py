@@ -11,7 +11,8 @@ import importlib
 
 _EXPORTS = {
     "DIV2K": "div2k",
-    "DownloadError": "div2k",
+    "DownloadError": "download",
+    "fetch_dataset": "download",
     "download_div2k": "div2k",
     "HRFolderDataset": "folders",
     "SkippedImage": "folders",
@@ -20,6 +21,7 @@ _EXPORTS = {
     "PatchPairs": "pairs",
     "prepare_dataset": "prepare",
     "benchmark_path": "samples",
+    "builtin_datasets": "samples",
     "sample_images_dir": "samples",
 }
 

@@ -12,48 +12,22 @@ Layout under ``root`` (train images 0001-0800, valid 0801-0900)::
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import zipfile
 from pathlib import Path
-from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
 
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from srweb.config import get_settings
+from srweb.data.catalog import CATALOG, DIV2K_URL
+from srweb.data.download import DownloadError, install  # noqa: F401 (DownloadError: raised from here, re-exported)
 from srweb.data.folders import check_channels, make_item, make_lr, mod_crop, read_rgb8
-from srweb.fileio import atomic_save_png
-from srweb.imaging import ImageError
+from srweb.imaging.fileio import atomic_save_png
+from srweb.imaging.io import ImageError
 
-BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+BASE_URL = DIV2K_URL
 SPLITS = ("train", "valid")
 TRACKS = ("bicubic", "unknown")
-
-# Sizes (bytes) and SHA-256 of the official archives, as recorded by TensorFlow Datasets
-# (tensorflow_datasets/url_checksums/div2k.txt).
-ARCHIVES: dict[str, tuple[int, str]] = {
-    "DIV2K_train_HR.zip": (3530603713, "9d0b9c463f6e35b6c62cc6a930ee2224f670b34c1df841a57670f9acf0f6c335"),
-    "DIV2K_valid_HR.zip": (448993893, "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc"),
-    "DIV2K_train_LR_bicubic_X2.zip": (925390592, "a53a424317575838dadce4bcd97cf7b744d6855f43740ed5f0245af3cf4bd850"),
-    "DIV2K_train_LR_bicubic_X3.zip": (427847282, "ad5c8e5507e2765823d3c2c5bd0934842efcd487c5370604c224090898b3163a"),
-    "DIV2K_train_LR_bicubic_X4.zip": (246914039, "f006b837f4eb52b82909aa01478e6d6d199eefce932179491d0c9dbb706dde3a"),
-    "DIV2K_valid_LR_bicubic_X2.zip": (117763600, "60eed9875c697df51204aa579e2a699e1d5215095788a097ff54dd17e2664d57"),
-    "DIV2K_valid_LR_bicubic_X3.zip": (54513392, "04b9a2ed3b4a0715d3924d3ae8514830c3328fac8d30512ce716d6f419e052a3"),
-    "DIV2K_valid_LR_bicubic_X4.zip": (31505881, "a50a5d1c4b88de4e8d300d8fb2b904c52fe93b2b298a4899697760d7cbb6d553"),
-    "DIV2K_train_LR_unknown_X2.zip": (734182735, "f166eeba119fc55bfc9a99c05561980e7a965382f36640ce8ef626c9f61d122c"),
-    "DIV2K_train_LR_unknown_X3.zip": (377245548, "b6455af3b2aa02d76ae3238c49d7aae3b48b0acdc44b5bdc0f4c02d40ebcb43b"),
-    "DIV2K_train_LR_unknown_X4.zip": (208956781, "d131c7aad51e0abbdc4433362ce899e5e75f40b9847ead70ee995188e8fd0adb"),
-    "DIV2K_valid_LR_unknown_X2.zip": (93433041, "ec50bb084c0011130874efd2ed7859b46e0aa7104c565818d5271ac315e04e0a"),
-    "DIV2K_valid_LR_unknown_X3.zip": (48143315, "ebf23a3e1ef6800cae97285d3a50d022d89b62655e685884c0abcc89eec5b809"),
-    "DIV2K_valid_LR_unknown_X4.zip": (26695095, "e3897555a98de1157c20974fb6093105fbc1ff5e9caf7bd348f58f6da140fbef"),
-}
-
-
-class DownloadError(OSError):
-    """A download or archive that failed; the message says what to do."""
 
 
 def is_div2k_tree(root: str | os.PathLike) -> bool:
@@ -72,109 +46,15 @@ def lr_dir(root: Path, split: str, track: str, scale: int) -> Path:
     return root / f"DIV2K_{split}_LR_{track}" / f"X{scale}"
 
 
-def fetch(url: str, dest: Path, size: int | None = None, sha256: str | None = None, *, timeout: float = 60, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an interrupted run.
-
-    The file is verified (size and SHA-256 when known, else zip integrity) before it is
-    renamed into place, so ``dest`` exists only when complete.
-
-    Raises:
-        DownloadError: offline/HTTP failure or verification failure (the partial file is removed).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():  # left by a run that stopped before extracting
-        _verify(dest, size, sha256, url)
-        return dest
-    part = dest.with_name(dest.name + ".part")
-    start = part.stat().st_size if part.exists() else 0
-    complete = size is not None and start == size
-    if not complete:
-        headers = {"Range": f"bytes={start}-"} if start else {}
-        try:
-            response = urlopen(Request(url, headers=headers), timeout=timeout)
-        except HTTPError as exc:
-            if exc.code != 416:  # 416: nothing left to send, the part is already whole
-                raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-        except (URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(
-                f"cannot download {url} ({reason}); are you offline? Download it by hand and put it at {dest}"
-            ) from None
-        else:
-            with response:
-                if start and getattr(response, "status", 200) != 206:
-                    start = 0  # server ignored the range: start over
-                total = size or (start + int(response.headers.get("Content-Length") or 0)) or None
-                with open(part, "ab" if start else "wb") as f, tqdm(
-                    total=total, initial=start, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-                ) as bar:
-                    while chunk := response.read(1 << 20):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-    _verify(part, size, sha256, url)
-    os.replace(part, dest)
-    return dest
-
-
-def _verify(path: Path, size: int | None, sha256: str | None, url: str) -> None:
-    actual = path.stat().st_size
-    if size is not None and actual != size:
-        if actual > size:
-            path.unlink()
-        raise DownloadError(f"{url}: got {actual} bytes, expected {size}; run again to resume")
-    if sha256 is not None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            path.unlink()
-            raise DownloadError(f"{url}: SHA-256 mismatch, corrupt download removed; run again")
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-        if bad is not None:
-            path.unlink()
-            raise DownloadError(f"{url}: archive member {bad} is corrupt, download removed; run again")
-
-
-def extract(archive: Path, root: Path, target: str) -> Path:
-    """Extract ``archive`` into a temporary folder under ``root``, then rename ``target`` into place.
-
-    A crash mid-extraction leaves no half-filled dataset folder behind.
-    """
-    dst = root / target
-    with tempfile.TemporaryDirectory(dir=root, prefix=".extract-") as tmp:
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-        except zipfile.BadZipFile as exc:
-            raise DownloadError(f"{archive}: corrupt archive ({exc}); delete it and run again") from None
-        src = Path(tmp) / target
-        if not src.is_dir():
-            raise DownloadError(f"{archive}: does not contain {target}/")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-    return dst
-
-
 def download_div2k(root: str | os.PathLike, split: str = "train", scale: int | None = None, track: str = "bicubic", *, progress: bool = True) -> None:
-    """Fetch, verify and extract the official HR archive of ``split`` and, with ``scale``, its LR archive.
+    """Fetch, verify and extract the official HR archive of ``split`` and, with ``scale``, its LR
+    archive (sizes and SHA-256 pinned in :data:`srweb.data.catalog.CATALOG`) into ``root``.
 
     Folders already present are left alone; archives are deleted after extraction.
     """
     root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    wanted = [(f"DIV2K_{split}_HR.zip", hr_dir(root, split))]
-    if scale is not None:
-        wanted.append((f"DIV2K_{split}_LR_{track}_X{scale}.zip", lr_dir(root, split, track, scale)))
-    for name, folder in wanted:
-        if folder.is_dir() and any(folder.iterdir()):
-            continue
-        size, sha = ARCHIVES.get(name, (None, None))
-        archive = fetch(BASE_URL + name, root / name, size, sha, progress=progress)
-        extract(archive, root, folder.relative_to(root).as_posix())
-        archive.unlink()
+    archives = CATALOG["DIV2K"].select((split,), (scale,) if scale is not None else (), track)
+    install(archives, root, root / ".downloads", progress=progress)
 
 
 def _resolve_root(root: str | os.PathLike | None) -> Path:

@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from srweb.imaging import ImageError, image_size, is_image_file, load_image, rgb_to_y, to_rgb8
-from srweb.resize import imresize_np
+from srweb.imaging.io import ImageError, image_size, is_image_file, load_image, rgb_to_y, to_rgb8
+from srweb.imaging.resize import imresize_np
 
 CHANNELS = ("rgb", "y")
 

@@ -25,11 +25,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from srweb.config import get_settings
-from srweb.data.folders import (HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, skip_image,
-                                 to_tensor)
-from srweb.fileio import atomic_write
-from srweb.imaging import ImageError, image_size
-from srweb.resize import imresize_np
+from srweb.data.folders import HRFolderDataset, check_channels, make_lr, mod_crop, read_rgb8, skip_image, to_tensor
+from srweb.imaging.fileio import atomic_write
+from srweb.imaging.io import ImageError, image_size
+from srweb.imaging.resize import imresize_np
+from srweb.data.div2k import DIV2K, is_div2k_tree
 
 FSRCNN_SCALES = (0.9, 0.8, 0.7, 0.6)
 MEMORY_LIMIT = 2 << 30  # bytes of decoded arrays kept in RAM before switching to the disk cache
@@ -40,8 +40,6 @@ def _source_pairs(source: object, scale: int) -> list[tuple[Path, Path | None]]:
     if pairs is not None:
         return list(pairs)
     root = Path(source).expanduser()  # type: ignore[arg-type]
-    from srweb.data.div2k import DIV2K, is_div2k_tree
-
     if is_div2k_tree(root):
         return DIV2K(root, scale, split="train").pairs
     return HRFolderDataset(root, scale).pairs
@@ -288,12 +286,12 @@ def augment_pair(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _benchmark() -> None:  # pragma: no cover - measurement helper quoted in the module docstring
-    import argparse
-    import time
+    import argparse  # the measurement script's own imports stay out of the library
+    import time  # the measurement script's own imports stay out of the library
 
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader  # the measurement script's own imports stay out of the library
 
-    from srweb.data.samples import benchmark_path
+    from srweb.data.samples import benchmark_path  # the measurement script's own imports stay out of the library
 
     parser = argparse.ArgumentParser(description="PatchPairs throughput")
     parser.add_argument("dataset")

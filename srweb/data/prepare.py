@@ -13,9 +13,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from srweb.data.div2k import hr_dir, lr_dir
-from srweb.fileio import atomic_save_png
+from srweb.imaging.fileio import atomic_save_png
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_image
-from srweb.imaging import ImageError
+from srweb.imaging.io import ImageError
 
 
 def prepare_dataset(

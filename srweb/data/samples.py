@@ -1,4 +1,4 @@
-"""Zero-download data: a sample HR set from images shipped with scikit-image, and name lookup."""
+"""Zero-download data (a sample HR set from scikit-image's images, the built-in Set5) and dataset name lookup."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SAMPLE_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "roc
 
 
 def _skimage_data_dir() -> Path:
-    import skimage
+    import skimage  # scikit-image is heavy; only the sample images come from it
 
     return Path(skimage.__file__).parent / "data"
 
@@ -63,12 +63,42 @@ def default_training_data() -> str:
     return "General-100"
 
 
+BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
+
+
+def builtin_datasets() -> dict[str, Path]:
+    """Benchmarks shipped inside the package (``srweb/data/builtin/NAME``): Set5."""
+    if not BUILTIN_ROOT.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUILTIN_ROOT.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
+
+
+def locate_dataset(name: str, root: Path | None = None) -> Path | None:
+    """The folder a dataset *name* (not a path) stands for, or None.
+
+    Order: a folder of that name (case-insensitive) under ``root`` (default: ``settings.data_root``), then the copy
+    shipped with the package (:func:`builtin_datasets`). A user's own folder wins because it is
+    there only when they put it there (or fetched it); the built-in copy keeps ``Set5`` working
+    on a fresh install.
+    """
+    root = root or get_settings().data_root
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if child.is_dir() and child.name.lower() == name.lower():
+                return child
+    return next((path for builtin, path in builtin_datasets().items() if builtin.lower() == name.lower()), None)
+
+
 def benchmark_path(name: str | os.PathLike) -> Path:
-    """Resolve a dataset name (``"Set5"``, ``"General-100"``, ``"sample"``, case-insensitive,
-    looked up under ``settings.data_root``) or a folder path to an existing folder.
+    """Resolve a dataset name or folder path to an existing folder; the one owner of that rule.
+
+    ``"sample"`` is the built-in sample set (:func:`sample_images_dir`); an existing folder is
+    itself; any other name (case-insensitive) is looked up by :func:`locate_dataset`: the data
+    root first, then the benchmarks shipped with the package (``Set5``).
 
     Raises:
-        ValueError: neither an existing folder nor a known name under the data root.
+        ValueError: neither an existing folder nor a known name; for a downloadable set the
+            message names ``srweb data fetch NAME``.
     """
     text = str(name)
     if text.lower() in ("sample", "samples"):
@@ -76,9 +106,12 @@ def benchmark_path(name: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.is_dir():
         return path
-    root = get_settings().data_root
-    if root.is_dir() and os.sep not in text:
-        for child in root.iterdir():
-            if child.is_dir() and child.name.lower() == text.lower():
-                return child
-    raise ValueError(f"dataset {text!r} not found: not a folder, and not a dataset under {root}")
+    found = locate_dataset(text) if os.sep not in text and text.strip() else None
+    if found is not None:
+        return found
+    from srweb.data.catalog import find_entry  # the catalogue only matters for the hint
+
+    entry = find_entry(text)
+    hint = f"; download it with `srweb data fetch {entry.name}`" if entry else ""
+    raise ValueError(f"dataset {text!r} not found: not a folder, and not a dataset under {get_settings().data_root}"
+                     f" nor built in{hint}")

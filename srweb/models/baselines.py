@@ -12,14 +12,14 @@ from srweb.models._registry import register_model
 
 
 class Bicubic(nn.Module):
-    """MATLAB-compatible bicubic upscaling (``srweb.resize.imresize``)."""
+    """MATLAB-compatible bicubic upscaling (``srweb.imaging.resize.imresize``)."""
 
     def __init__(self, scale: int) -> None:
         super().__init__()
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from srweb.resize import imresize  # lazy: keeps the registry import free of the resize module
+        from srweb.imaging.resize import imresize  # lazy: keeps the registry import free of the resize module
 
         y = imresize(x.float(), scale=self.scale)
         return y.clamp(0, 1).to(x.dtype)

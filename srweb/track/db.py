@@ -17,7 +17,6 @@ wait for a writer under WAL.
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import sqlite3
@@ -158,16 +157,6 @@ def with_retry(
     raise AssertionError("unreachable")
 
 
-def retrying(fn: Callable[..., T]) -> Callable[..., T]:
-    """Decorator form of :func:`with_retry` for functions that run a whole write transaction."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return with_retry(lambda: fn(*args, **kwargs))
-
-    return wrapper
-
-
 def write_transaction(fn: Callable[[Session], T], url: str | None = None, **retry: Any) -> T:
     """Run ``fn(session)`` in a write :func:`session_scope`, retried as a whole on lock errors."""
 
@@ -180,7 +169,7 @@ def write_transaction(fn: Callable[[Session], T], url: str | None = None, **retr
 
 def alembic_config(url: str | None = None) -> Any:
     """Alembic ``Config`` built in code for the packaged migrations (works from an installed wheel)."""
-    from alembic.config import Config
+    from alembic.config import Config  # Alembic is heavy; only migrations need it
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -196,7 +185,7 @@ def init_db(url: str | None = None) -> None:
     at once: on SQLite the upgrade runs in one ``BEGIN IMMEDIATE`` transaction, so a second
     process waits for the first and then finds the database already at head.
     """
-    from alembic import command
+    from alembic import command  # Alembic is heavy; only migrations need it
 
     resolved = _resolve_url(url)
     key = (resolved, os.getpid())

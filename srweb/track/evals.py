@@ -6,7 +6,6 @@ Repository functions take a Session and never commit: callers own the transactio
 from __future__ import annotations
 
 import math
-import re
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from srweb.track.schema import EVAL_SOURCES, Evaluation, SpeedResult, other_checkpoint, utcnow
+from srweb.weights.names import arch_and_scale
 
 PROTOCOL_KEYS = ("channel", "crop_border", "degradation")
 DEFAULT_DEGRADATION = "matlab-bicubic"
-_WEIGHTS_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x\d+\.")
 
 
 def _protocol(protocol: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -47,7 +46,7 @@ def record_evaluation(
     """Store one evaluation result.
 
     Args:
-        result: optional ``srweb.evaluate.EvalResult`` (anything with ``dataset, scale, protocol,
+        result: optional ``srweb.evaluation.evaluate.EvalResult`` (anything with ``dataset, scale, protocol,
             psnr, ssim, images``) supplying the fields not given as keywords.
         weights_name: the weights entry (``ARCH-xS.TAG``) or baseline (``bicubic``) evaluated.
         arch: defaults to the ARCH part of ``weights_name`` (the whole name for baselines).
@@ -94,8 +93,8 @@ def record_evaluation(
 
 
 def _arch_of(weights_name: str) -> str:
-    match = _WEIGHTS_NAME.match(weights_name)
-    return match["arch"] if match else weights_name
+    parsed = arch_and_scale(weights_name)
+    return parsed[0] if parsed else weights_name
 
 
 def _json_safe(value: Any) -> Any:

@@ -8,7 +8,6 @@ with an optional ``params`` callable as a fallback for entries that have no eval
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,8 +18,8 @@ from sqlalchemy.orm import Session
 from srweb.track.evals import best_evaluations
 from srweb.track.ratings import REFERENCE_ENTRIES, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
+from srweb.weights.names import arch_and_scale
 
-_NAME = re.compile(r"^(?P<arch>[a-z0-9-]+)-x(?P<scale>\d+)\.")
 RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
                   "bt", "bt_lo", "bt_hi"]
 
@@ -33,8 +32,7 @@ def protocol_label(protocol: dict[str, Any]) -> str:
 
 
 def _parse_name(name: str) -> tuple[str, int | None]:
-    match = _NAME.match(name)
-    return (match["arch"], int(match["scale"])) if match else (name, None)
+    return arch_and_scale(name) or (name, None)
 
 
 def _latest_speed(session: Session, device: str | None) -> dict[str, SpeedResult]:
@@ -76,11 +74,7 @@ def leaderboard(
     Sorted by scale, then PSNR on the main dataset (``dataset``, else Set5, else the first) descending.
     """
     evaluations = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions)
-    num_params: dict[str, int] = {}
-    for name, count in session.execute(
-        select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
-    ):
-        num_params[name] = max(count, num_params.get(name, 0))
+    num_params = _recorded_params(session)
     ratings = rating_stats(session, scale=scale, n_boot=n_boot, seed=seed, versions=versions)
     speeds = _latest_speed(session, device)
 
@@ -118,12 +112,25 @@ def leaderboard(
         entry["speed_backend"] = speed.backend if speed else None
 
     datasets = sorted({e.dataset for e in evaluations}, key=lambda d: (d.lower() != "set5", d.lower()))
-    if dataset is not None:
-        datasets = [dataset]
+    return _as_frame(list(rows.values()), [dataset] if dataset is not None else datasets)
+
+
+def _recorded_params(session: Session) -> dict[str, int]:
+    """Weights name -> the parameter count its evaluations recorded (the largest, if several)."""
+    num_params: dict[str, int] = {}
+    for name, count in session.execute(
+        select(Evaluation.weights_name, Evaluation.num_params).where(Evaluation.num_params.is_not(None))
+    ):
+        num_params[name] = max(count, num_params.get(name, 0))
+    return num_params
+
+
+def _as_frame(rows: list[dict[str, Any]], datasets: list[str]) -> pd.DataFrame:
+    """The leaderboard's typed columns, sorted by scale, then PSNR on ``datasets[0]``, then Bradley-Terry."""
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
                "fast_path", "speed_backend", *RATING_COLUMNS]
-    frame = pd.DataFrame(list(rows.values()), columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
     for column in RATING_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("n_ratings", "n_raters"):

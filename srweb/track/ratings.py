@@ -76,6 +76,26 @@ def get_or_create_rater(session: Session, token: str | None = None) -> Rater:
     return rater
 
 
+def trials_shown(session: Session, rater_id: str) -> list[tuple[str, str | None, int, str]]:
+    """``(kind, weights_name, scale, image_id)`` of every trial drawn for ``rater_id``."""
+    query = select(Trial.kind, Trial.weights_name, Trial.scale, Trial.image_id).where(Trial.rater_id == rater_id)
+    return [tuple(row) for row in session.execute(query)]
+
+
+def get_trial(session: Session, trial_id: int) -> Trial | None:
+    return session.get(Trial, trial_id)
+
+
+def vote_count(session: Session, rater_id: str) -> int:
+    """How many votes ``rater_id`` has stored."""
+    return int(session.scalar(select(func.count(Vote.id)).where(Vote.rater_id == rater_id)) or 0)
+
+
+def is_flagged(session: Session, rater_id: str) -> bool:
+    rater = session.get(Rater, rater_id)
+    return bool(rater is not None and rater.flagged)
+
+
 def create_trial(
     session: Session,
     *,

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from srweb.track.db import session_scope, with_retry
@@ -73,6 +73,30 @@ def create_run(
 def get_run(session: Session, run_id: int) -> Run | None:
     """The run with ``run_id``, or None."""
     return session.get(Run, run_id)
+
+
+def runs_with_status(session: Session, status: str) -> list[Run]:
+    """Runs in ``status``, oldest first."""
+    return list(session.scalars(select(Run).where(Run.status == status).order_by(Run.id)))
+
+
+def running_run_of_pid(session: Session, pid: int) -> Run | None:
+    """The run a live-marked worker process ``pid`` trains, if any."""
+    return session.scalars(select(Run).where(Run.pid == pid, Run.status == "running")).first()
+
+
+def shares_run_dir(session: Session, run: Run) -> bool:
+    """Whether another run trains (or trained) in ``run``'s folder."""
+    if not run.run_dir:
+        return False
+    others = select(func.count()).select_from(Run).where(Run.run_dir == run.run_dir, Run.id != run.id)
+    return bool(session.scalar(others))
+
+
+def delete_run(session: Session, run: Run) -> None:
+    """Delete ``run`` with its metrics (its checkpoint rows go with it; runs resumed from it keep their own)."""
+    session.execute(delete(Metric).where(Metric.run_id == run.id))
+    session.delete(run)
 
 
 def latest_run_in(session: Session, run_dir: str) -> Run | None:

@@ -18,14 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from srweb.config import get_settings
-from srweb.track.db import init_db, write_transaction
-from srweb.track.runs import create_run, get_run, mark_orphans, pid_alive, reopen_run, set_status
-from srweb.track.schema import Metric, Run
+from srweb.data.samples import benchmark_path
+from srweb.track.db import init_db, session_scope, write_transaction
+from srweb.track.runs import (create_run, delete_run, get_run, mark_orphans, pid_alive, reopen_run, running_run_of_pid,
+                              runs_with_status, set_status, shares_run_dir)
+from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
 
 _children: dict[int, subprocess.Popen] = {}
@@ -40,9 +40,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     """Resolve defaults and reject impossible hyperparameters before anything is queued: values,
     data folders, a patch too few training images hold, a teacher that is not trained weights, and a
     batch whose training step cannot fit in the device's free memory (:mod:`srweb.train.memory`)."""
-    from srweb.train.memory import check_step_fits
-
-    from srweb.data.samples import benchmark_path
+    from srweb.train.memory import check_step_fits  # torch: heavy; `srweb jobs list` and the queue need none
 
     cfg = cfg.resolved().validate()
     for label, value in (("data", cfg.data), ("val_data", cfg.val_data)):
@@ -55,7 +53,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"{label}: {value} not found")
             sides = _image_sides(path) if path.is_dir() else []
             if label == "data" and not sides:
-                from srweb.data.div2k import is_div2k_tree
+                from srweb.data.div2k import is_div2k_tree  # torch: heavy; only for a folder without images
 
                 if not is_div2k_tree(path):
                     raise ConfigError(f"data: {value} holds no readable image (nor DIV2K's folders)")
@@ -64,7 +62,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             if label == "data":
                 _check_patch_fits(cfg, sides)
     if cfg.teacher:
-        from srweb.train.teacher import check_teacher
+        from srweb.train.teacher import check_teacher  # torch: heavy; only a config with a teacher
 
         check_teacher(cfg.teacher)
     check_step_fits(cfg)
@@ -79,7 +77,7 @@ dataset skips the smaller ones (and too-small scale-augmented copies) with a war
 def _image_sides(folder: Path) -> list[tuple[int, str, int, int]]:
     """``(smaller side, file name, width, height)`` of each readable image directly inside
     ``folder``, smallest first (header reads only); empty when there is none (e.g. a DIV2K tree)."""
-    from srweb.imaging import ImageError, image_size, is_image_file
+    from srweb.imaging.io import ImageError, image_size, is_image_file  # torch: heavy; headers only here
 
     sides = []
     for path in folder.iterdir():
@@ -164,10 +162,9 @@ def dispatch() -> list[int]:
     limit = get_settings().max_parallel_jobs
 
     def start(session: Session) -> list[int]:
-        running = session.scalars(select(Run.id).where(Run.status == "running")).all()
-        free = max(0, limit - len(running))
+        free = max(0, limit - len(runs_with_status(session, "running")))
         started: list[int] = []
-        for run in session.scalars(select(Run).where(Run.status == "queued").order_by(Run.id)).all():
+        for run in runs_with_status(session, "queued"):
             if len(started) == free:
                 break
             try:
@@ -201,7 +198,7 @@ def reap() -> list[int]:
     def mark(session: Session) -> list[int]:
         marked = []
         for pid, code in ended.items():
-            run = session.scalars(select(Run).where(Run.pid == pid, Run.status == "running")).first()
+            run = running_run_of_pid(session, pid)
             if run is not None:  # the worker ended without recording an outcome: it was killed
                 how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
                 set_status(session, run.id, "failed", error=f"worker died: {how}")
@@ -255,7 +252,7 @@ def resume(run_id: int) -> int:
     its folder's checkpoint is no longer one this run may continue: see :mod:`srweb.train.resume`)."""
 
     def act(session: Session) -> int:
-        from srweb.train.resume import check_resume, read_saved_run
+        from srweb.train.resume import check_resume, read_saved_run  # torch: heavy; only resume needs it
 
         run = get_run(session, run_id)
         if run is not None and run.status in ("failed", "cancelled") and run.run_dir:
@@ -288,11 +285,9 @@ def delete(run_id: int) -> str:
             raise JobError(f"no run with id {run_id}")
         if run.status in ("queued", "running"):
             raise JobError(f"run {run_id} is {run.status}; cancel it first (srweb jobs cancel {run_id})")
-        shared = bool(run.run_dir) and bool(session.scalar(
-            select(func.count()).select_from(Run).where(Run.run_dir == run.run_dir, Run.id != run_id)))
-        session.execute(sql_delete(Metric).where(Metric.run_id == run_id))
-        session.delete(run)  # its checkpoint rows go with it; runs resumed from it keep their own
-        return (Path(run.run_dir) if run.run_dir else None), shared
+        shared, folder = shares_run_dir(session, run), (Path(run.run_dir) if run.run_dir else None)
+        delete_run(session, run)
+        return folder, shared
 
     folder, shared = write_transaction(act)
     if folder is None or not folder.is_dir():
@@ -309,8 +304,6 @@ def delete(run_id: int) -> str:
 def log_tail(run_id: int, lines: int = 40) -> str:
     """The last ``lines`` lines of a run's log (progress-bar redraws collapsed); a run trained in
     the foreground (``srweb train``) has none: its output went to its terminal, and this says so."""
-    from srweb.track.db import session_scope
-
     with session_scope(write=False) as session:
         run = get_run(session, run_id)
         if run is None:

@@ -15,6 +15,7 @@ from srweb.track.runs import list_runs
 from srweb.track.schema import utcnow
 from srweb.train import jobs
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.config import resolve_device
 
 DUPLICATE_WINDOW_S = 10.0
 _submit_lock = threading.Lock()
@@ -30,7 +31,7 @@ class DuplicateLaunch(jobs.JobError):
 
 def available_devices() -> list[str]:
     """Device choices for a form: ``auto``, ``cpu`` and whichever accelerators are present."""
-    import torch
+    import torch  # heavy: the device list is only built for the Train tab
 
     devices = ["auto", "cpu"]
     devices += [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
@@ -41,8 +42,6 @@ def available_devices() -> list[str]:
 
 def check_device(device: str) -> None:
     """Reject a device this machine does not have (``auto`` and ``cpu`` always pass)."""
-    from srweb.config import resolve_device
-
     try:
         resolve_device(device)
     except ValueError as exc:

@@ -32,7 +32,7 @@ class VGGPerceptualLoss(nn.Module):
 
     def __init__(self, weights: str = "imagenet", scale: float = 1 / 12.75**2) -> None:
         super().__init__()
-        from torchvision.models import VGG19_Weights, vgg19
+        from torchvision.models import VGG19_Weights, vgg19  # torchvision: only the VGG loss needs it
 
         if weights == "random":
             net = vgg19(weights=None)

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.config import resolve_device
 
 GB = 1024**3
 
@@ -25,7 +26,8 @@ def _arch_config(cfg: TrainConfig) -> dict:
     if not cfg.pretrained:
         return dict(cfg.overrides)
     try:
-        from srweb.weights import read_card, resolve_weights
+        # torch: heavy; jobs.check_config imports this module before it knows it needs torch
+        from srweb.weights.files import read_card, resolve_weights
 
         card = read_card(resolve_weights(cfg.pretrained)[1])
         return dict(card.config) if card.scale == cfg.scale else {**card.config, **cfg.overrides}
@@ -36,12 +38,12 @@ def _arch_config(cfg: TrainConfig) -> dict:
 def activation_profile(cfg: TrainConfig) -> tuple[int, int, float, float, int]:
     """``(channels, input side, convolution input elements per input pixel, peak activation elements
     per input pixel, parameters)`` of the model ``cfg`` trains, from one forward pass on the meta device
-    (no memory, no arithmetic: :func:`srweb.inference.profile_model`). The input side is the LR patch,
+    (no memory, no arithmetic: :func:`srweb.inference.upscaler.profile_model`). The input side is the LR patch,
     or the HR patch for pre-upsampling models."""
-    import torch
+    import torch  # heavy: jobs.check_config imports this module before it knows it needs torch
 
-    from srweb.inference import profile_model
-    from srweb.models import create_model
+    from srweb.inference.upscaler import profile_model  # torch: heavy (see above)
+    from srweb.models import create_model  # torch: heavy (see above)
 
     with torch.device("meta"):
         model = create_model(cfg.model, cfg.scale, **_arch_config(cfg))
@@ -68,7 +70,7 @@ def available_bytes(device: str) -> int | None:
     """Memory a new training process on ``device`` can use now: free GPU memory for CUDA, else
     ``MemAvailable`` of /proc/meminfo (None where neither is known, e.g. macOS or MPS)."""
     if device.startswith("cuda"):
-        import torch
+        import torch  # heavy: jobs.check_config imports this module before it knows it needs torch
 
         try:
             return int(torch.cuda.mem_get_info(torch.device(device))[0])
@@ -92,8 +94,7 @@ def check_step_fits(cfg: TrainConfig) -> None:
     Raises:
         ConfigError: with the estimate, the memory free and the largest batch that might fit.
     """
-    from srweb.config import resolve_device
-    from srweb.inference import pick_precision
+    from srweb.inference.upscaler import pick_precision  # torch: heavy (see above)
 
     try:
         device = resolve_device(cfg.device)

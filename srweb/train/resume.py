@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.data.samples import benchmark_path
 
 OPERATIONAL = ("ckpt_interval", "num_workers", "device", "channels_last", "name", "tag")
 """Settings that change how a run is carried out or named, not the weights it trains."""
@@ -48,7 +49,7 @@ class SavedRun:
 
 def read_saved_run(run_dir: str | Path) -> SavedRun | None:
     """The run recorded by ``run_dir/last.pt``, or None without one. Memory-mapped: cheap for large models."""
-    import torch
+    import torch  # heavy: reading which run a folder holds must stay quick for the CLI
 
     path = Path(run_dir) / "last.pt"
     if not path.is_file():
@@ -81,9 +82,7 @@ def _same(key: str, a: Any, b: Any) -> bool:
 
 def _where(key: str, value: str) -> Path | None:
     """The file or folder a path setting names (data folders as training resolves them), or None."""
-    from srweb.data.samples import benchmark_path
-
-    from srweb.weights import WeightsError, resolve_weights
+    from srweb.weights.files import WeightsError, resolve_weights  # torch: heavy (see read_saved_run)
 
     try:
         if key == "pretrained":  # a weights name or a path to its card or tensors (never fetched from the Hub here)
@@ -107,9 +106,9 @@ def _depends_on_iterations(cfg: TrainConfig) -> str | None:
     if cfg.schedule == "step" and not cfg.lr_step:
         return "its step schedule decays at half the iterations (no lr_step)"
     if cfg.recursive_alpha:
-        import torch
+        import torch  # heavy: reading which run a folder holds must stay quick for the CLI
 
-        from srweb.models import create_model
+        from srweb.models import create_model  # torch: heavy (see read_saved_run)
 
         with torch.device("meta"):
             supervised = hasattr(create_model(cfg.model, cfg.scale, **cfg.overrides), "forward_with_supervision")

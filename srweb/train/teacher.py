@@ -17,6 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.inference.upscaler import Upscaler
+from srweb.models import list_models
+from srweb.weights.files import WeightsError, resolve_weights
 
 
 @dataclass
@@ -28,9 +31,6 @@ class Teacher:
 
 def check_teacher(name: str) -> None:
     """Raise :class:`ConfigError` unless ``name`` (or ``NAME+``) finds trained weights; loads nothing."""
-    from srweb.models import list_models
-    from srweb.weights import WeightsError, resolve_weights
-
     if name.rstrip("+") in list_models():
         raise ConfigError(f"teacher {name!r} is an architecture, not trained weights; give weights "
                           "(e.g. edsr-baseline-x4.general100, see `srweb models`)")
@@ -42,9 +42,6 @@ def check_teacher(name: str) -> None:
 
 def load_teacher(cfg: TrainConfig, device: str) -> Teacher:
     """The teacher ``cfg.teacher`` names, on ``device`` in fp32."""
-    from srweb.inference import Upscaler
-    from srweb.weights import WeightsError
-
     check_teacher(cfg.teacher)
     try:
         upscaler = Upscaler(cfg.teacher, device=device, precision="fp32", output_scale=cfg.scale)

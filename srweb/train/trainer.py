@@ -21,21 +21,25 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from srweb.config import resolve_device
+from srweb.data.samples import benchmark_path
 from srweb.data.sampling import StepBatches
-from srweb.fileio import atomic_write
-from srweb.inference import Upscaler, guard_verdict, pick_precision
+from srweb.imaging.fileio import atomic_write
+from srweb.inference.upscaler import Upscaler, guard_verdict, pick_precision
 from srweb.models import create_discriminator, create_model
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.losses import VGGPerceptualLoss, adversarial_loss, pixel_loss
 from srweb.train.resume import check_resume, read_saved_run, refuse_finished
 from srweb.train.teacher import Teacher, load_teacher
-from srweb.weights import WeightsCard, count_params, load_weights, save_weights
+from srweb.weights.files import WeightsCard, count_params, load_weights, save_weights
+from srweb.data.pairs import PatchPairs
+from srweb.evaluation.evaluate import evaluate
 
 LOG_INTERVAL = 10
 
@@ -68,15 +72,13 @@ def _sweep_temp_files(run_dir: Path) -> None:
 
 
 def card_metric(result) -> dict[str, Any]:
-    """The summary of an :class:`~srweb.evaluate.EvalResult` stored in a weights card."""
+    """The summary of an :class:`~srweb.evaluation.evaluate.EvalResult` stored in a weights card."""
     return {"dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 4),
             "ssim": round(result.ssim, 5), "protocol": result.protocol}
 
 
 def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01) -> dict[str, Any]:
     """Compare the fast inference path with fp32 on the validation set; the card keeps the verdict."""
-    from srweb.evaluate import evaluate
-
     fast = Upscaler(model, device=device, precision="auto")
     if fast.precision == "fp32":
         return {"fast_precision": "fp32", "fast_path_ok": True}
@@ -97,7 +99,8 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return 1.0
 
 
-def _distributed() -> tuple[int, int, int]:
+def distributed_env() -> tuple[int, int, int]:
+    """``(RANK, LOCAL_RANK, WORLD_SIZE)`` as torchrun sets them; ``(0, 0, 1)`` for one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
@@ -111,9 +114,6 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
     """Training patches (with the teacher's outputs, if given) and the validation folder for ``model``
     (channels and pre-upsampling). ``should_stop`` is polled before each teacher pass (minutes on a CPU
     for a self-ensemble): when it returns True, :class:`PreparationStopped` is raised."""
-    from srweb.data.pairs import PatchPairs
-    from srweb.data.samples import benchmark_path
-
     def teach(lr: np.ndarray) -> np.ndarray:
         if should_stop is not None and should_stop():
             raise PreparationStopped
@@ -129,6 +129,30 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir
+
+
+class _MetricWindow:
+    """Losses averaged over the steps since the last log line, with speed and loader wait."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps, self.wait, self.started = 0, 0.0, time.perf_counter()
+
+    def reset(self) -> None:
+        self.sums, self.steps, self.wait, self.started = {}, 0, 0.0, time.perf_counter()
+
+    def add(self, losses: dict[str, float]) -> None:
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def close(self, **extra: float) -> dict[str, float]:
+        """The window's averages (plus ``extra``), and a new window starts."""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        metrics = {key: value / self.steps for key, value in self.sums.items()}
+        metrics.update(extra, it_per_s=self.steps / elapsed, loader_wait=self.wait / elapsed)
+        self.reset()
+        return metrics
 
 
 class Trainer:
@@ -153,7 +177,7 @@ class Trainer:
         self.should_stop = should_stop or (lambda: False)
         self.run_id = run_id
         self.progress = progress
-        self.rank, self.local_rank, self.world = _distributed()
+        self.rank, self.local_rank, self.world = distributed_env()
         self.device = resolve_device(self.cfg.device)
         if self.device == "cuda" and self.world > 1:
             self.device = f"cuda:{self.local_rank}"
@@ -161,6 +185,18 @@ class Trainer:
         self.parent: dict[str, Any] | None = None
         self.parent_speed: dict[str, Any] | None = None  # a same-architecture starting card's bench speed
         self.best_step: int | None = None  # step of best.safetensors
+        # Built by setup() (train() runs it); validate() builds the model itself when called first.
+        self.model: nn.Module | None = None
+        self.ema: AveragedModel | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.disc: nn.Module | None = None  # SRGAN's discriminator, its optimizer and the VGG loss
+        self.disc_optimizer: torch.optim.Optimizer | None = None
+        self.vgg: VGGPerceptualLoss | None = None
+        self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
+        self.teacher: Teacher | None = None
+        self.train_set = None
+        self.val_dir: Path | None = None
+        self.last_eval = None  # the EvalResult of the latest validate()
 
     # ---- setup -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -289,10 +325,12 @@ class Trainer:
     # ---- validation ----------------------------------------------------------------------
     def validate(self, model: nn.Module | None = None) -> dict[str, float]:
         """PSNR/SSIM of ``model`` (default: :attr:`eval_model`) on the validation folder under the SR protocol."""
+        if self.val_dir is None and self.cfg.val_data:
+            self.val_dir = benchmark_path(self.cfg.val_data)
         if self.val_dir is None:
             return {}
-        from srweb.evaluate import evaluate
-
+        if model is None and self.model is None:
+            self.model = self._build_model()  # before train(): the starting (or pretrained) model
         judged = model if model is not None else self.eval_model
         upscaler = Upscaler(judged, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
@@ -316,8 +354,23 @@ class Trainer:
         Raises:
             ConfigError: the folder holds a run this config may not continue.
         """
-        from tqdm import tqdm
+        start_step, best = self.setup()
+        try:
+            # Polled locally: torchrun processes agree on stopping in the loop, not here.
+            self.train_set, self.val_dir = build_datasets(self.cfg, self.model, self.teacher,
+                                                          self.should_stop if self.world == 1 else None)
+        except PreparationStopped:  # cancelled during the teacher pass: nothing trained, the checkpoint stands
+            self._started = time.perf_counter()
+            self.save_checkpoint(start_step, best)
+            if self.logger is not None:
+                self.logger.flush()
+            return TrainResult("cancelled", start_step, best, self.wall_seconds(), {}, None)
+        status, step, best, metrics = self.loop(start_step, best)
+        return self.finish(status, step, best, metrics)
 
+    def setup(self) -> tuple[int, float | None]:
+        """Check the run folder, join the process group, build the model, optimizers and teacher, and
+        restore the checkpoint; returns (step to start from, best PSNR so far)."""
         cfg = self.cfg
         saved = read_saved_run(self.run_dir)
         if saved is not None:
@@ -332,7 +385,6 @@ class Trainer:
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
                     if cfg.ema else None)
         self.optimizer = self._optimizer(self.model.parameters())
-        self.disc = self.disc_optimizer = self.vgg = None
         if cfg.loss.startswith("srgan"):
             self.disc = create_discriminator().to(self.device)
             self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
@@ -340,97 +392,104 @@ class Trainer:
                 self.vgg = VGGPerceptualLoss(cfg.vgg_weights).to(self.device)
         if self.rank == 0:
             _sweep_temp_files(self.run_dir)
-        self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16" and self.device.startswith("cuda"))
         start_step, best = self._restore()
         if not start_step and self.rank == 0:  # a killed run's best weights belong to no checkpoint
             (self.run_dir / "best.safetensors").unlink(missing_ok=True)
         if start_step and self.logger is not None and self.rank == 0:
             self.logger.resumed(start_step)
         self.teacher = load_teacher(cfg, self.device) if cfg.teacher else None
-        try:
-            # Polled locally: torchrun processes agree on stopping in the loop, not here.
-            self.train_set, self.val_dir = build_datasets(cfg, self.model, self.teacher,
-                                                          self.should_stop if self.world == 1 else None)
-        except PreparationStopped:  # cancelled during the teacher pass: nothing trained, the checkpoint stands
-            self._started = time.perf_counter()
-            self.save_checkpoint(start_step, best)
-            if self.logger is not None:
-                self.logger.flush()
-            return TrainResult("cancelled", start_step, best, self.wall_seconds(), {}, None)
-        if self.disc is not None and self.world > 1:
+        return start_step, best
+
+    def _loader(self, start_step: int) -> DataLoader:
+        cfg = self.cfg
+        batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.iterations, seed=cfg.seed, rank=self.rank,
+                              start=start_step)
+        # The loader's own generator (not the global RNG, restored on resume) seeds its workers.
+        return DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
+                          pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.num_workers > 0,
+                          generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step))
+
+    def _network(self) -> nn.Module:
+        """The module the loop calls: the model, wrapped in DDP under torchrun."""
+        if self.world == 1:
+            return self.model
+        if self.disc is not None:
             # DDP syncs the generator only; the discriminator (seeded per rank) must start as rank 0's.
             for tensor in self.disc.state_dict().values():
                 dist.broadcast(tensor, 0)
+        device_ids = [self.local_rank] if self.device.startswith("cuda") else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _batch(self, data_iter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        batch = next(data_iter)
+        lr_img = batch["lr"].to(self.device, non_blocking=True)
+        hr_img = batch["hr"].to(self.device, non_blocking=True)
+        teacher_img = batch["teacher"].to(self.device, non_blocking=True) if "teacher" in batch else None
+        if self.cfg.channels_last:
+            lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+        return lr_img, hr_img, teacher_img
+
+    def loop(self, start_step: int, best: float | None) -> tuple[str, int, float | None, dict[str, float]]:
+        """Train from ``start_step`` until ``iterations`` or a stop request, validating and checkpointing
+        on their intervals; returns (status, step reached, best PSNR, the last metrics logged)."""
+        cfg = self.cfg
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", cfg.lr)
         # A resumed run continues its lr curve at start_step (no replay, no optimizer-order warning).
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s),
                                                       last_epoch=start_step - 1)
-
-        net = self.model
-        if self.world > 1:
-            net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
-        batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.iterations, seed=cfg.seed, rank=self.rank,
-                              start=start_step)
-        # The loader's own generator (not the global RNG, restored on resume) seeds its workers.
-        loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
-                            pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.num_workers > 0,
-                            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step))
+        net, data_iter = self._network(), iter(self._loader(start_step))
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
-
         step, self._started = start_step, time.perf_counter()
-        data_iter = iter(loader)
-        window: dict[str, float] = {}
-        window_n, window_start, wait = 0, time.perf_counter(), 0.0
+        window = _MetricWindow()
         bar = tqdm(total=cfg.iterations, initial=step, desc=cfg.name, disable=not self.progress or self.rank != 0,
                    dynamic_ncols=True)
-        status = "finished"
-        metrics: dict[str, float] = {}
+        status, metrics = "finished", {}
         self._train_mode()
         while step < cfg.iterations:
             if self._stopping():
                 status = "cancelled"
                 break
             t0 = time.perf_counter()
-            batch = next(data_iter)
-            wait += time.perf_counter() - t0
-            lr_img = batch["lr"].to(self.device, non_blocking=True)
-            hr_img = batch["hr"].to(self.device, non_blocking=True)
-            teacher_img = batch["teacher"].to(self.device, non_blocking=True) if "teacher" in batch else None
-            if cfg.channels_last:
-                lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+            lr_img, hr_img, teacher_img = self._batch(data_iter)
+            window.wait += time.perf_counter() - t0
             losses = self._step(net, lr_img, hr_img, criterion, self.scaler, supervised, step, teacher_img)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             scheduler.step()
             step += 1
-            for k, v in losses.items():
-                window[k] = window.get(k, 0.0) + v
-            window_n += 1
+            window.add(losses)
             if step % LOG_INTERVAL == 0 or step == cfg.iterations:
-                elapsed = time.perf_counter() - window_start
-                metrics = {k: v / window_n for k, v in window.items()}
-                metrics.update(lr=self.optimizer.param_groups[0]["lr"], it_per_s=window_n / max(elapsed, 1e-9),
-                               loader_wait=wait / max(elapsed, 1e-9))
+                metrics = window.close(lr=self.optimizer.param_groups[0]["lr"])
                 self._log(step, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", psnr=f"{best or 0:.2f}")
-                window, window_n, window_start, wait = {}, 0, time.perf_counter(), 0.0
             bar.update(1)
             if self.rank == 0 and (step % cfg.val_interval == 0 or step == cfg.iterations):
-                val = self.validate()
-                if val:
-                    self._log(step, val)
-                    metrics.update(val)
-                    if best is None or val["val_psnr"] > best:
-                        best = val["val_psnr"]
-                        if self.disc is None:  # a GAN is judged by perception: it ships its last weights
-                            self._save_best()
-                            self.best_step = step
-                    bar.set_postfix(loss=f"{metrics.get('loss', 0):.4g}", psnr=f"{best:.2f}")
+                best = self._validate_at(step, best, metrics, bar)
             if self.rank == 0 and step % cfg.ckpt_interval == 0:
                 self.save_checkpoint(step, best)
         bar.close()
+        return status, step, best, metrics
+
+    def _validate_at(self, step: int, best: float | None, metrics: dict[str, float], bar) -> float | None:
+        """Validate, log, keep ``best.safetensors`` when PSNR improved; returns the best PSNR."""
+        val = self.validate()
+        if not val:
+            return best
+        self._log(step, val)
+        metrics.update(val)
+        if best is None or val["val_psnr"] > best:
+            best = val["val_psnr"]
+            if self.disc is None:  # a GAN is judged by perception: it ships its last weights
+                self._save_best()
+                self.best_step = step
+        bar.set_postfix(loss=f"{metrics.get('loss', 0):.4g}", psnr=f"{best:.2f}")
+        return best
+
+    def finish(self, status: str, step: int, best: float | None, metrics: dict[str, float]) -> TrainResult:
+        """Save the last checkpoint, export the weights of a finished run, flush the logger and leave
+        the process group."""
         card = None
         if self.rank == 0:
             state = self._state(step, best)
@@ -507,8 +566,6 @@ class Trainer:
         """Write the final weights (the best validation checkpoint, if any: never for GANs, whose
         best PSNR is the one least changed by the adversarial loss; else the moving average, if
         the run keeps one) with a complete card."""
-        from safetensors.torch import load_model
-
         cfg = self.cfg
         weights_step = step
         model = copy.deepcopy(self.model)  # the checkpoint keeps the last weights, to train on from

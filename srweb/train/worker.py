@@ -10,83 +10,9 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 # Only the standard library at import time: main() must catch SIGTERM before torch loads (seconds).
-HEARTBEAT_SECONDS = 2.0
-
-
-class RunLogger:
-    """Metrics to the tracker (batched) and the best validation PSNR onto the run row."""
-
-    def __init__(self, run_id: int) -> None:
-        from srweb.track.runs import MetricsBuffer
-
-        self.run_id = run_id
-        self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
-        self.step = 0
-        self.clock: Callable[[], float] | None = None  # the trainer's training time, once it exists
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.step = step
-        self.buffer.log(step, values)
-        if "val_psnr" in values:
-            from srweb.track.db import write_transaction
-            from srweb.track.runs import get_run
-
-            self.buffer.flush()
-
-            def best(session) -> None:
-                run = get_run(session, self.run_id)
-                if run.best_psnr is None or values["val_psnr"] > run.best_psnr:
-                    run.best_psnr = values["val_psnr"]
-
-            write_transaction(best)
-
-    def flush(self) -> None:
-        self.buffer.flush()
-
-    def resumed(self, step: int) -> None:
-        """Forget what a killed session logged after its last checkpoint (``step``): those steps
-        are trained again, and the curve shows each step once."""
-        from srweb.track.db import write_transaction
-        from srweb.track.runs import delete_metrics_after
-
-        self.buffer.flush()
-        write_transaction(lambda s: delete_metrics_after(s, self.run_id, step))
-
-
-def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
-    """Stamp the run's heartbeat every HEARTBEAT_SECONDS until ``stop`` is set."""
-    from srweb.track.db import write_transaction
-    from srweb.track.runs import heartbeat
-
-    while not stop.wait(HEARTBEAT_SECONDS):
-        try:
-            seconds = logger.clock() if logger.clock else None
-            write_transaction(lambda s: heartbeat(s, run_id, step=logger.step, train_seconds=seconds))
-        except Exception:  # a missed heartbeat is harmless; the next one retries
-            pass
-
-
-def record_result(session, run_id: int, trainer, result) -> None:
-    """Store a finished or cancelled training's outcome on its run: step, best PSNR, the
-    checkpoint to resume from, the exported weights, and the final status."""
-    from srweb.track.runs import ORPHAN_ERROR, add_checkpoint, get_run, set_status
-
-    run = get_run(session, run_id)
-    if run.status == "failed" and (run.error or "").startswith(ORPHAN_ERROR):
-        run.status, run.error = "running", None  # taken for dead while paused (Ctrl-Z, sleep): it was not
-    run.step, run.train_seconds = result.step, result.wall_seconds
-    if result.best_psnr is not None:
-        run.best_psnr = result.best_psnr
-    add_checkpoint(session, run_id, step=result.step, path=str((trainer.run_dir / "last.pt").resolve()), kind="last")
-    if result.card is not None:
-        run.weights_name = result.card.name
-        add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
-                       path=str((trainer.export_dir / f"{result.card.name}.safetensors").resolve()))
-    set_status(session, run_id, result.status)
 
 
 def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
@@ -98,7 +24,7 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
     from srweb.track.db import init_db, write_transaction
     from srweb.track.runs import get_run, set_status
     from srweb.train.config import TrainConfig
-    from srweb.train.trainer import Trainer
+    from srweb.train.session import train_tracked
 
     apply_threads(sharers=get_settings().max_parallel_jobs)
     init_db()
@@ -116,22 +42,11 @@ def run_worker(run_id: int, cancel: threading.Event | None = None) -> int:
 
     cfg, run_dir = write_transaction(begin)
     cancel = cancel or threading.Event()
-    logger = RunLogger(run_id)
-    done = threading.Event()
-    threading.Thread(target=heartbeat_loop, args=(run_id, logger, done), daemon=True).start()
     try:
-        trainer = Trainer(cfg, run_dir, logger=logger, should_stop=cancel.is_set, run_id=run_id)
-        logger.clock = trainer.wall_seconds
-        write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
-        result = trainer.train()
-    except BaseException as exc:
-        done.set()
+        result = train_tracked(cfg, run_dir, run_id, should_stop=cancel.is_set)
+    except BaseException:  # recorded on the run by train_tracked; the log gets the whole traceback
         traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}".strip()
-        write_transaction(lambda s: set_status(s, run_id, "failed", error=message[:2000]))
         return 1
-    done.set()
-    write_transaction(lambda s: record_result(s, run_id, trainer, result))
     print(f"run {run_id} {result.status} at step {result.step}", flush=True)
     return 0
 

@@ -6,6 +6,10 @@ import gradio as gr
 
 from srweb.ui import compare, leaderboard, rate, runs, train, upscale
 from srweb.ui.admin import admin_box
+from srweb.access import launch_options, queue_options
+from srweb.config import apply_threads
+from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
+from srweb.ui.outputs import cache_policy
 
 TITLE = "srweb · super-resolution studio"
 
@@ -38,11 +42,6 @@ def launch(**kwargs) -> None:
     concurrency; only Gradio's cache and the example images are served, never server folders.
     ``kwargs`` override any of them.
     """
-    from srweb.access import launch_options, queue_options
-    from srweb.config import apply_threads
-    from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
-    from srweb.ui.outputs import cache_policy
-
     apply_threads()
     fetch_hub_weights()
     prepare_database()

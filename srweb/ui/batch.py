@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.inference import upscale_files
+from srweb.inference.upscaler import upscale_files
 from srweb.ui.outputs import output_dir
-from srweb.ui.upscale import get_upscaler, parse_choice
-from srweb.weights import WeightsError
+from srweb.ui.common import get_upscaler, parse_choice
+from srweb.weights.files import WeightsError
 
 
 def run_batch(files: list[str] | None, choice: str, self_ensemble: bool = False, output_scale: float | None = None,

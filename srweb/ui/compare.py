@@ -9,12 +9,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from srweb.compare import compare_methods, crops_figure
+from srweb.evaluation.compare import compare_methods, crops_figure
 from srweb.config import get_settings
-from srweb.imaging import ImageError, load_image, to_rgb8
+from srweb.imaging.io import ImageError, load_image, to_rgb8
 from srweb.ui.outputs import image_file
-from srweb.ui.upscale import BASELINE_SCALES, ImageInput, get_upscaler, parse_choice
-from srweb.weights import WeightsError, list_weights
+from srweb.ui.common import BASELINE_SCALES, ImageInput, get_upscaler, parse_choice
+from srweb.weights.files import WeightsError, list_weights
 
 MAX_METHODS = 8
 MAX_CROP = 256  # HR pixels; the figure is (methods + 1) crops of up to 4x that side

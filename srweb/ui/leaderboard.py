@@ -21,10 +21,14 @@ from pandas.io.formats.style import Styler
 
 from srweb.config import get_settings
 from srweb.ui.admin import admin_box, admin_only
+from srweb.ui.common import default_choice, parse_choice, weights_choices
 from srweb.ui.leaderboard_charts import main_dataset, perception_distortion_figure, psnr_params_figure
 from srweb.ui.outputs import output_dir
-from srweb.weights import ENSEMBLE_SUFFIX, WeightsCard, list_weights
-from srweb.weights_table import paper_psnr_of
+from srweb.weights.files import ENSEMBLE_SUFFIX, WeightsCard, WeightsError, list_weights, read_card, resolve_weights
+from srweb.weights.table import paper_psnr_of
+from srweb.track.db import session_scope
+from srweb.track.evals import best_evaluations
+from srweb.track.leaderboard import leaderboard
 
 ALL = "all"
 SCALES = (2, 3, 4)
@@ -50,10 +54,6 @@ def _scale_arg(scale: str | int | None) -> int | None:
 
 def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tuple[pd.DataFrame, list[str]]:
     """The raw leaderboard frame for the filters, and every dataset that has results."""
-    from srweb.track.db import session_scope
-    from srweb.track.evals import best_evaluations
-    from srweb.track.leaderboard import leaderboard
-
     cards = {card.name: card for card in list_weights()}
     # The checkpoints the app serves now; a self-ensemble result ("name+") is of its entry's checkpoint.
     versions = {name + suffix: card.sha256 for name, card in cards.items() for suffix in ("", ENSEMBLE_SUFFIX)}
@@ -185,25 +185,18 @@ def eval_datasets() -> list[str]:
 
 def eval_choices() -> list[tuple[str, str]]:
     """Weights entries (values: names) and bicubic baselines (``bicubic-xS``)."""
-    from srweb.ui.upscale import weights_choices
-
     return weights_choices()
 
 
 def refresh_targets(current: str | None) -> gr.Dropdown:
     """The Evaluate list read afresh (weights exported since start-up appear); keeps ``current``, else
-    starts where the tab starts (:func:`srweb.ui.upscale.default_choice`)."""
-    from srweb.ui.upscale import default_choice
-
+    starts where the tab starts (:func:`srweb.ui.common.default_choice`)."""
     choices = eval_choices()
     return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else default_choice(choices))
 
 
 def eval_target(choice: str) -> tuple[str, int]:
     """``"bicubic-x3"`` -> ("bicubic", 3); a weights name -> (name, its card's scale)."""
-    from srweb.ui.upscale import parse_choice
-    from srweb.weights import WeightsError, read_card, resolve_weights
-
     name, scale = parse_choice(choice)
     if scale is None:
         try:
@@ -308,8 +301,6 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
     with gr.Accordion("Evaluate weights on a benchmark", open=False):
         with gr.Row():
             choices = eval_choices()
-            from srweb.ui.upscale import default_choice
-
             default = default_choice(choices)
             target = gr.Dropdown(choices, value=default, label="Weights", elem_id="lb-eval-weights")
             datasets = eval_datasets()

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from srweb.imaging import png_ready
+from srweb.imaging.io import png_ready
 
 OUTPUT_TTL_S = 3600
 _ROOT_NAME = "srweb-outputs"

@@ -3,7 +3,7 @@
 Each trial shows the same crop twice, a candidate and its bicubic upscale in random order, model
 names hidden. Both images get a 1-5 score; the preference follows from the scores (equal = tie).
 The rater is an opaque token kept in the browser's local storage. All logic is in
-:mod:`srweb.rating_pool`; this module only lays out and wires the components.
+:mod:`srweb.rating.pool`; this module only lays out and wires the components.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from srweb import rating_pool
+from srweb.rating import pool as rating_pool
 from srweb.config import get_settings
 from srweb.ui.outputs import image_file, output_dir
 

@@ -7,13 +7,14 @@ import html
 import gradio as gr
 import pandas as pd
 
-from srweb.exports import ExportError, export_run_weights
+from srweb.weights.exports import ExportError, export_run_weights
 from srweb.models import list_models
 from srweb.track import views
 from srweb.track.schema import RUN_STATUSES
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import METRIC_LABELS, curves_figure
-from srweb.ui.train import as_run_id, job_action
+from srweb.ui.common import as_run_id, job_action, weights_choices
+from srweb.train import jobs
 
 ANY = "any"
 SCALES = (2, 3, 4)
@@ -79,8 +80,6 @@ def export_weights(run: int | str | None):
 def delete_run(run: int | str | None, confirmed: bool):
     """Delete a run that is not queued or running, with its checkpoints (API name ``runs_delete``;
     ``confirmed`` must be true: the browser asks first). Returns a message and clears the details."""
-    from srweb.train import jobs
-
     if as_run_id(run) is not None and not confirmed:  # "Cancel" in the browser's dialog
         return gr.skip(), gr.skip()
     done = job_action(run, jobs.delete)
@@ -98,7 +97,6 @@ CONFIRM_DELETE_JS = ("(run, confirmed, token) => [run, run !== null && run !== '
 
 def refresh_weights():
     """Current weights folder as choices for the Upscale tab's model list."""
-    from srweb.ui.upscale import weights_choices
 
     return gr.Dropdown(choices=weights_choices())
 

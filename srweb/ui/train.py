@@ -6,13 +6,13 @@ Launchable alone: ``python -m srweb.ui.train``.
 from __future__ import annotations
 
 import html
-import re
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from srweb.config import get_settings
+from srweb.data.samples import builtin_datasets
 from srweb.models import get_model_info, list_models
 from srweb.track import views
 from srweb.train import jobs
@@ -20,7 +20,8 @@ from srweb.train.config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, Config
 from srweb.train.launch import DuplicateLaunch, available_devices, submit_once
 from srweb.ui.admin import admin_box, admin_only
 from srweb.ui.charts import curves_figure
-from srweb.weights import list_weights
+from srweb.ui.common import as_run_id, job_action
+from srweb.weights.files import list_weights
 
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
@@ -36,10 +37,12 @@ def trainable_models() -> list[str]:
 
 
 def dataset_choices() -> list[str]:
-    """``sample`` plus every folder under the data root (General-100, Set5, ...)."""
+    """``sample``, then every folder under the data root (General-100, ...) and the benchmarks built
+    into the package (Set5) once each, by name: the data root's copy wins, as in ``benchmark_path``."""
     root = get_settings().data_root
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    return ["sample", *found]
+    found = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    found += [name for name in builtin_datasets() if name.lower() not in {f.lower() for f in found}]
+    return ["sample", *sorted(found, key=str.lower)]
 
 
 def start_choices(model: str) -> list[str]:
@@ -59,8 +62,10 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     scale = scale if scale in scales else (2 if 2 in scales else scales[0])
     cfg = TrainConfig(model=model, scale=scale).resolved()
     values = {name: getattr(cfg, name) for name in FIELDS if hasattr(cfg, name)}
-    values.update(data=cfg.data, data_path="", val_data=cfg.val_data or NO_VAL, pretrained=cfg.pretrained or NO_START,
-                  teacher=cfg.teacher or NO_TEACHER)
+    offered = {name.lower(): name for name in dataset_choices()}  # "Set5" is the data root's "set5" if it has one
+    values.update(data=offered.get(cfg.data.lower(), cfg.data), data_path="",
+                  val_data=offered.get((cfg.val_data or NO_VAL).lower(), cfg.val_data or NO_VAL),
+                  pretrained=cfg.pretrained or NO_START, teacher=cfg.teacher or NO_TEACHER)
     return values
 
 
@@ -72,16 +77,6 @@ def on_model_change(model: str, scale: int | None):
     scales = list(get_model_info(model).scales)
     return (gr.Dropdown(choices=scales, value=values["scale"]), values["patch_size"], values["lr"],
             values["optimizer"], values["loss"], gr.Dropdown(choices=start_choices(model), value=values["pretrained"]))
-
-
-def as_run_id(value: Any) -> int | None:
-    """A run picker's value as an id: ``12``, ``"12"`` or ``"#12 ..."``; None when there is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*#?(\d+)\b.*", str(value))
-    return int(match.group(1)) if match else None
 
 
 def _whole(name: str, value: Any) -> int:
@@ -138,20 +133,6 @@ def launch_job(*values: Any):
         raise gr.Error(html.escape(f"Cannot launch: {exc}"), title="Invalid hyperparameters") from None
     return (f"Queued run #{run_id}.", gr.Dropdown(choices=views.run_choices(), value=run_id),
             gr.Timer(active=True))
-
-
-def job_action(run: int | str | None, act: Callable[[int], Any]) -> tuple[int, Any] | None:
-    """``(run id, act(run id))`` for the selected run; None, after a warning toast, when no run is
-    selected or the job refuses (e.g. cancelling a finished run)."""
-    run_id = as_run_id(run)
-    if run_id is None:
-        gr.Warning("Select a run first.")
-        return None
-    try:
-        return run_id, act(run_id)
-    except jobs.JobError as exc:
-        gr.Warning(html.escape(str(exc)))
-        return None
 
 
 def cancel_job(run: int | str | None):
@@ -213,6 +194,59 @@ def pick_from_table(evt: gr.SelectData):
     return int(row[0]) if row and str(row[0]).isdigit() else gr.skip()
 
 
+def _build_form(models: list[str], first: str) -> dict[str, gr.components.Component]:
+    """The hyperparameter inputs, laid out in the current column; returns them by :data:`FIELDS` name."""
+    d = form_defaults(first)
+    datasets = dataset_choices()
+    model = gr.Dropdown(models, value=first, label="Model", elem_id="train-model")
+    scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale",
+                        elem_id="train-scale")
+    with gr.Row():
+        data = gr.Dropdown(datasets, value=d["data"], label="Training data", elem_id="train-data")
+        val_data = gr.Dropdown([NO_VAL, *datasets], value=d["val_data"], label="Validation data",
+                               elem_id="train-val-data")
+    data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)",
+                           elem_id="train-data-path")
+    with gr.Row():
+        patch = gr.Number(d["patch_size"], label="LR patch size", precision=0, elem_id="train-patch")
+        batch = gr.Number(d["batch_size"], label="Batch size", precision=0, elem_id="train-batch")
+    with gr.Row():
+        iterations = gr.Number(d["iterations"], label="Iterations", precision=0, elem_id="train-iterations")
+        val_interval = gr.Number(d["val_interval"], label="Validate every", precision=0,
+                                 elem_id="train-val-interval")
+    with gr.Row():
+        lr = gr.Number(d["lr"], label="Learning rate", elem_id="train-lr")
+        optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer",
+                                elem_id="train-optimizer")
+    with gr.Row():
+        schedule = gr.Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule", elem_id="train-schedule")
+        loss = gr.Dropdown(list(LOSSES), value=d["loss"], label="Loss", elem_id="train-loss")
+    with gr.Row():
+        precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision",
+                                elem_id="train-precision")
+        device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
+                             elem_id="train-device")
+    with gr.Row():
+        pretrained = gr.Dropdown(start_choices(first), value=d["pretrained"], label="Start from (fine-tune)",
+                                 elem_id="train-pretrained")
+        freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
+                                elem_id="train-freeze-bn")
+    ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
+                    maximum=0.99999, elem_id="train-ema")
+    with gr.Row():
+        teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
+                              elem_id="train-teacher")
+        teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
+                                   maximum=1, elem_id="train-teacher-weight")
+        teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
+                                         label="Teacher also labels the images as LR inputs")
+    return {"model": model, "scale": scale, "data": data, "data_path": data_path, "val_data": val_data,
+            "patch_size": patch, "batch_size": batch, "iterations": iterations, "lr": lr, "optimizer": optimizer,
+            "schedule": schedule, "loss": loss, "precision": precision, "device": device,
+            "val_interval": val_interval, "pretrained": pretrained, "freeze_bn": freeze_bn, "ema": ema,
+            "teacher": teacher, "teacher_weight": teacher_weight, "teacher_unlabelled": teacher_unlabelled}
+
+
 def build_tab(admin: gr.Textbox | None = None) -> None:
     """Lay out the Train tab inside the current Blocks context.
 
@@ -221,52 +255,9 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     """
     models = trainable_models()
     first = "espcn" if "espcn" in models else models[0]
-    d = form_defaults(first)
-    datasets = dataset_choices()
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            model = gr.Dropdown(models, value=first, label="Model", elem_id="train-model")
-            scale = gr.Dropdown(list(get_model_info(first).scales), value=d["scale"], label="Scale",
-                                elem_id="train-scale")
-            with gr.Row():
-                data = gr.Dropdown(datasets, value=d["data"], label="Training data", elem_id="train-data")
-                val_data = gr.Dropdown([NO_VAL, *datasets], value=d["val_data"], label="Validation data",
-                                       elem_id="train-val-data")
-            data_path = gr.Textbox(label="…or a training folder path (overrides the dropdown)",
-                                   elem_id="train-data-path")
-            with gr.Row():
-                patch = gr.Number(d["patch_size"], label="LR patch size", precision=0, elem_id="train-patch")
-                batch = gr.Number(d["batch_size"], label="Batch size", precision=0, elem_id="train-batch")
-            with gr.Row():
-                iterations = gr.Number(d["iterations"], label="Iterations", precision=0, elem_id="train-iterations")
-                val_interval = gr.Number(d["val_interval"], label="Validate every", precision=0,
-                                         elem_id="train-val-interval")
-            with gr.Row():
-                lr = gr.Number(d["lr"], label="Learning rate", elem_id="train-lr")
-                optimizer = gr.Dropdown(list(OPTIMIZERS), value=d["optimizer"], label="Optimizer",
-                                        elem_id="train-optimizer")
-            with gr.Row():
-                schedule = gr.Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule", elem_id="train-schedule")
-                loss = gr.Dropdown(list(LOSSES), value=d["loss"], label="Loss", elem_id="train-loss")
-            with gr.Row():
-                precision = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision",
-                                        elem_id="train-precision")
-                device = gr.Dropdown(available_devices(), value=d["device"], label="Device", allow_custom_value=True,
-                                     elem_id="train-device")
-            with gr.Row():
-                pretrained = gr.Dropdown(start_choices(first), value=d["pretrained"], label="Start from (fine-tune)",
-                                         elem_id="train-pretrained")
-                freeze_bn = gr.Checkbox(d["freeze_bn"], label="Freeze BatchNorm (keep its running statistics)",
-                                        elem_id="train-freeze-bn")
-            ema = gr.Number(d["ema"], label="Weight averaging: EMA decay (0 = off, e.g. 0.999)", minimum=0,
-                            maximum=0.99999, elem_id="train-ema")
-            with gr.Row():
-                teacher = gr.Dropdown(teacher_choices(), value=d["teacher"], label="Distil from (teacher)",
-                                      elem_id="train-teacher")
-                teacher_weight = gr.Number(d["teacher_weight"], label="Teacher's share of the loss", minimum=0.01,
-                                           maximum=1, elem_id="train-teacher-weight")
-                teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
-                                                 label="Teacher also labels the images as LR inputs")
+            inputs = _build_form(models, first)
             admin = admin if admin is not None else admin_box()
             launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
             message = gr.Markdown(elem_id="train-status")
@@ -286,10 +277,10 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     # built) and keeps ticking while a run is queued or running.
     timer = gr.Timer(REFRESH_S, active=True)
 
-    form = [model, scale, data, data_path, val_data, patch, batch, iterations, lr, optimizer, schedule, loss,
-            precision, device, val_interval, pretrained, freeze_bn, ema, teacher, teacher_weight, teacher_unlabelled]
-    assert len(form) == len(FIELDS)
-    model.change(on_model_change, [model, scale], [scale, patch, lr, optimizer, loss, pretrained],
+    form = [inputs[name] for name in FIELDS]
+    model = inputs["model"]
+    model.change(on_model_change, [model, inputs["scale"]],
+                 [inputs[name] for name in ("scale", "patch_size", "lr", "optimizer", "loss", "pretrained")],
                  api_visibility="private")
     # Launch is disabled while a submission is in flight; it comes back after success or error.
     submitted = (launch.click(lambda: gr.Button(interactive=False), None, launch, queue=False, api_visibility="private")

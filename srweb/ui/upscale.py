@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
@@ -13,42 +12,18 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging import (ImageError, ImageTooLarge, encode_png, icc_profile_of, image_size, load_image, load_pixels,
-                           to_pil8, to_rgb8)
-from srweb.inference import MAX_OUTPUT_SCALE, Upscaler
-from srweb.metrics import psnr, ssim
+from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels, to_pil8,
+                              to_rgb8)
+from srweb.inference.upscaler import MAX_OUTPUT_SCALE
+from srweb.evaluation.metrics import psnr, ssim
+from srweb.ui.batch import build_batch
+from srweb.ui.common import ImageInput, default_choice, get_upscaler, parse_choice, weights_choices
 from srweb.ui.outputs import image_file, output_dir
-from srweb.weights import WeightsError, list_weights
+from srweb.weights.files import WeightsError, list_weights, weights_source
+from srweb.weights.onnx import ExportError, cached_export
+from srweb.weights.table import card_markdown
 
-BASELINE_SCALES = (2, 3, 4)
 BICUBIC = "bicubic"  # the "compare with" default: bicubic at the model's scale
-
-
-class ImageInput(gr.Image):
-    """``gr.Image`` whose unreadable uploads (corrupt file, not an image) raise ``gr.Error``.
-
-    Gradio opens uploads with PIL before the handler runs; its own failure there is reported
-    to the browser without a message (no toast), so the user would see only "Error" badges.
-    """
-
-    is_template = True  # render with gr.Image's frontend
-
-    def preprocess(self, payload):
-        name = getattr(payload, "orig_name", None) or "the upload"
-        try:
-            return super().preprocess(payload)
-        except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
-            path = str(getattr(payload, "path", "") or "")
-            try:
-                image_size(path)  # srweb's wording of it, as the CLI and the batch report give
-            except ImageError as exc:
-                raise gr.Error(str(exc).replace(path, name, 1) if path else str(exc)) from None
-            raise gr.Error(f"{name}: too large, its header declares a decompression bomb") from None
-        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for non-images
-            path = getattr(payload, "path", None)
-            if path and Path(path).is_file() and Path(path).stat().st_size == 0:
-                raise gr.Error(f"{name}: empty file") from None
-            raise gr.Error(f"{name} is not a readable image ({type(exc).__name__})") from None
 
 
 @dataclass
@@ -62,57 +37,13 @@ class UpscaleResult:
     tiles: int
     sr_path: Path
     scale: int
-    backend: str = "torch"  # what ran the network (srweb.backends)
+    backend: str = "torch"  # what ran the network (srweb.inference.backends)
     compile_seconds: float = 0.0  # of ``seconds``: compiling the backend's graph (first call of an input size)
 
 
-def weights_choices() -> list[tuple[str, str]]:
-    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines."""
-    choices = []
-    for card in list_weights():
-        set5 = card.metric("Set5")
-        score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
-        choices.append((f"{card.arch} · x{card.scale} · {card.name}{score}", card.name))
-    choices += [(f"bicubic · x{s} (baseline)", f"bicubic-x{s}") for s in BASELINE_SCALES]
-    return choices
-
-
-def default_choice(choices: list[tuple[str, str]]) -> str | None:
-    """The entry a list starts on: the first shipped weights (not a user's export, which may sort
-    before them), else the first weights, else the first entry."""
-    shipped = {card.name for card in list_weights(get_settings().weights_dir)}
-    values = [v for _, v in choices]
-    return next((v for v in values if v in shipped), next((v for v in values if not v.startswith("bicubic")),
-                                                          values[0] if values else None))
-
-
-def parse_choice(value: str) -> tuple[str, int | None]:
-    """``bicubic-x4`` -> ("bicubic", 4); a weights name -> (name, None).
-
-    Only names of the weights folder and the baselines are accepted (never file paths), so
-    weights exported after start-up work through the API and nothing else is reachable.
-    """
-    for base in ("bicubic", "nearest"):
-        if value.startswith(f"{base}-x") and value[len(base) + 2 :].isdigit():
-            return base, int(value[len(base) + 2 :])
-    if value not in {card.name for card in list_weights()}:
-        raise WeightsError(f"unknown weights {value!r}; choose one of the listed models")
-    return value, None
-
-
-@lru_cache(maxsize=8)
-def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
-                 output_scale: float | None = None) -> Upscaler:
-    """Cached Upscaler per weights entry, so a model loads once per process."""
-    return Upscaler(name, scale, self_ensemble=self_ensemble, output_scale=output_scale)
-
-
 def about_weights(choice: str | None) -> str:
-    """The picked entry's card as Markdown (see :func:`srweb.weights_table.card_markdown`); shipped
+    """The picked entry's card as Markdown (see :func:`srweb.weights.table.card_markdown`); shipped
     weights get the command that trains them again."""
-    from srweb.weights import weights_source
-    from srweb.weights_table import card_markdown
-
     card = next((c for c in list_weights() if c.name == choice), None)
     if card is None:
         return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
@@ -123,8 +54,6 @@ def about_weights(choice: str | None) -> str:
 
 def onnx_graph(choice: str | None) -> str:
     """Gradio handler (API name ``onnx``): the picked weights as an ONNX file (exported once, then cached)."""
-    from srweb.onnx_export import ExportError, cached_export
-
     try:
         name, scale = parse_choice(choice or "")  # listed weights only, never a path or hf://
         if scale is not None:
@@ -274,7 +203,7 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
 
 def example_images() -> list[str]:
     """Example inputs that ship inside an installed package (scikit-image), no download."""
-    import skimage
+    import skimage  # scikit-image is heavy; only the example images come from it
 
     data = Path(skimage.__file__).parent / "data"
     names = ("chelsea.png", "coffee.png", "astronaut.png", "camera.png")
@@ -284,8 +213,6 @@ def example_images() -> list[str]:
 def build_tab() -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
     (other tabs refresh its choices when they add weights)."""
-    from srweb.ui.batch import build_batch  # it builds on this module
-
     choices = weights_choices()
     default = default_choice(choices)
     with gr.Row():

@@ -1,0 +1,1 @@
+"""Running a model on an image: the Upscaler (upscaler)."""

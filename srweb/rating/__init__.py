@@ -1,0 +1,1 @@
+"""Blind crowd rating: the pool of trials shown to raters (pool); the rows live in srweb.track."""
