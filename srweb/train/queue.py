@@ -33,19 +33,15 @@ def conninfo(url: str | None = None) -> str:
     return sa_url.render_as_string(hide_password=False)
 
 
-def make_app(url: str | None = None):
-    """A procrastinate App on the tracker's PostgreSQL database with the ``train_run`` task
-    registered (its body is :func:`srweb.train.remote.train_job`, imported when a job runs)."""
+def make_app(url: str | None = None, task_body=None):
+    """A procrastinate App on the tracker's PostgreSQL database. A worker passes ``task_body``
+    (``body(context, run_id)``) to register the ``train_run`` task it executes; queueing needs no
+    body (jobs are deferred by task name), so this module never imports the worker's code."""
     import procrastinate  # only with a PostgreSQL database: SQLite users never load it
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
-
-    @app.task(name=TASK_NAME, queue=QUEUE, pass_context=True)
-    def train_run(context, run_id: int) -> None:
-        from srweb.train.remote import train_job
-
-        train_job(context, run_id)
-
+    if task_body is not None:
+        app.task(name=TASK_NAME, queue=QUEUE, pass_context=True)(task_body)
     return app
 
 
@@ -76,9 +72,9 @@ def defer_run(run_id: int, url: str | None = None) -> int:
 
     ensure_schema(url)
     with opened(url) as app:
-        task = app.tasks[TASK_NAME]
+        task = app.configure_task(TASK_NAME, queue=QUEUE, lock=f"run-{run_id}", queueing_lock=f"run-{run_id}")
         try:
-            return task.configure(lock=f"run-{run_id}", queueing_lock=f"run-{run_id}").defer(run_id=run_id)
+            return task.defer(run_id=run_id)
         except procrastinate.exceptions.AlreadyEnqueued:
             return job_of_run(app, run_id) or 0
 

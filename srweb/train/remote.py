@@ -335,7 +335,7 @@ def _serve(stopping: threading.Event) -> None:
     while not stopping.is_set():
         started = time.monotonic()
         try:
-            queue.make_app().run_worker(
+            queue.make_app(task_body=train_job).run_worker(
                 queues=[queue.QUEUE], name=_state.name, concurrency=1, wait=True, listen_notify=True,
                 update_heartbeat_interval=HEARTBEAT_S, stalled_worker_timeout=STALLED_AFTER_S,
                 abort_job_polling_interval=POLL_S, fetch_job_polling_interval=POLL_S,
