@@ -57,3 +57,43 @@ def start_job_watcher(interval: float = 2.0) -> threading.Thread:
             _watcher = threading.Thread(target=loop, name="srweb-job-watcher", daemon=True)
             _watcher.start()
     return _watcher
+
+
+_local_workers: list = []
+
+
+def start_local_workers() -> list:
+    """With a PostgreSQL database, start ``SRWEB_LOCAL_WORKERS`` ``srweb worker`` processes on this
+    machine (stopped with SIGTERM when the app exits: each checkpoints and requeues its run).
+    0: the app only queues (a control plane, e.g. a CPU Space). SQLite: none (the job watcher
+    starts runs itself)."""
+    import atexit
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from srweb.config import get_settings
+    from srweb.train.queue import uses_queue
+
+    if not uses_queue() or _local_workers:
+        return _local_workers
+    for index in range(get_settings().local_workers):
+        name = f"{socket.gethostname()}-app-{index + 1}"
+        env = {**os.environ, "SRWEB_PARENT_PID": str(os.getpid())}  # a killed app stops its workers too
+        _local_workers.append(subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", name],
+                                               stdin=subprocess.DEVNULL, env=env))
+
+    def stop() -> None:
+        for proc in _local_workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in _local_workers:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    atexit.register(stop)
+    return _local_workers

@@ -414,3 +414,50 @@ def forged_png(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
     return path
+
+
+# --- the tracker on SQLite and on a real PostgreSQL server ---------------------------------------
+
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session (:mod:`tests.pgserver`); skipped without the binaries,
+    unless ``SRWEB_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
+    from pgserver import pg_bin_dir, start_server, stop_server
+
+    if pg_bin_dir() is None:
+        reason = "PostgreSQL server binaries not found: install the Debian package postgresql"
+        if os.environ.get("SRWEB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (SRWEB_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    server = start_server()
+    yield server
+    stop_server(server)
+
+
+def new_database_url(kind: str, tmp_path: Path, request) -> str:
+    """An empty database of ``kind`` (``sqlite`` file under ``tmp_path`` or a new PostgreSQL
+    database), dropped at the end of the test."""
+    from srweb.track.db import dispose_engine
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db' / 'track.sqlite'}"
+        request.addfinalizer(lambda: dispose_engine(url))
+        return url
+    server = request.getfixturevalue("pg_server")
+    url = server.create_database()
+
+    def drop() -> None:
+        dispose_engine(url)
+        server.drop_database(url)
+
+    request.addfinalizer(drop)
+    return url
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request, tmp_path) -> str:
+    """An empty tracker database, once on SQLite and once on PostgreSQL (not migrated yet)."""
+    return new_database_url(request.param, tmp_path, request)

@@ -1,4 +1,4 @@
-"""Several OS processes write one SQLite file at once: raters voting while a run logs metrics."""
+"""Several OS processes write one database (SQLite file, PostgreSQL server) at once: raters voting while a run logs metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import multiprocessing
 import time
 
 import pytest
+from sqlalchemy import text
 
 from srweb.track import runs
 from srweb.track.db import dispose_engine, get_engine, init_db, session_scope, with_retry
@@ -71,8 +72,8 @@ def _reader(url: str, start, results) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_concurrent_votes_and_metrics(tmp_path):
-    url = f"sqlite:///{tmp_path / 'busy.sqlite'}"
+def test_concurrent_votes_and_metrics(db_url):
+    url = db_url
     init_db(url)
     trials: dict[str, list[int]] = {}
     with session_scope(url) as session:
@@ -104,13 +105,13 @@ def test_concurrent_votes_and_metrics(tmp_path):
     assert sum(report[3] for report in reports) == N_RATERS * (VOTES_EACH // 50)
 
     with get_engine(url).connect() as connection:
-        sql = connection.exec_driver_sql
+        sql = lambda statement, **params: connection.execute(text(statement), params)  # noqa: E731
         assert sql("SELECT count(*) FROM votes").scalar() == N_RATERS * VOTES_EACH
-        assert sql("SELECT count(*) FROM (SELECT DISTINCT trial_id, rater_id FROM votes)").scalar() == (
+        assert sql("SELECT count(*) FROM (SELECT DISTINCT trial_id, rater_id FROM votes) AS pairs").scalar() == (
             N_RATERS * VOTES_EACH
         )
         per_rater = dict(sql("SELECT rater_id, count(*) FROM votes GROUP BY rater_id").all())
         assert per_rater == {rater: VOTES_EACH for rater in trials}
-        assert sql("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,)).scalar() == METRIC_STEPS * 2
-        assert sql("SELECT step FROM runs WHERE id = ?", (run_id,)).scalar() == METRIC_STEPS - 1
+        assert sql("SELECT count(*) FROM metrics WHERE run_id = :id", id=run_id).scalar() == METRIC_STEPS * 2
+        assert sql("SELECT step FROM runs WHERE id = :id", id=run_id).scalar() == METRIC_STEPS - 1
     dispose_engine(url)

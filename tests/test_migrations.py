@@ -12,15 +12,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 
 from srweb.track import runs
-from srweb.track.db import MIGRATIONS_DIR, alembic_config, dispose_engine, get_engine, init_db, session_scope
+from srweb.track.db import MIGRATIONS_DIR, alembic_config, get_engine, init_db, session_scope
 from srweb.track.schema import Base
 
 
 @pytest.fixture
-def url(tmp_path):
-    database_url = f"sqlite:///{tmp_path / 'migrate.sqlite'}"
-    yield database_url
-    dispose_engine(database_url)
+def url(db_url):
+    """An empty database: SQLite, then PostgreSQL (``db_url`` in conftest)."""
+    return db_url
 
 
 def _upgrade(url: str, revision: str) -> None:
@@ -38,8 +37,8 @@ def _version(url: str) -> str:
 
 def test_revisions_form_one_line():
     script = ScriptDirectory(str(MIGRATIONS_DIR))
-    assert script.get_heads() == ["0005"]
-    assert [r.revision for r in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
+    assert script.get_heads() == ["0007"]
+    assert [r.revision for r in script.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_from_0001_keeps_data(url):
@@ -62,7 +61,7 @@ def test_upgrade_from_0001_keeps_data(url):
         ))
 
     init_db(url)
-    assert _version(url) == "0005"
+    assert _version(url) == "0007"
     with session_scope(url) as session:
         run = runs.get_run(session, 1)
         assert run.name == "espcn-x3_f64_p17_b16_lr1e-3" and run.config == {"lr": 0.001} and run.step == 5
@@ -98,7 +97,7 @@ def test_downgrade_and_upgrade_again(url):
         connection.commit()
     assert "votes" not in inspect(get_engine(url)).get_table_names()
     _upgrade(url, "head")
-    assert _version(url) == "0005"
+    assert _version(url) == "0007"
 
 
 def _init_in_child(url: str, start, results) -> None:
@@ -123,6 +122,37 @@ def test_two_processes_init_at_once(url):
     for child in children:
         child.join(30)
     assert outcomes == ["ok"] * 3
-    assert _version(url) == "0005"
+    assert _version(url) == "0007"
     with get_engine(url).connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM runs").scalar() == 3
+
+
+def _insert_run(connection, run_id: int) -> None:
+    connection.execute(text(
+        "INSERT INTO runs (id, name, arch, scale, status, config, created_at, step) VALUES "
+        f"({run_id}, 'espcn-x2', 'espcn', 2, 'finished', '{{}}', '2026-01-01 10:00:00', 5)"))
+    connection.execute(text(f"INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES ({run_id}, 1, 'loss', 0.5, 1.0)"))
+    connection.execute(text(f"INSERT INTO checkpoints (run_id, step, path, kind, created_at) VALUES "
+                            f"({run_id}, 5, 'last.pt', 'last', '2026-01-01 10:00:00')"))
+
+
+def test_run_ids_are_never_reused_after_the_upgrade(url):
+    """0005: runs inserted before it keep their metrics and checkpoints through the table rebuild
+    (SQLite), and deleting the newest run never hands its id to the next one (both databases),
+    rows inserted with explicit ids included (PostgreSQL's sequence is moved past them)."""
+    _upgrade(url, "0004")
+    with get_engine(url).begin() as connection:
+        for run_id in (1, 2, 3):
+            _insert_run(connection, run_id)
+    init_db(url)
+    with session_scope(url) as session:
+        assert session.execute(text("SELECT count(*) FROM metrics")).scalar_one() == 3
+        assert session.execute(text("SELECT count(*) FROM checkpoints")).scalar_one() == 3
+        session.execute(text("DELETE FROM runs WHERE id = 3"))
+        assert session.execute(text("SELECT count(*) FROM metrics")).scalar_one() == 2  # the cascade still works
+    with session_scope(url) as session:
+        assert runs.create_run(session, name="n", arch="a", scale=2, config={}).id == 4
+    with session_scope(url) as session:
+        session.execute(text("DELETE FROM runs WHERE id = 4"))
+    with session_scope(url) as session:
+        assert runs.create_run(session, name="n", arch="a", scale=2, config={}).id == 5

@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from srweb.track.db import dispose_engine, init_db, session_scope
+from srweb.track.db import init_db, session_scope
 from srweb.track.ratings import (
     VoteRejected,
     assess_rater,
@@ -29,11 +29,10 @@ from srweb.track.schema import Vote, utcnow
 
 
 @pytest.fixture
-def url(tmp_path):
-    database_url = f"sqlite:///{tmp_path / 'ratings.sqlite'}"
-    init_db(database_url)
-    yield database_url
-    dispose_engine(database_url)
+def url(db_url):
+    """A migrated tracker database: SQLite, then PostgreSQL (``db_url`` in conftest)."""
+    init_db(db_url)
+    return db_url
 
 
 def _vote(session, trial, rater, sr=4, ref=3, preferred="sr", **kwargs):

@@ -14,7 +14,6 @@ from sqlalchemy.exc import OperationalError
 
 from srweb.track import evals, runs
 from srweb.track.db import (
-    dispose_engine,
     get_engine,
     init_db,
     session_scope,
@@ -29,11 +28,15 @@ PROTOCOL = {"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic"}
 
 
 @pytest.fixture
-def url(tmp_path):
-    database_url = f"sqlite:///{tmp_path / 'db' / 'track.sqlite'}"
-    init_db(database_url)
-    yield database_url
-    dispose_engine(database_url)
+def url(db_url):
+    """A migrated tracker database: SQLite, then PostgreSQL (``db_url`` in conftest)."""
+    init_db(db_url)
+    return db_url
+
+
+def sqlite_only(url: str) -> None:
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite's own locking (PostgreSQL has row locks and MVCC instead)")
 
 
 def _new_run(session, **overrides):
@@ -52,6 +55,7 @@ def _new_run(session, **overrides):
 
 
 def test_sqlite_pragmas_and_idempotent_init(url, tmp_path):
+    sqlite_only(url)
     init_db(url)
     init_db(url)
     assert (tmp_path / "db" / "track.sqlite").is_file()  # parent directory was created
@@ -61,10 +65,11 @@ def test_sqlite_pragmas_and_idempotent_init(url, tmp_path):
         assert pragma("foreign_keys") == 1
         assert pragma("synchronous") == 1  # NORMAL
         assert pragma("busy_timeout") == 30000
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
 
 
 def test_write_sessions_begin_immediate_read_sessions_do_not(url, tmp_path):
+    sqlite_only(url)
     path = tmp_path / "db" / "track.sqlite"
     other = sqlite3.connect(path, timeout=0, isolation_level=None)
     with session_scope(url, write=True) as session:
@@ -97,6 +102,7 @@ def test_read_then_write_transactions_do_not_deadlock(url, write):
     """Two overlapping read-then-write transactions: with BEGIN IMMEDIATE (write sessions) the
     second waits for the first and both commit; with BEGIN DEFERRED the second fails at once
     with "database is locked", which no busy timeout cures."""
+    sqlite_only(url)
     import threading
 
     results: list[str] = []
@@ -526,3 +532,32 @@ def test_leaderboard_params_fallback_and_empty(url):
         board = leaderboard(session, params=lambda name: 8_032 if name == "srcnn-x2.a" else None)
         assert board["params"].tolist() == [8_032]
         assert leaderboard(session, device="cuda").empty
+
+
+def test_deleting_the_newest_run_never_gives_its_id_to_the_next(url):
+    with session_scope(url) as session:
+        first = _new_run(session).id
+        newest = _new_run(session).id
+    with session_scope(url) as session:
+        session.delete(runs.get_run(session, newest))
+    with session_scope(url) as session:
+        assert _new_run(session).id > newest > first
+
+
+def test_connection_errors_are_told_from_other_database_errors():
+    from sqlalchemy.exc import IntegrityError
+
+    from srweb.track.db import is_connection_error
+
+    class Refused(Exception):
+        sqlstate = "08006"
+
+    class Syntax(Exception):
+        sqlstate = "42601"
+
+    assert is_connection_error(OperationalError("SELECT", {}, Refused("server closed the connection")))
+    assert not is_connection_error(OperationalError("SELECT", {}, Syntax("syntax error")))
+    assert not is_connection_error(OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x")))
+    assert not is_connection_error(OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")))
+    assert is_connection_error(OperationalError("SELECT", {}, sqlite3.OperationalError("unable to open database file")))
+    assert not is_connection_error(IntegrityError("INSERT", {}, Exception("duplicate")))

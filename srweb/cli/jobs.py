@@ -4,10 +4,23 @@ action with its own flags (only ``submit`` takes the training flags)."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from srweb.cli.train import add_config_flags, config_from_args
 
 # Handlers import the core when they run: `srweb --help` and argument errors stay fast (torch, gradio).
+
+
+def run_json(run) -> dict:
+    """One run for ``srweb jobs list --json``."""
+    def stamp(moment):
+        return moment.isoformat(timespec="seconds") if moment else None
+
+    return {"id": run.id, "name": run.name, "status": run.status, "worker": run.worker, "host": run.host,
+            "device": run.device, "step": run.step, "iterations": run.total_steps, "best_psnr": run.best_psnr,
+            "created_at": stamp(run.created_at), "started_at": stamp(run.started_at),
+            "finished_at": stamp(run.finished_at), "heartbeat_at": stamp(run.heartbeat_at),
+            "weights": run.weights_name, "error": run.error}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -17,7 +30,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     jobs.reap()
     with session_scope(write=False) as session:
-        rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in list_runs(session)]
+        runs = list_runs(session)
+        if args.json:
+            print(json.dumps([run_json(r) for r in runs], indent=2))
+            return 0
+        rows = [(r.id, r.status, r.step, r.total_steps, r.best_psnr, r.name, r.error) for r in runs]
     print(f"{'id':>4}  {'status':<10}{'step':>12}  {'best PSNR':>9}  name")
     for rid, status, step, total, best, name, error in rows:
         psnr = f"{best:.2f}" if best is not None else "-"
@@ -62,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="background training jobs")
     actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("list", help="every run, newest first")
+    p.add_argument("--json", action="store_true", help="one JSON object per run (id, name, status, worker, ...)")
     p.set_defaults(func=_with_database(cmd_list))
     p = actions.add_parser("submit", help="queue a training run (the flags of srweb train)")
     add_config_flags(p)

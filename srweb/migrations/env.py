@@ -54,11 +54,12 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run_online(connection)
         return
-    from srweb.track.db import get_engine
+    from srweb.track.db import foreign_keys_off, get_engine
 
     with get_engine(_database_url()).execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
-        _run_online(connection)
-        connection.commit()
+        with foreign_keys_off(connection):
+            _run_online(connection)
+            connection.commit()
 
 
 if context.is_offline_mode():

@@ -39,6 +39,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+MIGRATION_LOCK_KEY = 0x5277_6562  # "Rweb": the PostgreSQL advisory lock that serialises init_db
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], Engine] = {}
@@ -128,10 +129,51 @@ def session_scope(url: str | None = None, *, write: bool = True) -> Iterator[Ses
         session.close()
 
 
+# PostgreSQL's answers that a retry of the whole transaction cures: serialization failure, deadlock.
+_PG_RETRY_SQLSTATES = {"40001", "40P01"}
+
+
 def is_lock_error(exc: BaseException) -> bool:
-    """True for SQLite's transient "database is locked" / "database table is locked" / busy errors."""
-    text = str(getattr(exc, "orig", exc)).lower()
+    """True for SQLite's transient "database is locked" / "database table is locked" / busy errors
+    and PostgreSQL's serialization failures and deadlocks."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) in _PG_RETRY_SQLSTATES:
+        return True
+    text = str(orig).lower()
     return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and ("locked" in text or "busy" in text)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database could not be reached or the connection dropped (a server restart, a
+    network outage): the work is fine, the database is not there right now."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (OperationalError, InterfaceError)) or is_lock_error(exc):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):  # a file, not a server: only a folder that cannot be opened
+        return "unable to open" in str(orig)
+    # PostgreSQL: connection exceptions (class 08), the server shutting down (57P0x); no code: no server
+    return getattr(orig, "sqlstate", None) in (None, "08000", "08001", "08003", "08004", "08006", "57P01", "57P02",
+                                               "57P03")
+
+
+def until_reachable(fn: Callable[[], T], *, say: Callable[[str], None] = print, max_delay: float = 30.0) -> T:
+    """``fn()`` (a whole transaction), retried while the database cannot be reached: one line per
+    try, waits doubling from 1 s up to ``max_delay``. Other errors propagate at once."""
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            say(f"cannot reach the database ({first[0] if first else type(exc).__name__}); retrying in {delay:.0f} s")
+            time.sleep(delay)
+            delay = min(max_delay, delay * 2)
 
 
 def with_retry(
@@ -178,6 +220,31 @@ def alembic_config(url: str | None = None) -> Any:
     return config
 
 
+@contextmanager
+def foreign_keys_off(connection: Any) -> Iterator[None]:
+    """SQLite: foreign keys off while migrations rebuild tables (a rebuilt table is dropped, and
+    dropping a table with foreign keys on deletes the rows that refer to it: SQLite's documented
+    12-step ALTER procedure). The PRAGMA only acts outside a transaction, so it goes straight to
+    the driver connection, before BEGIN. Other databases: nothing to do."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys = ON")
+
+
+def check_foreign_keys(connection: Any) -> None:
+    """SQLite: refuse to commit a migration that left a row pointing at nothing."""
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"migration left {len(broken)} rows with broken foreign keys, e.g. {broken[0]}")
+
+
 def init_db(url: str | None = None) -> None:
     """Create or upgrade the schema to the newest Alembic revision (``upgrade head``).
 
@@ -197,9 +264,12 @@ def init_db(url: str | None = None) -> None:
         with get_engine(resolved).execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
             # One outer transaction: reading the current revision and every migration step
             # happen under the same write lock (Alembic would otherwise commit per revision).
-            with connection.begin():
+            with foreign_keys_off(connection), connection.begin():
+                if connection.dialect.name == "postgresql":  # BEGIN IMMEDIATE's part: one migrator at a time
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
+                check_foreign_keys(connection)
 
     with_retry(upgrade)
     _initialized.add(key)

@@ -322,7 +322,8 @@ def mark_orphans(
     marked: list[int] = []
     for run in session.scalars(select(Run).where(Run.status == "running").order_by(Run.id)):
         reason = None
-        if run.pid is not None and run.host in (None, host) and not is_alive(run.pid):
+        # A `srweb worker`'s run (``worker`` set) is watched by the workers' own heartbeats instead.
+        if run.pid is not None and run.worker is None and run.host in (None, host) and not is_alive(run.pid):
             reason = f"pid {run.pid} is gone"
         else:
             last = run.heartbeat_at or run.started_at or run.created_at
@@ -415,6 +416,11 @@ class MetricsBuffer:
         self._rows = []
         self._last_flush = self._clock()
         return len(rows)
+
+    def postpone(self) -> None:
+        """Try the next flush only ``max_interval`` seconds from now (rows kept), e.g. while the
+        database is unreachable."""
+        self._last_flush = self._clock()
 
     def close(self) -> None:
         """Flush what is left."""

@@ -85,7 +85,8 @@ class Run(Base):
     """One training run; ``name`` spells out the config, ``config`` holds all of it."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+    # AUTOINCREMENT: SQLite must never hand a deleted run's id to a new run (weights cards keep it).
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
@@ -113,6 +114,8 @@ class Run(Base):
     weights_name: Mapped[str | None] = mapped_column(String(200))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     resumed_from: Mapped[str | None] = mapped_column(String(1024))
+    # The `srweb worker` (its --name) training or last trained the run; NULL: this machine's dispatcher.
+    worker: Mapped[str | None] = mapped_column(String(200))
 
     checkpoints: Mapped[list[Checkpoint]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True, order_by="Checkpoint.step"
@@ -250,3 +253,23 @@ class SpeedResult(Base):
     fast_path: Mapped[bool] = mapped_column(Boolean, default=False)
     backend: Mapped[str | None] = mapped_column(String(64))  # "openvino/bf16": what ran (srweb.inference.backends)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A ``srweb worker`` process (one per training machine): what it is and what it trains now.
+
+    ``heartbeat_at`` is stamped every few seconds while it runs; a worker is alive while it is
+    recent (:data:`srweb.track.workers.ALIVE_SECONDS`). The row stays after the worker stops.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: a deleted run must not block a heartbeat
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -16,7 +16,8 @@ from srweb.track.db import session_scope
 from srweb.track.runs import get_run, list_runs, metric_series
 from srweb.track.schema import RUN_STATUSES, Run, utcnow
 
-RUN_COLUMNS = ("id", "name", "model", "scale", "status", "best PSNR", "steps", "duration", "device", "created")
+RUN_COLUMNS = ("id", "name", "model", "scale", "status", "best PSNR", "steps", "duration", "device", "worker",
+               "created")
 SORT_KEYS = ("created", "id", "name", "model", "scale", "status", "best PSNR", "steps", "duration")
 ACTIVE_STATUSES = ("queued", "running")
 CURVE_METRICS = ("loss", "val_psnr")
@@ -54,6 +55,7 @@ def _row(run: Run, now: datetime) -> dict[str, Any]:
         "total": run.total_steps,
         "duration_s": _duration_seconds(run, now),
         "device": run.device or (run.config or {}).get("device") or "",
+        "worker": run.worker or (run.host or "" if run.started_at else ""),  # no `srweb worker`: the machine
         "created_at": run.created_at,
     }
 
@@ -154,3 +156,22 @@ def run_details(run_id: int, *, url: str | None = None) -> dict[str, Any]:
             "git_commit": run.git_commit, "resumed_from": run.resumed_from, "parent_run": run.parent_id,
             "config": dict(run.config or {}),
         }
+
+
+def workers_markdown(*, url: str | None = None) -> str:
+    """One line on the training workers: with PostgreSQL, each ``srweb worker`` alive (name, host,
+    device, the run it trains, its last heartbeat); with SQLite, that this machine trains queued runs."""
+    from srweb.track.workers import alive_workers
+    from srweb.train.queue import uses_queue
+
+    if not uses_queue(url):
+        return "**Workers:** this machine trains queued runs itself (SQLite database)."
+    now = utcnow()
+    with session_scope(url, write=False) as session:
+        alive = [(w.name, w.host, w.device or "?", w.run_id, (now - w.heartbeat_at).total_seconds())
+                 for w in alive_workers(session)]
+    if not alive:
+        return "**Workers:** none alive; queued runs wait for a `srweb worker` to start."
+    parts = [f"`{name}` ({host}, {device}) {f'training run {run}' if run else 'idle'}, seen {age:.0f} s ago"
+             for name, host, device, run, age in alive]
+    return f"**Workers alive ({len(alive)}):** " + "; ".join(parts)

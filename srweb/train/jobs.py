@@ -27,6 +27,7 @@ from srweb.track.runs import (create_run, delete_run, get_run, mark_orphans, pid
                               runs_with_status, set_status, shares_run_dir)
 from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
+from srweb.train.queue import abort_run, defer_run, uses_queue
 
 _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
@@ -43,11 +44,16 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     from srweb.train.memory import check_step_fits  # torch: heavy; `srweb jobs list` and the queue need none
 
     cfg = cfg.resolved().validate()
+    # With a server database another machine trains the run: folders this control plane lacks
+    # (and its own memory) are the worker's to check; it fails the run saying what is missing.
+    elsewhere = uses_queue()
     for label, value in (("data", cfg.data), ("val_data", cfg.val_data)):
         if value:
             try:
                 path = Path(benchmark_path(value))
             except (ValueError, FileNotFoundError) as exc:
+                if elsewhere:
+                    continue
                 raise ConfigError(f"{label}: {exc}") from None
             if not path.exists():
                 raise ConfigError(f"{label}: {value} not found")
@@ -65,7 +71,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         from srweb.train.teacher import check_teacher  # torch: heavy; only a config with a teacher
 
         check_teacher(cfg.teacher)
-    check_step_fits(cfg)
+    if not elsewhere:
+        check_step_fits(cfg)
     return cfg
 
 
@@ -126,6 +133,13 @@ def create_tracked_run(session: Session, cfg: TrainConfig) -> Run:
     """Insert a queued run for ``cfg`` with its run folder and log file."""
     run = create_run(session, name=cfg.name, arch=cfg.model, scale=cfg.scale, config=cfg.to_dict(),
                      total_steps=cfg.iterations, git_commit=git_commit(), host=socket.gethostname())
+    if uses_queue():  # trained on any worker: the folder lives in the artifact store
+        from srweb.artifacts import run_location
+
+        location = run_location(run.id, cfg.name)
+        run.run_dir, run.log_path = location, f"{location}/train.log"
+        session.flush()
+        return run
     run_dir = get_settings().runs_dir.resolve() / f"{run.id:05d}-{cfg.name}"
     run.run_dir, run.log_path = str(run_dir), str(run_dir / "train.log")
     session.flush()
@@ -137,7 +151,9 @@ def submit(cfg: TrainConfig, *, start: bool = True) -> int:
     cfg = check_config(cfg)
     init_db()
     run_id = write_transaction(lambda s: create_tracked_run(s, cfg).id)
-    if start:
+    if uses_queue():
+        defer_run(run_id)  # any `srweb worker` takes it
+    elif start:
         dispatch()
     return run_id
 
@@ -158,7 +174,10 @@ def _spawn(run: Run) -> int:
 
 
 def dispatch() -> list[int]:
-    """Start queued runs (oldest first) while running ones are fewer than the limit."""
+    """Start queued runs (oldest first) while running ones are fewer than the limit. With a
+    PostgreSQL database nothing: ``srweb worker`` processes take queued runs (:mod:`srweb.train.remote`)."""
+    if uses_queue():
+        return []
     limit = get_settings().max_parallel_jobs
 
     def start(session: Session) -> list[int]:
@@ -233,9 +252,14 @@ def cancel(run_id: int) -> str:
             raise JobError(f"no run with id {run_id}")
         if run.status == "queued":
             set_status(session, run_id, "cancelled")
+            if uses_queue():
+                abort_run(run_id)  # drop its waiting job (a worker that took it meanwhile skips it)
             return "cancelled"
         if run.status != "running":
             raise JobError(f"run {run_id} is already {run.status}; nothing to cancel")
+        if uses_queue():  # the worker, wherever it is, polls for the abort every second
+            abort_run(run_id)
+            return "cancelling"
         if run.pid and run.host in (None, socket.gethostname()):
             try:
                 os.kill(run.pid, signal.SIGTERM)
@@ -270,7 +294,10 @@ def resume(run_id: int) -> int:
             raise JobError(str(exc)) from None
 
     write_transaction(act)
-    dispatch()
+    if uses_queue():
+        defer_run(run_id)
+    else:
+        dispatch()
     return run_id
 
 
@@ -308,13 +335,26 @@ def log_tail(run_id: int, lines: int = 40) -> str:
         run = get_run(session, run_id)
         if run is None:
             raise JobError(f"no run with id {run_id}")
-        path = Path(run.log_path) if run.log_path else None
+        path = run.log_path or None
     if path is None:
         return f"run {run_id} trained in the foreground (srweb train): its output went to that terminal, not to a log"
+    text = _read_log_tail(str(path), 200_000)
+    rows = [part.split("\r")[-1] for part in text.split("\n")]  # splitlines() would split at \r too
+    return "\n".join([r for r in rows if r.strip()][-lines:])
+
+
+def _read_log_tail(location: str, nbytes: int) -> str:
+    """The end of a log: a local file, or one a worker pushed to the artifact store."""
+    from srweb.artifacts import ArtifactError, is_remote_location, read_tail
+
+    if is_remote_location(location):
+        try:
+            return read_tail(location, nbytes).decode(errors="replace")
+        except ArtifactError as exc:
+            return str(exc)
+    path = Path(location)
     if not path.exists():
         return ""
     with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 200_000))
-        text = fh.read().decode(errors="replace")
-    rows = [part.split("\r")[-1] for part in text.split("\n")]  # splitlines() would split at \r too
-    return "\n".join([r for r in rows if r.strip()][-lines:])
+        fh.seek(max(0, path.stat().st_size - nbytes))
+        return fh.read().decode(errors="replace")

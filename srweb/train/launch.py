@@ -16,6 +16,7 @@ from srweb.track.schema import utcnow
 from srweb.train import jobs
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.config import resolve_device
+from srweb.train.queue import uses_queue
 
 DUPLICATE_WINDOW_S = 10.0
 _submit_lock = threading.Lock()
@@ -35,6 +36,8 @@ def available_devices() -> list[str]:
 
     devices = ["auto", "cpu"]
     devices += [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
+    if uses_queue() and "cuda" not in devices:  # trained by a `srweb worker`, maybe on a GPU machine
+        devices.append("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         devices.append("mps")
     return devices
@@ -56,7 +59,8 @@ def preflight(cfg: TrainConfig) -> TrainConfig:
         ConfigError: the first problem found, in words.
     """
     cfg = jobs.check_config(cfg)
-    check_device(cfg.device)
+    if not uses_queue():  # with a server database the worker that takes the run has the device
+        check_device(cfg.device)
     return cfg
 
 

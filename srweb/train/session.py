@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from srweb.errors import first_line
-from srweb.track.db import write_transaction
+from srweb.track.db import is_connection_error, until_reachable, write_transaction
 from srweb.track.runs import (
     ORPHAN_ERROR,
     MetricsBuffer,
@@ -34,28 +34,49 @@ class RunLogger:
         self.buffer = MetricsBuffer(run_id, max_interval=HEARTBEAT_SECONDS)
         self.step = 0
         self.clock: Callable[[], float] | None = None  # the trainer's training time, once it exists
+        self.offline = False  # the last write found the database unreachable
+        self.best_pending: float | None = None  # a best PSNR not yet written (database away)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.step = step
-        self.buffer.log(step, values)
-        if "val_psnr" in values:
-            self.buffer.flush()
+        try:
+            self.buffer.log(step, values)
+            if "val_psnr" in values:
+                self.buffer.flush()
+                self._record_best(values["val_psnr"])
+            self.offline = False
+        except Exception as exc:  # the database is away: keep the rows, train on, write them later
+            if not is_connection_error(exc):
+                raise
+            if not self.offline:
+                print(f"cannot reach the database ({first_line(exc.orig)}); metrics are kept and written once it "
+                      "is back", flush=True)
+            self.offline = True
+            self.buffer.postpone()
+            if "val_psnr" in values:
+                self.best_pending = max(values["val_psnr"], self.best_pending or float("-inf"))
 
-            def best(session) -> None:
-                run = get_run(session, self.run_id)
-                if run.best_psnr is None or values["val_psnr"] > run.best_psnr:
-                    run.best_psnr = values["val_psnr"]
+    def _record_best(self, psnr: float) -> None:
+        psnr = max(psnr, self.best_pending or float("-inf"))
 
-            write_transaction(best)
+        def best(session) -> None:
+            run = get_run(session, self.run_id)
+            if run.best_psnr is None or psnr > run.best_psnr:
+                run.best_psnr = psnr
+
+        write_transaction(best)
+        self.best_pending = None
 
     def flush(self) -> None:
-        self.buffer.flush()
+        until_reachable(self.buffer.flush)
+        if self.best_pending is not None:
+            until_reachable(lambda: self._record_best(self.best_pending))
 
     def resumed(self, step: int) -> None:
         """Forget what a killed session logged after its last checkpoint (``step``): those steps
         are trained again, and the curve shows each step once."""
-        self.buffer.flush()
-        write_transaction(lambda s: delete_metrics_after(s, self.run_id, step))
+        until_reachable(self.buffer.flush)
+        until_reachable(lambda: write_transaction(lambda s: delete_metrics_after(s, self.run_id, step)))
 
 
 def heartbeat_loop(run_id: int, logger: RunLogger, stop: threading.Event) -> None:
@@ -103,13 +124,13 @@ def train_tracked(cfg: TrainConfig, run_dir: Path, run_id: int, *, should_stop: 
     try:
         trainer = Trainer(cfg, run_dir, logger=logger, should_stop=should_stop, export_dir=export_dir, run_id=run_id)
         logger.clock = trainer.wall_seconds
-        write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device))  # "auto" resolved
+        until_reachable(lambda: write_transaction(lambda s: setattr(get_run(s, run_id), "device", trainer.device)))
         result = trainer.train()
     except BaseException as exc:
         message = failure_text(exc)
-        write_transaction(lambda s: set_status(s, run_id, "failed", error=message))
+        until_reachable(lambda: write_transaction(lambda s: set_status(s, run_id, "failed", error=message)))
         raise
     finally:
         done.set()
-    write_transaction(lambda s: record_result(s, run_id, trainer, result))
+    until_reachable(lambda: write_transaction(lambda s: record_result(s, run_id, trainer, result)))
     return result

@@ -8,7 +8,7 @@ from srweb.ui import compare, leaderboard, rate, runs, train, upscale
 from srweb.ui.admin import admin_box
 from srweb.access import launch_options, queue_options
 from srweb.config import apply_threads
-from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher
+from srweb.services import fetch_hub_weights, prepare_database, start_job_watcher, start_local_workers
 from srweb.ui.outputs import cache_policy
 
 TITLE = "srweb · super-resolution studio"
@@ -46,6 +46,7 @@ def launch(**kwargs) -> None:
     fetch_hub_weights()
     prepare_database()
     start_job_watcher()
+    start_local_workers()  # PostgreSQL: SRWEB_LOCAL_WORKERS `srweb worker` processes (SQLite: none)
     blocks = build_app()
     blocks.delete_cache = blocks.delete_cache or cache_policy()  # outputs must not fill the disk
     blocks.queue(**queue_options())

@@ -122,6 +122,7 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
         refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
     table = gr.Dataframe(pd.DataFrame(columns=list(views.RUN_COLUMNS)), label="Runs (click rows to compare)",
                          interactive=False, elem_id="runs-table", max_height=360)
+    workers = gr.Markdown(elem_id="runs-workers")
     with gr.Row():
         with gr.Column(scale=2):
             compare = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
@@ -144,6 +145,8 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
     outputs = [table, compare, detail]
     gr.on(None, load_runs, filters, outputs, show_progress="hidden", api_visibility="private")  # load + filter changes
     refresh.click(load_runs, filters, outputs, api_name="runs_list")
+    gr.on([refresh.click] + ([tab.select] if tab is not None else []), views.workers_markdown, None, workers,
+          show_progress="hidden", api_visibility="private")
     if tab is not None:
         tab.select(load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
     table.select(pick_from_table, [compare], [compare, detail], api_visibility="private")

@@ -28,7 +28,8 @@ FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batc
           "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn",
           "ema", "teacher", "teacher_weight", "teacher_unlabelled")
 NO_VAL = NO_START = NO_TEACHER = "none"
-JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration"]
+JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration", "worker"]
+WORKERS_REFRESH_S = 5.0
 REFRESH_S = 2.0
 
 
@@ -264,6 +265,7 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
         with gr.Column(scale=2):
             jobs_table = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS), label="Jobs (click a row to select)",
                                       interactive=False, elem_id="train-jobs", max_height=260)
+            workers = gr.Markdown(elem_id="train-workers")
             with gr.Row():
                 run = gr.Dropdown([], value=None, label="Selected run", scale=3, allow_custom_value=True,
                                   elem_id="train-run")
@@ -291,6 +293,10 @@ def build_tab(admin: gr.Textbox | None = None) -> None:
     refresh_outputs = [jobs_table, run, plot, log, timer, state]
     timer.tick(refresh, [run, state], refresh_outputs, show_progress="hidden", api_visibility="private")
     refresh_btn.click(refresh, [run, state], refresh_outputs, api_visibility="private")
+    # The workers alive, on their own slow timer (it keeps ticking when no run is active here).
+    gr.Timer(WORKERS_REFRESH_S).tick(views.workers_markdown, None, workers, show_progress="hidden",
+                                     api_visibility="private")
+    refresh_btn.click(views.workers_markdown, None, workers, show_progress="hidden", api_visibility="private")
     run.change(run_view, [run, state], [plot, log, state], show_progress="hidden", api_visibility="private")
     jobs_table.select(pick_from_table, None, run, api_visibility="private")
     cancel.click(admin_only(cancel_job, "cancelling a run"), [run, admin], [message, timer], api_name="train_cancel")

@@ -54,7 +54,9 @@ def export_run_weights(run_id: int, *, weights_dir: Path | None = None, url: str
         raise ExportError(f"run {run_id} is {status}; only finished runs have weights to export")
     if not name or not run_dir:
         raise ExportError(f"run {run_id} finished without exported weights")
-    export_dir = Path(exported.path).parent if exported is not None else Path(run_dir) / "export"
+    from srweb.artifacts import local_copy  # a run trained by a `srweb worker` keeps its folder in the store
+
+    export_dir = local_copy(exported.path.rsplit("/", 1)[0] if exported is not None else f"{run_dir}/export")
     tensors, card_path = export_dir / f"{name}.safetensors", export_dir / f"{name}.json"
     if not tensors.is_file() or not card_path.is_file():
         raise ExportError(f"run {run_id}: {tensors.name} or {card_path.name} is missing in {tensors.parent}")
