@@ -80,17 +80,14 @@ class Settings:
             CPU it measured slower than eager bf16 + channels_last, see README "Speed").
         tile_budget_mb: activation memory one inference tile may use, in MB (``SRWEB_TILE_BUDGET_MB``);
             peak RSS of a 3840x2160 edsr-baseline x4 output stays under 2 GB with the default.
-<<<<<<< HEAD
-        backend: what runs the network (``SRWEB_BACKEND``): ``auto`` (the winner ``srweb bench
-            --store`` recorded for this processor), ``torch``, ``openvino`` or ``onnxruntime``.
-=======
         local_workers: with a server database (PostgreSQL), how many ``srweb worker`` processes the
             app starts itself; 0 makes it a control plane only (e.g. a CPU Space). Ignored on SQLite,
             where the app's own dispatcher starts one process per run (``max_parallel_jobs``).
         artifacts_url: fsspec URL of the store every machine reaches for run folders and exported
             weights (a folder, ``file://``, ``s3://`` with s3fs, ``hf://datasets/...``); default
             ``state_dir/db/artifacts``.
->>>>>>> main
+        backend: what runs the network (``SRWEB_BACKEND``): ``auto`` (the winner ``srweb bench
+            --store`` recorded for this processor), ``torch``, ``openvino`` or ``onnxruntime``.
     """
 
     weights_dir: Path
@@ -114,12 +111,9 @@ class Settings:
     threads: int | None = None
     compile: bool = False
     tile_budget_mb: float = 1000.0
-<<<<<<< HEAD
-    backend: str = "auto"
-=======
     local_workers: int = 1
     artifacts_url: str = ""
->>>>>>> main
+    backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
 
@@ -153,12 +147,9 @@ def get_settings() -> Settings:
         threads=_env_int("SRWEB_THREADS", None),
         compile=_env_bool("SRWEB_COMPILE"),
         tile_budget_mb=float(os.environ.get("SRWEB_TILE_BUDGET_MB") or 1000),
-<<<<<<< HEAD
-        backend=os.environ.get("SRWEB_BACKEND", "").strip().lower() or "auto",
-=======
         local_workers=max(0, int(os.environ.get("SRWEB_LOCAL_WORKERS", "1").strip() or 1)),
         artifacts_url=os.environ.get("SRWEB_ARTIFACTS_URL", "").strip() or str(db_dir / "artifacts"),
->>>>>>> main
+        backend=os.environ.get("SRWEB_BACKEND", "").strip().lower() or "auto",
     )
 
 
