@@ -220,7 +220,10 @@ def test_choose_backend_rules():
                                        "onnxruntime/fp32": {"ms_per_mpix": 20, "ok": True},
                                        "torch/bf16": {"ms_per_mpix": 5, "ok": False}}}
     inference = {"backend": {"name": "openvino", "precision": "bf16", "host": HERE}, "backends": table}
-    pick = lambda req, prec="auto", dev="cpu": choose_backend(req, prec, inference, dev, "bf16", HERE)
+
+    def pick(req: str, prec: str = "auto", dev: str = "cpu") -> BackendChoice:
+        return choose_backend(req, prec, inference, dev, "bf16", HERE)
+
     assert pick("auto") == BackendChoice("openvino", "bf16")
     assert pick("auto", "fp32") == BackendChoice("onnxruntime", "fp32")  # the fastest fp32 that passed
     assert pick("auto", dev="cuda") == BackendChoice("torch", "bf16")  # graph backends run on the CPU
