@@ -6,6 +6,7 @@ The public API is imported lazily so ``import srweb`` stays cheap:
     >>> srweb.list_models()[:3]
     >>> up = srweb.Upscaler("espcn-x3.general100")
     >>> up.upscale(PIL.Image.open("photo.png")).save("photo_x3.png")
+    >>> card = srweb.import_model("realesr-general-x4v3.pth", license="BSD-3-Clause")  # any spandrel model
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _EXPORTS = {
     "WeightsCard": "srweb.weights.files",
     "Upscaler": "srweb.inference.upscaler",
     "evaluate": "srweb.evaluation.evaluate",
+    "import_model": "srweb.weights.importer",
 }
 
 __all__ = sorted(_EXPORTS)

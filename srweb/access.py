@@ -3,7 +3,7 @@
 Locally everything is open. In public mode (``SRWEB_PUBLIC=1``, on by default inside a Hugging
 Face Space) Upscale, Leaderboard and Rate stay open to all, while the admin features need the
 token from ``SRWEB_ADMIN_TOKEN``: training jobs (launch, cancel, resume), evaluation jobs,
-run export, and with them any dataset path on the server. Without a configured token the
+run export, model import (Upscale tab), and with them any dataset path on the server. Without a configured token the
 admin features are off in public mode. Handlers call :func:`require_admin`; the UI only hides
 what a visitor cannot use, it never is the gate.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from srweb.config import REPO_ROOT, get_settings
 
 # What the admin gate covers, for messages and the README.
-ADMIN_FEATURES = "training, evaluation, run export/cancel/resume and dataset paths"
+ADMIN_FEATURES = "training, evaluation, model import, run export/cancel/resume and dataset paths"
 WRONG_TOKEN_DELAY_S = 1.0
 
 

@@ -71,6 +71,7 @@ class Settings:
         max_input_pixels: largest accepted input image (width x height); 4 MP in public mode.
         max_upload_mb: largest accepted upload in MB (Gradio's ``max_file_size``); None: no limit.
         max_batch_files: most images one batch of the Upscale tab takes; 20 in public mode.
+        max_import_mb: largest model file ``srweb import`` reads, in MB; None (0 set): no limit.
         hub_weights: ``hf://OWNER/REPO/NAME`` references the app fetches at start into
             ``user_weights_dir`` and lists (weights for a Space without committing them).
         queue_size: requests waiting in the app's queue before new ones are refused; None: no limit.
@@ -105,6 +106,7 @@ class Settings:
     max_parallel_jobs: int = 1
     max_upload_mb: int | None = 50
     max_batch_files: int = 200
+    max_import_mb: int | None = 1024
     hub_weights: tuple[str, ...] = ()
     queue_size: int | None = 64
     concurrency: int = 4
@@ -141,6 +143,7 @@ def get_settings() -> Settings:
         max_parallel_jobs=int(os.environ.get("SRWEB_MAX_PARALLEL_JOBS", 1)),
         max_upload_mb=_env_int("SRWEB_MAX_UPLOAD_MB", 20 if public else 50),
         max_batch_files=_env_int("SRWEB_MAX_BATCH_FILES", 20 if public else 200) or 2**31,
+        max_import_mb=_env_int("SRWEB_MAX_IMPORT_MB", 1024),
         hub_weights=tuple(os.environ.get("SRWEB_HUB_WEIGHTS", "").replace(",", " ").split()),
         queue_size=_env_int("SRWEB_QUEUE_SIZE", 64),
         concurrency=_env_int("SRWEB_CONCURRENCY", 4) or 4,

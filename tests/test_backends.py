@@ -96,8 +96,8 @@ def test_each_backend_matches_torch_fp32_on_a_crop(card, graph_cache):
 
 def test_fixed_windows_have_one_shape_and_cover_the_image():
     h, w, pad = 101, 77, 9
-    for rows, cols in ((1, 1), (2, 3), (4, 2), (7, 5)):
-        windows = tile_windows(h, w, rows, cols, pad, fixed=True)
+    for th, tw in ((101, 77), (51, 26), (26, 39), (15, 16)):
+        windows = tile_windows(h, w, th, tw, pad, fixed=True)
         shapes = {(py1 - py0, px1 - px0) for _, _, py0, py1, _, _, px0, px1 in windows}
         assert len(shapes) == 1  # one compiled model serves every tile
         covered = np.zeros((h, w), int)

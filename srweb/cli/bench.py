@@ -10,12 +10,13 @@ import json
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from srweb.evaluation.backends_bench import format_rows, goal_lines, run_with_backends
-    from srweb.evaluation.bench import DEFAULT_CASES, leaderboard_cases, record
+    from srweb.evaluation.bench import DEFAULT_CASES, case_scale, leaderboard_cases, record
 
     cases = leaderboard_cases() if args.store else DEFAULT_CASES
-    if args.models:
-        cases = tuple(c for c in cases if c[0] in args.models) or tuple(
-            (m, 4, 256, 256) for m in args.models)
+    if args.models:  # the named ones among the cases; the others (an imported entry's name too) at 256x256
+        matched = tuple(c for c in cases if c[0] in args.models)
+        cases = matched + tuple((m, case_scale(m), 256, 256) for m in dict.fromkeys(args.models)
+                                if m not in {c[0] for c in matched})
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
     report = run_with_backends(cases, repeats=args.repeats, training=not args.no_training and not args.quick,

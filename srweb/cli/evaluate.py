@@ -19,13 +19,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.weights == "bicubic":
         if args.self_ensemble:
             raise CLIError("--self-ensemble needs a model: bicubic gives the same image for every flip")
-        sr_fn, name, scale, params, sha = bicubic_sr(args.scale), "bicubic", args.scale, 0, None
+        sr_fn, name, scale, params, sha, arch = bicubic_sr(args.scale), "bicubic", args.scale, 0, None, None
     else:
         upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
                             self_ensemble=args.self_ensemble, backend=args.backend)
         sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
         params = upscaler.card.num_params if upscaler.card else None
         sha = upscaler.card.sha256 if upscaler.card else None
+        arch = upscaler.card.arch if upscaler.card else None  # an imported entry's name does not say it
     result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json)
     if name.endswith(ENSEMBLE_SUFFIX):  # --self-ensemble, or weights given as NAME+
         result.protocol["self_ensemble"] = True
@@ -35,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         init_db()
         write_transaction(lambda s: record_evaluation(s, result, weights_name=name, num_params=params,
-                                                      weights_sha256=sha))
+                                                      weights_sha256=sha, arch=arch))
     if args.json:
         print_json({"weights": name, **result.to_dict()})
     else:

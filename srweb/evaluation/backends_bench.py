@@ -127,7 +127,7 @@ def bench_backends(cases: tuple, repeats: int = 3, quality: bool = True, names: 
     sizes = {(arch, scale): (w, h) for arch, scale, w, h in cases}
     rows = []
     for card in list_weights():
-        size = sizes.get((card.arch, card.scale))
+        size = sizes.get((card.name, card.scale)) or sizes.get((card.arch, card.scale))  # an imported entry by name
         if size and (names is None or card.name in names):
             rows.append(bench_entry(card.name, *size, repeats=repeats, quality=quality))
     return rows

@@ -28,13 +28,13 @@ from srweb.data.samples import benchmark_path
 from srweb.evaluation.evaluate import evaluate
 from srweb.imaging.resize import imresize
 from srweb.inference.backends import card_backends
-from srweb.models import create_model
+from srweb.models import create_model, list_models
 from srweb.track.db import dispose_engine, init_db, write_transaction
 from srweb.track.evals import record_speed
 from srweb.track.runs import MetricsBuffer, create_run
 from srweb.train.config import TrainConfig
 from srweb.train.trainer import Trainer
-from srweb.weights.files import list_weights, resolve_weights, write_card
+from srweb.weights.files import list_weights, load_weights, read_card, resolve_weights, write_card
 
 DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
                  ("srcnn", 3, 240, 160))
@@ -281,7 +281,8 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
     report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
                                        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
     for arch, scale, w, h in cases:
-        report["inference"].append(asdict(bench_inference(create_model(arch, scale), w, h, repeats, compile)))
+        model = create_model(arch, scale) if arch in list_models() else load_weights(arch)[0]  # else an imported entry
+        report["inference"].append({**asdict(bench_inference(model, w, h, repeats, compile)), "model": arch})
     if quality:
         for card in list_weights():
             if card.name in (guards or {}):
@@ -313,7 +314,8 @@ def record(report: dict) -> None:
     init_db()
     host = report["host"]["cpu"]
     for card in list_weights():
-        q, r, contest = guards.get(card.name), by_arch.get((card.arch, card.scale)), contests.get(card.name)
+        q, contest = guards.get(card.name), contests.get(card.name)
+        r = by_arch.get((card.name, card.scale)) or by_arch.get((card.arch, card.scale))
         if q:  # the guard first: it decides which path is timed
             card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
         if contest:
@@ -349,5 +351,12 @@ def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     """``cases`` plus one per shipped (architecture, scale) they lack, at a 960x540 output, so that
     ``--store`` gives every shipped entry its Leaderboard speed."""
     have = {(arch, scale) for arch, scale, _, _ in cases}
-    missing = sorted({(card.arch, card.scale) for card in list_weights()} - have)
+    # An imported community model is timed as itself: one architecture spans sizes (ESRGAN 6 or 23 blocks).
+    missing = sorted({(card.arch if card.arch in list_models() else card.name, card.scale)
+                      for card in list_weights()} - have)
     return tuple(cases) + tuple((arch, scale, 960 // scale, 540 // scale) for arch, scale in missing)
+
+
+def case_scale(model: str) -> int:
+    """x4 for an architecture, a weights entry's own scale for its name (an imported model)."""
+    return 4 if model in list_models() else int(read_card(resolve_weights(model)[1]).scale)

@@ -257,7 +257,12 @@ class Upscaler:
             self.model = self.model.to(memory_format=torch.channels_last)
         in_channels = int(model.in_channels)
         self.profile = profile_model(self.model, in_channels, model.upsampling)
-        self.tile_overlap = self.profile.receptive_radius if tile_overlap is None else tile_overlap
+        # An imported model's radius was measured at import (hooks miss attention and functional convs);
+        # window transformers need tiles that start on multiples of their window.
+        self.tile_multiple = int(getattr(model, "tile_multiple", 1) or 1)
+        known_radius = getattr(model, "receptive_radius", None)
+        radius = self.profile.receptive_radius if known_radius is None else int(known_radius)
+        self.tile_overlap = _round_up(radius, self.tile_multiple) if tile_overlap is None else tile_overlap
         self.tile_size = tile_size
         if tile_size and tile_size < self.tile_overlap:
             work = ((tile_size + 2 * self.tile_overlap) / tile_size) ** 2
@@ -376,16 +381,18 @@ class Upscaler:
         else:
             out_scale = self.scale
         _, _, h, w = x.shape
-        pad = self.tile_overlap
+        pad = _round_up(self.tile_overlap, self.tile_multiple)
         rows, cols = self.tile_grid(h, w)
         if rows * cols == 1:
             out = self._forward(x)
             if progress:
                 progress(1, 1)
             return out
+        # Tiles and their context start on the model's multiple (a window transformer's window).
+        th, tw = _round_up(math.ceil(h / rows), self.tile_multiple), _round_up(math.ceil(w / cols), self.tile_multiple)
         fixed = self.runtime is not None and self.runtime.fixed_shapes
         out = None
-        for index, (y0, y1, py0, py1, x0, x1, px0, px1) in enumerate(tile_windows(h, w, rows, cols, pad, fixed)):
+        for index, (y0, y1, py0, py1, x0, x1, px0, px1) in enumerate(tile_windows(h, w, th, tw, pad, fixed)):
             res = self._forward(x[..., py0:py1, px0:px1])
             if out is None:
                 out = torch.empty(1, res.shape[1], h * out_scale, w * out_scale)
@@ -436,8 +443,8 @@ class Upscaler:
         return result
 
 
-def tile_windows(h: int, w: int, rows: int, cols: int, pad: int, fixed: bool = False) -> list[tuple[int, ...]]:
-    """The tiles of an ``h`` x ``w`` input in ``rows`` x ``cols``: per tile ``(y0, y1, py0, py1, x0, x1,
+def tile_windows(h: int, w: int, th: int, tw: int, pad: int, fixed: bool = False) -> list[tuple[int, ...]]:
+    """The tiles of an ``h`` x ``w`` input, ``th`` x ``tw`` each (the last row and column may be smaller): per tile ``(y0, y1, py0, py1, x0, x1,
     px0, px1)``, the rows and columns it gives ([y0, y1) x [x0, x1)) and those the network sees, with
     ``pad`` pixels of context on each side that is not the image's edge.
 
@@ -445,7 +452,7 @@ def tile_windows(h: int, w: int, rows: int, cols: int, pad: int, fixed: bool = F
     takes its missing context from further inside the image instead of being smaller, so it still sees
     the image's true edge and at least ``pad`` pixels elsewhere, as the untiled network would.
     """
-    th, tw = math.ceil(h / rows), math.ceil(w / cols)
+    rows, cols = math.ceil(h / th), math.ceil(w / tw)
     win_h = min(h, th + 2 * pad) if rows > 1 else h
     win_w = min(w, tw + 2 * pad) if cols > 1 else w
     windows = []
@@ -460,6 +467,10 @@ def tile_windows(h: int, w: int, rows: int, cols: int, pad: int, fixed: bool = F
             py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
         windows.append((y0, y1, py0, py1, x0, x1, px0, px1))
     return windows
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return value if multiple <= 1 else -(-value // multiple) * multiple
 
 
 def _to_array(img: Image.Image) -> tuple[np.ndarray, float]:

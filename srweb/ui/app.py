@@ -21,7 +21,7 @@ def build_app() -> gr.Blocks:
         # One admin token for every tab (shown in public mode only); handlers check it server side.
         admin = admin_box()
         with gr.Tab("Upscale", id="upscale"):
-            weights = upscale.build_tab()
+            weights = upscale.build_tab(admin=admin)
         with gr.Tab("Compare", id="compare"):
             compare.build_tab()
         with gr.Tab("Train", id="train"):

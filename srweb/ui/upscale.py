@@ -18,6 +18,7 @@ from srweb.inference.upscaler import MAX_OUTPUT_SCALE
 from srweb.evaluation.metrics import psnr, ssim
 from srweb.ui.batch import build_batch
 from srweb.ui.common import ImageInput, default_choice, get_upscaler, parse_choice, weights_choices
+from srweb.ui.import_model import build_import
 from srweb.ui.outputs import image_file, output_dir
 from srweb.weights.files import WeightsError, list_weights, weights_source
 from srweb.weights.onnx import ExportError, cached_export
@@ -210,9 +211,9 @@ def example_images() -> list[str]:
     return [str(data / n) for n in names if (data / n).exists()]
 
 
-def build_tab() -> gr.Dropdown:
+def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
-    (other tabs refresh its choices when they add weights)."""
+    (other tabs refresh its choices when they add weights). ``admin`` is the page's admin token box."""
     choices = weights_choices()
     default = default_choice(choices)
     with gr.Row():
@@ -237,6 +238,7 @@ def build_tab() -> gr.Dropdown:
             if examples:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
             build_batch(weights, ensemble, output_scale)
+            build_import(weights, admin)
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Compared (bicubic unless chosen) ◀ ▶ SR", format="png", type="pil",
                                     image_mode=None, max_height=640, elem_id="sr-slider")

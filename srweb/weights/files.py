@@ -26,6 +26,7 @@ from srweb.config import get_settings
 from srweb.errors import first_line
 from srweb.imaging.fileio import atomic_write, atomic_write_bytes
 from srweb.models import create_model
+from srweb.models.community import COMMUNITY_LOADER, CommunityModelError, load_community
 from srweb.weights.hub import HubError, download, is_hub_ref
 
 # Results of a weights entry under the x8 self-ensemble are named "<name>+" (after EDSR+, Lim et al. 2017).
@@ -198,6 +199,22 @@ def load_weights(name_or_path: str | os.PathLike, *, weights_dir: Path | None = 
     card = read_card(card_path)
     if verify and card.sha256 and file_sha256(tensors) != card.sha256:
         raise WeightsError(f"{tensors}: sha256 differs from its card (file changed or corrupt)")
+    if card.config.get("loader") == COMMUNITY_LOADER:  # an imported community model, built by spandrel
+        try:
+            model = load_community(str(tensors), card.arch, card.scale, card.config)
+        except CommunityModelError as exc:
+            raise WeightsError(f"{tensors}: {exc}") from None
+    else:
+        model = _load_registered(card, tensors, card_path)
+    if count_params(model) != card.num_params:
+        raise WeightsError(f"{card_path}: card says {card.num_params} params, model has {count_params(model)}")
+    model.eval()
+    model.weights_name = card.name
+    return model, card
+
+
+def _load_registered(card: WeightsCard, tensors: Path, card_path: Path) -> nn.Module:
+    """The registry model a card describes, with its tensors loaded."""
     try:
         model = create_model(card.arch, card.scale, **card.config)
     except ValueError as exc:
@@ -211,11 +228,7 @@ def load_weights(name_or_path: str | os.PathLike, *, weights_dir: Path | None = 
             f"{tensors}: tensors do not fit {card.arch} x{card.scale} "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
-    if count_params(model) != card.num_params:
-        raise WeightsError(f"{card_path}: card says {card.num_params} params, model has {count_params(model)}")
-    model.eval()
-    model.weights_name = card.name
-    return model, card
+    return model
 
 
 def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
@@ -234,9 +247,12 @@ def list_weights(weights_dir: Path | None = None) -> list[WeightsCard]:
 
 
 def weights_source(name: str) -> str:
-    """``"shipped"`` for a checkpoint in the shipped folder, ``"exported"`` for one a run exported."""
-    tensors, _ = resolve_weights(name)
-    return "shipped" if tensors.parent.resolve() == Path(get_settings().weights_dir).resolve() else "exported"
+    """``"shipped"`` for a checkpoint in the shipped folder, ``"imported"`` for a community model
+    ``srweb import`` brought in, ``"exported"`` for one a run exported."""
+    tensors, card = resolve_weights(name)
+    if tensors.parent.resolve() == Path(get_settings().weights_dir).resolve():
+        return "shipped"
+    return "imported" if "imported" in (read_card(card).training or {}) else "exported"
 
 
 def import_pth(path: str | os.PathLike, arch: str, scale: int, name: str, *, key: str | None = None, **config: Any) -> WeightsCard:

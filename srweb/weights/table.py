@@ -100,6 +100,12 @@ def card_markdown(card: WeightsCard, card_path: str | None = None) -> str:
                      + "\n".join(_stage_line(i + 1, stage) for i, stage in enumerate(chain)))
         if card_path:
             lines.append(f"Train it again: `srweb train --from-card {card_path}`")
-    if card.notes:
+    imported = (card.training or {}).get("imported")
+    if isinstance(imported, dict):
+        source = f" ({imported['source']})" if imported.get("source") else ""
+        licence = imported.get("license") or "not stated (whoever imported it answers for its terms)"
+        lines.append(f"Imported {str(imported.get('imported', ''))[:10]} from `{imported.get('file', '?')}`"
+                     f"{source} · licence: {licence}")
+    elif card.notes:
         lines.append(f"Notes: {card.notes}")
     return "\n\n".join(lines)
