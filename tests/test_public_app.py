@@ -44,7 +44,7 @@ def _form(**changes):
     values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8, batch_size=2,
                   iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2", precision="auto",
                   device="cpu", val_interval=10, pretrained="none", freeze_bn=False, ema=0.0, teacher="none",
-                  teacher_weight=0.5, teacher_unlabelled=False)
+                  teacher_weight=0.5, teacher_unlabelled=False, degradation="bicubic", degradation_config="")
     values.update(changes)
     return list(values.values())
 

@@ -68,7 +68,9 @@ def test_build_pool_is_cached_idempotent_and_incremental(env):
     after = pool_files(grown)
     assert {k: after[k] for k in before} == before  # old outputs untouched
     new = set(after) - set(before)
-    assert len(new) == len(pool.crops) * 4  # b's outputs + x3 bicubic, nearest and c's outputs
+    # b's outputs (clean and JPEG-75 LR) + x3 bicubic, nearest, JPEG-75 bicubic and c's two outputs
+    assert len(new) == len(pool.crops) * 7
+    assert all(pool.image_path(c, 3, what, "jpeg75").exists() for c in pool.crops for what in ("bicubic", "espcn-x3.c"))
     assert all("espcn-x2.b" in k or "/x3/" in k for k in new)
     assert grown.scales == (2, 3) and set(grown.entries) == {"espcn-x2.a", "espcn-x2.b", "espcn-x3.c"}
 
@@ -120,7 +122,7 @@ def test_draw_trial_balances_entries_and_mixes_anchors(env):
     assert all(t.weights_sha256 == shas[t.weights_name] for t in trials.values() if t.kind == "model")
     assert all(t.weights_sha256 is None for t in trials.values() if t.kind != "model")
     assert abs(per_entry["espcn-x2.a"] - per_entry["espcn-x2.b"]) <= 1
-    per_crop = Counter(t.image_id for t in trials.values() if t.weights_name == "espcn-x2.a")
+    per_crop = Counter(t.image_id.split("@")[0] for t in trials.values() if t.weights_name == "espcn-x2.a")
     assert set(per_crop) == set(pool.crops) and max(per_crop.values()) - min(per_crop.values()) <= 1
     left_share = sum(t.left_is_sr for t in trials.values()) / 200
     assert 0.35 < left_share < 0.65
@@ -130,7 +132,12 @@ def test_draw_trial_balances_entries_and_mixes_anchors(env):
         assert reference.name == "bicubic.png" and trial.rater_id == "rater-0001"
         expected = {"model": f"{trial.weights_name}.png", "hr": "hr.png", "nearest": "nearest.png"}[trial.kind]
         assert candidate.name == expected
+        from_jpeg = trial.image_id.endswith("@jpeg75")  # both sides upscaled from the JPEG-75 LR, or neither
+        assert ("jpeg75" in candidate.parts) == ("jpeg75" in reference.parts) == from_jpeg
         assert not hasattr(view, "weights_name") and not hasattr(view, "kind")  # names stay hidden
+    jpeg_share = sum(t.image_id.endswith("@jpeg75") for t in trials.values() if t.kind == "model") / sum(per_entry.values())
+    assert 0.15 < jpeg_share < 0.45
+    assert not any(t.image_id.endswith("@jpeg75") for t in trials.values() if t.kind != "model")
 
 
 def _votes(token: str) -> list[Vote]:

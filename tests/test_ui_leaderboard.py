@@ -86,8 +86,8 @@ def test_table_columns_rows_and_filters(env):
     table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
     table = table.data
     assert list(table.columns) == [
-        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "SSIM Set5", "paper PSNR Set5", "ms/MP", "speed on",
-        "MOS", "MOS 95% CI",
+        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "JPEG-75 Set5", "SSIM Set5", "paper PSNR Set5",
+        "ms/MP", "speed on", "MOS", "MOS 95% CI", "MOS clean", "MOS JPEG-75",
         "ratings", "raters", "win % vs bicubic", "win 95% CI", "BT", "BT 95% CI",
     ]
     rows = table.set_index("weights")

@@ -47,7 +47,8 @@ def form(**changes):
     values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8,
                   batch_size=2, iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2",
                   precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False,
-                  ema=0.0, teacher="none", teacher_weight=0.5, teacher_unlabelled=False)
+                  ema=0.0, teacher="none", teacher_weight=0.5, teacher_unlabelled=False, degradation="bicubic",
+                  degradation_config="")
     values.update(changes)
     return [values[name] for name in train.FIELDS]
 
@@ -68,6 +69,12 @@ def form(**changes):
     ({"teacher_unlabelled": True}, "teacher_unlabelled needs a teacher"),
     ({"ema": None}, "ema is required"),
     ({"ema": 1}, "ema must be in [0, 1)"),
+    ({"degradation": "jpeg", "degradation_config": '{"final": {"jpeg": {"quality": [0, 90]}}}'},
+     "final.jpeg.quality must be within 1-100"),
+    ({"degradation": "realistic", "degradation_config": '{"first": {"noise": {"sigma": [-3, 5]}}}'},
+     "first.noise.sigma must be within 0-255"),
+    ({"degradation": "realistic"}, "21x21 kernel is larger than the 16x16 HR patch"),
+    ({"degradation": "jpeg", "degradation_config": "{not json"}, "degradation config is not valid JSON"),
 ])
 def test_launch_rejects_bad_hyperparameters_with_the_reason(env, changes, reason):
     values = form(data_path=str(env / "tiny"), **changes) if "data_path" not in changes else form(**changes)
@@ -337,3 +344,11 @@ def test_refresh_skips_unchanged_outputs(env):
 def test_run_picker_values_parse_as_ids():
     assert [train.as_run_id(v) for v in (3, "3", "#12 espcn-x2_p17 (running)", " 7 ", None, "", "abc", True)] == [
         3, 3, 12, 7, None, None, None, None]
+
+
+def test_launch_with_a_degradation_records_its_whole_chain(env):
+    train.launch_job(*form(data_path=str(env / "tiny"), degradation="jpeg",
+                           degradation_config='{"final": {"jpeg": {"quality": [60, 90]}}}'))
+    config = views.run_details(views.runs_frame()["id"][0])["config"]
+    assert config["degradation"] == "jpeg" and config["degradation_config"]["final"]["jpeg"]["quality"] == [60, 90]
+    assert config["degradation_config"]["clean_prob"] == 0.5  # the preset's, spelled out

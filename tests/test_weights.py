@@ -163,9 +163,11 @@ def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
                                                 "teacher": {"name": "edsr-baseline-x4.d", "sha256": "ab"}})
     espcn.training["config"].update(teacher="edsr-baseline-x4.d", teacher_weight=0.25, ema=0.999)
     lines = markdown_table([fsrcnn, srgan, espcn], {3: 30.38}).splitlines()
-    assert lines[2] == "| fsrcnn-x3.a | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | 33.06 | 30.38 |"
-    assert lines[3] == "| srgan-x4.b | 10 General-100 | 1 min | - | 30.64 | - |"  # SRGAN-MSE, not SRResNet's 32.05
-    assert lines[4] == "| espcn-x3.c | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | 33.00 | 30.38 |"
+    assert lines[2] == ("| fsrcnn-x3.a | paper | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | - | 33.06 "
+                        "| 30.38 / - |")
+    assert lines[3] == "| srgan-x4.b | paper | 10 General-100 | 1 min | - | - | 30.64 | - / - |"  # SRGAN-MSE, not 32.05
+    assert lines[4] == ("| espcn-x3.c | paper | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | - "
+                        "| 33.00 | 30.38 / - |")
     assert card_markdown(espcn).endswith("2. 50 iterations on General-100 (loss l2, EMA 0.999, teacher edsr-baseline-x4.d "
                                          "weighted 0.25), 2 min")
 

@@ -9,6 +9,13 @@ from srweb.cli.common import BACKEND_CHOICES, SELF_ENSEMBLE_HELP, CLIError, prin
 # Handlers import the core when they run: `srweb --help` and argument errors stay fast (torch, gradio).
 
 
+def _lr_words(protocol: dict) -> str:
+    degradation = protocol.get("degradation", "matlab-bicubic")
+    if degradation == "matlab-bicubic":
+        return "MATLAB bicubic LR"
+    return f"LR {degradation.replace('matlab-bicubic+', 'MATLAB bicubic + ')}, fixed seed"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from srweb.data.samples import benchmark_path
     from srweb.evaluation.evaluate import bicubic_sr, evaluate
@@ -27,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         params = upscaler.card.num_params if upscaler.card else None
         sha = upscaler.card.sha256 if upscaler.card else None
         arch = upscaler.card.arch if upscaler.card else None  # an imported entry's name does not say it
-    result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json)
+    result = evaluate(sr_fn, dataset, scale, name=dataset.name, progress=not args.json, degradation=args.degradation)
     if name.endswith(ENSEMBLE_SUFFIX):  # --self-ensemble, or weights given as NAME+
         result.protocol["self_ensemble"] = True
     if args.store:
@@ -43,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for row in result.images:
             print(f"{row['image']:<24}{row['psnr']:8.3f} dB  {row['ssim']:.4f}")
         print(f"{name} x{scale} on {result.dataset}: PSNR {result.psnr:.3f} dB, SSIM {result.ssim:.4f} "
-              f"(Y channel, crop border {scale}, MATLAB bicubic LR)")
+              f"(Y channel, crop border {scale}, {_lr_words(result.protocol)})")
     return 0
 
 
@@ -62,4 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--self-ensemble", action="store_true",
                    help=SELF_ENSEMBLE_HELP + "; recorded as its own entry, NAME+")
     p.add_argument("--no-store", dest="store", action="store_false", help="do not record in the database")
+    p.add_argument("--degradation", default="bicubic", choices=["bicubic", "jpeg75", "jpeg50", "noise15", "realistic"],
+                   metavar="NAME", help="make the LR as photos are damaged before upscaling it: jpeg75, jpeg50 "
+                                        "(MATLAB bicubic, then Pillow JPEG), noise15 (Gaussian sigma 15), realistic "
+                                        "(Real-ESRGAN's chain); fixed seeds, scored as its own protocol")
     p.set_defaults(func=cmd_eval)

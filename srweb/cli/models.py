@@ -58,7 +58,9 @@ def _weights_markdown(cards: list) -> str:
         set5 = benchmark_path("Set5")
     except ValueError:
         return markdown_table(cards)
-    return markdown_table(cards, {s: evaluate(bicubic_sr(s), set5, s).psnr for s in sorted({c.scale for c in cards})})
+    scales = sorted({c.scale for c in cards})
+    return markdown_table(cards, {s: evaluate(bicubic_sr(s), set5, s).psnr for s in scales},
+                          {s: evaluate(bicubic_sr(s), set5, s, degradation="jpeg75").psnr for s in scales})
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations", "optimizer", "lr",
           "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
           "loss", "adv_weight", "ema", "teacher", "teacher_weight", "pretrained", "vgg_weights", "val_interval",
-          "ckpt_interval", "seed", "device", "precision", "num_workers", "tag", "name")
+          "ckpt_interval", "seed", "device", "precision", "num_workers", "tag", "name", "degradation",
+          "val_degradation")
 _HELP = {
     "data": "training images: a folder, or a name under the data root (default: General-100 when the "
             "data root has it, else the built-in sample set)",
@@ -28,6 +29,10 @@ _HELP = {
     "teacher": "distil from these weights (a name, NAME+ for its self-ensemble, or a card; any scale): "
                "the pixel loss also pulls towards the teacher's output, computed once per training image",
     "teacher_weight": "the teacher's share of the pixel loss, in (0, 1] (default 0.5; HR gets the rest)",
+    "degradation": "how training LR is made from HR: bicubic (the classic LR, default), jpeg (photos: half clean, half "
+                   "JPEG quality 40-95) or realistic (Real-ESRGAN's second-order blur/resize/noise/JPEG)",
+    "val_degradation": "the `srweb eval --degradation` validation and the best checkpoint use (default auto: "
+                       "jpeg75 for --degradation jpeg, realistic for realistic, else the classic LR)",
     "pretrained": "initialise from these weights (a card or .safetensors; shape-matching tensors); "
                   "the data still comes from --data",
 }
@@ -40,6 +45,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     for name in _FLAGS:
         kind = {int: int, float: float}.get(_type_of(name), str)
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=_HELP.get(name))
+    p.add_argument("--degradation-config", dest="degradation_config", metavar="JSON",
+                   help='overrides of the --degradation preset, e.g. \'{"final": {"jpeg": {"quality": [50, 95]}}}\' '
+                        "(keys: clean_prob, first, second, final; docs/degradations.md)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture override, e.g. num_blocks=8 (JSON values)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
@@ -67,9 +75,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not stages:
             raise ValueError(f"{args.from_card}: card has no training config to reproduce")
         base = stages[-1]
+        if getattr(args, "degradation", None) is not None:
+            base["degradation_config"] = {}  # the card's chain is its own preset's, spelled out
     if args.config:
         base.update(json.loads(Path(args.config).read_text()))
-    for name in (*_FLAGS, "augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last"):
+    for name in (*_FLAGS, "augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last",
+                 "degradation_config"):
         value = getattr(args, name, None)
         if value is not None:
             base[name] = value

@@ -74,6 +74,9 @@ class PatchPairs(Dataset):
             super-resolution (uint8 RGB), run once per image and factor; items then also hold
             ``"teacher"``, the teacher's output over the area of ``hr``, cropped and augmented alike.
         teacher_id: names the teacher in the disk cache (e.g. its weights' sha256).
+        degradation: a full degradation chain (:func:`srweb.data.degradations.resolve`); when
+            non-empty, each item's LR is made from its HR patch by that chain, with a generator seeded
+            from ``random`` (reseeded with the run, restored on resume: the same patches again).
         unlabelled: with a teacher, each image (and rescaled copy) is also an LR input as it
             is, at ``scale`` times the pixels of its own LR, with the teacher's output as both
             ``hr`` and ``teacher``: data no HR exists for, labelled by the teacher alone.
@@ -97,6 +100,7 @@ class PatchPairs(Dataset):
         teacher: Callable[[np.ndarray], np.ndarray] | None = None,
         teacher_id: str = "teacher",
         unlabelled: bool = False,
+        degradation: dict | None = None,
     ):
         if cache not in ("auto", "memory", "disk"):
             raise ValueError(f"cache must be auto, memory or disk, got {cache!r}")
@@ -106,6 +110,9 @@ class PatchPairs(Dataset):
         if unlabelled and teacher is None:
             raise ValueError("unlabelled images need a teacher to label them")
         self.teacher, self.teacher_id, self.unlabelled = teacher, teacher_id, unlabelled
+        if degradation and teacher is not None:
+            raise ValueError("a teacher labels the classic LR; it cannot be combined with a degradation")
+        self.degradation = degradation or {}
         self.factors = (1.0, *dict.fromkeys(f for f in scales_aug or () if f != 1.0))
         pairs = _source_pairs(source, self.scale)
         if cache == "auto":
@@ -259,14 +266,25 @@ class PatchPairs(Dataset):
         y = random.randrange(lr_img.shape[0] - p + 1)
         x = random.randrange(lr_img.shape[1] - p + 1)
         hr_area = (slice(y * s, (y + p) * s), slice(x * s, (x + p) * s))
-        crops = {"lr": self._array(entry, "ilr")[hr_area] if self.pre_upsample else lr_img[y : y + p, x : x + p],
-                 "hr": self._array(entry, "hr")[hr_area]}
+        if self.degradation:
+            crops = self._degraded_crops(self._array(entry, "hr")[hr_area])
+        else:
+            crops = {"lr": self._array(entry, "ilr")[hr_area] if self.pre_upsample else lr_img[y : y + p, x : x + p],
+                     "hr": self._array(entry, "hr")[hr_area]}
         if self.teacher is not None:
             crops["teacher"] = self._array(entry, "teacher")[hr_area]
         if self.augment:
             crops = dict(zip(crops, augment_pair(*crops.values())))
         return {**{k: to_tensor(v, self.channels) for k, v in crops.items()},
                 "lr_path": entry["lr_path"], "hr_path": entry["hr_path"]}
+
+
+    def _degraded_crops(self, hr: np.ndarray) -> dict[str, np.ndarray]:
+        from srweb.data.degradations import degrade  # OpenCV/scipy only for runs that degrade
+
+        hr = np.ascontiguousarray(hr)
+        lr = degrade(hr, self.scale, self.degradation, np.random.default_rng(random.getrandbits(64)))
+        return {"lr": imresize_np(lr, self.scale) if self.pre_upsample else lr, "hr": hr}
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

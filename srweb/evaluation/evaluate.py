@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from srweb.data.degradations import degrade, describe, eval_config, eval_rng
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8, skip_file, skipped_reasons
 from srweb.data.samples import benchmark_path
 from srweb.imaging.io import ImageError, to_rgb8
@@ -79,7 +80,8 @@ def bicubic_sr(scale: int) -> SRFn:
     return upscale
 
 
-def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: str = "", progress: bool = False) -> EvalResult:
+def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: str = "", progress: bool = False,
+             degradation: str = "") -> EvalResult:
     """Run ``sr_fn`` on every image of a benchmark folder under the classic protocol.
 
     Each HR image (8-bit RGB) is mod-cropped to a multiple of ``scale``; its LR (MATLAB
@@ -92,6 +94,9 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
         scale: integer factor.
         name: dataset name to record; defaults to the folder name.
         progress: show a tqdm bar.
+        degradation: an evaluation chain of :mod:`srweb.data.degradations` (``jpeg75``, ``jpeg50``,
+            ``noise15``, ``realistic``) applied to make each LR, with a fixed seed per image; the
+            protocol's ``degradation`` names it, so these scores never mix with the classic ones.
 
     An image file that cannot be used (empty, not an image, truncated, too large, too small for
     ``scale``) is skipped with a line naming it and the reason (see
@@ -104,12 +109,13 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     scale = int(scale)
+    chain = eval_config(degradation)  # before any work: an unknown name is one clear error
     root = benchmark_path(dataset_dir)
     name = name or root.name
     images: list[dict] = []
     skipped: list[dict] = []
     files = list_images(root, skipped=skipped)
-    for path in tqdm(files, desc=f"{name} x{scale}", disable=not progress):
+    for index, path in enumerate(tqdm(files, desc=f"{name} x{scale}", disable=not progress)):
         try:
             rgb = read_rgb8(path)
             hr = mod_crop(rgb, scale)
@@ -118,7 +124,8 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
         except ImageError as exc:
             skip_file(exc, path, skipped)
             continue
-        sr = sr_fn(Image.fromarray(make_lr(hr, scale)))
+        lr = degrade(hr, scale, chain, eval_rng(index)) if chain else make_lr(hr, scale)
+        sr = sr_fn(Image.fromarray(lr))
         if sr.size != (hr.shape[1], hr.shape[0]):
             raise ValueError(f"{path.name}: sr_fn returned {sr.size[0]}x{sr.size[1]}, expected {hr.shape[1]}x{hr.shape[0]}")
         out = np.asarray(to_rgb8(sr))
@@ -138,7 +145,7 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
     return EvalResult(
         dataset=name,
         scale=scale,
-        protocol=protocol(scale, name),
+        protocol=protocol(scale, name, describe(chain)),
         images=images,
         psnr=float(np.mean([r["psnr"] for r in images])),
         ssim=float(np.mean([r["ssim"] for r in images])),

@@ -36,9 +36,10 @@ class Protocol:
         return asdict(self)
 
 
-def protocol(scale: int, dataset: str = "") -> dict:
-    """The classic SR protocol at ``scale``: Y channel, ``scale`` pixels shaved, MATLAB bicubic LR."""
-    return Protocol(crop_border=scale, dataset=dataset).to_dict()
+def protocol(scale: int, dataset: str = "", degradation: str = "matlab-bicubic") -> dict:
+    """The classic SR protocol at ``scale``: Y channel, ``scale`` pixels shaved, MATLAB bicubic LR
+    (or LR made by a named degradation, :func:`srweb.data.degradations.describe`)."""
+    return Protocol(crop_border=scale, dataset=dataset, degradation=degradation).to_dict()
 
 
 def _prepare(a: ImageLike, b: ImageLike, crop_border: int, y_channel: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ The pool lives under ``settings.cache_dir / "rating_pool"``::
     crops/<crop>/x<s>/bicubic.png       MATLAB-bicubic upscale of the LR (the reference side)
     crops/<crop>/x<s>/nearest.png       nearest-neighbour upscale (a low anchor)
     crops/<crop>/x<s>/sr/<weights>.png  a weights entry's output
+    crops/<crop>/x<s>/jpeg75/...        the same (bicubic.png, sr/<weights>.png) from the LR saved as JPEG-75
 
 Crops come from Set5 (the built-in sample set when Set5 is missing): the most textured
 CROP-pixel squares of each image. LR is MATLAB ``imresize(region, 1/s, 'bicubic')`` of the
@@ -18,6 +19,10 @@ only its own outputs, and the index is rewritten after each entry so trials use 
 A trial is drawn by reading the index and two PNG paths: no model runs while a rater waits.
 As in the SRGAN MOS study (Ledig et al. 2017), a share of trials are hidden anchors: the HR crop
 (``kind="hr"``) or the nearest-neighbour upscale (``kind="nearest"``) beside bicubic.
+
+A share (``JPEG_SHARE``) of model trials show both sides upscaled from the LR saved as a JPEG of
+quality 75 (Pillow, as photos are saved), so that crowd scores speak for photos too; the trial's
+``image_id`` then reads ``<crop>@jpeg75`` (:func:`srweb.track.ratings.trial_image_id`).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from PIL import Image
 from srweb.config import get_settings
 from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
 from srweb.track.db import init_db, session_scope, write_transaction
-from srweb.track.ratings import (ANCHOR_KINDS, VoteRejected, assess_rater, create_trial, get_or_create_rater, get_trial,
+from srweb.track.ratings import (ANCHOR_KINDS, INPUT_SEPARATOR, VoteRejected, trial_image_id, assess_rater, create_trial, get_or_create_rater, get_trial,
                                  is_flagged, new_rater_token, submit_vote, trials_shown, vote_count)
+from srweb.data.degradations import jpeg
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
 from srweb.data.samples import benchmark_path
 from srweb.imaging.resize import imresize_np
@@ -66,6 +72,9 @@ DEFAULT_SCALES = (2, 3, 4)
 ZOOM = 3
 """Display magnification (pixel replication, so no resampler blurs the comparison)."""
 INDEX_VERSION = 1
+JPEG_SHARE = 0.3
+"""Fraction of model trials upscaled from the JPEG-75 LR instead of the clean one."""
+JPEG_INPUT = "jpeg75"
 
 
 class PoolUnavailable(RuntimeError):
@@ -83,6 +92,7 @@ class Pool:
         scales: scales whose bicubic / nearest images exist.
         entries: weights name -> ``{"scale", "sha256", "arch"}`` with outputs for every crop.
         failed: weights name -> fingerprint of a checkpoint that could not run (not retried).
+        jpeg_scales: scales whose JPEG-75 bicubic images exist.
     """
 
     root: Path
@@ -91,15 +101,23 @@ class Pool:
     scales: tuple[int, ...]
     entries: dict[str, dict[str, Any]]
     failed: dict[str, str]
+    jpeg_scales: tuple[int, ...] = ()
 
-    def image_path(self, crop_id: str, scale: int, what: str) -> Path:
-        """``what``: ``"hr"``, ``"bicubic"``, ``"nearest"`` or a weights name."""
+    def image_path(self, crop_id: str, scale: int, what: str, trial_input: str = "clean") -> Path:
+        """``what``: ``"hr"``, ``"bicubic"``, ``"nearest"`` or a weights name; ``trial_input``
+        ``"jpeg75"``: the image upscaled from the JPEG-75 LR (bicubic or a weights entry)."""
         base = self.root / "crops" / crop_id
         if what == "hr":
             return base / "hr.png"
+        folder = base / f"x{scale}" / (JPEG_INPUT if trial_input == JPEG_INPUT else "")
         if what in ("bicubic", "nearest"):
-            return base / f"x{scale}" / f"{what}.png"
-        return base / f"x{scale}" / "sr" / f"{what}.png"
+            return folder / f"{what}.png"
+        return folder / "sr" / f"{what}.png"
+
+    def has_jpeg(self, name: str) -> bool:
+        """The entry's JPEG-75 outputs exist (and bicubic's at its scale)."""
+        entry = self.entries.get(name) or {}
+        return JPEG_INPUT in entry.get("inputs", ()) and int(entry.get("scale", 0)) in self.jpeg_scales
 
     def anchor_scales(self) -> tuple[int, ...]:
         """Scales anchors are drawn at: those of the entries, else every prepared scale."""
@@ -252,12 +270,16 @@ def _inner(img: np.ndarray, crop: dict[str, Any]) -> np.ndarray:
     return img[oy:oy + CROP, ox:ox + CROP]
 
 
-def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
-    """The LR model input of a crop's region (memoised for the duration of one build)."""
-    key = (crop_id, scale)
+def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple, np.ndarray],
+               trial_input: str = "clean") -> np.ndarray:
+    """The LR model input of a crop's region, or that LR saved as JPEG-75 (memoised for one build)."""
+    key = (crop_id, scale, trial_input)
     if key not in cache:
-        with Image.open(root / "crops" / crop_id / "region.png") as region:
-            cache[key] = make_lr(np.asarray(region.convert("RGB")), scale)
+        if trial_input == JPEG_INPUT:
+            cache[key] = jpeg(_region_lr(root, crop_id, scale, cache), 75)
+        else:
+            with Image.open(root / "crops" / crop_id / "region.png") as region:
+                cache[key] = make_lr(np.asarray(region.convert("RGB")), scale)
     return cache[key]
 
 
@@ -267,15 +289,22 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
         atomic_save_png(_inner(imresize_np(lr, scale), crop), pool.image_path(crop_id, scale, "bicubic"))
         nearest = lr.repeat(scale, axis=0).repeat(scale, axis=1)
         atomic_save_png(_inner(nearest, crop), pool.image_path(crop_id, scale, "nearest"))
+        jpeg_lr = _region_lr(pool.root, crop_id, scale, lrs, JPEG_INPUT)
+        atomic_save_png(_inner(imresize_np(jpeg_lr, scale), crop), pool.image_path(crop_id, scale, "bicubic", JPEG_INPUT))
     index["scales"] = sorted({*index["scales"], scale})
+    index["jpeg_scales"] = sorted({*index.get("jpeg_scales", []), scale})
 
 
 def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
     upscaler = Upscaler(card.name, card.scale, device="cpu", precision="fp32")
     for crop_id, crop in index["crops"].items():
-        sr = upscaler.upscale(Image.fromarray(_region_lr(pool.root, crop_id, card.scale, lrs)))
-        atomic_save_png(_inner(np.asarray(sr.convert("RGB")), crop), pool.image_path(crop_id, card.scale, card.name))
-    index["entries"][card.name] = {"scale": int(card.scale), "sha256": _fingerprint(card), "arch": card.arch}
+        for trial_input in ("clean", JPEG_INPUT):
+            lr = _region_lr(pool.root, crop_id, card.scale, lrs, trial_input)
+            sr = upscaler.upscale(Image.fromarray(lr))
+            atomic_save_png(_inner(np.asarray(sr.convert("RGB")), crop),
+                            pool.image_path(crop_id, card.scale, card.name, trial_input))
+    index["entries"][card.name] = {"scale": int(card.scale), "sha256": _fingerprint(card), "arch": card.arch,
+                                   "inputs": ["clean", JPEG_INPUT]}
 
 
 def _fingerprint(card: Any) -> str:
@@ -301,9 +330,11 @@ def _pending(index: dict[str, Any], cards: list[Any]) -> tuple[list[int], list[A
     """(scales to add, cards to compute, entries to drop?) for an index against the current weights."""
     wanted = {int(c.scale) for c in cards} or (set() if index["scales"] else set(DEFAULT_SCALES))
     entries, failed = index["entries"], index.get("failed", {})
-    todo = [c for c in cards if entries.get(c.name, {}).get("sha256") != _fingerprint(c)
+    todo = [c for c in cards if (entries.get(c.name, {}).get("sha256") != _fingerprint(c)
+                                 or JPEG_INPUT not in entries.get(c.name, {}).get("inputs", ()))
             and failed.get(c.name) != _fingerprint(c)]
-    return sorted(wanted - set(index["scales"])), todo, bool(set(entries) - {c.name for c in cards})
+    ready = set(index["scales"]) & set(index.get("jpeg_scales", []))  # pools made before JPEG trials lack those
+    return sorted(wanted - ready), todo, bool(set(entries) - {c.name for c in cards})
 
 
 def build_pool(*, dataset: str = "Set5", models: bool = True) -> Pool:
@@ -343,7 +374,7 @@ def build_pool(*, dataset: str = "Set5", models: bool = True) -> Pool:
 def _as_pool(root: Path, index: dict[str, Any]) -> Pool:
     return Pool(root=root, dataset=index["dataset"], crops=dict(index["crops"]),
                 scales=tuple(int(s) for s in index["scales"]), entries=dict(index["entries"]),
-                failed=dict(index.get("failed", {})))
+                failed=dict(index.get("failed", {})), jpeg_scales=tuple(int(s) for s in index.get("jpeg_scales", [])))
 
 
 @lru_cache(maxsize=4)
@@ -366,7 +397,8 @@ def is_current(pool: Pool | None) -> bool:
     """True when ``pool`` holds every usable weights entry at its current checkpoint."""
     if pool is None:
         return False
-    index = {"scales": list(pool.scales), "entries": pool.entries, "failed": pool.failed}
+    index = {"scales": list(pool.scales), "entries": pool.entries, "failed": pool.failed,
+             "jpeg_scales": list(pool.jpeg_scales)}
     scales, todo, stale = _pending(index, _usable_cards())
     return not (scales or todo or stale)
 
@@ -416,7 +448,8 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
 
     The candidate is a weights entry (the ones this rater has seen least, then their least-seen
     crops) or, with probability ``ANCHOR_SHARE`` (always when no entry is ready), a hidden
-    anchor. The candidate's side is random.
+    anchor. The candidate's side is random. A model trial shows, with probability ``JPEG_SHARE``,
+    both sides upscaled from the crop's LR saved as JPEG-75.
 
     Raises:
         PoolUnavailable: the pool has not been built.
@@ -427,7 +460,8 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
         raise PoolUnavailable("the rating pool is not ready yet")
     shown = trials_shown(session, rater_id)
     seen_candidates = Counter((kind, name, scale) for kind, name, scale, _ in shown)
-    seen_crops = Counter((kind, name, scale, image) for kind, name, scale, image in shown)
+    # a crop seen upscaled from its JPEG counts as seen (image ids "<crop>@jpeg75")
+    seen_crops = Counter((kind, name, scale, str(image).split(INPUT_SEPARATOR)[0]) for kind, name, scale, image in shown)
     entries = {n: e for n, e in pool.entries.items() if int(e["scale"]) in pool.scales}
     if entries and rng.random() >= ANCHOR_SHARE:
         options = [("model", name, int(e["scale"])) for name, e in sorted(entries.items())]
@@ -436,11 +470,13 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     kind, name, scale = _least_seen(options, seen_candidates, rng)
     crop_id = _least_seen(sorted(pool.crops), Counter({c: seen_crops[(kind, name, scale, c)] for c in pool.crops}), rng)
     left_is_sr = rng.random() < 0.5
+    jpeg_trial = kind == "model" and pool.has_jpeg(name) and rng.random() < JPEG_SHARE
+    trial_input = JPEG_INPUT if jpeg_trial else "clean"
     checkpoint = _checkpoint_sha(entries[name]["sha256"]) if kind == "model" else None  # the images' checkpoint
-    trial = create_trial(session, image_id=crop_id, scale=scale, kind=kind, weights_name=name,
-                         weights_sha256=checkpoint, left_is_sr=left_is_sr, rater_id=rater_id)
-    candidate = pool.image_path(crop_id, scale, name if kind == "model" else kind)
-    reference = pool.image_path(crop_id, scale, "bicubic")
+    trial = create_trial(session, image_id=trial_image_id(crop_id, trial_input), scale=scale, kind=kind,
+                         weights_name=name, weights_sha256=checkpoint, left_is_sr=left_is_sr, rater_id=rater_id)
+    candidate = pool.image_path(crop_id, scale, name if kind == "model" else kind, trial_input)
+    reference = pool.image_path(crop_id, scale, "bicubic", trial_input)
     left, right = (candidate, reference) if left_is_sr else (reference, candidate)
     return TrialView(trial_id=trial.id, left=left, right=right, scale=scale)
 

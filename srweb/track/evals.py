@@ -116,8 +116,13 @@ def best_evaluations(
     weights_name: str | None = None,
     channel: str | None = None,
     versions: Mapping[str, str | None] | None = None,
+    degradation: str = DEFAULT_DEGRADATION,
 ) -> list[Evaluation]:
     """The highest-PSNR evaluation per (weights, dataset, scale), newest first on ties.
+
+    Only results whose LR was made by ``degradation`` (the protocol's; default the classic MATLAB
+    bicubic, e.g. ``"matlab-bicubic+jpeg75"`` for ``srweb eval --degradation jpeg75``) are taken, so
+    scores on degraded inputs never outrank or hide the classic ones.
 
     ``versions`` (weights name -> sha256 of its current checkpoint) skips results of other
     checkpoints of those names; results whose checkpoint was not recorded are kept.
@@ -137,10 +142,17 @@ def best_evaluations(
     for evaluation in session.scalars(query):
         if channel is not None and str(evaluation.protocol.get("channel", "")).lower() != channel.lower():
             continue
+        if degradation_of(evaluation.protocol) != degradation:
+            continue
         if other_checkpoint(evaluation.weights_sha256, (versions or {}).get(evaluation.weights_name)):
             continue
         best.setdefault((evaluation.weights_name, evaluation.dataset, evaluation.scale), evaluation)
     return sorted(best.values(), key=lambda e: (e.scale, e.dataset, -e.psnr))
+
+
+def degradation_of(protocol: Mapping[str, Any]) -> str:
+    """How the LR of a stored result was made (rows from before the field: the classic MATLAB bicubic)."""
+    return str(protocol.get("degradation") or DEFAULT_DEGRADATION)
 
 
 def _card_dict(card: Any) -> dict[str, Any]:
@@ -165,10 +177,10 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
     a list of ``{"dataset", "psnr", "ssim", "protocol": {...}}`` (protocol keys may also sit at
     the top level of the entry). Missing protocol keys default to the project's protocol: Y
     channel, ``crop_border = scale``, MATLAB bicubic degradation. One card row is kept per
-    (weights, dataset, scale); it is updated when the card changes. Returns rows inserted or updated.
+    (weights, dataset, scale, degradation); it is updated when the card changes. Returns rows inserted or updated.
     """
-    existing = {
-        (e.weights_name, e.dataset, e.scale): e
+    existing = {  # a card may hold one row per LR degradation (clean, jpeg75) of a dataset
+        (e.weights_name, e.dataset, e.scale, degradation_of(e.protocol)): e
         for e in session.scalars(select(Evaluation).where(Evaluation.source == "card"))
     }
     changed = 0
@@ -193,12 +205,13 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
                 "num_params": card.get("num_params"),
                 "weights_sha256": card.get("sha256") or None,
             }
-            row = existing.get((card["name"], dataset, scale))
+            key = (card["name"], dataset, scale, degradation_of(protocol))
+            row = existing.get(key)
             if row is None:
                 row = Evaluation(weights_name=card["name"], scale=scale, dataset=dataset, source="card",
                                  created_at=utcnow(), **values)
                 session.add(row)
-                existing[(card["name"], dataset, scale)] = row
+                existing[key] = row
                 changed += 1
             elif any(getattr(row, key) != value for key, value in values.items()):
                 for key, value in values.items():

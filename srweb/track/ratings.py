@@ -363,7 +363,8 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
     """All votes joined with their trial and rater, one row per vote.
 
     Columns: ``vote_id, rater_id, flagged, kind, entry, image_id, scale, score_sr, score_ref,
-    preferred``; ``entry`` is the weights name for model trials and the anchor kind otherwise.
+    preferred, input``; ``entry`` is the weights name for model trials and the anchor kind otherwise;
+    ``input`` what the images were upscaled from (:data:`TRIAL_INPUTS`).
     ``versions`` (weights name -> sha256 of its current checkpoint) drops votes on other
     checkpoints of those names; votes whose checkpoint was not recorded are kept.
     """
@@ -388,7 +389,24 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
         stale = [other_checkpoint(sha, versions.get(name)) for name, sha in zip(frame["entry"], shas)]
         frame = frame[~np.array(stale, dtype=bool)].reset_index(drop=True)
     frame["entry"] = frame["entry"].where(frame["kind"] == "model", frame["kind"])
+    frame["input"] = [trial_input_of(image) for image in frame["image_id"]]
     return frame.drop(columns="sha256")
+
+
+TRIAL_INPUTS = ("clean", "jpeg75")
+"""What the compared images were upscaled from: the classic LR, or that LR saved as JPEG quality 75."""
+INPUT_SEPARATOR = "@"
+
+
+def trial_image_id(crop_id: str, trial_input: str = "clean") -> str:
+    """The ``image_id`` a trial stores: the crop, with ``@jpeg75`` when its LR was a JPEG."""
+    return crop_id if trial_input == "clean" else f"{crop_id}{INPUT_SEPARATOR}{trial_input}"
+
+
+def trial_input_of(image_id: str) -> str:
+    """``"clean"`` or ``"jpeg75"``: what a trial's images were upscaled from (its ``image_id``)."""
+    _, sep, suffix = str(image_id).rpartition(INPUT_SEPARATOR)
+    return suffix if sep and suffix in TRIAL_INPUTS else "clean"
 
 
 STATS_COLUMNS = [
@@ -450,8 +468,11 @@ def rating_stats(
     bt_prior: float = 1.0,
     confidence: float = 0.95,
     versions: Mapping[str, str | None] | None = None,
+    trial_input: str | None = None,
 ) -> pd.DataFrame:
     """One row per rated entry and scale, plus reference rows ``bicubic``, ``nearest``, ``hr``.
+
+    ``trial_input`` (``"clean"`` or ``"jpeg75"``) keeps only the trials upscaled from that input.
 
     Columns: ``entry, kind ("model"|"reference"), scale, mos, mos_lo, mos_hi, n_ratings,
     n_raters, wins, ties, losses, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``. Votes of flagged
@@ -459,6 +480,8 @@ def rating_stats(
     Deterministic for a given ``seed``. Sorted by scale, then BT score descending.
     """
     votes = votes_frame(session, scale=scale, include_flagged=include_flagged, versions=versions)
+    if trial_input is not None:
+        votes = votes[votes["input"] == trial_input]
     rows: list[dict[str, object]] = []
     for s, frame in votes.groupby("scale", sort=True):
         players = ["bicubic"] + sorted(frame["entry"].unique())

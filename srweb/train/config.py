@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srweb.data.degradations import DegradationError, eval_config
+from srweb.data.degradations import check as check_degradation
+from srweb.data.degradations import resolve as resolve_degradation
 from srweb.models import get_model_info
 
 OPTIMIZERS = ("adam", "sgd")
@@ -17,6 +20,7 @@ SCHEDULES = ("constant", "step", "cosine")
 LOSSES = ("l1", "l2", "srgan-mse", "srgan-vgg54")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_MODES = ("norm", "adjustable")
+VAL_DEGRADATIONS = {"jpeg": "jpeg75", "realistic": "realistic"}  # a degraded run is judged on what it learns
 _INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_interval", "ckpt_interval", "seed",
          "num_workers")
 _NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
@@ -102,6 +106,9 @@ class TrainConfig:
     num_workers: int = 0
     tag: str = "custom"
     name: str | None = None
+    degradation: str = "bicubic"
+    degradation_config: dict[str, Any] = field(default_factory=dict)
+    val_degradation: str = "auto"
 
     def resolved(self) -> "TrainConfig":
         """A copy with architecture defaults filled in for every ``None`` field."""
@@ -114,6 +121,12 @@ class TrainConfig:
             from srweb.data.samples import default_training_data
 
             values["data"] = default_training_data()
+        if isinstance(values["degradation"], str) and isinstance(values["degradation_config"], (dict, str)):
+            # Spelled out in full, so the card replays this chain even if the preset changes later.
+            try:
+                values["degradation_config"] = resolve_degradation(values["degradation"], values["degradation_config"])
+            except DegradationError:
+                pass  # validate() reports it
         if values["name"] is None:
             values["name"] = run_name(TrainConfig(**values))
         return TrainConfig(**values)
@@ -174,7 +187,27 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self._validate_degradation()
         return self
+
+    def _validate_degradation(self) -> None:
+        try:
+            chain = resolve_degradation(self.degradation, self.degradation_config)
+            check_degradation(chain, hr_patch=self.patch_size * self.scale if self.patch_size else None)
+            if self.val_degradation != "auto":
+                eval_config(self.val_degradation)
+        except DegradationError as exc:
+            raise ConfigError(str(exc)) from None
+        if chain and self.teacher:
+            raise ConfigError("a teacher labels the classic LR; train with --degradation bicubic or without --teacher")
+
+    @property
+    def eval_degradation(self) -> str:
+        """The ``srweb eval --degradation`` this run is validated under (``val_degradation``; ``auto``:
+        ``jpeg75`` for the ``jpeg`` preset, ``realistic`` for ``realistic``, the classic LR otherwise)."""
+        if self.val_degradation != "auto":
+            return self.val_degradation
+        return VAL_DEGRADATIONS.get(self.degradation, "") if self.degradation_config else ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,4 +257,6 @@ def run_name(cfg: TrainConfig) -> str:
         parts.append(f"kd{cfg.teacher_weight:g}" + "u" * bool(cfg.teacher_unlabelled))
     if cfg.freeze_bn:
         parts.append("frozenbn")
+    if cfg.degradation != "bicubic" or cfg.degradation_config:
+        parts.append(f"deg-{cfg.degradation}")
     return "_".join(parts)

@@ -77,13 +77,15 @@ def card_metric(result) -> dict[str, Any]:
             "ssim": round(result.ssim, 5), "protocol": result.protocol}
 
 
-def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01) -> dict[str, Any]:
-    """Compare the fast inference path with fp32 on the validation set; the card keeps the verdict."""
+def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01,
+                  degradation: str = "") -> dict[str, Any]:
+    """Compare the fast inference path with fp32 on the validation set (LR made as ``exact``'s, by
+    ``degradation``); the card keeps the verdict."""
     fast = Upscaler(model, device=device, precision="auto")
     if fast.precision == "fp32":
         return {"fast_precision": "fp32", "fast_path_ok": True}
     try:
-        delta = evaluate(fast.upscale, val_dir, exact.scale).psnr - exact.psnr
+        delta = evaluate(fast.upscale, val_dir, exact.scale, degradation=degradation).psnr - exact.psnr
     finally:
         model.to(memory_format=torch.contiguous_format)
     return guard_verdict(fast.precision, delta, exact.dataset, device, tolerance_db)
@@ -125,7 +127,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
         pre_upsample=model.upsampling == "pre", augment=cfg.augment,
         scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
         teacher=teach if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
-        unlabelled=cfg.teacher_unlabelled,
+        unlabelled=cfg.teacher_unlabelled, degradation=cfg.degradation_config,
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir
@@ -334,7 +336,8 @@ class Trainer:
         judged = model if model is not None else self.eval_model
         upscaler = Upscaler(judged, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
-            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
+            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name,
+                              degradation=self.cfg.eval_degradation)
         finally:
             self._train_mode()
         self.last_eval = result
@@ -559,6 +562,10 @@ class Trainer:
             out["d_loss"] = float(d_loss.detach())
         return out
 
+    def _evaluate_clean(self, model: nn.Module):
+        upscaler = Upscaler(model, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
+        return evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name)
+
     def _save_best(self) -> None:
         atomic_write(self.run_dir / "best.safetensors", lambda tmp: save_model(self.eval_model, tmp))
 
@@ -577,7 +584,10 @@ class Trainer:
         model.eval()
         val = self.validate(model) if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
-        inference = quality_guard(model, self.last_eval, self.val_dir, self.device) if val else {}
+        inference = (quality_guard(model, self.last_eval, self.val_dir, self.device,
+                                   degradation=cfg.eval_degradation) if val else {})
+        if val and cfg.eval_degradation:  # judged on degraded LR: the classic score too, for the card's table
+            metrics.insert(0, card_metric(self._evaluate_clean(model)))
         speed = self.parent_speed
         if inference and speed and speed.get("fast_path") == inference.get("fast_path_ok"):
             inference["speed"] = speed  # the same network timed on the same path (srweb bench --store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,31 @@ from srweb.train import jobs
 from srweb.weights.files import WeightsError, list_weights
 
 BASELINE_SCALES = (2, 3, 4)
+JPEG75 = "matlab-bicubic+jpeg75"  # the protocol of `srweb eval --degradation jpeg75`
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_jpeg_uploads: OrderedDict[str, None] = OrderedDict()  # converted upload path -> it was a JPEG (last 256)
+
+
+def _remember_jpeg(source: str | None, converted: object) -> None:
+    """Gradio hands the tab a PNG copy of every upload (``format="png"``); remember which came as JPEG."""
+    if isinstance(converted, str) and source and is_jpeg_file(source):
+        _jpeg_uploads[converted] = None
+        while len(_jpeg_uploads) > 256:
+            _jpeg_uploads.popitem(last=False)
+
+
+def is_jpeg_file(path: str | Path) -> bool:
+    """The file starts as a JPEG does (whatever its name says)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(3) == _JPEG_MAGIC
+    except OSError:
+        return False
+
+
+def is_jpeg_upload(path: str | None) -> bool:
+    """The uploaded image (the tab's PNG copy or the file itself) was a JPEG."""
+    return bool(path) and (path in _jpeg_uploads or is_jpeg_file(path))
 
 
 class ImageInput(gr.Image):
@@ -33,7 +59,9 @@ class ImageInput(gr.Image):
     def preprocess(self, payload):
         name = getattr(payload, "orig_name", None) or "the upload"
         try:
-            return super().preprocess(payload)
+            converted = super().preprocess(payload)
+            _remember_jpeg(str(getattr(payload, "path", "") or ""), converted)
+            return converted
         except Image.DecompressionBombError:  # PIL's own limit, far above ours: a forged header
             path = str(getattr(payload, "path", "") or "")
             try:
@@ -49,12 +77,18 @@ class ImageInput(gr.Image):
 
 
 def weights_choices() -> list[tuple[str, str]]:
-    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines."""
+    """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines. Each
+    says what it is for: photos/JPEG (trained on degraded LR) or the papers' clean-bicubic setting."""
     choices = []
     for card in list_weights():
         set5 = card.metric("Set5")
         score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
-        choices.append((f"{card.arch} · x{card.scale} · {card.name}{score}", card.name))
+        if card.for_photos:
+            jpeg = card.metric("Set5", JPEG75)
+            purpose = " · for photos/JPEG" + (f" · JPEG-75 {jpeg['psnr']:.2f} dB" if jpeg else "")
+        else:
+            purpose = " · paper setting (clean LR)"
+        choices.append((f"{card.arch} · x{card.scale} · {card.name}{purpose}{score}", card.name))
     choices += [(f"bicubic · x{s} (baseline)", f"bicubic-x{s}") for s in BASELINE_SCALES]
     return choices
 

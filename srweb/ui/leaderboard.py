@@ -34,12 +34,15 @@ ALL = "all"
 SCALES = (2, 3, 4)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 FOOTNOTE = (
-    "MOS: mean opinion score (1 Bad … 5 Excellent, blind, vs bicubic) with a t 95% CI. "
+    "MOS: mean opinion score (1 Bad … 5 Excellent, blind, vs bicubic) with a t 95% CI; MOS clean / JPEG-75: "
+    "over the trials upscaled from the clean LR / from it saved as a JPEG of quality 75 (photos). "
     "Win %: share of pairs preferred over bicubic (ties count half), Wilson 95% interval (on the raters' "
     "effective count, with a t quantile). "
     "BT: Bradley–Terry log-strength vs bicubic (0 = as good as bicubic), bootstrap 95% interval. "
     "Each interval counts one rater's votes as one cluster (raters differ in taste), so few raters "
     "mean wide intervals. Votes of raters who failed the hidden checks are left out. "
+    "JPEG-75: PSNR when the LR was saved as a JPEG of quality 75 before upscaling (as photos from phones "
+    "and the web are; `srweb eval --degradation jpeg75`), same crop and channel. "
     "Speed: ms per output megapixel on the device named; until `srweb bench --store` runs on this "
     "host, the figure the weights' card carries (measured where they were made)."
 )
@@ -92,11 +95,12 @@ def _interval(lo: float, hi: float, digits: int = 2, factor: float = 1.0) -> str
 
 def column_digits(column: str) -> int | None:
     """Decimals a number column of the shown leaderboard keeps; None for text and counts."""
-    if column.startswith(("PSNR ", "paper PSNR ")):
+    if column.startswith(("PSNR ", "paper PSNR ", "JPEG-75 ")):
         return 2
     if column.startswith("SSIM "):
         return 4
-    return {"params (K)": 1, "ms/MP": 1, "MOS": 2, "win % vs bicubic": 1, "BT": 2}.get(column)
+    return {"params (K)": 1, "ms/MP": 1, "MOS": 2, "MOS clean": 2, "MOS JPEG-75": 2, "win % vs bicubic": 1,
+            "BT": 2}.get(column)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +115,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     })
     for d in datasets:
         out[f"PSNR {d}"] = frame[f"psnr_{d}"]
+        if f"jpeg75_{d}" in frame:  # PSNR when the LR was saved as JPEG quality 75 (photos)
+            out[f"JPEG-75 {d}"] = frame[f"jpeg75_{d}"]
         out[f"SSIM {d}"] = frame[f"ssim_{d}"]
     out["paper PSNR Set5"] = frame["paper_psnr_Set5"]
     out["ms/MP"] = frame["ms_per_mpix"]
@@ -120,6 +126,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["MOS"] = frame["mos"]
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
     out["MOS 95% CI"] = [_interval(max(lo, 1.0), min(hi, 5.0)) for lo, hi in zip(frame["mos_lo"], frame["mos_hi"])]
+    if "mos_jpeg75" in frame:  # per trial kind: upscaled from the clean LR, from a JPEG-75 LR
+        out["MOS clean"] = frame["mos_clean"]
+        out["MOS JPEG-75"] = frame["mos_jpeg75"]
     out["ratings"] = frame["n_ratings"]
     out["raters"] = frame["n_raters"]
     out["win % vs bicubic"] = frame["win_rate"] * 100

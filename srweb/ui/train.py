@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from srweb.config import get_settings
+from srweb.data.degradations import PRESET_LABELS
 from srweb.data.samples import builtin_datasets
 from srweb.models import get_model_info, list_models
 from srweb.track import views
@@ -26,7 +27,7 @@ from srweb.weights.files import list_weights
 # Order of the form's inputs, as the launch handler (API name ``train_launch``) receives them.
 FIELDS = ("model", "scale", "data", "data_path", "val_data", "patch_size", "batch_size", "iterations", "lr",
           "optimizer", "schedule", "loss", "precision", "device", "val_interval", "pretrained", "freeze_bn",
-          "ema", "teacher", "teacher_weight", "teacher_unlabelled")
+          "ema", "teacher", "teacher_weight", "teacher_unlabelled", "degradation", "degradation_config")
 NO_VAL = NO_START = NO_TEACHER = "none"
 JOB_COLUMNS = ["id", "name", "status", "steps", "best PSNR", "duration", "worker"]
 WORKERS_REFRESH_S = 5.0
@@ -66,7 +67,7 @@ def form_defaults(model: str, scale: int | None = None) -> dict[str, Any]:
     offered = {name.lower(): name for name in dataset_choices()}  # "Set5" is the data root's "set5" if it has one
     values.update(data=offered.get(cfg.data.lower(), cfg.data), data_path="",
                   val_data=offered.get((cfg.val_data or NO_VAL).lower(), cfg.val_data or NO_VAL),
-                  pretrained=cfg.pretrained or NO_START, teacher=cfg.teacher or NO_TEACHER)
+                  pretrained=cfg.pretrained or NO_START, teacher=cfg.teacher or NO_TEACHER, degradation_config="")
     return values
 
 
@@ -120,6 +121,8 @@ def build_config(*values: Any) -> TrainConfig:
         pretrained=pretrained, freeze_bn=bool(form["freeze_bn"]), ema=float(form["ema"]),
         teacher=teacher, teacher_weight=float(form["teacher_weight"]),
         teacher_unlabelled=bool(form["teacher_unlabelled"]),
+        degradation=form["degradation"] or "bicubic",
+        degradation_config=(form["degradation_config"] or "").strip() or {},  # JSON text: checked on launch
     )
 
 
@@ -241,11 +244,18 @@ def _build_form(models: list[str], first: str) -> dict[str, gr.components.Compon
                                    maximum=1, elem_id="train-teacher-weight")
         teacher_unlabelled = gr.Checkbox(d["teacher_unlabelled"], elem_id="train-teacher-unlabelled",
                                          label="Teacher also labels the images as LR inputs")
+    with gr.Row():
+        degradation = gr.Dropdown([(f"{name}: {label}", name) for name, label in PRESET_LABELS.items()],
+                                  value=d["degradation"], label="Training LR (degradation)", elem_id="train-degradation")
+        degradation_config = gr.Textbox(d["degradation_config"], label="Degradation overrides (JSON)",
+                                        placeholder='{"final": {"jpeg": {"quality": [50, 95]}}}',
+                                        elem_id="train-degradation-config")
     return {"model": model, "scale": scale, "data": data, "data_path": data_path, "val_data": val_data,
             "patch_size": patch, "batch_size": batch, "iterations": iterations, "lr": lr, "optimizer": optimizer,
             "schedule": schedule, "loss": loss, "precision": precision, "device": device,
             "val_interval": val_interval, "pretrained": pretrained, "freeze_bn": freeze_bn, "ema": ema,
-            "teacher": teacher, "teacher_weight": teacher_weight, "teacher_unlabelled": teacher_unlabelled}
+            "teacher": teacher, "teacher_weight": teacher_weight, "teacher_unlabelled": teacher_unlabelled,
+            "degradation": degradation, "degradation_config": degradation_config}
 
 
 def build_tab(admin: gr.Textbox | None = None) -> None:

@@ -17,7 +17,8 @@ from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile
 from srweb.inference.upscaler import MAX_OUTPUT_SCALE
 from srweb.evaluation.metrics import psnr, ssim
 from srweb.ui.batch import build_batch
-from srweb.ui.common import ImageInput, default_choice, get_upscaler, parse_choice, weights_choices
+from srweb.ui.common import (JPEG75, ImageInput, default_choice, get_upscaler, is_jpeg_upload, parse_choice,
+                             weights_choices)
 from srweb.ui.import_model import build_import
 from srweb.ui.outputs import image_file, output_dir
 from srweb.weights.files import WeightsError, list_weights, weights_source
@@ -75,6 +76,33 @@ def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
     scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
     entries = [c for c in weights_choices() if c[1] in scales and scale in (None, scales[c[1]])]
     return [("bicubic (at the model's scale)", BICUBIC)] + entries
+
+
+def photo_model_for(choice: str | None) -> str | None:
+    """The photo/JPEG model to suggest instead of ``choice``: one of the same scale (else of any),
+    the best on Set5 with JPEG-75 LR; None when no photo model is installed."""
+    photos = [c for c in list_weights() if c.for_photos]
+    scales = {c.name: c.scale for c in list_weights()}
+    scale = scales.get(choice) if choice in scales else _baseline_scale(choice)
+    same = [c for c in photos if c.scale == scale] or photos
+    ranked = sorted(same, key=lambda c: -((c.metric("Set5", JPEG75) or {}).get("psnr") or 0.0))
+    return ranked[0].name if ranked else None
+
+
+def suggest_for_upload(image_path: str | None, choice: str | None) -> tuple[dict, dict]:
+    """Gradio handler: on a JPEG upload, a note suggesting the photo model (and its button), else nothing."""
+    hidden = gr.update(value="", visible=False), gr.update(visible=False)
+    if not is_jpeg_upload(image_path):
+        return hidden
+    suggestion = photo_model_for(choice)
+    if suggestion is None:
+        return hidden
+    if suggestion == choice or any(c.name == choice and c.for_photos for c in list_weights()):
+        return gr.update(value="JPEG upload: the picked model is made for JPEG photos.", visible=True), \
+            gr.update(visible=False)
+    return (gr.update(value=f"This is a JPEG: its compression artefacts get magnified by models trained on clean "
+                             f"images. **{suggestion}** is trained for JPEG photos.", visible=True),
+            gr.update(visible=True))
 
 
 def _baseline_scale(choice: str | None) -> int | None:
@@ -220,6 +248,8 @@ def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
         with gr.Column(scale=1):
             image = ImageInput(label="Input image", type="filepath", image_mode=None, format="png", height=320)
             weights = gr.Dropdown(choices=choices, value=default, label="Model (weights)", allow_custom_value=True)
+            photo_hint = gr.Markdown(visible=False, elem_id="photo-hint")
+            use_photo = gr.Button("Use the photo model", size="sm", visible=False, elem_id="use-photo-model")
             with gr.Accordion("About this model: scores, speed, how it was trained", open=False):
                 about = gr.Markdown(about_weights(default), elem_id="model-about")
                 onnx_button = gr.Button("Export as ONNX (checked with onnxruntime)", size="sm", elem_id="onnx-button")
@@ -253,6 +283,10 @@ def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
     weights.change(lambda choice: (about_weights(choice), None), weights, [about, onnx_file], show_progress="hidden",
                    api_visibility="private")
     onnx_button.click(onnx_graph, weights, onnx_file, api_name="onnx", concurrency_limit=1)
+    gr.on([image.change, weights.change], suggest_for_upload, [image, weights], [photo_hint, use_photo],
+          show_progress="hidden", api_visibility="private")
+    use_photo.click(lambda choice: photo_model_for(choice) or choice, weights, weights, show_progress="hidden",
+                    api_visibility="private")
     return weights
 
 

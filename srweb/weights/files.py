@@ -68,12 +68,21 @@ class WeightsCard:
         (config, iterations, wall_seconds, data, ...); a fine-tuned card holds its parent's."""
         return training_chain({"training": self.training})
 
-    def metric(self, dataset: str = "Set5") -> dict[str, Any] | None:
-        """The card's result on ``dataset`` (case-insensitive), if any."""
+    def metric(self, dataset: str = "Set5", degradation: str = "matlab-bicubic") -> dict[str, Any] | None:
+        """The card's result on ``dataset`` (case-insensitive) with LR made by ``degradation`` (the
+        protocol's; default the classic MATLAB bicubic; ``"matlab-bicubic+jpeg75"`` for JPEG-75), if any."""
         for entry in self.metrics:
-            if str(entry.get("dataset", "")).lower() == dataset.lower():
+            made_by = (entry.get("protocol") or {}).get("degradation") or "matlab-bicubic"
+            if str(entry.get("dataset", "")).lower() == dataset.lower() and made_by == degradation:
                 return entry
         return None
+
+    @property
+    def for_photos(self) -> bool:
+        """Trained on degraded LR (``--degradation jpeg`` or ``realistic``): meant for photos and JPEGs,
+        not a reproduction of a paper's clean-bicubic setting."""
+        chain = self.training_chain()
+        return bool(chain and chain[-1]["config"].get("degradation_config"))
 
 
 def training_chain(card: dict[str, Any]) -> list[dict[str, Any]]:

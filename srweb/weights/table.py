@@ -36,23 +36,36 @@ def training_summary(card: WeightsCard) -> tuple[str, float]:
     chain = card.training_chain()
     stages = " + ".join(f"{stage.get('iterations', 0):,} {stage.get('data') or stage['config'].get('data')}"
                         + (f" (teacher {stage['teacher']['name']})" if stage.get("teacher") else "")
+                        + (f" ({stage['config'].get('degradation', 'degraded')} LR)"
+                           if stage["config"].get("degradation_config") else "")
                         for stage in chain)
     return stages or "-", sum(float(stage.get("wall_seconds") or 0) for stage in chain)
 
 
-def markdown_table(cards: list[WeightsCard], bicubic: dict[int, float] | None = None) -> str:
-    """A Markdown table of ``cards``: training chain, wall time, Set5 PSNR/SSIM, paper, bicubic."""
-    bicubic = bicubic or {}
-    rows = ["| weights | training (iterations, data) | wall time | Set5 PSNR / SSIM | paper PSNR | bicubic |",
-            "|---|---|---|---|---|---|"]
+JPEG75 = "matlab-bicubic+jpeg75"  # the protocol of `srweb eval --degradation jpeg75`
+
+
+def _db(value: float | None) -> str:
+    return f"{value:.2f}" if value else "-"
+
+
+def markdown_table(cards: list[WeightsCard], bicubic: dict[int, float] | None = None,
+                   bicubic_jpeg75: dict[int, float] | None = None) -> str:
+    """A Markdown table of ``cards``: what each is for, training chain, wall time, Set5 PSNR/SSIM,
+    Set5 PSNR on JPEG-75 LR, paper, bicubic (clean / JPEG-75)."""
+    bicubic, bicubic_jpeg75 = bicubic or {}, bicubic_jpeg75 or {}
+    rows = ["| weights | for | training (iterations, data) | wall time | Set5 PSNR / SSIM | Set5 JPEG-75 PSNR | "
+            "paper PSNR | bicubic (clean / JPEG-75) |",
+            "|---|---|---|---|---|---|---|---|"]
     for card in cards:
         stages, seconds = training_summary(card)
-        set5 = card.metric("Set5")
+        set5, jpeg = card.metric("Set5"), card.metric("Set5", JPEG75)
         score = f"{set5['psnr']:.2f} / {set5['ssim']:.4f}" if set5 else "-"
-        paper = paper_psnr(card)
-        base = bicubic.get(card.scale)
-        rows.append(f"| {card.name} | {stages} | {seconds / 60:.0f} min | {score} | "
-                    f"{f'{paper:.2f}' if paper else '-'} | {f'{base:.2f}' if base else '-'} |")
+        paper = None if card.for_photos else paper_psnr(card)
+        base = f"{_db(bicubic.get(card.scale))} / {_db(bicubic_jpeg75.get(card.scale))}"
+        rows.append(f"| {card.name} | {'photos/JPEG' if card.for_photos else 'paper'} | {stages} | "
+                    f"{seconds / 60:.0f} min | {score} | {_db(jpeg['psnr'] if jpeg else None)} | {_db(paper)} | "
+                    f"{base} |")
     return "\n".join(rows)
 
 
@@ -66,6 +79,8 @@ def _stage_line(i: int, stage: dict) -> str:
     if cfg.get("teacher"):
         recipe += f" weighted {cfg.get('teacher_weight', 0.5):g}" + (", also labelling the images as LR inputs"
                                                                     if cfg.get("teacher_unlabelled") else "")
+    if cfg.get("degradation_config"):
+        recipe += f", LR degraded: {cfg.get('degradation', 'custom')} preset"
     where = " ".join(str(stage[k]) for k in ("device", "precision") if stage.get(k))
     return (f"{i}. {stage.get('iterations', 0):,} iterations on {data} ({recipe})"
             f"{f', {where}' if where else ''}, {minutes:.0f} min")
@@ -88,7 +103,13 @@ def card_markdown(card: WeightsCard, card_path: str | None = None) -> str:
     set5, paper = card.metric("Set5"), paper_psnr(card)
     if set5:
         lines.append(f"Set5 (Y, shave {card.scale}): {set5['psnr']:.2f} dB / SSIM {set5['ssim']:.4f}"
-                     f"{f' · paper {paper:.2f} dB' if paper else ''}")
+                     f"{f' · paper {paper:.2f} dB' if paper and not card.for_photos else ''}")
+    jpeg = card.metric("Set5", JPEG75)
+    if jpeg:
+        lines.append(f"Set5 with JPEG-75 LR (`srweb eval --degradation jpeg75`): {jpeg['psnr']:.2f} dB / "
+                     f"SSIM {jpeg['ssim']:.4f}")
+    if card.for_photos:
+        lines.append("For photos and JPEGs: trained on LR with JPEG artefacts (see the last stage below).")
     speed = (card.inference or {}).get("speed") or {}
     if speed.get("ms_per_mpix"):
         lines.append(f"Speed: {speed['ms_per_mpix']:,.0f} ms per output megapixel on {speed.get('device', '?')}"
