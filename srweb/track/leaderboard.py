@@ -149,7 +149,7 @@ def _as_frame(rows: list[dict[str, Any]], datasets: list[str]) -> pd.DataFrame:
     """The leaderboard's typed columns, sorted by scale, then PSNR on ``datasets[0]``, then Bradley-Terry."""
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
-               "fast_path", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
+               "fast_path", "speed_backend", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     for column in RATING_COLUMNS + INPUT_MOS_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
