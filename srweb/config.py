@@ -87,6 +87,8 @@ class Settings:
         artifacts_url: fsspec URL of the store every machine reaches for run folders and exported
             weights (a folder, ``file://``, ``s3://`` with s3fs, ``hf://datasets/...``); default
             ``state_dir/db/artifacts``.
+        backend: what runs the network (``SRWEB_BACKEND``): ``auto`` (the winner ``srweb bench
+            --store`` recorded for this processor), ``torch``, ``openvino`` or ``onnxruntime``.
     """
 
     weights_dir: Path
@@ -113,6 +115,7 @@ class Settings:
     tile_budget_mb: float = 1000.0
     local_workers: int = 1
     artifacts_url: str = ""
+    backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
 
@@ -149,6 +152,7 @@ def get_settings() -> Settings:
         tile_budget_mb=float(os.environ.get("SRWEB_TILE_BUDGET_MB") or 1000),
         local_workers=max(0, int(os.environ.get("SRWEB_LOCAL_WORKERS", "1").strip() or 1)),
         artifacts_url=os.environ.get("SRWEB_ARTIFACTS_URL", "").strip() or str(db_dir / "artifacts"),
+        backend=os.environ.get("SRWEB_BACKEND", "").strip().lower() or "auto",
     )
 
 

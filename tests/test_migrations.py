@@ -37,8 +37,8 @@ def _version(url: str) -> str:
 
 def test_revisions_form_one_line():
     script = ScriptDirectory(str(MIGRATIONS_DIR))
-    assert script.get_heads() == ["0006"]
-    assert [r.revision for r in script.walk_revisions()] == ["0006", "0005", "0004", "0003", "0002", "0001"]
+    assert script.get_heads() == ["0007"]
+    assert [r.revision for r in script.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_from_0001_keeps_data(url):
@@ -61,7 +61,7 @@ def test_upgrade_from_0001_keeps_data(url):
         ))
 
     init_db(url)
-    assert _version(url) == "0006"
+    assert _version(url) == "0007"
     with session_scope(url) as session:
         run = runs.get_run(session, 1)
         assert run.name == "espcn-x3_f64_p17_b16_lr1e-3" and run.config == {"lr": 0.001} and run.step == 5
@@ -97,7 +97,7 @@ def test_downgrade_and_upgrade_again(url):
         connection.commit()
     assert "votes" not in inspect(get_engine(url)).get_table_names()
     _upgrade(url, "head")
-    assert _version(url) == "0006"
+    assert _version(url) == "0007"
 
 
 def _init_in_child(url: str, start, results) -> None:
@@ -122,7 +122,7 @@ def test_two_processes_init_at_once(url):
     for child in children:
         child.join(30)
     assert outcomes == ["ok"] * 3
-    assert _version(url) == "0006"
+    assert _version(url) == "0007"
     with get_engine(url).connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM runs").scalar() == 3
 

@@ -65,7 +65,7 @@ def test_sqlite_pragmas_and_idempotent_init(url, tmp_path):
         assert pragma("foreign_keys") == 1
         assert pragma("synchronous") == 1  # NORMAL
         assert pragma("busy_timeout") == 30000
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
 
 
 def test_write_sessions_begin_immediate_read_sessions_do_not(url, tmp_path):

@@ -123,7 +123,13 @@ def test_shipped_cards_match_their_models():
         # a fresh Leaderboard shows the speed cards carry (srweb bench --store), matching the path timed
         speed = card.inference.get("speed") or {}
         assert speed.get("ms_per_mpix", 0) > 0, f"{card.name} card has no speed"
-        assert speed["fast_path"] == card.inference.get("fast_path_ok", True), card.name
+        if speed.get("backend"):  # the backend contest's winner (srweb.evaluation.backends_bench), with its processor
+            winner = card.inference["backend"]
+            assert speed["backend"] == f"{winner['name']}/{winner['precision']}" and speed["host"] == winner["host"]
+            assert speed["ms_per_mpix"] == winner["ms_per_mpix"], card.name
+            assert speed["fast_path"] == (speed["backend"] != "torch/fp32"), card.name
+        else:  # from before backends: torch's path, as the guard chose it
+            assert speed["fast_path"] == card.inference.get("fast_path_ok", True), card.name
 
 
 @pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")

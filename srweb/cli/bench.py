@@ -9,7 +9,8 @@ import json
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from srweb.evaluation.bench import DEFAULT_CASES, case_scale, leaderboard_cases, record, run_bench
+    from srweb.evaluation.backends_bench import format_rows, goal_lines, run_with_backends
+    from srweb.evaluation.bench import DEFAULT_CASES, case_scale, leaderboard_cases, record
 
     cases = leaderboard_cases() if args.store else DEFAULT_CASES
     if args.models:  # the named ones among the cases; the others (an imported entry's name too) at 256x256
@@ -18,8 +19,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                 if m not in {c[0] for c in matched})
     if args.quick:
         cases = tuple((m, s, max(32, w // 4), max(32, h // 4)) for m, s, w, h in cases)
-    report = run_bench(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
-                       quality=not args.no_quality, compile=args.compile)
+    report = run_with_backends(cases, repeats=args.repeats, training=not args.no_training and not args.quick,
+                               quality=not args.no_quality, compile=args.compile, backends=not args.no_backends)
     if args.store:
         record(report)
     if args.json:
@@ -28,6 +29,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     host = report["host"]
     print(f"host: {host['cpu']}, {host['threads']} threads, torch {host['torch']}, bf16={host['bf16']}; "
           f"matmul roof {host['matmul_gflops']['fp32']} GFLOP/s fp32, {host['matmul_gflops']['bf16']} bf16")
+    if host.get("openvino_matmul_gflops"):
+        roof = host["openvino_matmul_gflops"]
+        print(f"OpenVINO matmul roof {roof['fp32']} GFLOP/s fp32, {roof['bf16']} bf16")
     print(f"{'model':<15}{'input':>10}{'plain ms':>10}{'fast ms':>10}{'speedup':>9}{'MP/s':>8}{'GFLOP/s':>16}{'peak MB':>9}")
     for r in report["inference"]:
         print(f"{r['model']}-x{r['scale']:<{14 - len(r['model'])}}{r['input']:>10}{r['plain_ms']:>10}{r['fast_ms']:>10}"
@@ -35,6 +39,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{r['peak_rss_mb']:>9.0f}")
         if r["compiled_ms"]:
             print(f"  torch.compile: {r['compiled_ms']} ms ({r['plain_ms'] / r['compiled_ms']:.2f}x plain)")
+    for line in format_rows(report["backends"]) + goal_lines(report["backends"], report.get("tiling")):
+        print(line)
     for q in report["quality"]:
         ok = "ok" if q["psnr_delta_db"] >= -q["guard_db"] else "FAILS guard -> fp32"
         print(f"quality {q['weights']}: fast - fp32 = {q['psnr_delta_db']:+.4f} dB on Set5 ({ok})")
@@ -48,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{t['loader_wait_share']:.1%} of step time, metrics tracking {t['tracking_share']:.2%}")
     if report["tiling"]:
         t = report["tiling"]
-        print(f"tiling {t['model']} {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
+        print(f"tiling {t['model']} ({t.get('tiled_backend', 'torch')}) {t['input']} -> {t['output']}: tiled {t['tiled_s']} s / "
               f"{t['tiled_peak_rss_mb']} MB peak (grid {t['tiled_grid']}), untiled {t['untiled_s']} s / "
               f"{t['untiled_peak_rss_mb']} MB, overhead {t['tiling_overhead']:+.1%}")
     return 0
@@ -67,4 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(inference block): for the host whose figures the cards should carry")
     p.add_argument("--no-store", dest="store", action="store_false", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
+    p.add_argument("--no-backends", action="store_true",
+                   help="skip the backend contest (torch, OpenVINO, onnxruntime per shipped weights entry)")
     p.set_defaults(func=cmd_bench)

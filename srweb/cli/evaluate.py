@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from srweb.cli.common import SELF_ENSEMBLE_HELP, CLIError, print_json
+from srweb.cli.common import BACKEND_CHOICES, SELF_ENSEMBLE_HELP, CLIError, print_json
 
 # Handlers import the core when they run: `srweb --help` and argument errors stay fast (torch, gradio).
 
@@ -29,7 +29,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sr_fn, name, scale, params, sha, arch = bicubic_sr(args.scale), "bicubic", args.scale, 0, None, None
     else:
         upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
-                            self_ensemble=args.self_ensemble)
+                            self_ensemble=args.self_ensemble, backend=args.backend)
         sr_fn, name, scale = upscaler.upscale, upscaler.name, upscaler.scale
         params = upscaler.card.num_params if upscaler.card else None
         sha = upscaler.card.sha256 if upscaler.card else None
@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
                    help="fp32 (default) gives the figures cards and papers quote")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                   help="what runs the network (default torch, as the cards' figures were measured)")
     p.add_argument("--self-ensemble", action="store_true",
                    help=SELF_ENSEMBLE_HELP + "; recorded as its own entry, NAME+")
     p.add_argument("--no-store", dest="store", action="store_false", help="do not record in the database")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from srweb.cli.common import SELF_ENSEMBLE_HELP, CLIError
+from srweb.cli.common import BACKEND_CHOICES, SELF_ENSEMBLE_HELP, CLIError
 
 # Handlers import the core when they run: `srweb --help` and argument errors stay fast (torch, gradio).
 
@@ -35,7 +35,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srweb.inference.upscaler import Upscaler, upscale_files
 
     upscaler = Upscaler(args.weights, args.scale, device=args.device, precision=args.precision,
-                        tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale)
+                        tile_size=args.tile, self_ensemble=args.self_ensemble, output_scale=args.outscale,
+                        backend=args.backend)
     files = _collect_inputs(args.inputs)
     if not files:
         raise CLIError("no input images")
@@ -61,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: the fastest the weights' card allows on the device (default)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="what runs the network; default SRWEB_BACKEND, else auto: the winner `srweb bench --store` "
+                        "recorded for this processor")
     p.add_argument("--tile", type=int, help="input tile size in pixels (default or 0: automatic)")
     p.add_argument("--self-ensemble", action="store_true", help=SELF_ENSEMBLE_HELP)
     p.add_argument("--outscale", type=float, metavar="F",

@@ -27,6 +27,7 @@ from srweb.config import resolve_device
 from srweb.data.samples import benchmark_path
 from srweb.evaluation.evaluate import evaluate
 from srweb.imaging.resize import imresize
+from srweb.inference.backends import card_backends
 from srweb.models import create_model, list_models
 from srweb.track.db import dispose_engine, init_db, write_transaction
 from srweb.track.evals import record_speed
@@ -151,13 +152,15 @@ def _scale_of(weights_name: str) -> int:
     return load_cached(weights_name)[1].scale
 
 
-def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int) -> dict:
-    """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS."""
-
-
-    model = create_model(arch, scale).eval()
+def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int,
+                   weights: str | None = None, backend: str = "torch", precision: str = "auto") -> dict:
+    """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS;
+    ``weights`` (a name) runs on ``backend``, else a fresh ``arch`` model on torch."""
     img = Image.effect_noise((width, height), 64).convert("RGB")
-    up = Upscaler(model, tile_size=tile)
+    if weights:
+        up = Upscaler(weights, tile_size=tile, backend=backend, precision=precision)
+    else:
+        up = Upscaler(create_model(arch, scale).eval(), tile_size=tile)
     up.upscale(img.resize((width // 4, height // 4)))  # oneDNN primitives, allocator
     times = []
     for _ in range(repeats):
@@ -165,18 +168,22 @@ def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | N
         up.upscale(img)
         times.append(time.perf_counter() - start)
     return {"s": round(min(times), 2), "peak_rss_mb": round(_peak_rss_mb()),
-            "grid": "x".join(map(str, up.tile_grid(height, width)))}
+            "grid": "x".join(map(str, up.tile_grid(height, width))), "backend": f"{up.backend}/{up.precision}"}
 
 
 def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, height: int = 540,
-                 repeats: int = 2) -> dict:
+                 repeats: int = 2, *, weights: str | None = None, backend: str = "torch",
+                 precision: str = "auto") -> dict:
     """Auto-tiled vs untiled upscale of a 4K-output image: wall time (best of ``repeats``, after a
-    warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own)."""
+    warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own).
+    ``weights``: a weights name, run on ``backend`` in ``precision`` (``auto``: what its card chose here)."""
     import multiprocessing  # only the isolated-process measurement needs it
-    result = {"model": f"{arch}-x{scale}", "input": f"{width}x{height}", "output": f"{width * scale}x{height * scale}"}
+    result = {"model": weights or f"{arch}-x{scale}", "input": f"{width}x{height}",
+              "output": f"{width * scale}x{height * scale}"}
     for label, tile in (("tiled", None), ("untiled", 100_000)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            case = pool.submit(_upscale_timed, arch, scale, width, height, tile, repeats).result()
+            case = pool.submit(_upscale_timed, arch, scale, width, height, tile, repeats, weights, backend,
+                               precision).result()
         result.update({f"{label}_{key}": value for key, value in case.items()})
     result["tiling_overhead"] = round(result["tiled_s"] / result["untiled_s"] - 1, 3)
     return result
@@ -262,10 +269,14 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
 
 
 def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
-              compile: bool = False) -> dict:
+              compile: bool = False, *, guards: dict[str, dict] | None = None,
+              tiling_on: tuple[str, str, str] | None = None) -> dict:
+    """The bench's report; ``guards``: quality entries measured already (by the backend contest, see
+    :mod:`srweb.evaluation.backends_bench`), by weights name; ``tiling_on``: (weights, backend, precision)
+    the tiling case runs, instead of a fresh edsr-baseline x4 on torch."""
     torch.manual_seed(0)
-    report: dict = {"host": host_info(), "inference": [], "quality": [], "training": None, "pipeline": None,
-                    "tiling": None}
+    report: dict = {"host": host_info(), "inference": [], "quality": [], "backends": [], "training": None,
+                    "pipeline": None, "tiling": None}
     # The roofline: what a large matrix product reaches on this host, fp32 and (where fast) bf16.
     report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
                                        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
@@ -274,13 +285,20 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
         report["inference"].append({**asdict(bench_inference(model, w, h, repeats, compile)), "model": arch})
     if quality:
         for card in list_weights():
+            if card.name in (guards or {}):
+                report["quality"].append(guards[card.name])
+                continue
             precision, delta = psnr_delta(card.name)
             report["quality"].append({"weights": card.name, "precision": precision,
                                       "psnr_delta_db": round(delta, 4), "guard_db": QUALITY_GUARD_DB})
     if training:
         report["training"] = bench_training()
         report["pipeline"] = bench_pipeline()
-        report["tiling"] = bench_tiling()
+        if tiling_on:
+            weights, backend, precision = tiling_on
+            report["tiling"] = bench_tiling(weights=weights, backend=backend, precision=precision)
+        else:
+            report["tiling"] = bench_tiling()
     return report
 
 
@@ -292,19 +310,34 @@ def record(report: dict) -> None:
     """
     guards = {q["weights"]: q for q in report["quality"]}
     by_arch = {(r["model"], r["scale"]): r for r in report["inference"]}
+    contests = {row["weights"]: row for row in report.get("backends") or []}
     init_db()
     host = report["host"]["cpu"]
     for card in list_weights():
-        q, r = guards.get(card.name), by_arch.get((card.name, card.scale)) or by_arch.get((card.arch, card.scale))
+        q, contest = guards.get(card.name), contests.get(card.name)
+        r = by_arch.get((card.name, card.scale)) or by_arch.get((card.arch, card.scale))
         if q:  # the guard first: it decides which path is timed
             card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
-        if r:
-            ms, fast = card_speed(card.inference, r)
-            write_transaction(lambda s, c=card, ms=ms, fast=fast: record_speed(
-                s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host))
-            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host}
-        if q or r:
+        if contest:
+            card.inference.update(card_backends(contest, host))
+        if r or (contest and contest["winner"]):
+            ms, fast, backend = _stored_speed(card.inference, r, contest)
+            write_transaction(lambda s, c=card, ms=ms, fast=fast, b=backend: record_speed(
+                s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host, backend=b))
+            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host,
+                                       "backend": backend}
+        if q or r or contest:
             write_card(card, resolve_weights(card.name)[1])
+
+
+def _stored_speed(inference: dict, case: dict | None, contest: dict | None) -> tuple[float, bool, str]:
+    """(ms per output megapixel, fast path?, backend/precision) the Leaderboard gets for a card: its
+    contest's winner (on the shipped weights), else torch's path on the architecture's case."""
+    if contest and contest["winner"]:
+        winner = contest["results"][contest["winner"]]
+        return winner["ms_per_mpix"], contest["winner"] != "torch/fp32", contest["winner"]
+    ms, fast = card_speed(inference, case)
+    return ms, fast, f"torch/{inference.get('fast_precision', 'fp32') if fast else 'fp32'}"
 
 
 def card_speed(inference: dict, case: dict) -> tuple[float, bool]:

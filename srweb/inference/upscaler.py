@@ -25,6 +25,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from srweb.inference.backends import (
+    GraphRuntime,
+    choose_backend,
+    fallback,
+    first_line,
+    make_runtime,
+)
 from srweb.config import get_settings, resolve_device
 from srweb.imaging.io import encode_png, icc_profile_of, load_pixels, rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
@@ -168,14 +175,15 @@ def with_fp32_edges(model: nn.Module) -> nn.Module:
 
 
 @lru_cache(maxsize=8)
-def _cached_weights(path: str, mtime: float) -> tuple[nn.Module, WeightsCard]:
+def _cached_weights(path: str, mtime: float, card_mtime: float) -> tuple[nn.Module, WeightsCard]:
     return load_weights(path)
 
 
 def load_cached(name_or_path: str) -> tuple[nn.Module, WeightsCard]:
-    """``load_weights`` with a small cache keyed on the file and its modification time."""
-    tensors, _ = resolve_weights(name_or_path)
-    return _cached_weights(str(tensors), tensors.stat().st_mtime)
+    """``load_weights`` with a small cache keyed on the files and their modification times (a card
+    rewritten by ``srweb bench --store`` is read again)."""
+    tensors, card = resolve_weights(name_or_path)
+    return _cached_weights(str(tensors), tensors.stat().st_mtime, card.stat().st_mtime)
 
 
 class Upscaler:
@@ -200,6 +208,10 @@ class Upscaler:
         output_scale: the factor of the output, when it is not the model's (e.g. 3.5 or 8 with a
             x4 model, 1.5 with a x2): the SR result is resized to it with MATLAB bicubic
             (antialiased when shrinking); ``None`` keeps the model's scale.
+        backend: what runs the network (:mod:`srweb.inference.backends`): ``auto`` (the winner ``srweb bench
+            --store`` recorded in the card for this processor, else torch), ``torch``, ``openvino``
+            or ``onnxruntime``; ``None`` follows ``SRWEB_BACKEND``. A backend that cannot run here
+            falls back to torch with one warning. ``backend`` and ``precision`` then say what runs.
     """
 
     def __init__(
@@ -215,6 +227,7 @@ class Upscaler:
         compile: bool | None = None,
         self_ensemble: bool = False,
         output_scale: float | None = None,
+        backend: str | None = None,
     ) -> None:
         for what, value in (("tile size", tile_size), ("tile overlap", tile_overlap)):
             if value is not None and value < 0:
@@ -235,6 +248,9 @@ class Upscaler:
         self.output_scale = float(output_scale) if output_scale not in (None, self.scale) else None
         self.device = resolve_device(device)
         self.precision = card_precision(self.card.inference if self.card else {}, self.device, precision)
+        self._torch_precision = self.precision
+        self.backend, self.runtime = self._pick_backend(model, backend, precision)
+        self.last_compile_seconds = 0.0
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
         if channels_last:
@@ -255,18 +271,32 @@ class Upscaler:
                           f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
         element_bytes = BYTES_PER_ELEMENT[self.precision]
         settings = get_settings()
-        budget_bytes = int(settings.tile_budget_mb * 1e6)
-        self.max_tile_pixels = max(32 * 32, budget_bytes // (element_bytes * self.profile.elements_per_pixel))
+        budget_bytes = settings.tile_budget_mb * 1e6 * (self.runtime.tile_budget_share if self.runtime is not None else 1)
+        self.max_tile_pixels = max(32 * 32, int(budget_bytes // (element_bytes * self.profile.elements_per_pixel)))
         self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
         # Luma models lose most of their bf16 error in the first and last layer, which are cheap
         # there (1 channel in, 1 out); for RGB models the last layer runs at HR size with 64 input
         # channels (edsr-baseline x4: +25% time in fp32) and plain bf16 already passes the guard.
-        net = with_fp32_edges(self.model) if self.precision != "fp32" and in_channels == 1 else self.model
+        net = with_fp32_edges(self.model) if self._torch_precision != "fp32" and in_channels == 1 else self.model
         self._net = torch.compile(net, dynamic=True) if self.compiled else net
         self.self_ensemble = bool(self_ensemble)
         self._lock = threading.Lock()
         self.last_seconds = 0.0
+
+    def _pick_backend(self, model: nn.Module, requested: str | None, precision: str) -> tuple[str, GraphRuntime | None]:
+        """(backend name, graph runtime or None for torch); sets the precision it runs in."""
+        if requested is None:  # SRWEB_BACKEND: for saved weights; a baseline or bare module runs on torch
+            requested = get_settings().backend if self.card is not None else "torch"
+        inference = self.card.inference if self.card else {}
+        choice = choose_backend(requested, precision, inference, self.device, self.precision, device_name("cpu"))
+        runtime = make_runtime(choice, model, self.card, self.device)
+        if runtime is not None or choice.name == "torch":
+            self.precision = choice.precision
+            if choice.name == "torch":
+                self._torch_precision = choice.precision
+            return choice.name, runtime
+        return "torch", None
 
     def _resolve(self, name: str, scale: int | None) -> nn.Module:
         if name in list_models() and not get_model_info(name).trainable:
@@ -313,6 +343,12 @@ class Upscaler:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runtime is not None:
+            try:
+                return self.runtime(x)
+            except Exception as exc:  # noqa: BLE001 - a runtime's own errors vary: any of them falls back to torch
+                fallback(self.backend, first_line(exc))
+                self.runtime, self.backend, self.precision = None, "torch", self._torch_precision
         x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -354,13 +390,9 @@ class Upscaler:
             return out
         # Tiles and their context start on the model's multiple (a window transformer's window).
         th, tw = _round_up(math.ceil(h / rows), self.tile_multiple), _round_up(math.ceil(w / cols), self.tile_multiple)
-        rows, cols = math.ceil(h / th), math.ceil(w / tw)
+        fixed = self.runtime is not None and self.runtime.fixed_shapes
         out = None
-        for index in range(rows * cols):
-            y0, x0 = (index // cols) * th, (index % cols) * tw
-            y1, x1 = min(y0 + th, h), min(x0 + tw, w)
-            py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
-            py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
+        for index, (y0, y1, py0, py1, x0, x1, px0, px1) in enumerate(tile_windows(h, w, th, tw, pad, fixed)):
             res = self._forward(x[..., py0:py1, px0:px1])
             if out is None:
                 out = torch.empty(1, res.shape[1], h * out_scale, w * out_scale)
@@ -403,9 +435,38 @@ class Upscaler:
         if empty:
             raise ValueError(f"image has zero size ({size})")
         with self._lock:
+            if self.runtime is not None:
+                self.runtime.compile_seconds = 0.0
             result = convert(self, img, progress)
+            self.last_compile_seconds = self.runtime.compile_seconds if self.runtime is not None else 0.0
         self.last_seconds = time.perf_counter() - start
         return result
+
+
+def tile_windows(h: int, w: int, th: int, tw: int, pad: int, fixed: bool = False) -> list[tuple[int, ...]]:
+    """The tiles of an ``h`` x ``w`` input, ``th`` x ``tw`` each (the last row and column may be smaller): per tile ``(y0, y1, py0, py1, x0, x1,
+    px0, px1)``, the rows and columns it gives ([y0, y1) x [x0, x1)) and those the network sees, with
+    ``pad`` pixels of context on each side that is not the image's edge.
+
+    ``fixed``: every window has one shape (a compiled graph serves them all): a tile at the image's edge
+    takes its missing context from further inside the image instead of being smaller, so it still sees
+    the image's true edge and at least ``pad`` pixels elsewhere, as the untiled network would.
+    """
+    rows, cols = math.ceil(h / th), math.ceil(w / tw)
+    win_h = min(h, th + 2 * pad) if rows > 1 else h
+    win_w = min(w, tw + 2 * pad) if cols > 1 else w
+    windows = []
+    for index in range(rows * cols):
+        y0, x0 = (index // cols) * th, (index % cols) * tw
+        y1, x1 = min(y0 + th, h), min(x0 + tw, w)
+        if fixed:
+            py0, px0 = min(max(0, y0 - pad), h - win_h), min(max(0, x0 - pad), w - win_w)
+            py1, px1 = py0 + win_h, px0 + win_w
+        else:
+            py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
+            py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
+        windows.append((y0, y1, py0, py1, x0, x1, px0, px1))
+    return windows
 
 
 def _round_up(value: int, multiple: int) -> int:

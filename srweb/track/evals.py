@@ -248,7 +248,7 @@ def seed_speeds_from_cards(session: Session, cards: Iterable[Mapping[str, Any] |
         if not usable or (card["name"], speed["device"]) in known:
             continue
         record_speed(session, weights_name=card["name"], device=speed["device"], ms_per_mpix=speed["ms_per_mpix"],
-                     fast_path=speed.get("fast_path", False), host=speed.get("host"))
+                     fast_path=speed.get("fast_path", False), host=speed.get("host"), backend=speed.get("backend"))
         known.add((card["name"], speed["device"]))
         added += 1
     return added
@@ -262,9 +262,12 @@ def record_speed(
     ms_per_mpix: float,
     fast_path: bool = False,
     host: str | None = None,
+    backend: str | None = None,
 ) -> SpeedResult:
-    """Store a speed measurement: milliseconds per output megapixel on ``device``."""
+    """Store a speed measurement: milliseconds per output megapixel on ``device``, with the backend
+    and precision that ran (``openvino/bf16``; None: torch, as before backends)."""
     result = SpeedResult(
+        backend=backend,
         weights_name=weights_name,
         device=device,
         host=host or socket.gethostname(),

@@ -62,7 +62,7 @@ def leaderboard(
     Columns: ``weights, kind ("model"|"reference"), arch, scale, params``; for each dataset D:
     ``psnr_D, jpeg75_D, ssim_D, protocol_D`` (best result per weights/dataset/scale; ``jpeg75_D`` is the
     PSNR with LR saved as JPEG quality 75, ``srweb eval --degradation jpeg75``); ``ms_per_mpix,
-    speed_device, fast_path`` (latest speed result, on ``device`` if given); then the rating
+    speed_device, fast_path, speed_backend`` (latest speed result, on ``device`` if given); then the rating
     columns of :func:`srweb.track.ratings.rating_stats` (``mos, mos_lo, mos_hi, n_ratings,
     n_raters, win_rate, win_lo, win_hi, bt, bt_lo, bt_hi``).
 
@@ -116,6 +116,7 @@ def leaderboard(
         entry["ms_per_mpix"] = speed.ms_per_mpix if speed else math.nan
         entry["speed_device"] = speed.device if speed else None
         entry["fast_path"] = speed.fast_path if speed else None
+        entry["speed_backend"] = speed.backend if speed else None
 
     datasets = sorted({e.dataset for e in evaluations + degraded}, key=lambda d: (d.lower() != "set5", d.lower()))
     return _as_frame(list(rows.values()), [dataset] if dataset is not None else datasets)
@@ -148,7 +149,7 @@ def _as_frame(rows: list[dict[str, Any]], datasets: list[str]) -> pd.DataFrame:
     """The leaderboard's typed columns, sorted by scale, then PSNR on ``datasets[0]``, then Bradley-Terry."""
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
     columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
-               "fast_path", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
+               "fast_path", "speed_backend", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     for column in RATING_COLUMNS + INPUT_MOS_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)

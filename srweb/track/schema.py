@@ -251,6 +251,7 @@ class SpeedResult(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     ms_per_mpix: Mapped[float] = mapped_column(Float)
     fast_path: Mapped[bool] = mapped_column(Boolean, default=False)
+    backend: Mapped[str | None] = mapped_column(String(64))  # "openvino/bf16": what ran (srweb.inference.backends)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

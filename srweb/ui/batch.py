@@ -41,7 +41,7 @@ def run_batch(files: list[str] | None, choice: str, self_ensemble: bool = False,
         rows.append(f"| {shown} | {outcome.target.name}, {size}, {outcome.seconds:.2f} s |")
         done.append(outcome.target)
     factor = upscaler.output_scale or upscaler.scale
-    summary = f"**{len(done)} of {len(files)} images upscaled** with {upscaler.name} (x{factor:g}, {upscaler.device}, {upscaler.precision})"
+    summary = f"**{len(done)} of {len(files)} images upscaled** with {upscaler.name} (x{factor:g}, {upscaler.device}, {upscaler.backend} {upscaler.precision})"
     report = f"{summary}\n\n| file | result |\n|---|---|\n" + "\n".join(rows)
     if not done:
         return None, report

@@ -120,7 +120,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out[f"SSIM {d}"] = frame[f"ssim_{d}"]
     out["paper PSNR Set5"] = frame["paper_psnr_Set5"]
     out["ms/MP"] = frame["ms_per_mpix"]
-    out["speed on"] = frame["speed_device"]  # a GPU figure beside CPU ones must say so
+    # a GPU figure beside CPU ones must say so, and which backend ran ("cpu, openvino/bf16")
+    out["speed on"] = [device if not isinstance(backend, str) else f"{device}, {backend}"
+                       for device, backend in zip(frame["speed_device"], frame["speed_backend"])]
     out["MOS"] = frame["mos"]
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
     out["MOS 95% CI"] = [_interval(max(lo, 1.0), min(hi, 5.0)) for lo, hi in zip(frame["mos_lo"], frame["mos_hi"])]

@@ -39,6 +39,8 @@ class UpscaleResult:
     tiles: int
     sr_path: Path
     scale: int
+    backend: str = "torch"  # what ran the network (srweb.inference.backends)
+    compile_seconds: float = 0.0  # of ``seconds``: compiling the backend's graph (first call of an input size)
 
 
 def about_weights(choice: str | None) -> str:
@@ -144,12 +146,21 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
     start = time.perf_counter()  # not upscaler.last_seconds: a concurrent request may share the upscaler
     sr = upscaler.upscale(image, progress=report)
     seconds = time.perf_counter() - start
+    compile_seconds = upscaler.last_compile_seconds
     reference = other.upscale(image)
     sr_path = output_dir() / f"{upscaler.name}.png"
     sr_path.write_bytes(encode_png(sr, icc_profile))
     return UpscaleResult(to_pil8(sr), to_pil8(reference), other.name, seconds, upscaler.device, upscaler.precision,
                          tiles_seen[0] // (8 if upscaler.self_ensemble else 1), sr_path,
-                         upscaler.scale)
+                         upscaler.scale, upscaler.backend, compile_seconds)
+
+
+def compile_note(result: UpscaleResult) -> str:
+    """The first call's compile time, apart from the run itself (later calls of this size reuse it)."""
+    if result.compile_seconds <= 0:
+        return ""
+    return (f"; first call for this size: {result.compile_seconds:.2f} s compiling the {result.backend} graph, "
+            f"{result.seconds - result.compile_seconds:.2f} s running")
 
 
 def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str:
@@ -197,10 +208,11 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile, output_scale)
         resized = bool(output_scale) and float(output_scale) != result.scale
         report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
-                  f"in {result.seconds:.2f} s on {result.device} ({result.precision}"
+                  f"in {result.seconds:.2f} s on {result.device} ({result.backend} {result.precision}"
                   f"{', x8 self-ensemble' if self_ensemble else ''}"
                   f"{f', x{result.scale} resized to x{float(output_scale):g}' if resized else ''}"
-                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})  \n"
+                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})"
+                  f"{compile_note(result)}  \n"
                   f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}")
         if reference_path:
             try:  # never decoded when larger than the output (memory): it could not match anyway

@@ -86,6 +86,15 @@ def _stage_line(i: int, stage: dict) -> str:
             f"{f', {where}' if where else ''}, {minutes:.0f} min")
 
 
+def _speed_path(inference: dict, speed: dict) -> str:
+    """What ran when the card's speed was measured: ``openvino/bf16``, or (a card from before
+    backends) torch in the guard's precision."""
+    if speed.get("backend"):
+        return speed["backend"]
+    fast = inference.get("fast_precision") if speed.get("fast_path", True) else "fp32"
+    return f"torch/{fast or 'fp32'}"
+
+
 def card_markdown(card: WeightsCard, card_path: str | None = None) -> str:
     """What a user picking these weights wants to know, as Markdown: architecture and size, Set5
     scores beside the paper's, speed, how they were trained (each stage) and how to train them again."""
@@ -104,7 +113,7 @@ def card_markdown(card: WeightsCard, card_path: str | None = None) -> str:
     speed = (card.inference or {}).get("speed") or {}
     if speed.get("ms_per_mpix"):
         lines.append(f"Speed: {speed['ms_per_mpix']:,.0f} ms per output megapixel on {speed.get('device', '?')}"
-                     f" ({speed.get('host', '?')}{', ' + card.inference.get('fast_precision') if card.inference.get('fast_precision') else ''})")
+                     f" ({speed.get('host', '?')}, {_speed_path(card.inference, speed)})")
     chain = card.training_chain()
     if chain:
         total = sum(float(stage.get("wall_seconds") or 0) for stage in chain) / 60

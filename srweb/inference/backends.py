@@ -1,0 +1,328 @@
+"""Inference backends: what runs the network inside the :class:`~srweb.inference.Upscaler`.
+
+``torch`` is the eager path (bf16 autocast + channels_last where it pays; the only backend on
+CUDA/MPS). ``openvino`` runs the ONNX graph of ``srweb onnx`` (:func:`srweb.weights.onnx.write_onnx`),
+compiled once per (weights, input shape, precision) and kept in a small cache shared by every
+Upscaler of the process; new weights under a name evict the old ones' compiled models.
+``onnxruntime`` runs the same graph in fp32. Everything around the network call (tiling,
+self-ensemble, alpha, 16-bit, output scale) stays in the Upscaler.
+
+Which backend runs is measured, never guessed: ``srweb bench --store`` times each one per weights
+under the Set5 quality guard and writes the winner, with the processor, into the card
+(``inference.backend``); :func:`choose_backend` follows it on that processor only.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+BACKENDS = ("torch", "openvino", "onnxruntime")
+GRAPH_BACKENDS = ("openvino", "onnxruntime")
+# Precisions each graph backend can run in (OpenVINO's INFERENCE_PRECISION_HINT names in brackets).
+GRAPH_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",)}
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+CACHE_SIZE = 8  # compiled models kept (one per weights x input shape x precision)
+# Share of the Upscaler's activation budget a graph backend's tile gets: its runtime holds more
+# buffers per tile than eager torch. edsr-baseline x4 960x540 -> 3840x2160 peaked at 2,311 MB on
+# OpenVINO bf16 with torch's tiles (1x2; torch bf16: 1,828 MB), 1,953 MB with half the budget, and
+# 1,666 MB (1x5 tiles) with a third (OpenVINO fp32: 2,915 MB in 1x3 tiles, 1,846 MB in 3x4).
+TILE_BUDGET_SHARE = 1 / 3
+
+
+class BackendFallback(UserWarning):
+    """A backend that was asked for cannot run here: the network runs on torch instead."""
+
+
+class BackendError(RuntimeError):
+    """A runtime that is missing, or cannot load or compile a graph."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """A backend and the precision it runs in."""
+
+    name: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.precision}"
+
+
+def candidates(device: str, bf16: bool) -> list[BackendChoice]:
+    """Every (backend, precision) this host could run, whether or not its runtime is installed:
+    torch in fp32 and (with native bf16) bf16; on CPU also each graph backend's precisions."""
+    fast = ["fp32", "bf16"] if bf16 else ["fp32"]
+    found = [BackendChoice("torch", p) for p in fast]
+    if device == "cpu":
+        for name in GRAPH_BACKENDS:
+            found += [BackendChoice(name, p) for p in GRAPH_PRECISIONS[name] if p in fast]
+    return found
+
+
+def recorded_choice(inference: dict, processor: str) -> BackendChoice | None:
+    """The winner ``srweb bench --store`` recorded in a card's ``inference`` block, if it was
+    measured on ``processor`` (bf16 kernels and runtimes differ between CPU generations: a choice
+    made on another processor is ignored until the bench runs here)."""
+    entry = inference.get("backend")
+    if not isinstance(entry, dict) or entry.get("host") != processor:
+        return None
+    if entry.get("name") not in BACKENDS or entry.get("precision") not in ("fp32", "bf16", "fp16"):
+        return None
+    return BackendChoice(entry["name"], entry["precision"])
+
+
+def recorded_best(inference: dict, processor: str, *, backend: str | None = None,
+                  precision: str | None = None) -> BackendChoice | None:
+    """The fastest candidate that passed the guard on ``processor`` in the bench's table
+    (``inference.backends``), among those of ``backend`` and ``precision`` when given."""
+    table = inference.get("backends")
+    if not isinstance(table, dict) or table.get("host") != processor:
+        return None
+    passed = []
+    for label, row in (table.get("results") or {}).items():
+        name, _, prec = str(label).partition("/")
+        if (isinstance(row, dict) and row.get("ok") and isinstance(row.get("ms_per_mpix"), (int, float))
+                and backend in (None, name) and precision in (None, prec) and name in BACKENDS):
+            passed.append((row["ms_per_mpix"], name, prec))
+    return BackendChoice(*min(passed)[1:]) if passed else None
+
+
+def choose_backend(requested: str, precision: str, inference: dict, device: str, torch_precision: str,
+                   processor: str) -> BackendChoice:
+    """The backend and precision an Upscaler runs: ``requested`` (``auto``, or a name from
+    :data:`BACKENDS`) with ``precision`` (``auto`` or a name) for weights whose card holds
+    ``inference``; ``torch_precision`` is what torch would run (the card's quality guard).
+
+    ``auto`` takes the winner recorded for this ``processor`` (of that precision, if one is asked
+    for) and torch when there is none or the device is not the CPU. A graph backend asked for by name
+    runs in the given precision, else its fastest one that passed the guard here, else in bf16 where
+    torch's guard passed bf16, else fp32.
+    """
+    if requested not in ("auto", *BACKENDS):
+        raise ValueError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {requested!r}")
+    torch_choice = BackendChoice("torch", torch_precision)
+    if requested == "torch":
+        return torch_choice
+    if requested == "auto":
+        if device != "cpu":
+            return torch_choice
+        if precision == "auto":
+            return recorded_choice(inference, processor) or torch_choice
+        return recorded_best(inference, processor, precision=precision) or torch_choice
+    if precision != "auto":
+        return BackendChoice(requested, precision)
+    best = recorded_best(inference, processor, backend=requested)
+    if best:
+        return best
+    return BackendChoice(requested, torch_precision if torch_precision in GRAPH_PRECISIONS[requested] else "fp32")
+
+
+def first_line(exc: BaseException) -> str:
+    """A runtime's error in one line (OpenVINO's run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def fallback(backend: str, reason: str) -> None:
+    """The one ``srweb: warning:`` line (see :func:`srweb.data.folders.show_warnings_as_lines`)."""
+    warnings.warn(f"{backend} backend unavailable ({reason}): running on torch", BackendFallback, stacklevel=3)
+
+
+def card_backends(row: dict, processor: str) -> dict:
+    """The ``inference`` entries ``--store`` writes from one contest: ``backends`` (every candidate's
+    speed and guard on ``processor``) and, when one passed, ``backend`` (the winner)."""
+    results = {label: {k: r[k] for k in ("ms_per_mpix", "first_call_ms", "psnr_delta_db", "ok") if k in r}
+               for label, r in row["results"].items() if "ms" in r}
+    entries: dict = {"backends": {"host": processor, "input": row["input"], "guard": f"{row['dataset']} PSNR within "
+                                  f"{row['guard_db']} dB of torch fp32", "results": results}}
+    if row["winner"]:
+        name, precision = row["winner"].split("/")
+        entries["backend"] = {"name": name, "precision": precision, "host": processor,
+                              "ms_per_mpix": results[row["winner"]]["ms_per_mpix"]}
+    return entries
+
+
+# ---- the compiled-model cache -----------------------------------------------------------------
+
+_cache: OrderedDict[tuple, _Compiled] = OrderedDict()
+_cache_lock = threading.Lock()
+_sha_of_name: dict[str, str] = {}
+
+
+@dataclass
+class _Compiled:
+    run: object  # callable: np.ndarray (1, C, H, W) float32 -> np.ndarray
+    lock: threading.Lock
+    seconds: float  # compile time
+
+
+def cache_keys() -> list[tuple]:
+    """(sha256, backend, shape, precision) of every compiled model held, oldest first."""
+    with _cache_lock:
+        return list(_cache)
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+        _sha_of_name.clear()
+
+
+def _evict_changed(name: str, sha: str) -> None:
+    """Weights ``name`` now have checkpoint ``sha``: drop the compiled models of the one before."""
+    old = _sha_of_name.get(name)
+    if old is not None and old != sha:
+        for key in [k for k in _cache if k[0] == old]:
+            del _cache[key]
+    _sha_of_name[name] = sha
+
+
+def _compiled(key: tuple, build) -> tuple[_Compiled, float]:
+    """The cached entry for ``key``, built (and timed) on a miss; returns it and the seconds spent
+    compiling in this call (0 on a hit)."""
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is not None:
+            _cache.move_to_end(key)
+            return entry, 0.0
+    start = time.perf_counter()
+    run = build()
+    seconds = time.perf_counter() - start
+    entry = _Compiled(run, threading.Lock(), seconds)
+    with _cache_lock:
+        _cache[key] = entry
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return entry, seconds
+
+
+# ---- graph backends ---------------------------------------------------------------------------
+
+
+def onnx_graph(model: nn.Module, card) -> Path:
+    """The ONNX graph of ``model`` (loaded from ``card``) under ``cache_dir/onnx``, exported and
+    checked (:func:`srweb.weights.onnx.write_onnx`) on first use; keyed by the tensors' sha256."""
+    from srweb.config import get_settings
+    from srweb.weights.onnx import (
+        write_onnx,  # imports onnx: only graph backends need it
+    )
+
+    path = get_settings().cache_dir / "onnx" / card.sha256[:16] / f"{card.name}.onnx"
+    if not path.is_file():
+        # a copy: the Upscaler's own model stays channels_last (and shared with other Upscalers)
+        write_onnx(copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format), card, path)
+    return path
+
+
+def _import_runtime(name: str):
+    try:
+        if name == "openvino":
+            import openvino  # optional runtime: imported only when asked for
+
+            return openvino
+        import onnxruntime  # optional runtime: imported only when asked for
+
+        return onnxruntime
+    except ImportError as exc:
+        raise BackendError(f"{name} is not installed: pip install {name}") from exc
+
+
+def _openvino_builder(path: Path, shape: tuple[int, ...], precision: str, threads: int):
+    ov = _import_runtime("openvino")
+
+    def build():
+        core = ov.Core()
+        graph = core.read_model(str(path))
+        graph.reshape({graph.inputs[0].any_name: list(shape)})  # static shapes: the fastest kernels
+        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "INFERENCE_NUM_THREADS": threads,
+                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        request = core.compile_model(graph, "CPU", config).create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return request.get_output_tensor(0).data.copy()
+
+        return run
+
+    return build
+
+
+def _onnxruntime_builder(path: Path, threads: int):
+    ort = _import_runtime("onnxruntime")
+
+    def build():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"lr": x})[0]
+
+    return build
+
+
+class GraphRuntime:
+    """Runs one weights entry's ONNX graph on OpenVINO or onnxruntime: ``runtime(x)`` takes a
+    (1, C, H, W) float tensor in [0, 1] and gives the network's output, clamped, on the CPU.
+
+    ``fixed_shapes``: each input shape compiles a model (OpenVINO); the Upscaler then cuts every
+    tile of an image to one shape. ``compile_seconds`` adds up the compile time of the calls
+    since it was last reset (the first call of a shape pays it; later ones reuse the model).
+    """
+
+    def __init__(self, backend: str, model: nn.Module, card, precision: str) -> None:
+        if backend not in GRAPH_BACKENDS:
+            raise BackendError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
+        if precision not in GRAPH_PRECISIONS[backend]:
+            raise BackendError(f"{backend} runs in {' or '.join(GRAPH_PRECISIONS[backend])}, not {precision}")
+        if card is None or not card.sha256:
+            raise BackendError("it runs saved weights (a name or path with a card), not a bare module")
+        _import_runtime(backend)
+        self.backend, self.precision, self.card = backend, precision, card
+        self.fixed_shapes = backend == "openvino"
+        self.tile_budget_share = TILE_BUDGET_SHARE
+        self.path = onnx_graph(model, card)
+        self.compile_seconds = 0.0
+        with _cache_lock:
+            _evict_changed(card.name, card.sha256)
+
+    def _builder(self, shape: tuple[int, ...]):
+        threads = torch.get_num_threads()  # SRWEB_THREADS, as torch (srweb.config.apply_threads)
+        if self.backend == "openvino":
+            return _openvino_builder(self.path, shape, self.precision, threads)
+        return _onnxruntime_builder(self.path, threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape) if self.fixed_shapes else ()
+        key = (self.card.sha256, self.backend, shape, self.precision)
+        entry, seconds = _compiled(key, self._builder(tuple(x.shape)))
+        self.compile_seconds += seconds
+        data = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        with entry.lock:  # one infer request per compiled model: calls on it take turns
+            y = entry.run(data)
+        return torch.from_numpy(y).clamp_(0, 1)
+
+
+def make_runtime(choice: BackendChoice, model: nn.Module, card, device: str) -> GraphRuntime | None:
+    """The runtime for ``choice``: None for torch, a :class:`GraphRuntime` otherwise; a backend
+    that cannot run here (not on CPU, not installed, the graph does not load) gives the one
+    warning line and None, so the network runs on torch."""
+    if choice.name == "torch":
+        return None
+    if device != "cpu":
+        fallback(choice.name, f"it runs on the CPU, this upscaler on {device}")
+        return None
+    try:
+        return GraphRuntime(choice.name, model, card, choice.precision)
+    except Exception as exc:  # noqa: BLE001 - a runtime's own errors (compile, graph) vary: any of them falls back
+        fallback(choice.name, first_line(exc))
+        return None
