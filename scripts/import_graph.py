@@ -148,9 +148,12 @@ def loose_modules(modules: dict[str, ModuleInfo], root: Path) -> list[str]:
 
 
 def longest_functions(modules: dict[str, ModuleInfo], top: int = 10) -> list[tuple[int, str]]:
-    rows = [(length, f"{info.name}:{qualname} (line {line})")
-            for info in modules.values() if not any(part in EXCLUDED_FROM_LENGTH for part in info.name.split("."))
-            for qualname, line, length in info.functions]
+    rows = [
+        (length, f"{info.name}:{qualname} (line {line})")
+        for info in modules.values()
+        if not any(part in EXCLUDED_FROM_LENGTH for part in info.name.split("."))
+        for qualname, line, length in info.functions
+    ]
     return sorted(rows, reverse=True)[:top]
 
 

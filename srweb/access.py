@@ -58,8 +58,10 @@ def require_admin(token: object, action: str = "this action") -> None:
     if is_admin(token):
         return
     if not admin_enabled():
-        raise AccessDenied(f"{action} is disabled on this public instance ({ADMIN_FEATURES} "
-                           "need an admin token, and none is configured)")
+        raise AccessDenied(
+            f"{action} is disabled on this public instance ({ADMIN_FEATURES} "
+            "need an admin token, and none is configured)"
+        )
     wrong = isinstance(token, str) and bool(token.strip())
     if wrong:  # each wrong guess costs the guesser a second: no brute force through the queue
         time.sleep(WRONG_TOKEN_DELAY_S)
@@ -86,8 +88,14 @@ def blocked_paths(keep: list[str | Path] = ()) -> list[str]:
     import gradio.utils  # gradio is heavy; only the app's launch needs its helpers
 
     settings = get_settings()
-    candidates = [settings.state_dir / "db", settings.runs_dir, settings.cache_dir, settings.weights_dir,
-                  settings.user_weights_dir, settings.data_root]
+    candidates = [
+        settings.state_dir / "db",
+        settings.runs_dir,
+        settings.cache_dir,
+        settings.weights_dir,
+        settings.user_weights_dir,
+        settings.data_root,
+    ]
     if settings.state_dir != REPO_ROOT:
         candidates.append(settings.state_dir)
     if settings.database_url.startswith("sqlite:///"):

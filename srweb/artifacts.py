@@ -73,8 +73,11 @@ class Pusher:
 
     def push(self) -> int:
         fs, root = store(self.location)
-        changed = {rel: mtime for rel, mtime in _files(self.local).items()
-                   if self.pushed.get(rel) != mtime and not rel.endswith((".part", ".tmp"))}
+        changed = {
+            rel: mtime
+            for rel, mtime in _files(self.local).items()
+            if self.pushed.get(rel) != mtime and not rel.endswith((".part", ".tmp"))
+        }
         try:
             for rel, mtime in sorted(changed.items()):
                 target = f"{root.rstrip('/')}/{rel}"

@@ -138,8 +138,10 @@ def get_settings() -> Settings:
         public=public,
         admin_token=os.environ.get("SRWEB_ADMIN_TOKEN", "").strip() or None,
         browser_secret=os.environ.get("SRWEB_BROWSER_SECRET", "").strip() or None,
-        max_input_pixels=_env_int("SRWEB_MAX_INPUT_PIXELS",
-                                  PUBLIC_MAX_INPUT_PIXELS if public else LOCAL_MAX_INPUT_PIXELS) or 2**62,
+        max_input_pixels=_env_int(
+            "SRWEB_MAX_INPUT_PIXELS", PUBLIC_MAX_INPUT_PIXELS if public else LOCAL_MAX_INPUT_PIXELS
+        )
+        or 2**62,
         max_parallel_jobs=int(os.environ.get("SRWEB_MAX_PARALLEL_JOBS", 1)),
         max_upload_mb=_env_int("SRWEB_MAX_UPLOAD_MB", 20 if public else 50),
         max_batch_files=_env_int("SRWEB_MAX_BATCH_FILES", 20 if public else 200) or 2**31,
@@ -179,8 +181,11 @@ def resolve_device(name: str | None = None) -> str:
     if name != "auto":
         kind, _, index = name.partition(":")
         has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        if kind == "cpu" or (kind == "mps" and not index and has_mps) or (
-                kind == "cuda" and (index.isdigit() or not index) and int(index or 0) < torch.cuda.device_count()):
+        if (
+            kind == "cpu"
+            or (kind == "mps" and not index and has_mps)
+            or (kind == "cuda" and (index.isdigit() or not index) and int(index or 0) < torch.cuda.device_count())
+        ):
             return name
         raise ValueError(f"device {name!r} is not available on this machine (try auto or cpu)")
     if torch.cuda.is_available():

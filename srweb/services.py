@@ -44,6 +44,7 @@ def fetch_hub_weights() -> list[str]:
 def start_job_watcher(interval: float = 2.0) -> threading.Thread:
     """A daemon thread that reaps dead workers and starts queued runs every ``interval`` s."""
     global _watcher
+
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(interval):
@@ -82,8 +83,11 @@ def start_local_workers() -> list:
     for index in range(get_settings().local_workers):
         name = f"{socket.gethostname()}-app-{index + 1}"
         env = {**os.environ, "SRWEB_PARENT_PID": str(os.getpid())}  # a killed app stops its workers too
-        _local_workers.append(subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", name],
-                                               stdin=subprocess.DEVNULL, env=env))
+        _local_workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "srweb.cli", "worker", "--name", name], stdin=subprocess.DEVNULL, env=env
+            )
+        )
 
     def stop() -> None:
         for proc in _local_workers:

@@ -71,8 +71,12 @@ def _prepare_weights(target: Path) -> tuple[str, int]:
             shutil.copy2(REPO / "weights" / f"{smallest.name}{suffix}", target / f"{smallest.name}{suffix}")
     cards = list_weights(target)
     if not cards:
-        save_weights(create_model("espcn", 2), "espcn-x2.untrained", weights_dir=target,
-                     notes="untrained; made by tests/conftest.py")
+        save_weights(
+            create_model("espcn", 2),
+            "espcn-x2.untrained",
+            weights_dir=target,
+            notes="untrained; made by tests/conftest.py",
+        )
         cards = list_weights(target)
     smallest = min(cards, key=lambda c: c.num_params)
     return smallest.name, smallest.scale
@@ -112,8 +116,14 @@ def _stop_workers(database_url: str) -> None:
             pass
 
 
-def start_app(root: Path, extra_env: dict[str, str] | None = None, *, port: int | None = None,
-              log_name: str = "app.log", artifact: str | None = None) -> AppServer:
+def start_app(
+    root: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    log_name: str = "app.log",
+    artifact: str | None = None,
+) -> AppServer:
     """Start ``python app.py`` with state and weights under ``root`` (reused if already there)
     and wait until it serves. ``extra_env`` adds or overrides variables (e.g. ``SRWEB_PUBLIC``)."""
     state_dir, weights_dir = root / "state", root / "weights"
@@ -121,16 +131,28 @@ def start_app(root: Path, extra_env: dict[str, str] | None = None, *, port: int 
     port = port or _free_port()
     database_url = f"sqlite:///{state_dir / 'db' / 'srweb.sqlite'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SRWEB_", "GRADIO_"))}
-    env.update(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
-               SRWEB_STATE_DIR=str(state_dir), SRWEB_WEIGHTS_DIR=str(weights_dir), SRWEB_DEVICE="cpu",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        SRWEB_STATE_DIR=str(state_dir),
+        SRWEB_WEIGHTS_DIR=str(weights_dir),
+        SRWEB_DEVICE="cpu",
+        PYTHONUNBUFFERED="1",
+    )
     if os.environ.get("SRWEB_DATA_ROOT"):
         env["SRWEB_DATA_ROOT"] = os.environ["SRWEB_DATA_ROOT"]
     env.update(extra_env or {})
     log_path = root / log_name
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(url, state_dir, weights_dir, database_url, log_path, process, weights_name, scale)
     started = time.monotonic()
@@ -360,8 +382,9 @@ def dependency_index(url: str, api_name: str) -> int:
     raise KeyError(f"no event named {api_name!r}")
 
 
-def queue_call(url: str, fn_index: int, data: list, timeout: float = 120, first_only: bool = False,
-               session: str | None = None) -> dict:
+def queue_call(
+    url: str, fn_index: int, data: list, timeout: float = 120, first_only: bool = False, session: str | None = None
+) -> dict:
     """Call an event through the queue as the browser does (POST queue/join, read the SSE stream).
 
     Returns the ``process_completed`` message (``success``, ``output``), or the first
@@ -375,13 +398,16 @@ def queue_call(url: str, fn_index: int, data: list, timeout: float = 120, first_
     import httpx
 
     session = session or uuid.uuid4().hex[:11]
-    joined = httpx.post(url + "gradio_api/queue/join", timeout=30,
-                        json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None,
-                              "event_data": None})
+    joined = httpx.post(
+        url + "gradio_api/queue/join",
+        timeout=30,
+        json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None, "event_data": None},
+    )
     joined.raise_for_status()
     event_id = joined.json()["event_id"]
-    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session},
-                      timeout=timeout) as stream:
+    with httpx.stream(
+        "GET", url + "gradio_api/queue/data", params={"session_hash": session}, timeout=timeout
+    ) as stream:
         for line in stream.iter_lines():
             if not line.startswith("data:"):
                 continue
@@ -411,8 +437,9 @@ def forged_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 

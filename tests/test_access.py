@@ -7,9 +7,19 @@ import pytest
 from srweb import access, config
 from srweb.config import LOCAL_MAX_INPUT_PIXELS, PUBLIC_MAX_INPUT_PIXELS, REPO_ROOT, get_settings
 
-VARIABLES = ("SPACE_ID", "SRWEB_PUBLIC", "SRWEB_ADMIN_TOKEN", "SRWEB_STATE_DIR", "SRWEB_DATABASE_URL",
-             "SRWEB_RUNS_DIR", "SRWEB_CACHE_DIR", "SRWEB_MAX_INPUT_PIXELS", "SRWEB_MAX_UPLOAD_MB", "SRWEB_QUEUE_SIZE",
-             "SRWEB_CONCURRENCY")
+VARIABLES = (
+    "SPACE_ID",
+    "SRWEB_PUBLIC",
+    "SRWEB_ADMIN_TOKEN",
+    "SRWEB_STATE_DIR",
+    "SRWEB_DATABASE_URL",
+    "SRWEB_RUNS_DIR",
+    "SRWEB_CACHE_DIR",
+    "SRWEB_MAX_INPUT_PIXELS",
+    "SRWEB_MAX_UPLOAD_MB",
+    "SRWEB_QUEUE_SIZE",
+    "SRWEB_CONCURRENCY",
+)
 
 
 @pytest.fixture
@@ -60,26 +70,36 @@ def test_read_only_data_is_not_used(env, tmp_path, monkeypatch):
 
 def test_explicit_settings_win(env, tmp_path):
     (tmp_path / "data").mkdir()
-    s = env(SPACE_ID="x/y", SRWEB_PUBLIC="0", SRWEB_STATE_DIR=str(tmp_path / "mine"), SRWEB_MAX_INPUT_PIXELS="1000",
-            SRWEB_QUEUE_SIZE="0", SRWEB_MAX_UPLOAD_MB="5", SRWEB_DATABASE_URL="postgresql://db/srweb")
+    s = env(
+        SPACE_ID="x/y",
+        SRWEB_PUBLIC="0",
+        SRWEB_STATE_DIR=str(tmp_path / "mine"),
+        SRWEB_MAX_INPUT_PIXELS="1000",
+        SRWEB_QUEUE_SIZE="0",
+        SRWEB_MAX_UPLOAD_MB="5",
+        SRWEB_DATABASE_URL="postgresql://db/srweb",
+    )
     assert not s.public and s.state_dir == tmp_path / "mine" and s.database_url == "postgresql://db/srweb"
     assert (s.max_input_pixels, s.queue_size, s.max_upload_mb) == (1000, None, 5)
     assert env(SRWEB_PUBLIC="yes").public and env(SRWEB_PUBLIC="off", SPACE_ID="").public is False
 
 
-@pytest.mark.parametrize("public, configured, token, allowed", [
-    (False, None, None, True),            # local: everything open
-    (False, "s3cret", "", True),
-    (True, "s3cret", "s3cret", True),
-    (True, "s3cret", " s3cret ", True),   # pasted with spaces
-    (True, "s3cret", "s3cre", False),
-    (True, "s3cret", "", False),
-    (True, "s3cret", None, False),
-    (True, "s3cret", ["s3cret"], False),  # not a string (hand-made API call)
-    (True, None, "", False),              # public without a configured token: admin features off
-    (True, None, "anything", False),
-    (True, "pässwört", "pässwört", True),  # non-ASCII tokens compare as bytes
-])
+@pytest.mark.parametrize(
+    "public, configured, token, allowed",
+    [
+        (False, None, None, True),  # local: everything open
+        (False, "s3cret", "", True),
+        (True, "s3cret", "s3cret", True),
+        (True, "s3cret", " s3cret ", True),  # pasted with spaces
+        (True, "s3cret", "s3cre", False),
+        (True, "s3cret", "", False),
+        (True, "s3cret", None, False),
+        (True, "s3cret", ["s3cret"], False),  # not a string (hand-made API call)
+        (True, None, "", False),  # public without a configured token: admin features off
+        (True, None, "anything", False),
+        (True, "pässwört", "pässwört", True),  # non-ASCII tokens compare as bytes
+    ],
+)
 def test_admin_policy(env, public, configured, token, allowed, monkeypatch):
     delays = []
     monkeypatch.setattr(access.time, "sleep", delays.append)

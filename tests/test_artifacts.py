@@ -7,14 +7,7 @@ import os
 
 import pytest
 
-from srweb.artifacts import (
-    Pusher,
-    is_remote_location,
-    local_copy,
-    pull,
-    read_tail,
-    run_location,
-)
+from srweb.artifacts import Pusher, is_remote_location, local_copy, pull, read_tail, run_location
 
 
 @pytest.fixture

@@ -17,13 +17,7 @@ import torch
 from PIL import Image
 
 from srweb.inference import backends
-from srweb.inference.backends import (
-    BackendChoice,
-    BackendFallback,
-    candidates,
-    choose_backend,
-    recorded_best,
-)
+from srweb.inference.backends import BackendChoice, BackendFallback, candidates, choose_backend, recorded_best
 from srweb.inference.upscaler import Upscaler, cpu_supports_bf16, device_name, tile_windows
 from srweb.weights.files import list_weights, read_card, save_weights, write_card
 
@@ -122,8 +116,9 @@ def test_openvino_tiles_are_seamless(name, graph_cache):
     backends.clear_cache()
     tiled = Upscaler(name, precision="fp32", backend="openvino", tile_size=24)
     got = tiled.forward_tensor(x)
-    assert tiled.tile_grid(*x.shape[-2:] if tiled.model.upsampling == "post" else
-                           [s * tiled.scale for s in x.shape[-2:]]) != (1, 1)
+    assert tiled.tile_grid(
+        *x.shape[-2:] if tiled.model.upsampling == "post" else [s * tiled.scale for s in x.shape[-2:]]
+    ) != (1, 1)
     assert len(backends.cache_keys()) == 1
     assert torch.allclose(got, exact, atol=1e-4)
 
@@ -149,8 +144,9 @@ def test_cli_names_the_fallback_in_one_warning_line(own_weights, monkeypatch, tm
     from srweb.config import get_settings
 
     get_settings.cache_clear()
-    assert main(["upscale", str(tmp_path / "in.png"), "--weights", name, "--out", str(tmp_path / "out"),
-                 "--quiet"]) == 0
+    assert (
+        main(["upscale", str(tmp_path / "in.png"), "--weights", name, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("srweb: warning:")]
     assert len(lines) == 1 and "onnxruntime" in lines[0] and "running on torch" in lines[0]
     assert (tmp_path / "out" / "in.png").is_file()
@@ -189,8 +185,10 @@ def _record(folder, name: str, host: str, choice: BackendChoice) -> None:
     path = folder / f"{name}.json"
     card = read_card(path)
     card.inference["backend"] = {"name": choice.name, "precision": choice.precision, "host": host, "ms_per_mpix": 1.0}
-    card.inference["backends"] = {"host": host, "results": {
-        choice.label: {"ms_per_mpix": 1.0, "ok": True}, "torch/fp32": {"ms_per_mpix": 5.0, "ok": True}}}
+    card.inference["backends"] = {
+        "host": host,
+        "results": {choice.label: {"ms_per_mpix": 1.0, "ok": True}, "torch/fp32": {"ms_per_mpix": 5.0, "ok": True}},
+    }
     write_card(card, path)
 
 
@@ -215,10 +213,15 @@ def test_recorded_choice_is_followed_on_its_processor_only(own_weights, monkeypa
 
 
 def test_choose_backend_rules():
-    table = {"host": HERE, "results": {"openvino/bf16": {"ms_per_mpix": 10, "ok": True},
-                                       "openvino/fp32": {"ms_per_mpix": 30, "ok": True},
-                                       "onnxruntime/fp32": {"ms_per_mpix": 20, "ok": True},
-                                       "torch/bf16": {"ms_per_mpix": 5, "ok": False}}}
+    table = {
+        "host": HERE,
+        "results": {
+            "openvino/bf16": {"ms_per_mpix": 10, "ok": True},
+            "openvino/fp32": {"ms_per_mpix": 30, "ok": True},
+            "onnxruntime/fp32": {"ms_per_mpix": 20, "ok": True},
+            "torch/bf16": {"ms_per_mpix": 5, "ok": False},
+        },
+    }
     inference = {"backend": {"name": "openvino", "precision": "bf16", "host": HERE}, "backends": table}
 
     def pick(req: str, prec: str = "auto", dev: str = "cpu") -> BackendChoice:
@@ -255,14 +258,39 @@ def test_bare_module_and_baselines_stay_on_torch(monkeypatch, graph_cache):
 
 
 def _contest(winner: str | None) -> dict:
-    results = {"torch/fp32": {"ms": 100.0, "ms_per_mpix": 95.4, "first_call_ms": 120.0, "compile_s": 0.0,
-                              "speedup": 1.2, "psnr_delta_db": 0.0, "ok": True},
-               "openvino/bf16": {"ms": 30.0, "ms_per_mpix": 28.6, "first_call_ms": 90.0, "compile_s": 0.05,
-                                 "speedup": 4.0, "psnr_delta_db": -0.004, "ok": True},
-               "onnxruntime/fp32": {"error": "onnxruntime backend unavailable (not installed): running on torch"}}
-    return {"weights": "edsr-baseline-x4.general100", "scale": 4, "input": "256x256", "output": "1024x1024",
-            "plain_ms": 120.0, "results": results, "winner": winner, "guard_db": 0.01, "dataset": "Set5",
-            "speedup": 4.0 if winner else None}
+    results = {
+        "torch/fp32": {
+            "ms": 100.0,
+            "ms_per_mpix": 95.4,
+            "first_call_ms": 120.0,
+            "compile_s": 0.0,
+            "speedup": 1.2,
+            "psnr_delta_db": 0.0,
+            "ok": True,
+        },
+        "openvino/bf16": {
+            "ms": 30.0,
+            "ms_per_mpix": 28.6,
+            "first_call_ms": 90.0,
+            "compile_s": 0.05,
+            "speedup": 4.0,
+            "psnr_delta_db": -0.004,
+            "ok": True,
+        },
+        "onnxruntime/fp32": {"error": "onnxruntime backend unavailable (not installed): running on torch"},
+    }
+    return {
+        "weights": "edsr-baseline-x4.general100",
+        "scale": 4,
+        "input": "256x256",
+        "output": "1024x1024",
+        "plain_ms": 120.0,
+        "results": results,
+        "winner": winner,
+        "guard_db": 0.01,
+        "dataset": "Set5",
+        "speedup": 4.0 if winner else None,
+    }
 
 
 def test_stored_contest_names_the_winner_its_processor_and_every_candidate():
@@ -272,15 +300,21 @@ def test_stored_contest_names_the_winner_its_processor_and_every_candidate():
 
     entries = card_backends(_contest("openvino/bf16"), "Some CPU")
     assert entries["backend"] == {"name": "openvino", "precision": "bf16", "host": "Some CPU", "ms_per_mpix": 28.6}
-    assert set(entries["backends"]["results"]) == {"torch/fp32", "openvino/bf16"}  # the one that could not run is left out
+    assert set(entries["backends"]["results"]) == {
+        "torch/fp32",
+        "openvino/bf16",
+    }  # the one that could not run is left out
     assert recorded_best(entries, "Some CPU") == BackendChoice("openvino", "bf16")
     assert _stored_speed({}, None, _contest("openvino/bf16")) == (28.6, True, "openvino/bf16")
     # no contest winner (no guard run): torch's path on the architecture's case, as before backends
-    assert _stored_speed({"fast_precision": "bf16"}, {"fast_mpix_per_s": 4.0, "plain_mpix_per_s": 1.0},
-                         _contest(None)) == (250.0, True, "torch/bf16")
+    assert _stored_speed(
+        {"fast_precision": "bf16"}, {"fast_mpix_per_s": 4.0, "plain_mpix_per_s": 1.0}, _contest(None)
+    ) == (250.0, True, "torch/bf16")
     assert "backend" not in card_backends(_contest(None), "Some CPU")
-    lines = goal_lines([_contest("openvino/bf16")], {"tiled_peak_rss_mb": 1800, "output": "3840x2160",
-                                                      "model": "edsr-baseline-x4.general100"})
+    lines = goal_lines(
+        [_contest("openvino/bf16")],
+        {"tiled_peak_rss_mb": 1800, "output": "3840x2160", "model": "edsr-baseline-x4.general100"},
+    )
     assert "4.0x plain fp32" in lines[0] and "met" in lines[0] and "1800 MB" in lines[1] and "NOT" not in lines[1]
 
 

@@ -73,8 +73,9 @@ def _write_cases(folder: Path) -> None:
     _ramp(1, 1).save(folder / "one-pixel.png")
     Image.fromarray(np.linspace(0, 65535, 40 * 48).reshape(40, 48).astype(np.uint16)).save(folder / "sixteen-bit.png")
     _ramp(40, 32, 4).save(folder / "rgba.png")
-    _ramp(40, 32).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(folder / "palette-alpha.png",
-                                                                                 transparency=0)
+    _ramp(40, 32).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(
+        folder / "palette-alpha.png", transparency=0
+    )
     Image.new("CMYK", (40, 32), (10, 200, 30, 5)).save(folder / "cmyk.jpg", quality=90)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
@@ -83,8 +84,9 @@ def _write_cases(folder: Path) -> None:
     tiff = rotated.find(b"MM\x00*") if b"MM\x00*" in rotated else rotated.find(b"II*\x00")
     (folder / "corrupt-exif.jpg").write_bytes(rotated[: tiff + 2] + b"\x00\x04" + rotated[tiff + 4 :])
     forged_png(folder / "bomb.png", 30000, 30000)
-    Image.fromarray(np.broadcast_to(np.linspace(0, 255, HUGE[0], dtype=np.uint8)[None, :, None],
-                                    (HUGE[1], HUGE[0], 3)).copy()).save(folder / "huge.png", compress_level=1)
+    Image.fromarray(
+        np.broadcast_to(np.linspace(0, 255, HUGE[0], dtype=np.uint8)[None, :, None], (HUGE[1], HUGE[0], 3)).copy()
+    ).save(folder / "huge.png", compress_level=1)
 
 
 CASES = {
@@ -99,7 +101,9 @@ CASES = {
     "cmyk-jpeg": Case("cmyk.jpg", (40, 32), ("CMYK",), ("RGB",)),
     "exif-rotated": Case("exif-rotated.jpg", (24, 40), ("RGB",), ("RGB",)),
     "corrupt-exif": Case("corrupt-exif.jpg", (40, 24), ("RGB",), ("RGB",)),  # orientation unknown: as stored
-    "decompression-bomb": Case("bomb.png", error="too large, its header declares a decompression bomb: 900,000,000 pixels"),
+    "decompression-bomb": Case(
+        "bomb.png", error="too large, its header declares a decompression bomb: 900,000,000 pixels"
+    ),
     "huge-valid": Case("huge.png", HUGE, ("RGB",), ("RGB",)),
 }
 
@@ -157,10 +161,12 @@ def bad_weights(tmp_path_factory, marker) -> dict[str, WeightsCase]:
     evil_pt = folder / "espcn-x2.pickle.pt"
     torch.save({"state_dict": _Evil()}, evil_pt)
     return {
-        "wrong-tensors": WeightsCase(entry("espcn-x2.wrongtensors", lambda p: save_file(wrong, p)),
-                                     "tensors do not fit espcn x2"),
-        "pickle-as-safetensors": WeightsCase(entry("espcn-x2.pickled", lambda p: p.write_bytes(pickle.dumps(_Evil()))),
-                                             "tensors do not fit espcn x2"),
+        "wrong-tensors": WeightsCase(
+            entry("espcn-x2.wrongtensors", lambda p: save_file(wrong, p)), "tensors do not fit espcn x2"
+        ),
+        "pickle-as-safetensors": WeightsCase(
+            entry("espcn-x2.pickled", lambda p: p.write_bytes(pickle.dumps(_Evil()))), "tensors do not fit espcn x2"
+        ),
         "pickle-as-pt": WeightsCase(evil_pt, "not found|refused to load"),
     }
 
@@ -227,8 +233,9 @@ def test_python_api_bad_weights(name, bad_weights, marker):
 
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRWEB_")}
-    out = subprocess.run([sys.executable, "-m", "srweb.cli", *map(str, args)], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "srweb.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "Traceback" not in out.stderr, out.stderr
     return out
 
@@ -238,8 +245,9 @@ def cli_batch(inputs, tmp_path_factory):
     """One ``srweb upscale`` over the whole folder (nearest x2, 512 px tiles): a batch goes on past bad files."""
     out_dir = tmp_path_factory.mktemp("cli-out")
     started = time.monotonic()
-    result = _cli("upscale", inputs, "--weights", "nearest", "--scale", 2, "--tile", HUGE_TILE, "--out", out_dir,
-                  "--quiet")
+    result = _cli(
+        "upscale", inputs, "--weights", "nearest", "--scale", 2, "--tile", HUGE_TILE, "--out", out_dir, "--quiet"
+    )
     print(f"\nCLI batch of {len(CASES)} files: {time.monotonic() - started:.1f} s")
     errors = [line.strip() for line in result.stderr.replace("\r", "\n").splitlines() if "srweb: error" in line]
     return result, errors, out_dir
@@ -267,8 +275,10 @@ def test_cli(name, cli_batch, inputs):
         _check_result(case, out, 2, case.png_modes)
 
 
-BOMB_MESSAGE = ("huge.png: too large, its header declares a decompression bomb: 400,000,000 pixels "
-                f"exceeds the limit of {MAX_PIXELS:,} (SRWEB_MAX_INPUT_PIXELS)")
+BOMB_MESSAGE = (
+    "huge.png: too large, its header declares a decompression bomb: 400,000,000 pixels "
+    f"exceeds the limit of {MAX_PIXELS:,} (SRWEB_MAX_INPUT_PIXELS)"
+)
 
 
 def test_cli_names_srwebs_own_limit_for_a_decompression_bomb(tmp_path):
@@ -279,9 +289,11 @@ def test_cli_names_srwebs_own_limit_for_a_decompression_bomb(tmp_path):
     result = _cli("upscale", bomb, over, "--weights", "nearest", "--scale", 2, "--out", tmp_path / "out", "--quiet")
     assert result.returncode == 1
     lines = [line.strip() for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
-    assert lines == [f"srweb: error: {tmp_path}/{BOMB_MESSAGE}",
-                     f"srweb: error: {over}: 5000x4000 = 20,000,000 pixels exceeds the limit of {MAX_PIXELS:,} "
-                     "(SRWEB_MAX_INPUT_PIXELS)"], lines
+    assert lines == [
+        f"srweb: error: {tmp_path}/{BOMB_MESSAGE}",
+        f"srweb: error: {over}: 5000x4000 = 20,000,000 pixels exceeds the limit of {MAX_PIXELS:,} "
+        "(SRWEB_MAX_INPUT_PIXELS)",
+    ], lines
 
 
 def test_batch_report_and_python_api_name_the_same_limit(tmp_path):

@@ -12,16 +12,36 @@ import sys
 import pytest
 
 from conftest import set5_present
-from srweb.evaluation.bench import (DEFAULT_CASES, QUALITY_GUARD_DB, bench_pipeline, bench_tiling, card_speed,
-                         leaderboard_cases, psnr_delta)
+from srweb.evaluation.bench import (
+    DEFAULT_CASES,
+    QUALITY_GUARD_DB,
+    bench_pipeline,
+    bench_tiling,
+    card_speed,
+    leaderboard_cases,
+    psnr_delta,
+)
 from srweb.inference.upscaler import device_name
 from srweb.models import create_model
 from srweb.weights.files import list_weights
 
 
 def test_bench_cli_reports_fast_and_plain_paths(tmp_path):
-    env_cmd = [sys.executable, "-m", "srweb.cli", "bench", "--quick", "--json", "--no-store", "--no-quality",
-               "--models", "espcn", "fsrcnn", "--repeats", "1"]
+    env_cmd = [
+        sys.executable,
+        "-m",
+        "srweb.cli",
+        "bench",
+        "--quick",
+        "--json",
+        "--no-store",
+        "--no-quality",
+        "--models",
+        "espcn",
+        "fsrcnn",
+        "--repeats",
+        "1",
+    ]
     out = subprocess.run(env_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
@@ -50,7 +70,7 @@ def test_stored_bench_times_every_shipped_entry():
     assert cases[: len(DEFAULT_CASES)] == DEFAULT_CASES
     timed = {(create_model(arch, scale).arch, scale) for arch, scale, _, _ in cases}
     assert {(card.arch, card.scale) for card in list_weights()} <= timed
-    assert all((w * s, h * s) == (960, 540) for _, s, w, h in cases[len(DEFAULT_CASES):])
+    assert all((w * s, h * s) == (960, 540) for _, s, w, h in cases[len(DEFAULT_CASES) :])
 
 
 def test_pipeline_bench_measures_loader_wait_and_tracking():
@@ -67,9 +87,17 @@ def test_tiling_bench_compares_tiled_with_untiled():
 
 
 @pytest.mark.skipif(not set5_present(), reason="Set5 is not beside the checkout")
-@pytest.mark.parametrize("card", [c for c in list_weights() if c.inference.get("fast_path_ok")
-                                  and c.inference.get("fast_precision", "fp32") != "fp32" and c.num_params < 100_000],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "card",
+    [
+        c
+        for c in list_weights()
+        if c.inference.get("fast_path_ok")
+        and c.inference.get("fast_precision", "fp32") != "fp32"
+        and c.num_params < 100_000
+    ],
+    ids=lambda c: c.name,
+)
 def test_shipped_fast_path_stays_within_the_guard(card):
     # A card that says its fast path is safe must hold to it on Set5 (PSNR Y within 0.01 dB of fp32).
     # bf16 kernels round differently across CPU generations (AVX512-BF16, AMX): the verdict holds

@@ -175,8 +175,10 @@ def pin_archives(monkeypatch: pytest.MonkeyPatch, name: str, pins: dict[str, tup
     """Pin the catalogue's ``name`` archives listed in ``pins`` to the test's (size, sha256); they
     hold one image each."""
     entry = catalog.CATALOG[name]
-    archives = tuple(dataclasses.replace(a, size=pins[a.file][0], sha256=pins[a.file][1], images=1)
-                     if a.file in pins else a for a in entry.archives)
+    archives = tuple(
+        dataclasses.replace(a, size=pins[a.file][0], sha256=pins[a.file][1], images=1) if a.file in pins else a
+        for a in entry.archives
+    )
     monkeypatch.setitem(catalog.CATALOG, name, dataclasses.replace(entry, archives=archives))
 
 
@@ -203,7 +205,9 @@ def test_div2k_download_resume_verify_extract(tmp_path: Path, monkeypatch: pytes
     root.mkdir()
     half = len(server["DIV2K_valid_HR.zip"]) // 2
     (root / ".downloads").mkdir()
-    (root / ".downloads" / "DIV2K_valid_HR.zip.part").write_bytes(server["DIV2K_valid_HR.zip"][:half])  # interrupted run
+    (root / ".downloads" / "DIV2K_valid_HR.zip.part").write_bytes(
+        server["DIV2K_valid_HR.zip"][:half]
+    )  # interrupted run
     ds = DIV2K(root, 2, split="valid", download=True, progress=False)
     assert ("DIV2K_valid_HR.zip", f"bytes={half}-") in requests
     assert ("DIV2K_valid_LR_bicubic_X2.zip", None) in requests
@@ -383,11 +387,21 @@ def test_patch_teacher_outputs_are_cached_per_teacher_and_checked(patch_root: Pa
 
 @pytest.mark.parametrize("cache", ["memory", "disk"])
 def test_unlabelled_patches_take_the_images_as_lr_and_the_teacher_as_their_only_target(
-        patch_root: Path, tmp_path: Path, cache: str) -> None:
+    patch_root: Path, tmp_path: Path, cache: str
+) -> None:
     s, p = 3, 8
     teacher, calls = _nearest_teacher(s)
-    ds = PatchPairs(patch_root, s, p, cache=cache, cache_dir=tmp_path / "pc", teacher=teacher, teacher_id="t",
-                    unlabelled=True, scales_aug=(0.8,))
+    ds = PatchPairs(
+        patch_root,
+        s,
+        p,
+        cache=cache,
+        cache_dir=tmp_path / "pc",
+        teacher=teacher,
+        teacher_id="t",
+        unlabelled=True,
+        scales_aug=(0.8,),
+    )
     # 3 images x 2 sizes, each once labelled (LR = bicubic / 3) and once unlabelled (LR = the image itself).
     assert len(ds.entries) == 12 and len(calls) == 12
     shapes = [read_rgb8(patch_root / f"im_{i}.png").shape for i in range(3)]
@@ -453,7 +467,9 @@ def test_patch_pairs_skip_unusable_files_and_train_on_the_rest(patch_root: Path,
     skips = _skips(record)
     assert len(skips) == len(reasons), skips  # one line per file
     for name, reason in reasons.items():
-        assert any(line.startswith(f"{patch_root / name}: {reason}") and line.endswith("; skipped") for line in skips), name
+        assert any(
+            line.startswith(f"{patch_root / name}: {reason}") and line.endswith("; skipped") for line in skips
+        ), name
     assert any("tiny.png: smaller than a 12px LR patch at x2; skipped" in line for line in skips)
     assert ds[0]["hr"].shape == (3, 24, 24)
 
@@ -462,14 +478,22 @@ def test_patch_pairs_without_a_usable_image_say_so(tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     _add_bad_files(folder)
     (folder / "bomb.png").unlink()
-    with pytest.raises(ValueError, match=r"no training image is at least 8x8.*1 more failed"), pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=r"no training image is at least 8x8.*1 more failed"),
+        pytest.warns(SkippedImage),
+    ):
         PatchPairs(folder, 2, 8)  # tiny.png: too small; truncated.png: unusable; the others: unreadable headers
     (folder / "tiny.png").unlink()
-    with pytest.raises(ValueError, match=r"no usable training image: all 1 image files failed to decode"), \
-            pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=r"no usable training image: all 1 image files failed to decode"),
+        pytest.warns(SkippedImage),
+    ):
         PatchPairs(folder, 2, 8)  # only the truncated file has a readable header
     (folder / "truncated.png").unlink()
-    with pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png.*text\.png"), pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=r"no usable image file \(all 2 skipped: empty\.png.*text\.png"),
+        pytest.warns(SkippedImage),
+    ):
         PatchPairs(folder, 2, 8)
 
 
@@ -488,8 +512,10 @@ def test_prepare_skips_unusable_files_with_their_reason(tmp_path: Path) -> None:
     assert any(line.startswith(f"{src / 'tiny.png'}: 1x1, smaller than 6x6") for line in skips)
     (src / "good.png").unlink()
     (src / "readme.txt").write_text("not an image, and no skipped image either")
-    with pytest.raises(ValueError, match=rf"no image could be prepared \(all {len(reasons)} skipped"), \
-            pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=rf"no image could be prepared \(all {len(reasons)} skipped"),
+        pytest.warns(SkippedImage),
+    ):
         prepare_dataset(src, tmp_path / "out2", scales=(2, 3))
     assert not (tmp_path / "out2").exists()  # nothing written, not even empty folders
 
@@ -499,8 +525,13 @@ def test_cli_prepare_prints_one_line_per_skipped_file(tmp_path: Path) -> None:
     save(rand_rgb(50, 70), src / "good.png")
     reasons = _add_bad_files(src)
     env = {**os.environ, "SRWEB_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "-m", "srweb.cli", "prepare", str(src), str(tmp_path / "out"), "--scales",
-                           "2", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "srweb.cli", "prepare", str(src), str(tmp_path / "out"), "--scales", "2", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert len(lines) == len(reasons) and all(line.startswith(f"srweb: warning: {src}/") for line in lines), lines

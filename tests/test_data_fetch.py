@@ -117,17 +117,31 @@ def zip_of(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def serve(monkeypatch, server: ArchiveServer, name: str, payloads: dict[str, bytes], *, pin: bool = True,
-          images: int | None = None) -> None:
+def serve(
+    monkeypatch,
+    server: ArchiveServer,
+    name: str,
+    payloads: dict[str, bytes],
+    *,
+    pin: bool = True,
+    images: int | None = None,
+) -> None:
     """Serve ``payloads`` (archive file -> bytes) and point catalogue entry ``name``'s archives at them,
     pinned to their size and SHA-256 (``pin``) and expecting ``images`` images each."""
     server.files.update(payloads)
     entry = catalog.CATALOG[name]
     archives = tuple(
-        dataclasses.replace(a, url=server.url + a.file, size=len(payloads[a.file]) if pin else None,
-                            sha256=hashlib.sha256(payloads[a.file]).hexdigest() if pin else None,
-                            images=images if images is not None else a.images)
-        if a.file in payloads else a for a in entry.archives)
+        dataclasses.replace(
+            a,
+            url=server.url + a.file,
+            size=len(payloads[a.file]) if pin else None,
+            sha256=hashlib.sha256(payloads[a.file]).hexdigest() if pin else None,
+            images=images if images is not None else a.images,
+        )
+        if a.file in payloads
+        else a
+        for a in entry.archives
+    )
     monkeypatch.setitem(catalog.CATALOG, name, dataclasses.replace(entry, archives=archives))
 
 
@@ -136,8 +150,11 @@ SET14 = {f"Set14_HR/img_{i:03d}.png": png_bytes(i) for i in range(3)}
 
 def leftovers(root: Path) -> list[str]:
     """Anything a failed or finished fetch must not leave: archives, partial files, temp folders."""
-    return sorted(p.name for p in root.rglob("*") if p.name.startswith((".downloads", ".extract-"))
-                  or p.suffix in (".part", ".gz", ".zip"))
+    return sorted(
+        p.name
+        for p in root.rglob("*")
+        if p.name.startswith((".downloads", ".extract-")) or p.suffix in (".part", ".gz", ".zip")
+    )
 
 
 def test_fetch_installs_a_good_archive_and_list_shows_it(server, data_root, monkeypatch, capsys):
@@ -199,8 +216,11 @@ def test_offline_gives_one_line_with_the_url_and_the_manual_way(data_root, monke
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/Urban100_HR.tar.gz"
     entry = catalog.CATALOG["Urban100"]
-    monkeypatch.setitem(catalog.CATALOG, "Urban100", dataclasses.replace(
-        entry, archives=(dataclasses.replace(entry.archives[0], url=url),)))
+    monkeypatch.setitem(
+        catalog.CATALOG,
+        "Urban100",
+        dataclasses.replace(entry, archives=(dataclasses.replace(entry.archives[0], url=url),)),
+    )
     assert main(["data", "fetch", "Urban100", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"srweb: error: cannot download {url} ")
@@ -211,10 +231,16 @@ def test_offline_gives_one_line_with_the_url_and_the_manual_way(data_root, monke
 
 def test_div2k_parts_by_split_and_scale(server, data_root, monkeypatch, capsys):
     hr, lr = png_bytes(7, 24), png_bytes(8, 12)
-    serve(monkeypatch, server, "DIV2K", {
-        "DIV2K_valid_HR.zip": zip_of({"DIV2K_valid_HR/0801.png": hr}),
-        "DIV2K_valid_LR_bicubic_X2.zip": zip_of({"DIV2K_valid_LR_bicubic/X2/0801x2.png": lr}),
-    }, images=1)
+    serve(
+        monkeypatch,
+        server,
+        "DIV2K",
+        {
+            "DIV2K_valid_HR.zip": zip_of({"DIV2K_valid_HR/0801.png": hr}),
+            "DIV2K_valid_LR_bicubic_X2.zip": zip_of({"DIV2K_valid_LR_bicubic/X2/0801x2.png": lr}),
+        },
+        images=1,
+    )
     folder = fetch_dataset("DIV2K", splits=["valid"], scales=[2], progress=False)
     assert (folder / "DIV2K_valid_HR" / "0801.png").read_bytes() == hr
     assert (folder / "DIV2K_valid_LR_bicubic" / "X2" / "0801x2.png").read_bytes() == lr
@@ -229,8 +255,13 @@ def test_div2k_parts_by_split_and_scale(server, data_root, monkeypatch, capsys):
 
 def test_set5_is_built_in_and_a_users_own_copy_wins(data_root, capsys):
     builtin = BUILTIN_ROOT / "Set5"
-    assert sorted(p.name for p in builtin.iterdir()) == ["baby.png", "bird.png", "butterfly.png", "head.png",
-                                                         "woman.png"]  # only images: nothing to skip
+    assert sorted(p.name for p in builtin.iterdir()) == [
+        "baby.png",
+        "bird.png",
+        "butterfly.png",
+        "head.png",
+        "woman.png",
+    ]  # only images: nothing to skip
     assert "Bevilacqua" in (BUILTIN_ROOT / "README.md").read_text()
     assert benchmark_path("Set5") == builtin  # the data root does not even exist
     own = data_root / "set5"

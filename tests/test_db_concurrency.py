@@ -27,8 +27,15 @@ def _rater(url: str, rater_id: str, trial_ids: list[int], start, results) -> Non
             nonlocal attempts
             attempts += 1
             with session_scope(url) as session:
-                submit_vote(session, trial_id=trial_id, rater_id=rater_id, score_sr=1 + i % 5, score_ref=3,
-                            preferred=("sr", "bicubic", "tie")[i % 3], rate_limit=None)
+                submit_vote(
+                    session,
+                    trial_id=trial_id,
+                    rater_id=rater_id,
+                    score_sr=1 + i % 5,
+                    score_ref=3,
+                    preferred=("sr", "bicubic", "tie")[i % 3],
+                    rate_limit=None,
+                )
 
         try:
             with_retry(vote)
@@ -77,12 +84,15 @@ def test_concurrent_votes_and_metrics(db_url):
     init_db(url)
     trials: dict[str, list[int]] = {}
     with session_scope(url) as session:
-        run_id = runs.set_status(session, runs.create_run(session, name="n", arch="a", scale=2, config={}).id,
-                                 "running").id
+        run_id = runs.set_status(
+            session, runs.create_run(session, name="n", arch="a", scale=2, config={}).id, "running"
+        ).id
         for r in range(N_RATERS):
             rater = get_or_create_rater(session, f"concurrent-rater-{r}").id
-            trials[rater] = [create_trial(session, image_id=f"img{i}", scale=2, weights_name=f"m{i % 4}-x2.t",
-                                          rater_id=rater).id for i in range(VOTES_EACH)]
+            trials[rater] = [
+                create_trial(session, image_id=f"img{i}", scale=2, weights_name=f"m{i % 4}-x2.t", rater_id=rater).id
+                for i in range(VOTES_EACH)
+            ]
     dispose_engine(url)  # no pooled connection crosses the fork
 
     context = multiprocessing.get_context("fork")

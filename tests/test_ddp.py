@@ -28,8 +28,22 @@ def _torchrun(args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> tu
     Each process writes to its own log file (``--redirects 3``): on one shared pipe the two
     processes' lines could interleave.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "--log-dir", str(logs), "--redirects", "3", "-m", "srweb.cli", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--log-dir",
+        str(logs),
+        "--redirects",
+        "3",
+        "-m",
+        "srweb.cli",
+        "train",
+        *args,
+    ]
     out = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     stdouts = [p.read_text() for p in sorted(logs.rglob("stdout.log"))]
     stderr = out.stderr + "".join(p.read_text() for p in sorted(logs.rglob("stderr.log")))
@@ -41,9 +55,28 @@ def test_torchrun_two_cpu_processes_train_export_once_and_resume(tmp_path):
     val = crops(SET5, tmp_path / "val", 2, 32)
     env = child_env(tmp_path)
     export = tmp_path / "export"
-    args = ["--model", "espcn", "--scale", "2", "--data", str(train), "--val-data", str(val), "--patch-size", "8",
-            "--batch-size", "2", "--iterations", "12", "--val-interval", "6", "--precision", "fp32",
-            "--export", str(export)]
+    args = [
+        "--model",
+        "espcn",
+        "--scale",
+        "2",
+        "--data",
+        str(train),
+        "--val-data",
+        str(val),
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--iterations",
+        "12",
+        "--val-interval",
+        "6",
+        "--precision",
+        "fp32",
+        "--export",
+        str(export),
+    ]
 
     code, stdouts, stderr = _torchrun(["--no-track", *args], tmp_path, env, tmp_path / "logs1")
     assert code == 0 and len(stdouts) == 2, stderr[-5000:]
@@ -98,13 +131,24 @@ def test_torchrun_srgan_keeps_one_discriminator(tmp_path):
     from srweb.weights.files import save_weights
 
     train = crops(hr_photos(), tmp_path / "train", 8, 48)
-    save_weights(create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny",
-                 weights_dir=tmp_path / "weights")
+    save_weights(
+        create_model("srresnet", 2, num_blocks=1, num_features=8), "srresnet-x2.tiny", weights_dir=tmp_path / "weights"
+    )
     script = tmp_path / "srgan_ddp.py"
     script.write_text(SRGAN_SCRIPT)
     env = child_env(tmp_path)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-               str(train), "srresnet-x2.tiny", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(train),
+        "srresnet-x2.tiny",
+        str(tmp_path),
+    ]
     out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     import torch

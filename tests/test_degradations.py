@@ -23,7 +23,7 @@ def _photo(h: int = 96, w: int = 96, seed: int = 0, texture: float = 0.04) -> np
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w] / max(h, w)
     base = np.stack([np.sin(6 * x + c) * np.cos(4 * y - c) for c in range(3)], axis=2) * 0.35 + 0.5
-    base[h // 3: 2 * h // 3, w // 4: w // 2] += 0.2  # a block with sharp edges
+    base[h // 3 : 2 * h // 3, w // 4 : w // 2] += 0.2  # a block with sharp edges
     base += rng.normal(0, texture, base.shape)  # fine texture
     return np.clip(np.round(base * 255), 0, 255).astype(np.uint8)
 
@@ -65,7 +65,9 @@ def test_gaussian_blur_removes_high_frequency_energy_by_the_kernels_amount(sigma
 def test_anisotropic_generalized_and_plateau_kernels_are_normalised_and_shaped():
     aniso = deg.gaussian_kernel(21, 4.0, 1.0, angle=0.0)
     assert aniso.sum() == pytest.approx(1.0)
-    assert (aniso.sum(axis=0) * (np.arange(21) - 10) ** 2).sum() > 4 * (aniso.sum(axis=1) * (np.arange(21) - 10) ** 2).sum()
+    assert (aniso.sum(axis=0) * (np.arange(21) - 10) ** 2).sum() > 4 * (
+        aniso.sum(axis=1) * (np.arange(21) - 10) ** 2
+    ).sum()
     flat = deg.gaussian_kernel(21, 2.0, beta=4.0)  # generalized Gaussian, beta > 1: flatter top, sharper fall
     gauss = deg.gaussian_kernel(21, 2.0)
     assert flat[10, 11] / flat[10, 10] > gauss[10, 11] / gauss[10, 10] and flat[10, 0] < gauss[10, 0]
@@ -148,8 +150,12 @@ def test_realistic_chain_damages_more_than_jpeg75():
     hr = _photo(96, 96)
     clean = make_lr(hr, 2).astype(float)
     jpeg75 = deg.degrade(hr, 2, deg.eval_config("jpeg75"), deg.eval_rng(0)).astype(float)
-    harsh = np.mean([np.abs(deg.degrade(hr, 2, deg.eval_config("realistic"), deg.eval_rng(i)).astype(float)
-                             - clean).mean() for i in range(6)])
+    harsh = np.mean(
+        [
+            np.abs(deg.degrade(hr, 2, deg.eval_config("realistic"), deg.eval_rng(i)).astype(float) - clean).mean()
+            for i in range(6)
+        ]
+    )
     assert 0 < np.abs(jpeg75 - clean).mean() < harsh
 
 
@@ -164,18 +170,21 @@ def test_resolve_spells_the_full_chain_and_merges_overrides():
     json.dumps(realistic)  # JSON-able, for the card
 
 
-@pytest.mark.parametrize(("override", "fragment"), [
-    ({"final": {"jpeg": {"quality": [0, 95]}}}, "quality must be within 1-100"),
-    ({"final": {"jpeg": {"quality": [30, 101]}}}, "quality must be within 1-100"),
-    ({"first": {"noise": {"sigma": [-1, 3]}}}, "sigma"),
-    ({"first": {"blur": {"sigma": [-0.5, 1]}}}, "sigma must be"),
-    ({"first": {"blur": {"kernel_size": [7, 8]}}}, "odd"),
-    ({"clean_prob": 1.5}, "probability"),
-    ({"final": {"resize": "nearest"}}, "final.resize"),
-    ({"colour": 1}, "unknown key 'colour'"),
-    ({"first": {"blur": {"kinds": {"box": 1}}}}, "unknown first.blur.kinds 'box'"),
-    ({"first": 3}, "first must be an object"),
-])
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"final": {"jpeg": {"quality": [0, 95]}}}, "quality must be within 1-100"),
+        ({"final": {"jpeg": {"quality": [30, 101]}}}, "quality must be within 1-100"),
+        ({"first": {"noise": {"sigma": [-1, 3]}}}, "sigma"),
+        ({"first": {"blur": {"sigma": [-0.5, 1]}}}, "sigma must be"),
+        ({"first": {"blur": {"kernel_size": [7, 8]}}}, "odd"),
+        ({"clean_prob": 1.5}, "probability"),
+        ({"final": {"resize": "nearest"}}, "final.resize"),
+        ({"colour": 1}, "unknown key 'colour'"),
+        ({"first": {"blur": {"kinds": {"box": 1}}}}, "unknown first.blur.kinds 'box'"),
+        ({"first": 3}, "first must be an object"),
+    ],
+)
 def test_impossible_configs_are_one_clear_line(override, fragment):
     with pytest.raises(deg.DegradationError, match=fragment) as err:
         deg.resolve("jpeg", override)
@@ -206,8 +215,11 @@ def test_describe_names_the_evaluation_chains():
     assert deg.describe(deg.resolve("jpeg")).startswith("custom-")
 
 
-SMALL_KERNELS = {"first": {"blur": {"kernel_size": [3, 7]}}, "second": {"blur": {"kernel_size": [3, 7]}},
-                 "final": {"sinc_kernel_size": [3, 7]}}  # for 8 px LR patches (16 px HR at x2)
+SMALL_KERNELS = {
+    "first": {"blur": {"kernel_size": [3, 7]}},
+    "second": {"blur": {"kernel_size": [3, 7]}},
+    "final": {"sinc_kernel_size": [3, 7]},
+}  # for 8 px LR patches (16 px HR at x2)
 
 
 # ---- training and evaluation ----------------------------------------------------------------
@@ -248,9 +260,19 @@ def test_training_with_a_degradation_resumes_bit_identical(fresh_state, folders)
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
-    cfg = TrainConfig(model="espcn", scale=2, data=folders["train"], val_data=None, patch_size=8, batch_size=4,
-                      iterations=10, precision="fp32", channels_last=False, degradation="realistic",
-                      degradation_config=SMALL_KERNELS)
+    cfg = TrainConfig(
+        model="espcn",
+        scale=2,
+        data=folders["train"],
+        val_data=None,
+        patch_size=8,
+        batch_size=4,
+        iterations=10,
+        precision="fp32",
+        channels_last=False,
+        degradation="realistic",
+        degradation_config=SMALL_KERNELS,
+    )
     Trainer(cfg, fresh_state / "straight", progress=False).train()
     polls = iter(range(100))
     Trainer(cfg, fresh_state / "split", should_stop=lambda: next(polls) >= 4, progress=False).train()
@@ -286,9 +308,26 @@ def test_train_config_records_the_full_chain_and_refuses_impossible_ones():
 def test_cli_train_refuses_an_impossible_chain_before_anything_runs(fresh_state, folders, capsys):
     from srweb.cli import main
 
-    code = main(["train", "--model", "espcn", "--data", folders["train"], "--val-data", "", "--iterations", "2",
-                 "--no-track", "--degradation", "jpeg", "--degradation-config",
-                 '{"first": {"noise": {"sigma": [-5, 5]}}}', "--run-dir", str(fresh_state / "run")])
+    code = main(
+        [
+            "train",
+            "--model",
+            "espcn",
+            "--data",
+            folders["train"],
+            "--val-data",
+            "",
+            "--iterations",
+            "2",
+            "--no-track",
+            "--degradation",
+            "jpeg",
+            "--degradation-config",
+            '{"first": {"noise": {"sigma": [-5, 5]}}}',
+            "--run-dir",
+            str(fresh_state / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "srweb: error:" in err and "sigma" in err
     assert not (fresh_state / "run").exists()
@@ -316,19 +355,39 @@ def test_a_degraded_card_replays_from_card_to_the_same_tensors(fresh_state, fold
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
-    cfg = TrainConfig(model="espcn", scale=2, data=folders["train"], val_data=folders["val"], patch_size=8,
-                      batch_size=4, iterations=6, val_interval=3, precision="fp32", channels_last=False,
-                      degradation="jpeg", degradation_config={"final": {"jpeg": {"quality": [50, 90]}}}, tag="real")
+    cfg = TrainConfig(
+        model="espcn",
+        scale=2,
+        data=folders["train"],
+        val_data=folders["val"],
+        patch_size=8,
+        batch_size=4,
+        iterations=6,
+        val_interval=3,
+        precision="fp32",
+        channels_last=False,
+        degradation="jpeg",
+        degradation_config={"final": {"jpeg": {"quality": [50, 90]}}},
+        tag="real",
+    )
     card = Trainer(cfg, fresh_state / "first", progress=False).train().card
     recorded = json.loads((fresh_state / "first" / "export" / "espcn-x2.real.json").read_text())
     chain = recorded["training"]["config"]["degradation_config"]
     assert chain == deg.resolve("jpeg", {"final": {"jpeg": {"quality": [50, 90]}}})  # the whole chain
     protocols = [m["protocol"]["degradation"] for m in recorded["metrics"]]
     assert protocols == ["matlab-bicubic", "matlab-bicubic+jpeg75"]  # clean first, then what it was judged on
-    args = cli.argparse.Namespace(from_card=str(fresh_state / "first" / "export" / "espcn-x2.real.json"), config=None,
-                                  model=None, override=[], name=None,
-                                  **{f: None for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn",
-                                                       "channels_last", "teacher_unlabelled") if f != "name"})
+    args = cli.argparse.Namespace(
+        from_card=str(fresh_state / "first" / "export" / "espcn-x2.real.json"),
+        config=None,
+        model=None,
+        override=[],
+        name=None,
+        **{
+            f: None
+            for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn", "channels_last", "teacher_unlabelled")
+            if f != "name"
+        },
+    )
     replay = cli.config_from_args(args)
     assert replay.degradation_config == chain and replay.degradation == "jpeg"
     Trainer(replay, fresh_state / "again", progress=False).train()

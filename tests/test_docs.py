@@ -52,6 +52,11 @@ def test_models_page_equals_srweb_models_markdown():
     page = (REPO / "docs" / "models.md").read_text()
     block = MODELS_BLOCK.search(page)
     assert block, "docs/models.md lost its generated block"
-    generated = subprocess.run([str(Path(sys.executable).parent / "srweb"), "models", "--markdown"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout
+    generated = subprocess.run(
+        [str(Path(sys.executable).parent / "srweb"), "models", "--markdown"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert block.group(1).strip() == generated.strip(), "regenerate: srweb models --markdown"

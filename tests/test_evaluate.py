@@ -20,7 +20,6 @@ from srweb.data.folders import SkippedImage
 from srweb.evaluation.evaluate import EvalResult, bicubic_sr, evaluate
 
 
-
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SRWEB_CACHE_DIR", str(tmp_path / "cache"))
@@ -70,8 +69,10 @@ def test_evaluate_bad_inputs(tmp_path: Path) -> None:
         result = evaluate(bicubic_sr(4), tmp_path / "one", 4)
     assert result.dataset == "one (1 of 2 images scored)" and result.skipped[0]["image"] == "b.png"
     (tmp_path / "one" / "a.png").unlink()
-    with pytest.raises(ValueError, match=r"no image could be evaluated at x4 .*b\.png: 5x5"), \
-            pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=r"no image could be evaluated at x4 .*b\.png: 5x5"),
+        pytest.warns(SkippedImage),
+    ):
         evaluate(bicubic_sr(4), tmp_path / "one", 4)
 
 
@@ -110,8 +111,9 @@ def test_evaluate_skips_every_unusable_file_and_says_how_many_were_scored(tmp_pa
     for name, reason in SKIP_REASONS.items():
         assert any(line.startswith(f"{folder / name}: {reason}") and line.endswith("; skipped") for line in skips), name
     assert [row["image"] for row in result.images] == ["good0.png", "good1.png"]
-    assert [(row["image"], row["reason"][:len(SKIP_REASONS[row["image"]])]) for row in result.skipped] == \
-        sorted(SKIP_REASONS.items())
+    assert [(row["image"], row["reason"][: len(SKIP_REASONS[row["image"]])]) for row in result.skipped] == sorted(
+        SKIP_REASONS.items()
+    )
     # A score over part of Set5 is never filed as Set5's: the name says how much was scored.
     assert not result.complete and result.coverage == "2 of 7 images scored"
     assert result.dataset == result.protocol["dataset"] == "Set5 (2 of 7 images scored)"
@@ -119,8 +121,10 @@ def test_evaluate_skips_every_unusable_file_and_says_how_many_were_scored(tmp_pa
     assert {row["image"] for row in record["skipped"]} == set(SKIP_REASONS)
     for name in ("good0.png", "good1.png", "truncated.png", "tiny.png"):
         (folder / name).unlink()
-    with pytest.raises(ValueError, match=r"no usable image file \(all 3 skipped: bomb\.png: too large"), \
-            pytest.warns(SkippedImage):
+    with (
+        pytest.raises(ValueError, match=r"no usable image file \(all 3 skipped: bomb\.png: too large"),
+        pytest.warns(SkippedImage),
+    ):
         evaluate(bicubic_sr(2), folder, 2)
 
 
@@ -129,9 +133,11 @@ def test_skip_lines_are_one_line_without_source(tmp_path: Path) -> None:
     commands and training workers): ``srweb: warning: <file>: <reason>; skipped``, nothing else, and
     once (a training run validates on the same folder many times)."""
     folder = _bad_folder(tmp_path / "bench", good=1)
-    code = ("from srweb.data.folders import show_warnings_as_lines; show_warnings_as_lines(); show_warnings_as_lines()\n"
-            "from srweb.evaluation.evaluate import evaluate, bicubic_sr\n"
-            f"for _ in range(3): print(evaluate(bicubic_sr(2), {str(folder)!r}, 2).dataset)")
+    code = (
+        "from srweb.data.folders import show_warnings_as_lines; show_warnings_as_lines(); show_warnings_as_lines()\n"
+        "from srweb.evaluation.evaluate import evaluate, bicubic_sr\n"
+        f"for _ in range(3): print(evaluate(bicubic_sr(2), {str(folder)!r}, 2).dataset)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["bench (1 of 6 images scored)"] * 3
@@ -142,9 +148,25 @@ def test_skip_lines_are_one_line_without_source(tmp_path: Path) -> None:
 def test_cli_eval_reports_skips_and_coverage(tmp_path: Path) -> None:
     folder = _bad_folder(tmp_path / "bench")
     env = {**os.environ, "SRWEB_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "-m", "srweb.cli", "eval", "--weights", "bicubic", "--scale", "2",
-                           "--dataset", str(folder), "--no-store"], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "srweb.cli",
+            "eval",
+            "--weights",
+            "bicubic",
+            "--scale",
+            "2",
+            "--dataset",
+            str(folder),
+            "--no-store",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "bicubic x2 on bench (2 of 7 images scored): PSNR" in done.stdout
     stderr = done.stderr.replace("\r", "\n")

@@ -45,16 +45,29 @@ def _tiny_data(folder: Path, count: int = 4, size: int = 48) -> str:
 
 
 def _cfg(data: str, **kw) -> TrainConfig:
-    values = dict(model="espcn", scale=2, data=data, val_data=None, patch_size=8, batch_size=4, iterations=300,
-                  val_interval=10_000, ckpt_interval=1, precision="fp32", device="cpu")
+    values = dict(
+        model="espcn",
+        scale=2,
+        data=data,
+        val_data=None,
+        patch_size=8,
+        batch_size=4,
+        iterations=300,
+        val_interval=10_000,
+        ckpt_interval=1,
+        precision="fp32",
+        device="cpu",
+    )
     values.update(kw)
     return TrainConfig(**values)
 
 
 def _integrity(url: str | None = None) -> tuple[str, list]:
     with session_scope(url, write=False) as session:
-        return (session.execute(text("PRAGMA integrity_check")).scalar(),
-                session.execute(text("PRAGMA foreign_key_check")).all())
+        return (
+            session.execute(text("PRAGMA integrity_check")).scalar(),
+            session.execute(text("PRAGMA foreign_key_check")).all(),
+        )
 
 
 def _run(run_id: int, url: str | None = None) -> Run:
@@ -91,8 +104,9 @@ def test_worker_killed_mid_step_leaves_a_sound_database_and_a_resumable_run(env)
     run = _wait("the worker to train", lambda: (r := _run(run_id)).status == "running" and r.step >= 20 and r)
     run_dir = Path(run.run_dir)
     os.kill(run.pid, signal.SIGKILL)
-    run = _wait("the run to be marked failed", lambda: jobs.reap() and (r := _run(run_id)).status == "failed" and r,
-                timeout=15)
+    run = _wait(
+        "the run to be marked failed", lambda: jobs.reap() and (r := _run(run_id)).status == "failed" and r, timeout=15
+    )
     assert run.error == "worker died: killed by signal 9"
     assert _integrity() == ("ok", [])
 
@@ -111,8 +125,9 @@ def test_worker_killed_mid_step_leaves_a_sound_database_and_a_resumable_run(env)
     assert (run.status, run.step, run.error) == ("finished", 400, None), jobs.log_tail(run_id)
     assert f"run {run_id} finished at step 400" in jobs.log_tail(run_id)
     with session_scope(write=False) as session:
-        steps = session.scalars(select(Metric.step).where(Metric.run_id == run_id, Metric.name == "loss")
-                                .order_by(Metric.id)).all()
+        steps = session.scalars(
+            select(Metric.step).where(Metric.run_id == run_id, Metric.name == "loss").order_by(Metric.id)
+        ).all()
     assert steps == sorted(set(steps)) and steps[-1] == 400  # one curve, continued after the kill
     assert _integrity() == ("ok", [])
     assert not _stale_temps(run_dir), _stale_temps(run_dir)  # a temp file the kill left was swept on resume
@@ -138,8 +153,28 @@ def test_app_killed_and_restarted_shows_the_truth_about_the_worker(tmp_path):
     first = start_app(tmp_path, env, log_name="app-1.log")
     url = first.database_url
     try:
-        form = ["espcn", 2, "sample", data, "none", 8, 4, 100_000, 1e-3, "adam", "constant", "l2", "fp32", "cpu",
-                10_000, "none", False, 0.0, "none", 0.5]
+        form = [
+            "espcn",
+            2,
+            "sample",
+            data,
+            "none",
+            8,
+            4,
+            100_000,
+            1e-3,
+            "adam",
+            "constant",
+            "l2",
+            "fp32",
+            "cpu",
+            10_000,
+            "none",
+            False,
+            0.0,
+            "none",
+            0.5,
+        ]
         message = Client(first.url, verbose=False).predict(*form, api_name="/train_launch")[0]
         run_id = int(message.split("#")[1].rstrip("."))
         run = _wait("the worker to train", lambda: (r := _run(run_id, url)).status == "running" and r.step > 0 and r)
@@ -190,8 +225,13 @@ def _enospc(*_args, **_kwargs):
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    cfg = _cfg(_tiny_data(root / "data"), iterations=20, ckpt_interval=10, val_data=_tiny_data(root / "val", 2, 32),
-               val_interval=10)
+    cfg = _cfg(
+        _tiny_data(root / "data"),
+        iterations=20,
+        ckpt_interval=10,
+        val_data=_tiny_data(root / "val", 2, 32),
+        val_interval=10,
+    )
     t = trainer.Trainer(cfg, root / "run", progress=False)
     t.train()
     return t
@@ -301,8 +341,13 @@ def test_writes_wait_for_a_writer_holding_the_lock_and_none_is_lost(env, monkeyp
 
     dispose_engine()
     monkeypatch.setattr(db, "BUSY_TIMEOUT_S", busy_timeout)
-    run_id = write_transaction(lambda s: track_runs.set_status(
-        s, track_runs.create_run(s, name="locked", arch="espcn", scale=2, config={}).id, "running").id)
+    run_id = write_transaction(
+        lambda s: (
+            track_runs.set_status(
+                s, track_runs.create_run(s, name="locked", arch="espcn", scale=2, config={}).id, "running"
+            ).id
+        )
+    )
     path = get_settings().database_url.removeprefix("sqlite:///")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "2.5"], stdout=subprocess.PIPE, text=True)
     try:
@@ -313,8 +358,12 @@ def test_writes_wait_for_a_writer_holding_the_lock_and_none_is_lost(env, monkeyp
             for i in range(10):
                 started = time.monotonic()
                 try:
-                    write_transaction(lambda s: (track_runs.log_metrics(s, run_id, k * 100 + i, {"loss": 0.1, "lr": 1.0}),
-                                                 track_runs.heartbeat(s, run_id, step=k * 100 + i)))
+                    write_transaction(
+                        lambda s: (
+                            track_runs.log_metrics(s, run_id, k * 100 + i, {"loss": 0.1, "lr": 1.0}),
+                            track_runs.heartbeat(s, run_id, step=k * 100 + i),
+                        )
+                    )
                 except Exception as exc:
                     errors.append(repr(exc))
                 durations.append(time.monotonic() - started)

@@ -20,8 +20,11 @@ ELEM_IDS = {"patch_size": "train-patch", "batch_size": "train-batch"}  # the oth
 def form_defaults(url: str) -> dict:
     """The Train form's values as the app serves them (its /config), by field name."""
     config = httpx.get(url + "config", timeout=30).json()
-    by_id = {c["props"]["elem_id"]: c["props"].get("value") for c in config["components"]
-             if c.get("props", {}).get("elem_id")}
+    by_id = {
+        c["props"]["elem_id"]: c["props"].get("value")
+        for c in config["components"]
+        if c.get("props", {}).get("elem_id")
+    }
     return {name: by_id[ELEM_IDS.get(name, "train-" + name.replace("_", "-"))] for name in FIELDS}
 
 

@@ -42,20 +42,46 @@ def test_worker_trains_200_steps_with_autocast_and_exports(pg_server, fresh_stat
     from srweb.train.config import TrainConfig
 
     url = pg_server.create_database()
-    env = child_env(tmp_path / "control", SRWEB_DATABASE_URL=url, SRWEB_ARTIFACTS_URL=str(tmp_path / "artifacts"),
-                    SRWEB_DEVICE="cuda", PYTHONPATH=str(REPO))
+    env = child_env(
+        tmp_path / "control",
+        SRWEB_DATABASE_URL=url,
+        SRWEB_ARTIFACTS_URL=str(tmp_path / "artifacts"),
+        SRWEB_DEVICE="cuda",
+        PYTHONPATH=str(REPO),
+    )
     for name, value in env.items():
         if name.startswith("SRWEB_"):
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     init_db()
     data = _images(tmp_path / "data", 8, 96)
-    cfg = TrainConfig(model="espcn", scale=2, data=data, val_data=data, patch_size=24, batch_size=16, iterations=200,
-                      val_interval=100, ckpt_interval=100, precision="bf16", device="cuda")
+    cfg = TrainConfig(
+        model="espcn",
+        scale=2,
+        data=data,
+        val_data=data,
+        patch_size=24,
+        batch_size=16,
+        iterations=200,
+        val_interval=100,
+        ckpt_interval=100,
+        precision="bf16",
+        device="cuda",
+    )
     run_id = jobs.submit(cfg)
     started = time.monotonic()
-    worker = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", "gpu-check"], cwd=REPO,
-                              env=child_env(tmp_path / "worker", **{k: v for k, v in env.items() if k.startswith(("SRWEB_DATABASE", "SRWEB_ARTIFACTS", "SRWEB_DEVICE", "PYTHONPATH"))}))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "srweb.cli", "worker", "--name", "gpu-check"],
+        cwd=REPO,
+        env=child_env(
+            tmp_path / "worker",
+            **{
+                k: v
+                for k, v in env.items()
+                if k.startswith(("SRWEB_DATABASE", "SRWEB_ARTIFACTS", "SRWEB_DEVICE", "PYTHONPATH"))
+            },
+        ),
+    )
     try:
         while True:
             with session_scope(write=False) as session:
@@ -72,8 +98,10 @@ def test_worker_trains_200_steps_with_autocast_and_exports(pg_server, fresh_stat
         dispose_engine(url)
         pg_server.drop_database(url)
     assert run.status == "finished", run.error
-    print(f"\nGPU check 1 ok: worker trained espcn x2 200 steps bf16 on {run.device} in "
-          f"{time.monotonic() - started:.0f} s, best val PSNR {run.best_psnr:.2f} dB, exported {run.weights_name}")
+    print(
+        f"\nGPU check 1 ok: worker trained espcn x2 200 steps bf16 on {run.device} in "
+        f"{time.monotonic() - started:.0f} s, best val PSNR {run.best_psnr:.2f} dB, exported {run.weights_name}"
+    )
 
 
 def test_ddp_on_one_gpu(tmp_path, fresh_state):
@@ -82,10 +110,35 @@ def test_ddp_on_one_gpu(tmp_path, fresh_state):
 
     _images(data, 8, 96)
     env = child_env(tmp_path, SRWEB_DEVICE="cuda", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "-m", "srweb.cli",
-               "train", "--model", "espcn", "--scale", "2", "--data", str(data), "--val-data", str(data),
-               "--patch-size", "24", "--batch-size", "16", "--iterations", "100", "--device", "cuda", "--no-track",
-               "--run-dir", str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=1",
+        "-m",
+        "srweb.cli",
+        "train",
+        "--model",
+        "espcn",
+        "--scale",
+        "2",
+        "--data",
+        str(data),
+        "--val-data",
+        str(data),
+        "--patch-size",
+        "24",
+        "--batch-size",
+        "16",
+        "--iterations",
+        "100",
+        "--device",
+        "cuda",
+        "--no-track",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])

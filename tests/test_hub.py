@@ -109,7 +109,8 @@ def test_publish_then_load_and_upscale_from_the_hub(hub, local, tmp_path, capsys
     model, card = load_weights(ref)  # through the Hub, with the same checks as local weights
     local_model, _ = load_weights("espcn-x2.mine")
     assert card.name == "espcn-x2.mine" and all(
-        (a == b).all() for a, b in zip(model.state_dict().values(), local_model.state_dict().values()))
+        (a == b).all() for a, b in zip(model.state_dict().values(), local_model.state_dict().values())
+    )
     Image.fromarray(np.full((12, 10, 3), 90, np.uint8)).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "--weights", ref, "--out", str(tmp_path / "out")]) == 0
     assert Image.open(tmp_path / "out" / "in.png").size == (20, 24)
@@ -134,14 +135,20 @@ def test_tampered_hub_weights_are_refused(hub, local):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["upscale", "x.png", "--weights", "hf://someone/nothing/espcn-x2.a", "--out", "o"],
-         "hf://someone/nothing/espcn-x2.a: cannot fetch espcn-x2.a.json from someone/nothing (EntryNotFoundError: 404"),
-        (["upscale", "x.png", "--weights", "hf://just-a-repo", "--out", "o"],
-         "hf://just-a-repo: a Hub weights reference is hf://OWNER/REPO/NAME"),
+        (
+            ["upscale", "x.png", "--weights", "hf://someone/nothing/espcn-x2.a", "--out", "o"],
+            "hf://someone/nothing/espcn-x2.a: cannot fetch espcn-x2.a.json from someone/nothing (EntryNotFoundError: 404",
+        ),
+        (
+            ["upscale", "x.png", "--weights", "hf://just-a-repo", "--out", "o"],
+            "hf://just-a-repo: a Hub weights reference is hf://OWNER/REPO/NAME",
+        ),
         (["publish", "espcn-x2.mine", "--repo", "no-owner"], "no-owner: a Hub repository is OWNER/NAME"),
         (["publish", "nosuch", "--repo", "a/b"], "weights 'nosuch' not found"),
-        (["publish", "espcn-x2.mine", "--repo", "a/b", "--token", "bad"],
-         "cannot publish espcn-x2.mine to a/b (PermissionError: 401 Unauthorized: invalid token)"),
+        (
+            ["publish", "espcn-x2.mine", "--repo", "a/b", "--token", "bad"],
+            "cannot publish espcn-x2.mine to a/b (PermissionError: 401 Unauthorized: invalid token)",
+        ),
     ],
 )
 def test_bad_hub_requests_are_one_clear_line(hub, local, capsys, args, message):
@@ -161,15 +168,24 @@ def test_the_app_fetches_the_hub_weights_its_settings_name_and_lists_them(hub, l
     save_weights(create_model("espcn", 2), "espcn-x2.mine", weights_dir=hub.root / "other" / "sr")  # other tensors
     save_weights(create_model("espcn", 3), "espcn-x3.theirs", weights_dir=hub.root / "someone" / "sr")
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "shipped-none"))  # espcn-x2.mine now only on the Hub
-    monkeypatch.setenv("SRWEB_HUB_WEIGHTS", "hf://someone/sr/espcn-x2.mine, hf://someone/sr/espcn-x3.theirs "
-                                            "hf://someone/sr/missing hf://other/sr/espcn-x2.mine")
+    monkeypatch.setenv(
+        "SRWEB_HUB_WEIGHTS",
+        "hf://someone/sr/espcn-x2.mine, hf://someone/sr/espcn-x3.theirs "
+        "hf://someone/sr/missing hf://other/sr/espcn-x2.mine",
+    )
     get_settings.cache_clear()
     assert fetch_hub_weights() == ["espcn-x2.mine", "espcn-x3.theirs"]
     exported = tmp_path / "exported"
     assert sorted(p.name for p in exported.iterdir()) == [
-        "espcn-x2.mine.json", "espcn-x2.mine.safetensors", "espcn-x3.theirs.json", "espcn-x3.theirs.safetensors"]
+        "espcn-x2.mine.json",
+        "espcn-x2.mine.safetensors",
+        "espcn-x3.theirs.json",
+        "espcn-x3.theirs.safetensors",
+    ]
     assert {c.name for c in list_weights()} == {"espcn-x2.mine", "espcn-x3.theirs"}  # listed like exported weights
-    assert "cannot fetch missing.json" in caplog.text and "other weights are already called espcn-x2.mine" in caplog.text
+    assert (
+        "cannot fetch missing.json" in caplog.text and "other weights are already called espcn-x2.mine" in caplog.text
+    )
     # A card whose name would write outside the folder is refused.
     import json
 

@@ -49,7 +49,10 @@ def test_the_handler_refuses_bad_files_in_one_line_naming_the_upload(env):
     upload = env / "upload-dir" / "broken.pth"
     upload.parent.mkdir()
     upload.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(gr.Error, match=r"broken\.pth: corrupt or truncated model file \(PytorchStreamReader failed reading zip archive: not a ZIP archive\)"):
+    with pytest.raises(
+        gr.Error,
+        match=r"broken\.pth: corrupt or truncated model file \(PytorchStreamReader failed reading zip archive: not a ZIP archive\)",
+    ):
         import_upload(str(upload), "", "", "", "")
     with pytest.raises(gr.Error, match="Upload a model file"):
         import_upload(None, " ", "", "", "")
@@ -110,17 +113,20 @@ def test_upload_a_model_in_the_browser_then_upscale_with_it(browser, tmp_path, s
         page.wait_for_function("() => document.querySelector('#import-file').innerText.includes('realesr-tiny')")
         page.locator("#import-license input, #import-license textarea").first.fill("MIT")
         page.locator("#import-button").click()
-        page.wait_for_function("() => document.querySelector('#import-report').innerText.includes('Imported')",
-                               timeout=90_000)
+        page.wait_for_function(
+            "() => document.querySelector('#import-report').innerText.includes('Imported')", timeout=90_000
+        )
         assert "compact-x4.realesr-tiny" in page.locator("#import-report").inner_text()
         screenshot(page, "import-model")
 
         page.locator("input[type=file]").first.set_input_files(str(picture))  # the entry is now picked
-        page.wait_for_function("(n) => Array.from(document.images).some((i) => i.src.includes(n))",
-                               arg=picture.stem, timeout=20_000)
+        page.wait_for_function(
+            "(n) => Array.from(document.images).some((i) => i.src.includes(n))", arg=picture.stem, timeout=20_000
+        )
         page.get_by_role("button", name="Upscale", exact=True).click()
-        page.wait_for_function("() => document.querySelector('#upscale-report').innerText.includes('→')",
-                               timeout=60_000)
+        page.wait_for_function(
+            "() => document.querySelector('#upscale-report').innerText.includes('→')", timeout=60_000
+        )
         assert "24x20 RGB → 96x80" in page.locator("#upscale-report").inner_text()
         assert page.locator("#sr-download a[download]").get_attribute("download") == "compact-x4.realesr-tiny.png"
 
@@ -129,8 +135,10 @@ def test_upload_a_model_in_the_browser_then_upscale_with_it(browser, tmp_path, s
         page.locator("#import-file button[aria-label*='lear']").first.click()  # remove the file shown
         page.locator("#import-file input[type=file]").set_input_files(str(bad))
         page.locator("#import-button").click()
-        page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
-                               ".some((t) => t.innerText.includes('evil.pth: corrupt, or not a plain weights pickle'))")
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.toast-body.error'))"
+            ".some((t) => t.innerText.includes('evil.pth: corrupt, or not a plain weights pickle'))"
+        )
         assert server.alive()
 
 
@@ -143,6 +151,8 @@ def test_the_public_app_refuses_an_import_without_the_admin_token(public_app_ser
     for token in ("", ADMIN_TOKEN + "x"):
         with pytest.raises(Exception, match="Importing a model needs the admin token"):
             client.predict(model, "", "", "", "", token, api_name="/import_model")
-    assert not any(p.name.startswith("compact-x2.public-tiny") for p in (public_app_server.state_dir / "db" / "weights").glob("*"))
+    assert not any(
+        p.name.startswith("compact-x2.public-tiny") for p in (public_app_server.state_dir / "db" / "weights").glob("*")
+    )
     report, _ = client.predict(model, "", "", "", "", ADMIN_TOKEN, api_name="/import_model")
     assert "Imported **compact-x2.public-tiny**" in report

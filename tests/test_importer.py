@@ -45,8 +45,16 @@ def build_networks() -> dict[str, torch.nn.Module]:
     return {
         "esrgan": ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4),
         "compact": Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4),
-        "swinir": SwinIR(img_size=32, embed_dim=12, depths=[2, 2], num_heads=[2, 2], window_size=8, upscale=2,
-                         upsampler="pixelshuffledirect", mlp_ratio=2.0),
+        "swinir": SwinIR(
+            img_size=32,
+            embed_dim=12,
+            depths=[2, 2],
+            num_heads=[2, 2],
+            window_size=8,
+            upscale=2,
+            upsampler="pixelshuffledirect",
+            mlp_ratio=2.0,
+        ),
         "span": SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2),
     }
 
@@ -75,12 +83,20 @@ def env(tmp_path, monkeypatch):
     shipped = tmp_path / "weights"
     shipped.mkdir()
     for suffix in (".json", ".safetensors"):
-        (shipped / f"espcn-x2.general100{suffix}").write_bytes((REPO / "weights" / f"espcn-x2.general100{suffix}").read_bytes())
+        (shipped / f"espcn-x2.general100{suffix}").write_bytes(
+            (REPO / "weights" / f"espcn-x2.general100{suffix}").read_bytes()
+        )
     monkeypatch.setenv("SRWEB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(shipped))
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(tmp_path / "no-data"))
-    for name in ("SRWEB_DATABASE_URL", "SRWEB_CACHE_DIR", "SRWEB_USER_WEIGHTS_DIR", "SRWEB_PUBLIC", "SPACE_ID",
-                 "SRWEB_MAX_IMPORT_MB"):
+    for name in (
+        "SRWEB_DATABASE_URL",
+        "SRWEB_CACHE_DIR",
+        "SRWEB_USER_WEIGHTS_DIR",
+        "SRWEB_PUBLIC",
+        "SPACE_ID",
+        "SRWEB_MAX_IMPORT_MB",
+    ):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield tmp_path
@@ -162,9 +178,23 @@ def test_transformers_with_whole_image_layers_tile_on_their_windows_within_the_t
     from spandrel.architectures.HAT import HAT
 
     torch.manual_seed(0)
-    net = (HAT(img_size=32, embed_dim=30, depths=(2,), num_heads=(2,), window_size=8, compress_ratio=3,
-               squeeze_factor=5, upscale=2, mlp_ratio=2.0) if key == "hat" else
-           DAT(img_size=32, embed_dim=32, depth=[2], num_heads=[2], split_size=[4, 8], expansion_factor=2.0, upscale=2))
+    net = (
+        HAT(
+            img_size=32,
+            embed_dim=30,
+            depths=(2,),
+            num_heads=(2,),
+            window_size=8,
+            compress_ratio=3,
+            squeeze_factor=5,
+            upscale=2,
+            mlp_ratio=2.0,
+        )
+        if key == "hat"
+        else DAT(
+            img_size=32, embed_dim=32, depth=[2], num_heads=[2], split_size=[4, 8], expansion_factor=2.0, upscale=2
+        )
+    )
     torch.save(net.state_dict(), env / f"{key}.pth")
     card = import_model(env / f"{key}.pth")
     assert card.arch == key.upper() and card.config["radius_exact"] is False
@@ -180,8 +210,9 @@ def test_a_model_spandrel_builds_but_that_cannot_run_is_refused(env, capsys):
     from spandrel.architectures.DAT import DAT
 
     broken = env / "dat-broken.pth"  # 12 channels: DAT's channel interaction gets 12 // 16 = 0 of them
-    torch.save(DAT(img_size=32, embed_dim=12, depth=[2], num_heads=[2], split_size=[4, 8], upscale=2).state_dict(),
-               broken)
+    torch.save(
+        DAT(img_size=32, embed_dim=12, depth=[2], num_heads=[2], split_size=[4, 8], upscale=2).state_dict(), broken
+    )
     assert_refused(["import", str(broken)], capsys, "spandrel built a DAT x2 model", "fails to run")
 
 
@@ -219,13 +250,15 @@ def test_the_quality_guard_runs_at_import_where_the_device_has_a_fast_precision(
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(set5 / f"img{i}.png")
     for module in (importer, bench):
-        monkeypatch.setattr(module, "pick_precision", lambda device, requested="auto": "bf16" if requested == "auto"
-                            else requested)
+        monkeypatch.setattr(
+            module, "pick_precision", lambda device, requested="auto": "bf16" if requested == "auto" else requested
+        )
     card = import_model(model_files["span", ".pth"])
     verdict = card.inference
     assert verdict["fast_precision"] == "bf16" and verdict["guard"] == "Set5 PSNR within 0.01 dB of fp32"
     assert isinstance(verdict["fast_psnr_delta_db"], float) and verdict["fast_path_ok"] == (
-        verdict["fast_psnr_delta_db"] >= -0.01)
+        verdict["fast_psnr_delta_db"] >= -0.01
+    )
     assert load_weights(card.name)[1].inference == verdict  # kept in the card on disk
 
 
@@ -254,8 +287,27 @@ def test_cli_import_upscale_eval_then_leaderboard_and_rating_pool(env, model_fil
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(picture)
     assert main(["upscale", str(picture), "--weights", "compact-x4.compact", "--out", str(env / "out")]) == 0
     assert Image.open(env / "out" / "in.png").size == (120, 96)
-    assert main(["compare", "--image", str(picture), "--scale", "2", "--weights", "span-x2.span", "bicubic",
-                 "--crop", "0", "0", "12", "--out", str(env / "compare.png")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--image",
+                str(picture),
+                "--scale",
+                "2",
+                "--weights",
+                "span-x2.span",
+                "bicubic",
+                "--crop",
+                "0",
+                "0",
+                "12",
+                "--out",
+                str(env / "compare.png"),
+            ]
+        )
+        == 0
+    )
     assert (env / "compare.png").is_file()
     capsys.readouterr()
     assert main(["eval", "--weights", "span-x2.span", "--scale", "2", "--dataset", "Set5", "--json"]) == 0
@@ -357,8 +409,9 @@ def assert_refused(argv: list[str], capsys, *fragments: str) -> str:
 def test_a_pickle_that_would_run_code_never_runs(env, capsys, legacy):
     marker = env / "pwned"
     bad = env / "evil.pth"
-    torch.save({"conv.weight": torch.zeros(1), "payload": Payload(marker)}, bad,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"conv.weight": torch.zeros(1), "payload": Payload(marker)}, bad, _use_new_zipfile_serialization=not legacy
+    )
     assert_refused(["import", str(bad)], capsys, "evil.pth", "refused", "would call getattr", "nothing was executed")
     assert not marker.exists()
 
@@ -366,8 +419,9 @@ def test_a_pickle_that_would_run_code_never_runs(env, capsys, legacy):
 def test_a_state_dict_spandrel_does_not_recognise(env, capsys):
     odd = env / "odd.safetensors"
     save_file({"encoder.layer.weight": torch.zeros(4, 4)}, str(odd))
-    assert_refused(["import", str(odd)], capsys, "spandrel does not recognise", "UnsupportedModelError",
-                   "encoder.layer.weight")
+    assert_refused(
+        ["import", str(odd)], capsys, "spandrel does not recognise", "UnsupportedModelError", "encoder.layer.weight"
+    )
 
 
 def test_a_file_over_the_size_limit_is_refused_before_reading(env, capsys, monkeypatch):
@@ -398,16 +452,23 @@ def test_not_a_model_file_at_all(env, capsys):
 
 
 def test_an_extra_arches_architecture_names_its_licence(env, capsys):
-    keys = ["conv_first.weight", "layers.0.residual_group.blocks.0.attn.aligned_relative_position_index",
-            "layers.0.residual_group.blocks.0.norm1.weight"]
+    keys = [
+        "conv_first.weight",
+        "layers.0.residual_group.blocks.0.attn.aligned_relative_position_index",
+        "layers.0.residual_group.blocks.0.norm1.weight",
+    ]
     srformer = env / "srformer.pth"
     torch.save({k: torch.zeros(2, 2) for k in keys}, srformer)
     assert_refused(["import", str(srformer)], capsys, "SRFormer", "CC BY-NC 4.0", "spandrel_extra_arches")
 
 
 def test_a_name_colliding_with_a_shipped_entry(env, model_files, capsys):
-    assert_refused(["import", str(model_files["compact", ".pth"]), "--name", "espcn-x2.general100"], capsys,
-                   "espcn-x2.general100", "shipped entry")
+    assert_refused(
+        ["import", str(model_files["compact", ".pth"]), "--name", "espcn-x2.general100"],
+        capsys,
+        "espcn-x2.general100",
+        "shipped entry",
+    )
     assert main(["import", str(model_files["compact", ".pth"]), "--name", "mine"]) == 0
     capsys.readouterr()
     assert main(["import", str(model_files["span", ".pth"]), "--name", "mine"]) == 2

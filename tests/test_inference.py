@@ -399,7 +399,10 @@ def test_sixteen_bit_colour_keeps_its_colour_profile(photo, tmp_path):
     assert Image.open(out).info["icc_profile"] == profile
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     (tmp_path / "plain.png").write_bytes(encode_png(deep))
-    assert "icc_profile" not in Image.open(upscale_file(tmp_path / "plain.png", Upscaler("bicubic", 2), tmp_path / "out2")).info
+    assert (
+        "icc_profile"
+        not in Image.open(upscale_file(tmp_path / "plain.png", Upscaler("bicubic", 2), tmp_path / "out2")).info
+    )
 
 
 @pytest.mark.parametrize("output_scale", [1.5, 3, 5.25])
@@ -418,7 +421,9 @@ def test_an_output_scale_resizes_the_sr_result_with_matlab_bicubic(photo, espcn,
 
 def test_the_models_own_scale_as_output_scale_changes_nothing(photo, espcn):
     same = Upscaler(espcn.model, precision="fp32", output_scale=2)
-    assert same.output_scale is None and np.array_equal(np.asarray(same.upscale(photo)), np.asarray(espcn.upscale(photo)))
+    assert same.output_scale is None and np.array_equal(
+        np.asarray(same.upscale(photo)), np.asarray(espcn.upscale(photo))
+    )
     for bad in (0, -1, 17):
         with pytest.raises(ValueError, match="output scale must be above 0 and at most 16"):
             Upscaler(espcn.model, output_scale=bad)

@@ -39,8 +39,7 @@ TIMEOUT = 120  # seconds; a loaded 2-core machine starts a torch worker in ~5-10
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-data")
-    return {"train": str(crops(hr_photos(), root / "train", 4, 48)),
-            "val": str(crops(SET5, root / "val", 2, 32))}
+    return {"train": str(crops(hr_photos(), root / "train", 4, 48)), "val": str(crops(SET5, root / "val", 2, 32))}
 
 
 @pytest.fixture
@@ -49,8 +48,18 @@ def env(jobs_state):
 
 
 def _cfg(tiny, **kw) -> TrainConfig:
-    values = dict(model="espcn", scale=2, data=tiny["train"], val_data=tiny["val"], patch_size=8, batch_size=4,
-                  iterations=20, val_interval=10, ckpt_interval=10, precision="fp32")
+    values = dict(
+        model="espcn",
+        scale=2,
+        data=tiny["train"],
+        val_data=tiny["val"],
+        patch_size=8,
+        batch_size=4,
+        iterations=20,
+        val_interval=10,
+        ckpt_interval=10,
+        precision="fp32",
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -69,8 +78,9 @@ def _wait(run_id: int, predicate, what: str, timeout: float = TIMEOUT, reap: boo
         if predicate(run):
             return run
         if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} not {what} after {timeout} s: {run!r} error={run.error!r}\n"
-                                 f"{jobs.log_tail(run_id, 30)}")
+            raise AssertionError(
+                f"run {run_id} not {what} after {timeout} s: {run!r} error={run.error!r}\n{jobs.log_tail(run_id, 30)}"
+            )
         time.sleep(0.2)
 
 
@@ -83,8 +93,9 @@ def _done(run_id: int, status: str = "finished", **kw):
 def _metric_steps(run_id: int, name: str) -> list[int]:
     """Steps of ``name`` in insertion order (the order the run logged them)."""
     with session_scope(write=False) as session:
-        rows = session.execute(text("SELECT step FROM metrics WHERE run_id = :r AND name = :n ORDER BY id"),
-                               {"r": run_id, "n": name}).all()
+        rows = session.execute(
+            text("SELECT step FROM metrics WHERE run_id = :r AND name = :n ORDER BY id"), {"r": run_id, "n": name}
+        ).all()
     return [r[0] for r in rows]
 
 
@@ -228,8 +239,16 @@ def _stored_run(status: str, run_dir: Path | None, **kw) -> int:
     from srweb.track.runs import add_checkpoint, log_metrics
 
     def make(session) -> int:
-        run = create_run(session, name="espcn-x2_test", arch="espcn", scale=2, config={}, total_steps=20,
-                         run_dir=str(run_dir) if run_dir else None, **kw)
+        run = create_run(
+            session,
+            name="espcn-x2_test",
+            arch="espcn",
+            scale=2,
+            config={},
+            total_steps=20,
+            run_dir=str(run_dir) if run_dir else None,
+            **kw,
+        )
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "last.pt").write_bytes(b"checkpoint")
@@ -281,12 +300,18 @@ def test_app_restart_marks_orphaned_running_rows_failed(env, tiny):
         return run.id
 
     run_id = write_transaction(orphan)
-    live = write_transaction(lambda s: set_status(s, create_run(s, name="live", arch="espcn", scale=2, config={}).id,
-                                                  "running", pid=os.getpid()).id)
+    live = write_transaction(
+        lambda s: (
+            set_status(
+                s, create_run(s, name="live", arch="espcn", scale=2, config={}).id, "running", pid=os.getpid()
+            ).id
+        )
+    )
     # A fresh process (the restarted app) knows nothing of the old worker but its pid.
     code = "from srweb.train import jobs; print(jobs.reap())"
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True,
-                         timeout=TIMEOUT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"[{run_id}]"
     run = _run(run_id)
@@ -316,8 +341,13 @@ def test_a_paused_run_taken_for_dead_records_its_real_outcome(env, tiny):
     from srweb.train.trainer import TrainResult
     from srweb.train.session import record_result
 
-    run_id = write_transaction(lambda s: set_status(s, create_run(s, name="paused", arch="espcn", scale=2,
-                                                                  config={}).id, "running", pid=os.getpid()).id)
+    run_id = write_transaction(
+        lambda s: (
+            set_status(
+                s, create_run(s, name="paused", arch="espcn", scale=2, config={}).id, "running", pid=os.getpid()
+            ).id
+        )
+    )
     later = _run(run_id).heartbeat_at + timedelta(minutes=11)
     assert write_transaction(lambda s: mark_orphans(s, now=later)) == [run_id]  # no heartbeat for 11 min
     trainer = type("T", (), {"run_dir": Path("run"), "export_dir": Path("run/export")})()
@@ -335,9 +365,20 @@ def test_acceptance_edsr_baseline_general100_cancel_resume_finish(env, monkeypat
     shutil.copytree(hr_photos(), env / "data" / "General-100")
     monkeypatch.setenv("SRWEB_DATA_ROOT", str(env / "data"))
     get_settings.cache_clear()
-    cfg = TrainConfig(model="edsr-baseline", scale=2, overrides={"num_blocks": 2, "num_features": 16},
-                      data="General-100", val_data="Set5", patch_size=24, batch_size=4, iterations=80,
-                      val_interval=40, ckpt_interval=40, precision="fp32", tag="acceptance")
+    cfg = TrainConfig(
+        model="edsr-baseline",
+        scale=2,
+        overrides={"num_blocks": 2, "num_features": 16},
+        data="General-100",
+        val_data="Set5",
+        patch_size=24,
+        batch_size=4,
+        iterations=80,
+        val_interval=40,
+        ckpt_interval=40,
+        precision="fp32",
+        tag="acceptance",
+    )
     run_id = jobs.submit(cfg)
     run_dir = Path(_run(run_id).run_dir)
     _wait_checkpoint(run_dir, above=0, timeout=240)  # step 40: validated on Set5, then checkpointed

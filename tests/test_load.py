@@ -90,8 +90,7 @@ def load_app(request, tmp_path_factory):
 
     pg = request.getfixturevalue("pg_server")
     url = pg.create_database()
-    env = {"SRWEB_PUBLIC": "1", "SRWEB_ADMIN_TOKEN": ADMIN_TOKEN, "SRWEB_DATABASE_URL": url,
-           "SRWEB_LOCAL_WORKERS": "0"}
+    env = {"SRWEB_PUBLIC": "1", "SRWEB_ADMIN_TOKEN": ADMIN_TOKEN, "SRWEB_DATABASE_URL": url, "SRWEB_LOCAL_WORKERS": "0"}
     with running_app(tmp_path_factory.mktemp("public-app-pg"), env, artifact="public-app-pg.log") as server:
         server.database_url = url
         yield server
@@ -121,10 +120,18 @@ def test_upscale_and_rating_under_load(load_app, tmp_path, artifacts, capsys):
     latencies: list[float] = []
     errors: list[str] = []
     rating = {"raters": [], "accepted": {}, "latencies": [], "kept": 0}
-    threads = [threading.Thread(target=_upscaler, args=(url, server.weights_name, str(image), deadline, latencies,
-                                                        errors, start)) for _ in range(UPSCALERS)]
-    threads += [threading.Thread(target=_rater, args=(url, start_fn, submit_fn, deadline, rating, errors, start,
-                                                      random.Random(i))) for i in range(RATERS)]
+    threads = [
+        threading.Thread(
+            target=_upscaler, args=(url, server.weights_name, str(image), deadline, latencies, errors, start)
+        )
+        for _ in range(UPSCALERS)
+    ]
+    threads += [
+        threading.Thread(
+            target=_rater, args=(url, start_fn, submit_fn, deadline, rating, errors, start, random.Random(i))
+        )
+        for i in range(RATERS)
+    ]
     began = time.monotonic()
     peak = [rss_before]
 
@@ -148,22 +155,30 @@ def test_upscale_and_rating_under_load(load_app, tmp_path, artifacts, capsys):
     dispose_engine(server.database_url)
 
     result = {
-        "seconds": round(wall, 1), "upscale_clients": UPSCALERS, "raters": RATERS,
-        "upscale_requests": len(latencies), "upscale_per_s": round(len(latencies) / wall, 2),
+        "seconds": round(wall, 1),
+        "upscale_clients": UPSCALERS,
+        "raters": RATERS,
+        "upscale_requests": len(latencies),
+        "upscale_per_s": round(len(latencies) / wall, 2),
         "upscale_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "upscale_p95_s": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
-        "votes_accepted": sum(rating["accepted"].values()), "votes_stored": stored, "votes_kept_back": rating["kept"],
+        "votes_accepted": sum(rating["accepted"].values()),
+        "votes_stored": stored,
+        "votes_kept_back": rating["kept"],
         "vote_median_s": round(statistics.median(rating["latencies"]), 3) if rating["latencies"] else None,
-        "errors": errors[:20], "error_count": len(errors),
+        "errors": errors[:20],
+        "error_count": len(errors),
         "rss_mb": {"before": round(rss_before / 1024), "peak": round(peak[0] / 1024), "after": round(rss_after / 1024)},
     }
     database = "postgresql" if server.database_url.startswith("postgresql") else "sqlite"
     result["database"] = database
     (artifacts / f"load-{database}.json").write_text(json.dumps(result, indent=2) + "\n")
     with capsys.disabled():
-        print(f"\nload ({database}) {wall:.0f} s: {len(latencies)} upscales ({result['upscale_per_s']}/s), median "
-              f"{result['upscale_median_s']} s, p95 {result['upscale_p95_s']} s; {result['votes_accepted']} votes, "
-              f"median {result['vote_median_s']} s; RSS {result['rss_mb']} MB; errors {len(errors)}")
+        print(
+            f"\nload ({database}) {wall:.0f} s: {len(latencies)} upscales ({result['upscale_per_s']}/s), median "
+            f"{result['upscale_median_s']} s, p95 {result['upscale_p95_s']} s; {result['votes_accepted']} votes, "
+            f"median {result['vote_median_s']} s; RSS {result['rss_mb']} MB; errors {len(errors)}"
+        )
     assert not errors, errors[:5]
     assert len(latencies) >= UPSCALERS and rating["accepted"], result
     assert stored == result["votes_accepted"], result  # every accepted vote stored, none twice

@@ -47,18 +47,24 @@ def test_upgrade_from_0001_keeps_data(url):
     tables = set(inspect(get_engine(url)).get_table_names())
     assert {"runs", "metrics", "checkpoints", "evaluations"} <= tables and "votes" not in tables
     with get_engine(url).begin() as connection:
-        connection.execute(text(
-            "INSERT INTO runs (id, name, arch, scale, status, config, created_at, step) VALUES "
-            "(1, 'espcn-x3_f64_p17_b16_lr1e-3', 'espcn', 3, 'running', '{\"lr\": 0.001}', '2026-01-01 10:00:00', 5)"
-        ))
-        connection.execute(text(
-            "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES "
-            "(1, 1, 'loss', 0.5, 1.0), (1, 2, 'loss', 0.25, 2.0), (1, 2, 'val_psnr', 30.0, 2.0)"
-        ))
-        connection.execute(text(
-            "INSERT INTO evaluations (weights_name, arch, scale, dataset, protocol, psnr, ssim, source, created_at) "
-            "VALUES ('espcn-x3.t', 'espcn', 3, 'Set5', '{\"channel\": \"y\"}', 32.5, 0.9, 'eval', '2026-01-01')"
-        ))
+        connection.execute(
+            text(
+                "INSERT INTO runs (id, name, arch, scale, status, config, created_at, step) VALUES "
+                "(1, 'espcn-x3_f64_p17_b16_lr1e-3', 'espcn', 3, 'running', '{\"lr\": 0.001}', '2026-01-01 10:00:00', 5)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES "
+                "(1, 1, 'loss', 0.5, 1.0), (1, 2, 'loss', 0.25, 2.0), (1, 2, 'val_psnr', 30.0, 2.0)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO evaluations (weights_name, arch, scale, dataset, protocol, psnr, ssim, source, created_at) "
+                "VALUES ('espcn-x3.t', 'espcn', 3, 'Set5', '{\"channel\": \"y\"}', 32.5, 0.9, 'eval', '2026-01-01')"
+            )
+        )
 
     init_db(url)
     assert _version(url) == "0007"
@@ -128,12 +134,21 @@ def test_two_processes_init_at_once(url):
 
 
 def _insert_run(connection, run_id: int) -> None:
-    connection.execute(text(
-        "INSERT INTO runs (id, name, arch, scale, status, config, created_at, step) VALUES "
-        f"({run_id}, 'espcn-x2', 'espcn', 2, 'finished', '{{}}', '2026-01-01 10:00:00', 5)"))
-    connection.execute(text(f"INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES ({run_id}, 1, 'loss', 0.5, 1.0)"))
-    connection.execute(text(f"INSERT INTO checkpoints (run_id, step, path, kind, created_at) VALUES "
-                            f"({run_id}, 5, 'last.pt', 'last', '2026-01-01 10:00:00')"))
+    connection.execute(
+        text(
+            "INSERT INTO runs (id, name, arch, scale, status, config, created_at, step) VALUES "
+            f"({run_id}, 'espcn-x2', 'espcn', 2, 'finished', '{{}}', '2026-01-01 10:00:00', 5)"
+        )
+    )
+    connection.execute(
+        text(f"INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES ({run_id}, 1, 'loss', 0.5, 1.0)")
+    )
+    connection.execute(
+        text(
+            f"INSERT INTO checkpoints (run_id, step, path, kind, created_at) VALUES "
+            f"({run_id}, 5, 'last.pt', 'last', '2026-01-01 10:00:00')"
+        )
+    )
 
 
 def test_run_ids_are_never_reused_after_the_upgrade(url):

@@ -20,14 +20,22 @@ CASES = [(name, scale) for name in list_models() for scale in get_model_info(nam
 PAPER_PARAMS: dict[tuple[str, int], int] = {
     **{("srcnn", s): 57_184 for s in (2, 3, 4)},  # TPAMI 2016, 9-5-5
     **{("fsrcnn", s): 12_464 for s in (2, 3, 4)},  # ECCV 2016, FSRCNN(56,12,4)
-    ("espcn", 2): 21_300, ("espcn", 3): 22_700, ("espcn", 4): 24_800,  # ~ from the layer spec
+    ("espcn", 2): 21_300,
+    ("espcn", 3): 22_700,
+    ("espcn", 4): 24_800,  # ~ from the layer spec
     **{("vdsr", s): 665_000 for s in (2, 3, 4)},  # as tabulated in the DRRN paper
     **{("drcn", s): 1_774_000 for s in (2, 3, 4)},
     **{("red30", s): 1_030_000 for s in (2, 3, 4)},  # ~ 64-feature RED30
     **{("drrn", s): 297_000 for s in (2, 3, 4)},  # DRRN_B1U25
-    ("edsr-baseline", 2): 1_370_000, ("edsr-baseline", 3): 1_550_000, ("edsr-baseline", 4): 1_520_000,
-    ("edsr", 2): 40_700_000, ("edsr", 3): 43_700_000, ("edsr", 4): 43_100_000,  # x3: ~
-    ("srresnet", 2): 1_400_000, ("srresnet", 3): 1_590_000, ("srresnet", 4): 1_550_000,  # x2, x3: ~
+    ("edsr-baseline", 2): 1_370_000,
+    ("edsr-baseline", 3): 1_550_000,
+    ("edsr-baseline", 4): 1_520_000,
+    ("edsr", 2): 40_700_000,
+    ("edsr", 3): 43_700_000,
+    ("edsr", 4): 43_100_000,  # x3: ~
+    ("srresnet", 2): 1_400_000,
+    ("srresnet", 3): 1_590_000,
+    ("srresnet", 4): 1_550_000,  # x2, x3: ~
 }
 # These papers count convolution weights only (no biases, PReLU slopes or BN affine terms).
 CONV_WEIGHTS_ONLY = {"fsrcnn", "drrn"}
@@ -148,9 +156,7 @@ def test_duplicate_name_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_register_and_create_new_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
 
-    @register_model(
-        "toy", paper="none", year=2024, input_kind="rgb", upsampling="post", scales=(2,), defaults={"k": 1}
-    )
+    @register_model("toy", paper="none", year=2024, input_kind="rgb", upsampling="post", scales=(2,), defaults={"k": 1})
     def toy(scale: int, k: int) -> nn.Module:
         """A toy."""
         return nn.Upsample(scale_factor=scale)

@@ -13,8 +13,11 @@ def _names(reqs):
 
 def test_requirements_match_pyproject():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith(("#", "-"))]  # "-": pip options (e.g. the CPU torch index)
+    lines = [
+        line
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "-"))
+    ]  # "-": pip options (e.g. the CPU torch index)
     assert _names(lines) == _names(deps)
 
 
@@ -33,7 +36,6 @@ def test_ci_runs_the_suite_as_a_newcomer_with_an_empty_data_root():
     script = (ROOT / ".ci" / "run").read_text()
     assert re.search(r'^SRWEB_DATA_ROOT="\$\(mktemp -d\)"$', script, re.M) and "export SRWEB_DATA_ROOT" in script
     assert script.index("SRWEB_DATA_ROOT") < script.index("make test")
-
 
 
 def test_import_is_light():

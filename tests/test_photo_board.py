@@ -24,9 +24,16 @@ def url(tmp_path):
 
 
 def test_a_card_with_clean_and_jpeg_scores_seeds_both_rows(url):
-    card = {"name": "edsr-baseline-x2.real", "arch": "edsr-baseline", "scale": 2, "num_params": 1_369_859,
-            "metrics": [{"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
-                        {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG}]}
+    card = {
+        "name": "edsr-baseline-x2.real",
+        "arch": "edsr-baseline",
+        "scale": 2,
+        "num_params": 1_369_859,
+        "metrics": [
+            {"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
+            {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG},
+        ],
+    }
     with session_scope(url) as session:
         assert evals.seed_from_cards(session, [card]) == 2
         assert evals.seed_from_cards(session, [card]) == 0  # idempotent, one row per degradation
@@ -39,13 +46,37 @@ def test_a_card_with_clean_and_jpeg_scores_seeds_both_rows(url):
 
 def test_a_higher_degraded_score_never_stands_for_the_classic_one(url):
     with session_scope(url) as session:
-        evals.record_evaluation(session, weights_name="bicubic", arch="bicubic", scale=2, dataset="Set5",
-                                psnr=33.65, ssim=0.93, protocol=CLEAN)
+        evals.record_evaluation(
+            session,
+            weights_name="bicubic",
+            arch="bicubic",
+            scale=2,
+            dataset="Set5",
+            psnr=33.65,
+            ssim=0.93,
+            protocol=CLEAN,
+        )
         # a made-up degraded score above the clean one: it must stay in its own column
-        evals.record_evaluation(session, weights_name="bicubic", arch="bicubic", scale=2, dataset="Set5",
-                                psnr=40.0, ssim=0.99, protocol=JPEG)
-        evals.record_evaluation(session, weights_name="espcn-x2.g100", arch="espcn", scale=2, dataset="Set5",
-                                psnr=36.5, ssim=0.95, protocol=CLEAN)
+        evals.record_evaluation(
+            session,
+            weights_name="bicubic",
+            arch="bicubic",
+            scale=2,
+            dataset="Set5",
+            psnr=40.0,
+            ssim=0.99,
+            protocol=JPEG,
+        )
+        evals.record_evaluation(
+            session,
+            weights_name="espcn-x2.g100",
+            arch="espcn",
+            scale=2,
+            dataset="Set5",
+            psnr=36.5,
+            ssim=0.95,
+            protocol=CLEAN,
+        )
     with session_scope(url, write=False) as session:
         frame = leaderboard(session)
     rows = frame.set_index("weights")
@@ -60,10 +91,26 @@ def test_the_shown_board_has_a_jpeg75_column_beside_psnr(url):
 
     with session_scope(url) as session:
         for name, clean, jpeg in (("bicubic", 33.652, 31.87), ("edsr-baseline-x2.real", 37.2, 33.3)):
-            evals.record_evaluation(session, weights_name=name, arch=name.split("-x")[0], scale=2, dataset="Set5",
-                                    psnr=clean, ssim=0.9, protocol=CLEAN)
-            evals.record_evaluation(session, weights_name=name, arch=name.split("-x")[0], scale=2, dataset="Set5",
-                                    psnr=jpeg, ssim=0.8, protocol=JPEG)
+            evals.record_evaluation(
+                session,
+                weights_name=name,
+                arch=name.split("-x")[0],
+                scale=2,
+                dataset="Set5",
+                psnr=clean,
+                ssim=0.9,
+                protocol=CLEAN,
+            )
+            evals.record_evaluation(
+                session,
+                weights_name=name,
+                arch=name.split("-x")[0],
+                scale=2,
+                dataset="Set5",
+                psnr=jpeg,
+                ssim=0.8,
+                protocol=JPEG,
+            )
     with session_scope(url, write=False) as session:
         frame = leaderboard(session)
     for column in ("mos", "mos_lo", "mos_hi", "win_rate", "win_lo", "win_hi", "bt", "bt_lo", "bt_hi"):
@@ -79,17 +126,33 @@ def test_cards_of_photo_models_say_so_with_their_jpeg_score():
     from srweb.weights.files import WeightsCard
     from srweb.weights.table import card_markdown, markdown_table
 
-    config = {"data": "General-100", "loss": "l1", "iterations": 10, "degradation": "jpeg",
-              "degradation_config": {"clean_prob": 0.5}}
-    card = WeightsCard(name="edsr-baseline-x2.real", arch="edsr-baseline", scale=2, config={}, input_kind="rgb",
-                       upsampling="post", num_params=1,
-                       training={"config": config, "iterations": 10, "data": "General-100", "wall_seconds": 60},
-                       metrics=[{"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
-                                {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG}])
+    config = {
+        "data": "General-100",
+        "loss": "l1",
+        "iterations": 10,
+        "degradation": "jpeg",
+        "degradation_config": {"clean_prob": 0.5},
+    }
+    card = WeightsCard(
+        name="edsr-baseline-x2.real",
+        arch="edsr-baseline",
+        scale=2,
+        config={},
+        input_kind="rgb",
+        upsampling="post",
+        num_params=1,
+        training={"config": config, "iterations": 10, "data": "General-100", "wall_seconds": 60},
+        metrics=[
+            {"dataset": "Set5", "psnr": 37.1, "ssim": 0.95, "protocol": CLEAN},
+            {"dataset": "Set5", "psnr": 33.3, "ssim": 0.89, "protocol": JPEG},
+        ],
+    )
     assert card.for_photos and card.metric("Set5")["psnr"] == 37.1 and card.metric("Set5", JPEG75)["psnr"] == 33.3
     row = markdown_table([card], {2: 33.65}, {2: 31.87}).splitlines()[2]
-    assert row == ("| edsr-baseline-x2.real | photos/JPEG | 10 General-100 (jpeg LR) | 1 min | 37.10 / 0.9500 | 33.30 | - "
-                   "| 33.65 / 31.87 |")
+    assert row == (
+        "| edsr-baseline-x2.real | photos/JPEG | 10 General-100 (jpeg LR) | 1 min | 37.10 / 0.9500 | 33.30 | - "
+        "| 33.65 / 31.87 |"
+    )
     text = card_markdown(card)
     assert "JPEG-75 LR" in text and "33.30 dB" in text and "jpeg preset" in text and "paper" not in text
 
@@ -99,14 +162,29 @@ def _photo_weights(folder):
     import srweb
     from srweb.weights.files import save_weights
 
-    jpeg_stage = {"config": {"data": "General-100", "degradation": "jpeg", "degradation_config": {"clean_prob": 0.5}},
-                  "iterations": 10, "data": "General-100", "wall_seconds": 6}
+    jpeg_stage = {
+        "config": {"data": "General-100", "degradation": "jpeg", "degradation_config": {"clean_prob": 0.5}},
+        "iterations": 10,
+        "data": "General-100",
+        "wall_seconds": 6,
+    }
     model = srweb.create_model("espcn", 2)
-    save_weights(model, "espcn-x2.clean", weights_dir=folder,
-                 metrics=[{"dataset": "Set5", "scale": 2, "psnr": 36.0, "ssim": 0.95, "protocol": CLEAN}])
-    save_weights(model, "espcn-x2.real", weights_dir=folder, training=jpeg_stage,
-                 metrics=[{"dataset": "Set5", "scale": 2, "psnr": 35.5, "ssim": 0.95, "protocol": CLEAN},
-                          {"dataset": "Set5", "scale": 2, "psnr": 32.9, "ssim": 0.89, "protocol": JPEG}])
+    save_weights(
+        model,
+        "espcn-x2.clean",
+        weights_dir=folder,
+        metrics=[{"dataset": "Set5", "scale": 2, "psnr": 36.0, "ssim": 0.95, "protocol": CLEAN}],
+    )
+    save_weights(
+        model,
+        "espcn-x2.real",
+        weights_dir=folder,
+        training=jpeg_stage,
+        metrics=[
+            {"dataset": "Set5", "scale": 2, "psnr": 35.5, "ssim": 0.95, "protocol": CLEAN},
+            {"dataset": "Set5", "scale": 2, "psnr": 32.9, "ssim": 0.89, "protocol": JPEG},
+        ],
+    )
 
 
 def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_state, tmp_path):
@@ -140,24 +218,36 @@ def test_upscale_picker_marks_photo_models_and_a_jpeg_upload_suggests_one(fresh_
 
 
 def test_leaderboard_shows_mos_per_trial_kind(url):
-    from srweb.track.ratings import (
-        create_trial,
-        get_or_create_rater,
-        submit_vote,
-        trial_image_id,
-        trial_input_of,
-    )
+    from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote, trial_image_id, trial_input_of
 
     assert trial_image_id("baby-0-0", "jpeg75") == "baby-0-0@jpeg75" and trial_input_of("baby-0-0@jpeg75") == "jpeg75"
     assert trial_input_of("baby-0-0") == "clean" and trial_input_of("odd@name") == "clean"
     with session_scope(url) as session:
         for r in range(3):
             rater = get_or_create_rater(session, f"rater-{r:04d}").id
-            for crop, trial_input, score in (("a", "clean", 4), ("b", "clean", 4), ("a", "jpeg75", 2), ("b", "jpeg75", 3)):
-                trial = create_trial(session, image_id=trial_image_id(crop, trial_input), scale=2,
-                                     weights_name="espcn-x2.g100", left_is_sr=True, rater_id=rater)
-                submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=score, score_ref=3,
-                            preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic", rate_limit=None)
+            for crop, trial_input, score in (
+                ("a", "clean", 4),
+                ("b", "clean", 4),
+                ("a", "jpeg75", 2),
+                ("b", "jpeg75", 3),
+            ):
+                trial = create_trial(
+                    session,
+                    image_id=trial_image_id(crop, trial_input),
+                    scale=2,
+                    weights_name="espcn-x2.g100",
+                    left_is_sr=True,
+                    rater_id=rater,
+                )
+                submit_vote(
+                    session,
+                    trial_id=trial.id,
+                    rater_id=rater,
+                    score_sr=score,
+                    score_ref=3,
+                    preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic",
+                    rate_limit=None,
+                )
     with session_scope(url, write=False) as session:
         frame = leaderboard(session, n_boot=10)
     model = frame.set_index("weights").loc["espcn-x2.g100"]

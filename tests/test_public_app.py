@@ -41,10 +41,31 @@ def _upscale(client, path, weights):
 
 
 def _form(**changes):
-    values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8, batch_size=2,
-                  iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2", precision="auto",
-                  device="cpu", val_interval=10, pretrained="none", freeze_bn=False, ema=0.0, teacher="none",
-                  teacher_weight=0.5, teacher_unlabelled=False, degradation="bicubic", degradation_config="")
+    values = dict(
+        model="espcn",
+        scale=2,
+        data="sample",
+        data_path="",
+        val_data="none",
+        patch_size=8,
+        batch_size=2,
+        iterations=20,
+        lr=1e-3,
+        optimizer="adam",
+        schedule="constant",
+        loss="l2",
+        precision="auto",
+        device="cpu",
+        val_interval=10,
+        pretrained="none",
+        freeze_bn=False,
+        ema=0.0,
+        teacher="none",
+        teacher_weight=0.5,
+        teacher_unlabelled=False,
+        degradation="bicubic",
+        degradation_config="",
+    )
     values.update(changes)
     return list(values.values())
 
@@ -69,13 +90,22 @@ def test_batches_and_comparisons_are_open_to_all_within_the_public_limits(client
     with pytest.raises(AppError, match="21 images: a batch takes at most 20"):
         client.predict([one] * 21, public_app_server.weights_name, False, 0, api_name="/upscale_batch")
     scale = public_app_server.scale
-    table, figure, report = client.predict(handle_file(str(_image(tmp_path / "hr.png", 64, 48))), scale,
-                                           [public_app_server.weights_name, f"bicubic-x{scale}"], -1, -1, 16, 2,
-                                           False, api_name="/compare")
+    table, figure, report = client.predict(
+        handle_file(str(_image(tmp_path / "hr.png", 64, 48))),
+        scale,
+        [public_app_server.weights_name, f"bicubic-x{scale}"],
+        -1,
+        -1,
+        16,
+        2,
+        False,
+        api_name="/compare",
+    )
     assert {row[0] for row in table["data"]} == {public_app_server.weights_name, "bicubic"}
     with pytest.raises(AppError, match="'/etc/passwd' .* is not in the list of choices"):  # no server paths
-        client.predict(handle_file(str(tmp_path / "hr.png")), scale, ["/etc/passwd"], -1, -1, 16, 2, False,
-                       api_name="/compare")
+        client.predict(
+            handle_file(str(tmp_path / "hr.png")), scale, ["/etc/passwd"], -1, -1, 16, 2, False, api_name="/compare"
+        )
 
 
 def test_training_needs_the_admin_token(client, public_app_server):
@@ -119,8 +149,9 @@ def test_export_and_evaluation_need_the_admin_token(client, public_app_server):
     # before the handler runs; the gate would refuse it next).
     refused = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "/etc", False, "all", "all", "nope"])
     assert refused["success"] is False and "/etc is not in the list of choices" in refused["output"]["error"]
-    started = queue_call(public_app_server.url, evaluate, ["bicubic-x2", "sample", False, "all", "all", ADMIN_TOKEN],
-                         first_only=True)
+    started = queue_call(
+        public_app_server.url, evaluate, ["bicubic-x2", "sample", False, "all", "all", ADMIN_TOKEN], first_only=True
+    )
     assert "Evaluating bicubic x2 on sample" in str(started["output"]["data"][0])
 
 
@@ -133,18 +164,26 @@ def _file(server, path: str) -> httpx.Response:
     return httpx.get(f"{server.url}gradio_api/file={path}", timeout=30)
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "database", "database-wal", "weights", "card", "repo-app",
-                                    "repo-readme", "state-dir", "traversal"])
+@pytest.mark.parametrize(
+    "target",
+    ["/etc/passwd", "database", "database-wal", "weights", "card", "repo-app", "repo-readme", "state-dir", "traversal"],
+)
 def test_server_files_are_not_served(public_app_server, target):
     from srweb.config import REPO_ROOT
 
     server = public_app_server
     db = server.database_url.removeprefix("sqlite:///")
-    path = {"/etc/passwd": "/etc/passwd", "database": db, "database-wal": db + "-wal",
-            "weights": str(server.weights_dir / f"{server.weights_name}.safetensors"),
-            "card": str(server.weights_dir / f"{server.weights_name}.json"),
-            "repo-app": str(REPO_ROOT / "app.py"), "repo-readme": str(REPO_ROOT / "README.md"),
-            "state-dir": str(server.state_dir), "traversal": "../../../../../../etc/passwd"}[target]
+    path = {
+        "/etc/passwd": "/etc/passwd",
+        "database": db,
+        "database-wal": db + "-wal",
+        "weights": str(server.weights_dir / f"{server.weights_name}.safetensors"),
+        "card": str(server.weights_dir / f"{server.weights_name}.json"),
+        "repo-app": str(REPO_ROOT / "app.py"),
+        "repo-readme": str(REPO_ROOT / "README.md"),
+        "state-dir": str(server.state_dir),
+        "traversal": "../../../../../../etc/passwd",
+    }[target]
     response = _file(server, path)
     assert response.status_code in (403, 404), (path, response.status_code)
     assert "root:" not in response.text and "SQLite format" not in response.text
@@ -186,8 +225,9 @@ def test_too_large_images_are_refused_with_a_clear_message(client, public_app_se
     blob = tmp_path / "huge.png"
     blob.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024))
     with open(blob, "rb") as fh:
-        response = httpx.post(public_app_server.url + "gradio_api/upload", files={"files": ("huge.png", fh)},
-                              timeout=60)
+        response = httpx.post(
+            public_app_server.url + "gradio_api/upload", files={"files": ("huge.png", fh)}, timeout=60
+        )
     assert response.status_code == 413 and "maximum allowed size" in response.text
     sr_path, _, _ = _upscale(client, _image(tmp_path / "ok.png"), weights)  # still serving
     assert Image.open(sr_path).size[0] == 40 * public_app_server.scale
@@ -202,5 +242,9 @@ def test_an_oversized_reference_is_refused_from_its_header(client, public_app_se
     scale = public_app_server.scale
     side = 40 * scale
     with pytest.raises(AppError, match=f"^ref.png: 9000x9000 .* the limit of {side * 32 * scale:,}"):
-        client.predict(handle_file(str(_image(tmp_path / "in.png"))), public_app_server.weights_name,
-                       handle_file(str(forged_png(tmp_path / "ref.png", 9000, 9000))), api_name="/upscale")
+        client.predict(
+            handle_file(str(_image(tmp_path / "in.png"))),
+            public_app_server.weights_name,
+            handle_file(str(forged_png(tmp_path / "ref.png", 9000, 9000))),
+            api_name="/upscale",
+        )

@@ -73,8 +73,9 @@ def evaluate_in_ui(page, name: str) -> None:
     page.locator("#lb-eval-weights input").click()
     page.get_by_role("option").filter(has_text=name).first.click()
     page.locator("#lb-evaluate").click()
-    page.wait_for_function("() => /Done|failed/.test(document.querySelector('#lb-eval-status').innerText)",
-                           timeout=180_000)
+    page.wait_for_function(
+        "() => /Done|failed/.test(document.querySelector('#lb-eval-status').innerText)", timeout=180_000
+    )
     status = page.locator("#lb-eval-status").inner_text()
     assert status.startswith(f"Done: {name}") and "Set5" in status, status
 
@@ -99,8 +100,7 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
             page.locator(f'#rate-left-score input[value="{left}"]').check()
             page.locator(f'#rate-right-score input[value="{right}"]').check()
             page.locator("#rate-submit").click()
-            page.wait_for_function(
-                f"() => document.querySelector('#rate-status').innerText.includes('rated {n} pair')")
+            page.wait_for_function(f"() => document.querySelector('#rate-status').innerText.includes('rated {n} pair')")
             if trial.kind == "model" and trial.weights_name == name:
                 model_votes, scale = model_votes + 1, trial.scale
             anchors += trial.kind != "model"
@@ -126,8 +126,15 @@ def test_rater_rates_and_leaderboard_shows_mos_next_to_psnr(app_server, browser_
             other = get_or_create_rater(session, "second-rater-0001").id
             for i in range(3):
                 trial = create_trial(session, image_id=f"second-{i}", scale=scale, weights_name=name)
-                submit_vote(session, trial_id=trial.id, rater_id=other, score_sr=3, score_ref=3,
-                            preferred="tie", rate_limit=None)
+                submit_vote(
+                    session,
+                    trial_id=trial.id,
+                    rater_id=other,
+                    score_sr=3,
+                    score_ref=3,
+                    preferred="tie",
+                    rate_limit=None,
+                )
         page.get_by_role("button", name="Refresh").click()
         wait_for(lambda: shows_mos_interval(page, name))
         rows = table_rows(page)

@@ -135,7 +135,9 @@ def test_draw_trial_balances_entries_and_mixes_anchors(env):
         from_jpeg = trial.image_id.endswith("@jpeg75")  # both sides upscaled from the JPEG-75 LR, or neither
         assert ("jpeg75" in candidate.parts) == ("jpeg75" in reference.parts) == from_jpeg
         assert not hasattr(view, "weights_name") and not hasattr(view, "kind")  # names stay hidden
-    jpeg_share = sum(t.image_id.endswith("@jpeg75") for t in trials.values() if t.kind == "model") / sum(per_entry.values())
+    jpeg_share = sum(t.image_id.endswith("@jpeg75") for t in trials.values() if t.kind == "model") / sum(
+        per_entry.values()
+    )
     assert 0.15 < jpeg_share < 0.45
     assert not any(t.image_id.endswith("@jpeg75") for t in trials.values() if t.kind != "model")
 
@@ -174,8 +176,18 @@ def test_submit_rating_maps_sides_and_reports_rejections(env):
 
     assert rating_pool.submit_rating(token, 10_000, 3, 3).reason == "unknown trial"
     assert rating_pool.submit_rating(token, "not a number", 3, 3).reason == "unknown trial"
-    old = write_transaction(lambda s: create_trial(s, image_id=next(iter(rating_pool.load_pool().crops)), scale=2,
-                                                   kind="hr", rater_id=token, now=utcnow() - timedelta(hours=3)).id)
+    old = write_transaction(
+        lambda s: (
+            create_trial(
+                s,
+                image_id=next(iter(rating_pool.load_pool().crops)),
+                scale=2,
+                kind="hr",
+                rater_id=token,
+                now=utcnow() - timedelta(hours=3),
+            ).id
+        )
+    )
     stale = rating_pool.submit_rating(token, old, 4, 3)
     assert (stale.reason, stale.advance) == ("stale trial", True)
     other = rating_pool.start_rater(None)
@@ -202,8 +214,11 @@ def test_contradicting_anchor_flags_the_rater(env):
     token = rating_pool.start_rater(None)
     model = rating_pool.next_trial(token, random.Random(3))
     rating_pool.submit_rating(token, model.trial_id, 4, 2)
-    anchor = write_transaction(lambda s: create_trial(s, image_id=next(iter(pool.crops)), scale=2, kind="hr",
-                                                      left_is_sr=True, rater_id=token).id)
+    anchor = write_transaction(
+        lambda s: (
+            create_trial(s, image_id=next(iter(pool.crops)), scale=2, kind="hr", left_is_sr=True, rater_id=token).id
+        )
+    )
     outcome = rating_pool.submit_rating(token, anchor, 1, 5)  # HR scored far below bicubic
     assert outcome.accepted and outcome.flagged
     with session_scope(write=False) as session:

@@ -37,8 +37,9 @@ def url(db_url):
 
 def _vote(session, trial, rater, sr=4, ref=3, preferred="sr", **kwargs):
     kwargs.setdefault("rate_limit", None)
-    return submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
-                       preferred=preferred, **kwargs)
+    return submit_vote(
+        session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref, preferred=preferred, **kwargs
+    )
 
 
 # --- hand-computed statistics --------------------------------------------------------------------
@@ -177,8 +178,9 @@ def test_raters_and_trials(url):
             get_or_create_rater(session, "bad token!")
         trial = create_trial(session, image_id="set5/baby/0", scale=4, weights_name="edsr-x4.div2k")
         assert trial.kind == "model" and isinstance(trial.left_is_sr, bool)
-        anchor = create_trial(session, image_id="set5/baby/0", scale=4, kind="hr", weights_name="ignored",
-                              left_is_sr=False)
+        anchor = create_trial(
+            session, image_id="set5/baby/0", scale=4, kind="hr", weights_name="ignored", left_is_sr=False
+        )
         assert anchor.weights_name is None and anchor.left_is_sr is False
         with pytest.raises(ValueError):
             create_trial(session, image_id="x", scale=4)  # model trial without weights
@@ -200,8 +202,9 @@ def test_submit_vote_rejections(url):
         old = create_trial(session, image_id="i", scale=2, weights_name="w", now=now - timedelta(hours=3))
 
         def rejected(reason, **kwargs):
-            args = dict(trial_id=trial.id, rater_id=rater, score_sr=4, score_ref=3, preferred="sr",
-                        rate_limit=None, now=now)
+            args = dict(
+                trial_id=trial.id, rater_id=rater, score_sr=4, score_ref=3, preferred="sr", rate_limit=None, now=now
+            )
             args.update(kwargs)
             with pytest.raises(VoteRejected) as info:
                 submit_vote(session, **args)
@@ -215,8 +218,17 @@ def test_submit_vote_rejections(url):
         rejected("unknown trial", trial_id=10_000)
         rejected("wrong rater", trial_id=mine.id)
         rejected("stale trial", trial_id=old.id)
-        submit_vote(session, trial_id=old.id, rater_id=rater, score_sr=4, score_ref=3, preferred="sr",
-                    max_trial_age=None, now=now, rate_limit=None)
+        submit_vote(
+            session,
+            trial_id=old.id,
+            rater_id=rater,
+            score_sr=4,
+            score_ref=3,
+            preferred="sr",
+            max_trial_age=None,
+            now=now,
+            rate_limit=None,
+        )
         vote = _vote(session, trial, rater, now=now)
         assert vote.id and vote.created_at == now
         rejected("duplicate")
@@ -291,8 +303,14 @@ def test_a_rater_who_scores_everything_alike_is_flagged_after_two_anchors_of_eac
         # A careful rater may tie one pair, as long as HR wins on average.
         for sr_hr, sr_nearest in ((4, 4), (5, 2)):
             _vote(session, create_trial(session, image_id="c", scale=2, kind="hr"), careful, sr=sr_hr, ref=3)
-            _vote(session, create_trial(session, image_id="c", scale=2, kind="nearest"), careful, sr=sr_nearest,
-                  ref=3, preferred="bicubic")
+            _vote(
+                session,
+                create_trial(session, image_id="c", scale=2, kind="nearest"),
+                careful,
+                sr=sr_nearest,
+                ref=3,
+                preferred="bicubic",
+            )
         assert assess_rater(session, careful) is None
 
 
@@ -300,8 +318,11 @@ def test_rating_stats_small_example(url):
     with session_scope(url) as session:
         raters = [get_or_create_rater(session, f"rater-{i:04d}").id for i in range(3)]
         votes = [  # (rater, weights, score_sr, score_ref, preferred)
-            (0, "a-x2.t", 4, 3, "sr"), (1, "a-x2.t", 5, 2, "sr"), (2, "a-x2.t", 3, 3, "tie"),
-            (0, "b-x2.t", 2, 3, "bicubic"), (1, "b-x2.t", 3, 3, "sr"),
+            (0, "a-x2.t", 4, 3, "sr"),
+            (1, "a-x2.t", 5, 2, "sr"),
+            (2, "a-x2.t", 3, 3, "tie"),
+            (0, "b-x2.t", 2, 3, "bicubic"),
+            (1, "b-x2.t", 3, 3, "sr"),
         ]
         for i, (r, weights, sr, ref, preferred) in enumerate(votes):
             trial = create_trial(session, image_id=f"img{i}", scale=2, weights_name=weights)
@@ -362,8 +383,16 @@ def _simulate(session, rng, n_honest=40, n_spammers=8):
                 ref = int(rng.integers(1, 6))
             else:
                 sr, ref = score(q, bias), score(q_bicubic, bias)
-            submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
-                        preferred=preference(sr, ref), rate_limit=None, now=now)
+            submit_vote(
+                session,
+                trial_id=trial.id,
+                rater_id=rater,
+                score_sr=sr,
+                score_ref=ref,
+                preferred=preference(sr, ref),
+                rate_limit=None,
+                now=now,
+            )
     return models, spammers
 
 

@@ -49,7 +49,9 @@ def test_downsample_ramp_x2_with_mirrored_border() -> None:
     assert lin[2:6].tolist() == pytest.approx([4.5, 6.5, 8.5, 10.5])
 
 
-@pytest.mark.parametrize(("h", "w", "scale", "out"), [(10, 7, 0.5, (5, 4)), (9, 9, 1 / 3, (3, 3)), (5, 3, 2, (10, 6)), (7, 7, 0.3, (3, 3))])
+@pytest.mark.parametrize(
+    ("h", "w", "scale", "out"), [(10, 7, 0.5, (5, 4)), (9, 9, 1 / 3, (3, 3)), (5, 3, 2, (10, 6)), (7, 7, 0.3, (3, 3))]
+)
 def test_output_shape_is_ceil(h: int, w: int, scale: float, out: tuple[int, int]) -> None:
     assert imresize(torch.rand(2, 3, h, w), scale).shape == (2, 3, *out)
     assert imresize(torch.rand(3, h, w), scale).shape == (3, *out)

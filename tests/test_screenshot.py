@@ -15,8 +15,10 @@ from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-SLIDER_READY = ("() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"
-                " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth); }")
+SLIDER_READY = (
+    "() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"
+    " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth); }"
+)
 
 
 def _photo(path: Path, scale: int) -> Path:

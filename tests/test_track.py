@@ -13,13 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from srweb.track import evals, runs
-from srweb.track.db import (
-    get_engine,
-    init_db,
-    session_scope,
-    with_retry,
-    write_transaction,
-)
+from srweb.track.db import get_engine, init_db, session_scope, with_retry, write_transaction
 from srweb.track.leaderboard import leaderboard
 from srweb.track.ratings import create_trial, get_or_create_rater, submit_vote
 from srweb.track.schema import Metric, utcnow
@@ -251,8 +245,9 @@ def test_checkpoints_track_best_and_export(url):
         runs.add_checkpoint(session, run_id, 100, "runs/1/last.pt", psnr=30.0)
         runs.add_checkpoint(session, run_id, 200, "runs/1/best.pt", kind="best", psnr=31.5)
         runs.add_checkpoint(session, run_id, 300, "runs/1/last.pt", psnr=31.0)
-        runs.add_checkpoint(session, run_id, 300, "weights/x.safetensors", kind="export",
-                            weights_name="edsr-baseline-x2.mine")
+        runs.add_checkpoint(
+            session, run_id, 300, "weights/x.safetensors", kind="export", weights_name="edsr-baseline-x2.mine"
+        )
         with pytest.raises(ValueError):
             runs.add_checkpoint(session, run_id, 1, "x", kind="weird")
     with session_scope(url) as session:
@@ -269,8 +264,9 @@ def test_mark_orphans(url):
     with session_scope(url) as session:
         dead = runs.set_status(session, _new_run(session).id, "running", pid=111, host="here").id
         alive = runs.set_status(session, _new_run(session).id, "running", pid=222, host="here").id
-        stale = runs.set_status(session, _new_run(session).id, "running", pid=222, host="here",
-                                now=now - timedelta(hours=1)).id
+        stale = runs.set_status(
+            session, _new_run(session).id, "running", pid=222, host="here", now=now - timedelta(hours=1)
+        ).id
         remote = runs.set_status(session, _new_run(session).id, "running", pid=111, host="elsewhere").id
         queued = _new_run(session).id
         marked = runs.mark_orphans(session, lambda pid: pid == 222, host="here", now=now)
@@ -339,19 +335,60 @@ def test_metrics_buffer_cost(url):
 
 def test_record_and_best_evaluations(url):
     with session_scope(url) as session:
-        evals.record_evaluation(session, weights_name="espcn-x3.g100", arch="espcn", scale=3, dataset="Set5",
-                                psnr=32.5, ssim=0.90, protocol={**PROTOCOL, "crop_border": 3},
-                                per_image=[{"image": "baby", "psnr": 33.0}])
-        evals.record_evaluation(session, weights_name="espcn-x3.g100", arch="espcn", scale=3, dataset="Set5",
-                                psnr=32.9, ssim=0.91, protocol={**PROTOCOL, "crop_border": 3})
-        evals.record_evaluation(session, weights_name="espcn-x3.g100", arch="espcn", scale=3, dataset="Set5",
-                                psnr=34.0, ssim=0.93, protocol={**PROTOCOL, "channel": "rgb", "crop_border": 3})
+        evals.record_evaluation(
+            session,
+            weights_name="espcn-x3.g100",
+            arch="espcn",
+            scale=3,
+            dataset="Set5",
+            psnr=32.5,
+            ssim=0.90,
+            protocol={**PROTOCOL, "crop_border": 3},
+            per_image=[{"image": "baby", "psnr": 33.0}],
+        )
+        evals.record_evaluation(
+            session,
+            weights_name="espcn-x3.g100",
+            arch="espcn",
+            scale=3,
+            dataset="Set5",
+            psnr=32.9,
+            ssim=0.91,
+            protocol={**PROTOCOL, "crop_border": 3},
+        )
+        evals.record_evaluation(
+            session,
+            weights_name="espcn-x3.g100",
+            arch="espcn",
+            scale=3,
+            dataset="Set5",
+            psnr=34.0,
+            ssim=0.93,
+            protocol={**PROTOCOL, "channel": "rgb", "crop_border": 3},
+        )
         with pytest.raises(ValueError, match="protocol is missing"):
-            evals.record_evaluation(session, weights_name="x", arch="x", scale=2, dataset="Set5", psnr=1,
-                                    ssim=None, protocol={"channel": "y"})
+            evals.record_evaluation(
+                session,
+                weights_name="x",
+                arch="x",
+                scale=2,
+                dataset="Set5",
+                psnr=1,
+                ssim=None,
+                protocol={"channel": "y"},
+            )
         with pytest.raises(ValueError, match="source"):
-            evals.record_evaluation(session, weights_name="x", arch="x", scale=2, dataset="Set5", psnr=1,
-                                    ssim=None, protocol=PROTOCOL, source="paper")
+            evals.record_evaluation(
+                session,
+                weights_name="x",
+                arch="x",
+                scale=2,
+                dataset="Set5",
+                psnr=1,
+                ssim=None,
+                protocol=PROTOCOL,
+                source="paper",
+            )
     with session_scope(url) as session:
         best = evals.best_evaluations(session)
         assert len(best) == 1 and best[0].psnr == 34.0
@@ -364,8 +401,14 @@ def test_record_and_best_evaluations(url):
 def test_record_evaluation_from_eval_result(url):
     from srweb.evaluation.evaluate import EvalResult
 
-    result = EvalResult(dataset="Set5", scale=2, protocol={**PROTOCOL, "dataset": "Set5"},
-                        images=[{"image": "baby.png", "psnr": float("inf"), "ssim": 1.0}], psnr=36.5, ssim=0.95)
+    result = EvalResult(
+        dataset="Set5",
+        scale=2,
+        protocol={**PROTOCOL, "dataset": "Set5"},
+        images=[{"image": "baby.png", "psnr": float("inf"), "ssim": 1.0}],
+        psnr=36.5,
+        ssim=0.95,
+    )
     with session_scope(url) as session:
         stored = evals.record_evaluation(session, result, weights_name="srcnn-x2.g100")
         assert (stored.arch, stored.scale, stored.dataset, stored.psnr) == ("srcnn", 2, "Set5", 36.5)
@@ -381,10 +424,20 @@ def test_record_evaluation_from_eval_result(url):
 
 def test_seed_from_cards_is_idempotent(url):
     cards = [
-        {"name": "espcn-x3.g100", "arch": "espcn", "scale": 3, "num_params": 23_472,
-         "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.905, "channel": "y", "crop_border": 3}]},
-        {"name": "srcnn-x2.g100", "arch": "srcnn", "scale": 2, "num_params": 8_032,
-         "metrics": {"Set5": {"psnr": 36.1, "ssim": 0.95, "protocol": {"degradation": "matlab-bicubic"}}}},
+        {
+            "name": "espcn-x3.g100",
+            "arch": "espcn",
+            "scale": 3,
+            "num_params": 23_472,
+            "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.905, "channel": "y", "crop_border": 3}],
+        },
+        {
+            "name": "srcnn-x2.g100",
+            "arch": "srcnn",
+            "scale": 2,
+            "num_params": 8_032,
+            "metrics": {"Set5": {"psnr": 36.1, "ssim": 0.95, "protocol": {"degradation": "matlab-bicubic"}}},
+        },
         {"name": "fsrcnn-x2.none", "arch": "fsrcnn", "scale": 2, "num_params": 12_000, "metrics": []},
     ]
     with session_scope(url) as session:
@@ -397,18 +450,28 @@ def test_seed_from_cards_is_idempotent(url):
         rows = {e.weights_name: e for e in evals.best_evaluations(session)}
         assert len(rows) == 2 and rows["espcn-x3.g100"].psnr == 32.8
         assert rows["espcn-x3.g100"].source == "card" and rows["espcn-x3.g100"].num_params == 23_472
-        assert rows["srcnn-x2.g100"].protocol == {"channel": "y", "crop_border": 2,
-                                                   "degradation": "matlab-bicubic", "dataset": "Set5"}
+        assert rows["srcnn-x2.g100"].protocol == {
+            "channel": "y",
+            "crop_border": 2,
+            "degradation": "matlab-bicubic",
+            "dataset": "Set5",
+        }
 
 
 def test_the_card_row_of_removed_weights_goes_and_measurements_stay(url):
-    card = {"name": "espcn-x3.gone", "arch": "espcn", "scale": 3, "num_params": 23_472,
-            "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.905}]}
+    card = {
+        "name": "espcn-x3.gone",
+        "arch": "espcn",
+        "scale": 3,
+        "num_params": 23_472,
+        "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.905}],
+    }
     kept = {**card, "name": "espcn-x3.kept"}
     with session_scope(url) as session:
         evals.seed_from_cards(session, [card, kept])
-        evals.record_evaluation(session, weights_name="espcn-x3.gone", scale=3, dataset="Set14", psnr=29.1,
-                                protocol=PROTOCOL)
+        evals.record_evaluation(
+            session, weights_name="espcn-x3.gone", scale=3, dataset="Set14", psnr=29.1, protocol=PROTOCOL
+        )
     with session_scope(url) as session:
         assert evals.forget_missing_cards(session, ["espcn-x3.kept"]) == 1
         assert evals.forget_missing_cards(session, ["espcn-x3.kept"]) == 0
@@ -419,19 +482,40 @@ def test_the_card_row_of_removed_weights_goes_and_measurements_stay(url):
 
 def test_a_new_checkpoint_under_an_old_name_is_judged_on_its_own_results_and_votes(url):
     old, new = "a" * 64, "b" * 64
-    card = {"name": "espcn-x2.v", "arch": "espcn", "scale": 2, "num_params": 1, "sha256": old,
-            "metrics": [{"dataset": "Set5", "psnr": 36.0, "ssim": 0.95}]}
+    card = {
+        "name": "espcn-x2.v",
+        "arch": "espcn",
+        "scale": 2,
+        "num_params": 1,
+        "sha256": old,
+        "metrics": [{"dataset": "Set5", "psnr": 36.0, "ssim": 0.95}],
+    }
     with session_scope(url) as session:
         evals.seed_from_cards(session, [card])
-        evals.record_evaluation(session, weights_name="espcn-x2.v", scale=2, dataset="Set14", psnr=32.5,
-                                protocol=PROTOCOL, weights_sha256=old)
-        evals.record_evaluation(session, weights_name="espcn-x2.v", scale=2, dataset="Urban100", psnr=29.0,
-                                protocol=PROTOCOL)  # checkpoint not recorded: kept
+        evals.record_evaluation(
+            session,
+            weights_name="espcn-x2.v",
+            scale=2,
+            dataset="Set14",
+            psnr=32.5,
+            protocol=PROTOCOL,
+            weights_sha256=old,
+        )
+        evals.record_evaluation(
+            session, weights_name="espcn-x2.v", scale=2, dataset="Urban100", psnr=29.0, protocol=PROTOCOL
+        )  # checkpoint not recorded: kept
         rater = get_or_create_rater(session, "rater-token-v").id
         for i, (sha, score) in enumerate([(old, 5), (old, 5), (new, 2), (None, 3)]):
             trial = create_trial(session, image_id=f"img{i}", scale=2, weights_name="espcn-x2.v", weights_sha256=sha)
-            submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=score, score_ref=3,
-                        preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic", rate_limit=None)
+            submit_vote(
+                session,
+                trial_id=trial.id,
+                rater_id=rater,
+                score_sr=score,
+                score_ref=3,
+                preferred="sr" if score > 3 else "tie" if score == 3 else "bicubic",
+                rate_limit=None,
+            )
     with session_scope(url) as session:
         evals.seed_from_cards(session, [{**card, "sha256": new, "metrics": [{"dataset": "Set5", "psnr": 35.5}]}])
     with session_scope(url, write=False) as session:
@@ -445,8 +529,13 @@ def test_a_new_checkpoint_under_an_old_name_is_judged_on_its_own_results_and_vot
 def test_seed_from_cards_accepts_weights_card_objects(url):
     class Card:
         def to_dict(self):
-            return {"name": "vdsr-x2.t", "arch": "vdsr", "scale": 2, "num_params": 665_000,
-                    "metrics": [{"dataset": "Set5", "psnr": 37.0, "ssim": 0.95}]}
+            return {
+                "name": "vdsr-x2.t",
+                "arch": "vdsr",
+                "scale": 2,
+                "num_params": 665_000,
+                "metrics": [{"dataset": "Set5", "psnr": 37.0, "ssim": 0.95}],
+            }
 
     with session_scope(url) as session:
         assert evals.seed_from_cards(session, [Card()]) == 1
@@ -454,18 +543,25 @@ def test_seed_from_cards_accepts_weights_card_objects(url):
 
 def test_record_speed(url):
     with session_scope(url) as session:
-        result = evals.record_speed(session, weights_name="espcn-x3.g100", device="cpu", ms_per_mpix=12.5,
-                                    fast_path=True)
+        result = evals.record_speed(
+            session, weights_name="espcn-x3.g100", device="cpu", ms_per_mpix=12.5, fast_path=True
+        )
         assert result.host and result.fast_path is True and result.created_at.tzinfo is not None
 
 
 def test_a_cards_speed_fills_a_fresh_database_and_never_replaces_one_measured_here(url):
     speed = {"ms_per_mpix": 27.5, "fast_path": True, "device": "cpu", "host": "Reference CPU"}
-    cards = [{"name": "espcn-x4.s", "arch": "espcn", "scale": 4, "metrics": [], "inference": {"speed": speed}},
-             {"name": "srcnn-x3.s", "arch": "srcnn", "scale": 3, "metrics": [], "inference": {"speed": speed}},
-             {"name": "fsrcnn-x2.s", "arch": "fsrcnn", "scale": 2, "metrics": [], "inference": {}},
-             *({"name": f"bad-x2.{i}", "arch": "espcn", "scale": 2, "metrics": [], "inference": {"speed": bad}}
-               for i, bad in enumerate([{"device": "cpu"}, {"ms_per_mpix": 3.0}, "fast", {"device": "cpu", "ms_per_mpix": "x"}]))]
+    cards = [
+        {"name": "espcn-x4.s", "arch": "espcn", "scale": 4, "metrics": [], "inference": {"speed": speed}},
+        {"name": "srcnn-x3.s", "arch": "srcnn", "scale": 3, "metrics": [], "inference": {"speed": speed}},
+        {"name": "fsrcnn-x2.s", "arch": "fsrcnn", "scale": 2, "metrics": [], "inference": {}},
+        *(
+            {"name": f"bad-x2.{i}", "arch": "espcn", "scale": 2, "metrics": [], "inference": {"speed": bad}}
+            for i, bad in enumerate(
+                [{"device": "cpu"}, {"ms_per_mpix": 3.0}, "fast", {"device": "cpu", "ms_per_mpix": "x"}]
+            )
+        ),
+    ]
     with session_scope(url) as session:
         evals.record_speed(session, weights_name="srcnn-x3.s", device="cpu", ms_per_mpix=600.0, host="here")
         assert evals.seed_speeds_from_cards(session, cards) == 1
@@ -483,32 +579,86 @@ def test_a_cards_speed_fills_a_fresh_database_and_never_replaces_one_measured_he
 
 def test_leaderboard_joins_fidelity_speed_and_ratings(url):
     with session_scope(url) as session:
-        evals.seed_from_cards(session, [
-            {"name": "espcn-x2.g100", "arch": "espcn", "scale": 2, "num_params": 20_000,
-             "metrics": [{"dataset": "Set5", "psnr": 36.0, "ssim": 0.95}]},
-            {"name": "vdsr-x2.g100", "arch": "vdsr", "scale": 2, "num_params": 665_000,
-             "metrics": [{"dataset": "Set5", "psnr": 37.0, "ssim": 0.96}]},
-            {"name": "espcn-x3.g100", "arch": "espcn", "scale": 3, "num_params": 21_000,
-             "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.90}]},
-        ])
-        evals.record_evaluation(session, weights_name="bicubic", arch="bicubic", scale=2, dataset="Set5",
-                                psnr=33.66, ssim=0.93, protocol=PROTOCOL)
-        evals.record_evaluation(session, weights_name="vdsr-x2.g100", arch="vdsr", scale=2, dataset="Set14",
-                                psnr=33.0, ssim=0.91, protocol=PROTOCOL)
+        evals.seed_from_cards(
+            session,
+            [
+                {
+                    "name": "espcn-x2.g100",
+                    "arch": "espcn",
+                    "scale": 2,
+                    "num_params": 20_000,
+                    "metrics": [{"dataset": "Set5", "psnr": 36.0, "ssim": 0.95}],
+                },
+                {
+                    "name": "vdsr-x2.g100",
+                    "arch": "vdsr",
+                    "scale": 2,
+                    "num_params": 665_000,
+                    "metrics": [{"dataset": "Set5", "psnr": 37.0, "ssim": 0.96}],
+                },
+                {
+                    "name": "espcn-x3.g100",
+                    "arch": "espcn",
+                    "scale": 3,
+                    "num_params": 21_000,
+                    "metrics": [{"dataset": "Set5", "psnr": 32.6, "ssim": 0.90}],
+                },
+            ],
+        )
+        evals.record_evaluation(
+            session,
+            weights_name="bicubic",
+            arch="bicubic",
+            scale=2,
+            dataset="Set5",
+            psnr=33.66,
+            ssim=0.93,
+            protocol=PROTOCOL,
+        )
+        evals.record_evaluation(
+            session,
+            weights_name="vdsr-x2.g100",
+            arch="vdsr",
+            scale=2,
+            dataset="Set14",
+            psnr=33.0,
+            ssim=0.91,
+            protocol=PROTOCOL,
+        )
         evals.record_speed(session, weights_name="espcn-x2.g100", device="cpu", ms_per_mpix=50.0)
         evals.record_speed(session, weights_name="espcn-x2.g100", device="cpu", ms_per_mpix=40.0, fast_path=True)
         evals.record_speed(session, weights_name="srcnn-x2.speedonly", device="cpu", ms_per_mpix=90.0)
         rater = get_or_create_rater(session, "rater-token-1").id
         for i, (score, preferred) in enumerate([(4, "sr"), (5, "sr"), (3, "tie")]):
             trial = create_trial(session, image_id=f"img{i}", scale=2, weights_name="vdsr-x2.g100")
-            submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=score, score_ref=3,
-                        preferred=preferred, rate_limit=None)
+            submit_vote(
+                session,
+                trial_id=trial.id,
+                rater_id=rater,
+                score_sr=score,
+                score_ref=3,
+                preferred=preferred,
+                rate_limit=None,
+            )
     with session_scope(url, write=False) as session:
         board = leaderboard(session, n_boot=50)
         x2 = leaderboard(session, scale=2, dataset="Set5", n_boot=50)
     assert list(board.columns[:5]) == ["weights", "kind", "arch", "scale", "params"]
-    assert {"psnr_Set5", "ssim_Set5", "protocol_Set5", "psnr_Set14", "ms_per_mpix", "mos", "mos_lo",
-            "win_rate", "win_lo", "bt", "bt_hi", "n_ratings", "n_raters"} <= set(board.columns)
+    assert {
+        "psnr_Set5",
+        "ssim_Set5",
+        "protocol_Set5",
+        "psnr_Set14",
+        "ms_per_mpix",
+        "mos",
+        "mos_lo",
+        "win_rate",
+        "win_lo",
+        "bt",
+        "bt_hi",
+        "n_ratings",
+        "n_raters",
+    } <= set(board.columns)
     assert board["scale"].tolist() == [2, 2, 2, 2, 3]
     assert board["weights"].tolist()[:3] == ["vdsr-x2.g100", "espcn-x2.g100", "bicubic"]
     vdsr = board.set_index("weights").loc["vdsr-x2.g100"]

@@ -76,8 +76,17 @@ class Recorder:
 
 
 def _cfg(tiny, model: str, **kw) -> TrainConfig:
-    values = dict(model=model, scale=2, data=tiny["train"], val_data=tiny["val"], patch_size=8, batch_size=4,
-                  iterations=20, val_interval=10, ckpt_interval=1000)
+    values = dict(
+        model=model,
+        scale=2,
+        data=tiny["train"],
+        val_data=tiny["val"],
+        patch_size=8,
+        batch_size=4,
+        iterations=20,
+        val_interval=10,
+        ckpt_interval=1000,
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -86,8 +95,17 @@ def _cfg(tiny, model: str, **kw) -> TrainConfig:
 
 
 def test_config_json_round_trip():
-    cfg = TrainConfig(model="edsr-baseline", scale=3, overrides={"num_blocks": 2, "num_features": 16},
-                      data="General-100", val_data=None, lr=2e-4, schedule="cosine", min_lr=1e-6, tag="t1")
+    cfg = TrainConfig(
+        model="edsr-baseline",
+        scale=3,
+        overrides={"num_blocks": 2, "num_features": 16},
+        data="General-100",
+        val_data=None,
+        lr=2e-4,
+        schedule="cosine",
+        min_lr=1e-6,
+        tag="t1",
+    )
     again = TrainConfig.from_json(cfg.to_json())
     assert again == cfg
     resolved = cfg.resolved()
@@ -111,8 +129,11 @@ def test_resolved_keeps_explicit_values_and_names_the_run():
     assert (cfg.grad_clip, cfg.clip_mode) == (0.4, "adjustable")
     edsr = TrainConfig(model="edsr-baseline").resolved()
     assert edsr.name == "edsr-baseline-x2_f64b16_p48_b16_lr1e-4"  # DESIGN.md's example
-    assert TrainConfig(model="edsr-baseline", overrides={"num_blocks": 2}).resolved().name.startswith(
-        "edsr-baseline-x2_f64b2_")
+    assert (
+        TrainConfig(model="edsr-baseline", overrides={"num_blocks": 2})
+        .resolved()
+        .name.startswith("edsr-baseline-x2_f64b2_")
+    )
     assert TrainConfig(model="edsr-baseline", name="mine").resolved().name == "mine"
 
 
@@ -313,8 +334,16 @@ def test_vdsr_adjustable_gradient_clipping(env, tiny, monkeypatch):
         return clip(parameters, clip_value, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", spy)
-    cfg = _cfg(tiny, "vdsr", overrides={"num_features": 8, "num_layers": 4}, iterations=10, schedule="step",
-               lr_step=5, lr_gamma=0.1, val_data=None)
+    cfg = _cfg(
+        tiny,
+        "vdsr",
+        overrides={"num_features": 8, "num_layers": 4},
+        iterations=10,
+        schedule="step",
+        lr_step=5,
+        lr_gamma=0.1,
+        val_data=None,
+    )
     resolved = cfg.resolved()
     assert (resolved.optimizer, resolved.clip_mode, resolved.grad_clip, resolved.lr) == ("sgd", "adjustable", 0.4, 0.1)
     log = Recorder()
@@ -476,15 +505,20 @@ def test_ema_with_validation_ships_the_best_average_and_its_card_measures_that_f
 
 def test_distillation_shares_the_pixel_loss_with_a_teacher_of_another_scale_and_records_it(env, tiny):
     teacher = save_weights(create_model("espcn", 4), "espcn-x4.teacher", training={"note": "untrained test teacher"})
-    cfg = _cfg(tiny, "espcn", teacher="espcn-x4.teacher", teacher_weight=0.25, iterations=3, val_interval=2,
-               precision="fp32")
+    cfg = _cfg(
+        tiny, "espcn", teacher="espcn-x4.teacher", teacher_weight=0.25, iterations=3, val_interval=2, precision="fp32"
+    )
     assert cfg.resolved().name.endswith("_kd0.25")
     log = Recorder()
     trainer = Trainer(cfg, env / "run", logger=log, progress=False)
     result = trainer.train()
     assert result.status == "finished" and log.series("hr_loss")
-    assert result.card.training["teacher"] == {"name": "espcn-x4.teacher", "sha256": teacher.sha256, "scale": 4,
-                                               "metrics": []}
+    assert result.card.training["teacher"] == {
+        "name": "espcn-x4.teacher",
+        "sha256": teacher.sha256,
+        "scale": 4,
+        "metrics": [],
+    }
     assert result.card.training["config"]["teacher"] == "espcn-x4.teacher"  # --from-card distils again
 
     # The x4 teacher's output, resized to x2, is a second target beside HR, weighted 0.25.
@@ -502,13 +536,21 @@ def test_distillation_shares_the_pixel_loss_with_a_teacher_of_another_scale_and_
 
 def test_distillation_on_unlabelled_images_doubles_the_patches_and_is_recorded(env, tiny):
     save_weights(create_model("espcn", 2), "espcn-x2.teacher", training={"note": "untrained test teacher"})
-    cfg = _cfg(tiny, "espcn", teacher="espcn-x2.teacher", teacher_unlabelled=True, iterations=2, val_data=None,
-               precision="fp32")
+    cfg = _cfg(
+        tiny,
+        "espcn",
+        teacher="espcn-x2.teacher",
+        teacher_unlabelled=True,
+        iterations=2,
+        val_data=None,
+        precision="fp32",
+    )
     assert cfg.resolved().name.endswith("_kd0.5u")
     trainer = Trainer(cfg, env / "run", progress=False)
     result = trainer.train()
-    labelled = Trainer(_cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=1, val_data=None), env / "other",
-                       progress=False)
+    labelled = Trainer(
+        _cfg(tiny, "espcn", teacher="espcn-x2.teacher", iterations=1, val_data=None), env / "other", progress=False
+    )
     labelled.train()
     assert len(trainer.train_set.entries) == 2 * len(labelled.train_set.entries)
     assert result.card.training["config"]["teacher_unlabelled"] is True  # --from-card does it again
@@ -550,9 +592,14 @@ def test_a_cancel_during_the_teacher_pass_stops_before_the_next_image_and_keeps_
     assert Trainer(cfg, env / "run", progress=False).train().step == 6
 
 
-@pytest.mark.parametrize(("teacher", "words"), [("no-such-weights", "teacher 'no-such-weights'"),
-                                                 ("bicubic", "is an architecture, not trained weights"),
-                                                 ("espcn", "is an architecture")])
+@pytest.mark.parametrize(
+    ("teacher", "words"),
+    [
+        ("no-such-weights", "teacher 'no-such-weights'"),
+        ("bicubic", "is an architecture, not trained weights"),
+        ("espcn", "is an architecture"),
+    ],
+)
 def test_a_teacher_that_is_not_trained_weights_is_a_clear_config_error(env, tiny, teacher, words):
     cfg = _cfg(tiny, "espcn", teacher=teacher, val_data=None)
     with pytest.raises(ConfigError, match=words):
@@ -573,8 +620,17 @@ def tiny_srresnet(env):
 
 def test_freeze_bn_trains_the_weights_and_keeps_the_batchnorm_statistics(env, tiny, tiny_srresnet):
     # Fine-tuning with frozen BatchNorm: the network trained is the one inference runs (running stats).
-    cfg = _cfg(tiny, "srresnet", pretrained=tiny_srresnet, batch_size=2, iterations=3, val_interval=2,
-               overrides={"num_blocks": 1, "num_features": 8}, precision="fp32", freeze_bn=True)
+    cfg = _cfg(
+        tiny,
+        "srresnet",
+        pretrained=tiny_srresnet,
+        batch_size=2,
+        iterations=3,
+        val_interval=2,
+        overrides={"num_blocks": 1, "num_features": 8},
+        precision="fp32",
+        freeze_bn=True,
+    )
     assert cfg.resolved().name.endswith("_frozenbn")
     trainer = Trainer(cfg, env / "run", progress=False)
     assert trainer.train().status == "finished"
@@ -603,8 +659,16 @@ def test_freeze_bn_warns_when_the_model_has_no_batchnorm(env, tiny):
 
 @pytest.mark.slow
 def test_srgan_mse_trains_generator_and_discriminator(env, tiny, tiny_srresnet):
-    cfg = _cfg(tiny, "srresnet", loss="srgan-mse", pretrained=tiny_srresnet, batch_size=2, iterations=3,
-               val_interval=1, overrides={"num_blocks": 1, "num_features": 8})
+    cfg = _cfg(
+        tiny,
+        "srresnet",
+        loss="srgan-mse",
+        pretrained=tiny_srresnet,
+        batch_size=2,
+        iterations=3,
+        val_interval=1,
+        overrides={"num_blocks": 1, "num_features": 8},
+    )
     log = Recorder()
     trainer = Trainer(cfg, env / "run", logger=log, progress=False)
     result = trainer.train()
@@ -629,8 +693,16 @@ def test_pretrained_must_be_the_same_architecture(env, tiny, tiny_srresnet):
 
 @pytest.mark.slow
 def test_srgan_vgg54_with_random_vgg(env, tiny, tiny_srresnet):
-    cfg = _cfg(tiny, "srresnet", loss="srgan-vgg54", vgg_weights="random", pretrained=tiny_srresnet, batch_size=2,
-               iterations=3, val_data=None)
+    cfg = _cfg(
+        tiny,
+        "srresnet",
+        loss="srgan-vgg54",
+        vgg_weights="random",
+        pretrained=tiny_srresnet,
+        batch_size=2,
+        iterations=3,
+        val_data=None,
+    )
     trainer = Trainer(cfg, env / "run", progress=False)
     result = trainer.train()
     assert (result.status, result.step) == ("finished", 3) and trainer.vgg is not None
@@ -645,8 +717,9 @@ def test_srgan_vgg54_offline_is_a_clear_config_error(env, tiny, tiny_srresnet, m
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
-    cfg = _cfg(tiny, "srresnet", loss="srgan-vgg54", pretrained=tiny_srresnet, batch_size=2, iterations=3,
-               val_data=None)
+    cfg = _cfg(
+        tiny, "srresnet", loss="srgan-vgg54", pretrained=tiny_srresnet, batch_size=2, iterations=3, val_data=None
+    )
     with pytest.raises(ConfigError) as err:
         Trainer(cfg, env / "run", progress=False).train()
     message = str(err.value)
@@ -679,8 +752,11 @@ def test_a_run_folder_is_continued_only_with_its_own_settings(env, tiny):
     # Finished: the same settings export the same weights again; it is not trained further in its folder.
     card = json.loads((run / "export" / "espcn-x2.custom.json").read_text())
     again = Trainer(longer, run, progress=False).train()
-    assert (again.step, again.card.sha256, again.card.training["config"]) == (30, card["sha256"],
-                                                                              card["training"]["config"])
+    assert (again.step, again.card.sha256, again.card.training["config"]) == (
+        30,
+        card["sha256"],
+        card["training"]["config"],
+    )
     with pytest.raises(ConfigError, match=r"finished \(30 of 30 steps\).*iterations 30 -> 40.*copy the"):
         Trainer(dataclasses.replace(longer, iterations=40), run, progress=False).train()
     shutil.copytree(run, env / "copy")  # a copy may go on
@@ -733,11 +809,20 @@ def test_a_fine_tuned_export_keeps_its_starting_cards_speed_on_the_same_path(env
     for fast in (True, False):
         speed = {"ms_per_mpix": 33.5, "fast_path": fast, "device": "cpu", "host": "Bench CPU"}
         save_weights(create_model("espcn", 2), f"espcn-x2.start{fast:d}", inference={"speed": speed})
-        cfg = _cfg(tiny, "espcn", pretrained=f"espcn-x2.start{fast:d}", iterations=2, val_interval=2,
-                   tag=f"stage{fast:d}", precision="fp32")
+        cfg = _cfg(
+            tiny,
+            "espcn",
+            pretrained=f"espcn-x2.start{fast:d}",
+            iterations=2,
+            val_interval=2,
+            tag=f"stage{fast:d}",
+            precision="fp32",
+        )
         card = Trainer(cfg, env / f"run{fast:d}", progress=False).train().card
         verdicts[fast] = card.inference.get("speed")
-        assert verdicts[fast] in (None, speed) and ("speed" in card.inference) == (card.inference["fast_path_ok"] == fast)
+        assert verdicts[fast] in (None, speed) and ("speed" in card.inference) == (
+            card.inference["fast_path_ok"] == fast
+        )
     assert sum(v is not None for v in verdicts.values()) == 1
 
 
@@ -750,4 +835,5 @@ def test_resume_compares_folders_not_their_spelling(env, tiny):
     relative = os.path.relpath(tiny["train"])
     assert not differences({**base, "data": relative}, {**base, "data": str(Path(tiny["train"]).resolve())})
     assert differences({**base, "data": tiny["train"]}, {**base, "data": tiny["val"]}) == [
-        f"data {tiny['train']!r} -> {tiny['val']!r}"]
+        f"data {tiny['train']!r} -> {tiny['val']!r}"
+    ]

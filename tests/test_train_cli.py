@@ -39,9 +39,29 @@ def trained(tmp_path_factory):
     instead of General-100, which a fresh clone does not have."""
     root = tmp_path_factory.mktemp("cli")
     env = child_env(root)
-    args = ["train", "--model", "edsr-baseline", "--scale", "2", "--data", str(hr_photos()),
-            "--val-data", str(SET5), "--iterations", "20", "--patch-size", "24", "--batch-size", "4",
-            "--override", "num_blocks=2", "--val-interval", "10", "--export", str(root / "weights")]
+    args = [
+        "train",
+        "--model",
+        "edsr-baseline",
+        "--scale",
+        "2",
+        "--data",
+        str(hr_photos()),
+        "--val-data",
+        str(SET5),
+        "--iterations",
+        "20",
+        "--patch-size",
+        "24",
+        "--batch-size",
+        "4",
+        "--override",
+        "num_blocks=2",
+        "--val-interval",
+        "10",
+        "--export",
+        str(root / "weights"),
+    ]
     started = time.monotonic()
     out = _srweb(args, env, root)
     return {"root": root, "env": env, "out": out, "seconds": time.monotonic() - started}
@@ -79,7 +99,11 @@ def test_train_edsr_baseline_general100_end_to_end(state):
     assert 0 < card.training["wall_seconds"] <= run.train_seconds <= (run.finished_at - run.started_at).total_seconds()
     (metric,) = card.metrics
     assert metric["dataset"] == "Set5" and metric["protocol"] == {
-        "channel": "y", "crop_border": 2, "degradation": "matlab-bicubic", "dataset": "Set5"}
+        "channel": "y",
+        "crop_border": 2,
+        "degradation": "matlab-bicubic",
+        "dataset": "Set5",
+    }
 
 
 @pytest.mark.slow
@@ -114,16 +138,58 @@ def test_from_card_retrains_bit_identically(tmp_path):
     # Same config, same seed, one CPU thread: training again from the card gives the same tensors.
     train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
-    first = _summary(_srweb(["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
-                             "--batch-size", "4", "--iterations", "15", "--tag", "a", "--no-track", "--run-dir",
-                             str(tmp_path / "a"), "--export", str(tmp_path / "w1")], env, tmp_path))
+    first = _summary(
+        _srweb(
+            [
+                "train",
+                "--model",
+                "espcn",
+                "--data",
+                str(train),
+                "--val-data",
+                "",
+                "--patch-size",
+                "8",
+                "--batch-size",
+                "4",
+                "--iterations",
+                "15",
+                "--tag",
+                "a",
+                "--no-track",
+                "--run-dir",
+                str(tmp_path / "a"),
+                "--export",
+                str(tmp_path / "w1"),
+            ],
+            env,
+            tmp_path,
+        )
+    )
     card_a = json.loads((tmp_path / "w1" / "espcn-x2.a.json").read_text())
-    second = _summary(_srweb(["train", "--from-card", str(tmp_path / "w1" / "espcn-x2.a.json"), "--no-track",
-                              "--run-dir", str(tmp_path / "b"), "--export", str(tmp_path / "w2")], env, tmp_path))
+    second = _summary(
+        _srweb(
+            [
+                "train",
+                "--from-card",
+                str(tmp_path / "w1" / "espcn-x2.a.json"),
+                "--no-track",
+                "--run-dir",
+                str(tmp_path / "b"),
+                "--export",
+                str(tmp_path / "w2"),
+            ],
+            env,
+            tmp_path,
+        )
+    )
     card_b = json.loads((tmp_path / "w2" / "espcn-x2.a.json").read_text())
     assert first["step"] == second["step"] == 15
     # The same config, with 'auto' pinned to the precision the first run resolved it to.
-    assert card_b["training"]["config"] == {**card_a["training"]["config"], "precision": card_a["training"]["precision"]}
+    assert card_b["training"]["config"] == {
+        **card_a["training"]["config"],
+        "precision": card_a["training"]["precision"],
+    }
     # Equal tensors (the files' sha256 may differ: safetensors writes its header keys in any order).
     a = load_file(tmp_path / "w1" / "espcn-x2.a.safetensors")
     b = load_file(tmp_path / "w2" / "espcn-x2.a.safetensors")
@@ -136,14 +202,58 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     # and --from-card retrains both stages and lands on the same tensors.
     train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
-    common = ["--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8", "--batch-size", "4",
-              "--tag", "a", "--no-track"]
-    _summary(_srweb(["train", *common, "--iterations", "10", "--run-dir", str(tmp_path / "x2"),
-                     "--export", str(tmp_path / "w1")], env, tmp_path))
+    common = [
+        "--model",
+        "espcn",
+        "--data",
+        str(train),
+        "--val-data",
+        "",
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--tag",
+        "a",
+        "--no-track",
+    ]
+    _summary(
+        _srweb(
+            [
+                "train",
+                *common,
+                "--iterations",
+                "10",
+                "--run-dir",
+                str(tmp_path / "x2"),
+                "--export",
+                str(tmp_path / "w1"),
+            ],
+            env,
+            tmp_path,
+        )
+    )
     parent_card = json.loads((tmp_path / "w1" / "espcn-x2.a.json").read_text())
-    _summary(_srweb(["train", *common, "--scale", "3", "--iterations", "12", "--pretrained",
-                     str(tmp_path / "w1" / "espcn-x2.a.json"), "--run-dir", str(tmp_path / "x3"),
-                     "--export", str(tmp_path / "w2")], env, tmp_path))
+    _summary(
+        _srweb(
+            [
+                "train",
+                *common,
+                "--scale",
+                "3",
+                "--iterations",
+                "12",
+                "--pretrained",
+                str(tmp_path / "w1" / "espcn-x2.a.json"),
+                "--run-dir",
+                str(tmp_path / "x3"),
+                "--export",
+                str(tmp_path / "w2"),
+            ],
+            env,
+            tmp_path,
+        )
+    )
     card = json.loads((tmp_path / "w2" / "espcn-x3.a.json").read_text())
     assert card["training"]["parent"]["name"] == "espcn-x2.a"
     assert card["training"]["parent"]["sha256"] == parent_card["sha256"]
@@ -153,14 +263,30 @@ def test_from_card_replays_the_runs_a_fine_tuned_card_started_from(tmp_path):
     from srweb.train.config import TrainConfig
     from srweb.train.trainer import Trainer
 
-    init = Trainer(TrainConfig(model="espcn", scale=3, data=str(train), val_data="",
-                               pretrained=str(tmp_path / "w1" / "espcn-x2.a.json")), tmp_path / "probe")._build_model()
+    init = Trainer(
+        TrainConfig(
+            model="espcn", scale=3, data=str(train), val_data="", pretrained=str(tmp_path / "w1" / "espcn-x2.a.json")
+        ),
+        tmp_path / "probe",
+    )._build_model()
     parent = load_file(tmp_path / "w1" / "espcn-x2.a.safetensors")
     assert torch.equal(init.head[0].weight, parent["head.0.weight"])
     assert init.upsample[0].weight.shape[0] == 9 != parent["upsample.0.weight"].shape[0]
 
-    out = _srweb(["train", "--from-card", str(tmp_path / "w2" / "espcn-x3.a.json"), "--no-track",
-                  "--run-dir", str(tmp_path / "again"), "--export", str(tmp_path / "w3")], env, tmp_path)
+    out = _srweb(
+        [
+            "train",
+            "--from-card",
+            str(tmp_path / "w2" / "espcn-x3.a.json"),
+            "--no-track",
+            "--run-dir",
+            str(tmp_path / "again"),
+            "--export",
+            str(tmp_path / "w3"),
+        ],
+        env,
+        tmp_path,
+    )
     assert _summary(out)["step"] == 12 and "stage 1/2" in out.stdout
     again = load_file(tmp_path / "w3" / "espcn-x3.a.safetensors")
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -177,9 +303,14 @@ def test_from_card_pins_each_stage_to_the_precision_it_ran_in(tmp_path, monkeypa
     assert [s["precision"] for s in cli.card_stages(card)] == ["fp32", "bf16", "fp32"]
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
-    args = cli.argparse.Namespace(from_card=str(path), config=None, model=None, override=[], name=None,
-                                  **{f: None for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn",
-                                                       "channels_last") if f != "name"})
+    args = cli.argparse.Namespace(
+        from_card=str(path),
+        config=None,
+        model=None,
+        override=[],
+        name=None,
+        **{f: None for f in (*cli._FLAGS, "augment", "scale_augment", "freeze_bn", "channels_last") if f != "name"},
+    )
     assert cli.config_from_args(args).precision == "fp32"
     args.precision = "auto"  # the user's flag wins
     assert cli.config_from_args(args).precision == "auto"
@@ -241,8 +372,28 @@ def test_bad_hyperparameters_in_a_real_process(tmp_path):
 def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
     train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
-    out = _srweb(["jobs", "submit", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
-                  "--batch-size", "4", "--iterations", "20", "--precision", "fp32"], env, tmp_path)
+    out = _srweb(
+        [
+            "jobs",
+            "submit",
+            "--model",
+            "espcn",
+            "--data",
+            str(train),
+            "--val-data",
+            "",
+            "--patch-size",
+            "8",
+            "--batch-size",
+            "4",
+            "--iterations",
+            "20",
+            "--precision",
+            "fp32",
+        ],
+        env,
+        tmp_path,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
     point_at(monkeypatch, env)
     try:
@@ -281,8 +432,10 @@ def test_jobs_submit_list_logs_cancel(tmp_path, monkeypatch, capsys):
 
 def _checkpoint(folder: Path, cfg, step: int, exported: bool = False, saved_in: Path | None = None) -> None:
     """A ``last.pt`` with what the folder checks read (no weights)."""
-    torch.save({"step": step, "config": cfg.to_dict(), "run_dir": str((saved_in or folder).resolve()),
-                "exported": exported}, folder / "last.pt")
+    torch.save(
+        {"step": step, "config": cfg.to_dict(), "run_dir": str((saved_in or folder).resolve()), "exported": exported},
+        folder / "last.pt",
+    )
 
 
 def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started(tmp_path, monkeypatch):
@@ -311,7 +464,11 @@ def test_training_in_a_used_folder_continues_its_run_or_records_where_it_started
         second, _ = start(longer)
         with session_scope(write=False) as session:
             run = get_run(session, second)
-            assert (run.status, run.parent_id, run.resumed_from) == ("running", first, str(folder.resolve() / "last.pt"))
+            assert (run.status, run.parent_id, run.resumed_from) == (
+                "running",
+                first,
+                str(folder.resolve() / "last.pt"),
+            )
             assert run.log_path is None  # its output goes to its terminal; `srweb jobs resume` logs to the folder
         # A dead worker's run is marked failed first, so rerunning its command continues it.
         write_transaction(lambda s: setattr(get_run(s, second), "pid", 2**22 + 12345))
@@ -331,11 +488,30 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_run(tm
 
     train = crops(hr_photos(), tmp_path / "train", 4, 48)
     env = child_env(tmp_path)
-    args = ["train", "--model", "espcn", "--data", str(train), "--val-data", "", "--patch-size", "8",
-            "--batch-size", "4", "--iterations", "4000", "--precision", "fp32", "--ckpt-interval", "100000",
-            "--run-dir", str(tmp_path / "run")]
-    proc = subprocess.Popen([*SRWEB, *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = [
+        "train",
+        "--model",
+        "espcn",
+        "--data",
+        str(train),
+        "--val-data",
+        "",
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--iterations",
+        "4000",
+        "--precision",
+        "fp32",
+        "--ckpt-interval",
+        "100000",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    proc = subprocess.Popen(
+        [*SRWEB, *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     point_at(monkeypatch, env)
     try:
         deadline, step = time.monotonic() + 120, 0
@@ -383,8 +559,25 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # pytest keeps its own Ctrl-C
     torch.set_num_threads(1)
-    common = ["train", "--model", "espcn", "--scale", "3", "--data", str(train), "--val-data", "", "--patch-size",
-              "8", "--batch-size", "4", "--iterations", "12", "--precision", "fp32"]
+    common = [
+        "train",
+        "--model",
+        "espcn",
+        "--scale",
+        "3",
+        "--data",
+        str(train),
+        "--val-data",
+        "",
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--iterations",
+        "12",
+        "--precision",
+        "fp32",
+    ]
     folder = tmp_path / "fresh"
     try:
         assert main([*common, "--no-track", "--run-dir", str(folder)]) == 0
@@ -395,7 +588,8 @@ def test_a_finished_folder_is_refused_with_other_settings_tracked_or_not(tmp_pat
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith(
                 f"srweb: error: {folder} holds a run that finished (12 of 12 steps) with other settings (lr 0.001 -> "
-                f"0.0005); to train it further, copy the folder"), err
+                f"0.0005); to train it further, copy the folder"
+            ), err
             assert main([*common, *extra, "--run-dir", str(folder)]) == 2  # the same settings: its files stay its own
             assert "holds a run that finished (12 of 12 steps); to train it further" in capsys.readouterr().err
         assert json.loads((folder / "export" / "espcn-x3.custom.json").read_text()) == card

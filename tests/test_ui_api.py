@@ -13,6 +13,7 @@ from PIL import Image
 
 from srweb.track import views
 
+
 @pytest.fixture(scope="module")
 def client(app_server, tmp_path_factory):
     from gradio_client import Client
@@ -80,8 +81,9 @@ def test_upscale_batch_returns_one_zip_as_the_readme_shows(client, app_server, t
     from gradio_client import handle_file
 
     files = [make_image(tmp_path / "a.png", 16, 12), make_image(tmp_path / "b.png", 8, 8)]
-    zip_file, report = client.predict([handle_file(str(f)) for f in files], app_server.weights_name, False, 0,
-                                      api_name="/upscale_batch")
+    zip_file, report = client.predict(
+        [handle_file(str(f)) for f in files], app_server.weights_name, False, 0, api_name="/upscale_batch"
+    )
     assert "2 of 2 images upscaled" in report
     with zipfile.ZipFile(zip_file) as zf:
         assert sorted(zf.namelist()) == ["a.png", "b.png"]
@@ -117,8 +119,29 @@ def test_upscale_stays_responsive_while_a_job_trains(client, app_server, tmp_pat
     _timed_upscale(client, src, weights)  # warm the model cache
     idle = [_timed_upscale(client, src, weights) for _ in range(3)]
 
-    form = ["espcn", 2, "sample", "", _val_set(), 17, 4, 40, 1e-3, "adam", "constant", "l2", "auto", "cpu", 20,
-            "none", False, 0.0, "none", 0.5, False]
+    form = [
+        "espcn",
+        2,
+        "sample",
+        "",
+        _val_set(),
+        17,
+        4,
+        40,
+        1e-3,
+        "adam",
+        "constant",
+        "l2",
+        "auto",
+        "cpu",
+        20,
+        "none",
+        False,
+        0.0,
+        "none",
+        0.5,
+        False,
+    ]
     message = client.predict(*form, api_name="/train_launch")[0]
     run_id = int(re.search(r"#(\d+)", message).group(1))
     db = app_server.database_url
@@ -155,9 +178,11 @@ def test_upscale_stays_responsive_while_a_job_trains(client, app_server, tmp_pat
     }
     (artifacts / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
     with capsys.disabled():
-        print(f"\n/upscale latency 128x96 -> x2: idle median {result['idle_median_s']} s; while training "
-              f"median {result['training_median_s']} s, max {result['training_max_s']} s "
-              f"({len(busy)} requests at steps {result['steps_when_asked']}); run ended {final['status']}")
+        print(
+            f"\n/upscale latency 128x96 -> x2: idle median {result['idle_median_s']} s; while training "
+            f"median {result['training_median_s']} s, max {result['training_max_s']} s "
+            f"({len(busy)} requests at steps {result['steps_when_asked']}); run ended {final['status']}"
+        )
     assert busy, f"the job never ran: {final}"
     assert max(s for s, _ in busy) < 15.0
     assert final["status"] in ("cancelled", "finished")

@@ -43,7 +43,8 @@ def wait_for_row(page, elem_id: str, run_id: int, text: str, timeout: float = TR
     """Wait until the table shows a row for ``run_id`` with a cell equal to ``text``."""
     page.wait_for_function(
         f"([id, runId, text]) => ({ROWS_JS})(id).some((r) => r[0] === String(runId) && r.includes(text))",
-        arg=[elem_id, run_id, text], timeout=timeout,
+        arg=[elem_id, run_id, text],
+        timeout=timeout,
     )
 
 
@@ -65,15 +66,17 @@ def open_accordion(page, label: str, inside: str) -> None:
 
 def upload(page, path) -> None:
     page.locator("input[type=file]").first.set_input_files(str(path))
-    page.wait_for_function("(name) => Array.from(document.images).some((i) => i.src.includes(name))",
-                           arg=path.stem, timeout=20_000)
+    page.wait_for_function(
+        "(name) => Array.from(document.images).some((i) => i.src.includes(name))", arg=path.stem, timeout=20_000
+    )
 
 
 def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     page, scale = browser_page, app_server.scale
     open_accordion(page, "About this model", "#model-about")  # the picked entry's card, readable
-    page.wait_for_function("(name) => document.querySelector('#model-about').innerText.includes(name)",
-                           arg=app_server.weights_name)
+    page.wait_for_function(
+        "(name) => document.querySelector('#model-about').innerText.includes(name)", arg=app_server.weights_name
+    )
     assert "parameters" in page.locator("#model-about").inner_text()
     page.locator("#onnx-button").click()  # the picked model as an ONNX file
     page.locator("#onnx-file a[download]").wait_for(timeout=60_000)
@@ -81,11 +84,14 @@ def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
     assert app_server.weights_name.encode() in onnx_bytes  # its metadata names the weights
     upload(page, make_image(tmp_path / "srweb-input.png", 40, 30))
     page.get_by_role("button", name="Upscale", exact=True).click()
-    page.wait_for_function("() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"
-                           " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth); }",
-                           timeout=60_000)
-    sizes = page.evaluate("() => Array.from(document.querySelectorAll('#sr-slider img'))"
-                          ".map((i) => [i.naturalWidth, i.naturalHeight])")
+    page.wait_for_function(
+        "() => { const imgs = Array.from(document.querySelectorAll('#sr-slider img'));"
+        " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth); }",
+        timeout=60_000,
+    )
+    sizes = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#sr-slider img')).map((i) => [i.naturalWidth, i.naturalHeight])"
+    )
     assert sizes == [[40 * scale, 30 * scale]] * 2  # bicubic and SR, both upscaled
     report = page.locator("#upscale-report").inner_text()
     assert f"40x30 RGB → {40 * scale}x{30 * scale}" in report
@@ -98,8 +104,9 @@ def test_upscale_in_the_browser(browser_page, app_server, screenshot, tmp_path):
 
     page.locator("#self-ensemble input[type=checkbox]").check()
     page.get_by_role("button", name="Upscale", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#upscale-report').innerText.includes('self-ensemble')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#upscale-report').innerText.includes('self-ensemble')", timeout=60_000
+    )
     assert page.locator("#sr-download a[download]").get_attribute("download") == f"{app_server.weights_name}+.png"
 
 
@@ -112,8 +119,9 @@ def test_a_sixteen_bit_colour_upload_downloads_with_all_its_bits(browser_page, a
     cv2.imwrite(str(path), deep)
     upload(page, path)
     page.get_by_role("button", name="Upscale", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#upscale-report').innerText.includes('RGB 16-bit')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#upscale-report').innerText.includes('RGB 16-bit')", timeout=60_000
+    )
     body = page.request.get(page.locator("#sr-download a[download]").get_attribute("href")).body()
     sr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
     assert sr.dtype == np.uint16 and sr.shape == (24 * scale, 32 * scale, 3) and (sr % 257).any()
@@ -128,11 +136,13 @@ def test_a_batch_in_the_browser_gives_one_zip_and_a_line_per_file(browser_page, 
     open_accordion(page, "Batch: many images into one ZIP", "#batch-button")
     page.locator("#batch-files input[type=file]").set_input_files([str(f) for f in files])
     # each name is listed as stem and extension in separate elements: "two\n.png" in innerText on a narrow row
-    page.wait_for_function("() => document.querySelector('#batch-files').innerText.replace(/\\s/g, '')"
-                           ".includes('two.png')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#batch-files').innerText.replace(/\\s/g, '').includes('two.png')", timeout=30_000
+    )
     page.locator("#batch-button").click()
-    page.wait_for_function("() => document.querySelector('#batch-report').innerText.includes('images upscaled')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#batch-report').innerText.includes('images upscaled')", timeout=60_000
+    )
     report = page.locator("#batch-report").inner_text()
     assert "2 of 3 images upscaled" in report and "broken.png: not a readable image" in report
     body = page.request.get(page.locator("#batch-download a[download]").get_attribute("href")).body()
@@ -148,18 +158,23 @@ def test_compare_methods_on_an_hr_image_in_the_browser(browser_page, app_server,
     page.locator("#compare-image input[type=file]").set_input_files(str(make_image(tmp_path / "hr.png", 64, 48)))
     page.wait_for_function("() => Array.from(document.images).some((i) => i.src.includes('hr'))", timeout=20_000)
     page.locator("#compare-scale").get_by_text(str(app_server.scale), exact=True).click()
-    page.wait_for_function("([name, other]) => { const t = document.querySelector('#compare-methods').innerText;"
-                           " return t.includes(name) && !t.includes(other); }",
-                           arg=[app_server.weights_name, f"bicubic x{4 if app_server.scale != 4 else 2}"])
+    page.wait_for_function(
+        "([name, other]) => { const t = document.querySelector('#compare-methods').innerText;"
+        " return t.includes(name) && !t.includes(other); }",
+        arg=[app_server.weights_name, f"bicubic x{4 if app_server.scale != 4 else 2}"],
+    )
     page.locator("#compare-size input").fill("32")
     page.locator("#compare-button").click()
-    page.wait_for_function("() => document.querySelector('#compare-report').innerText.includes('mod-cropped')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#compare-report').innerText.includes('mod-cropped')", timeout=60_000
+    )
     rows = table_rows(page, "compare-table")
     assert {row[0] for row in rows} == {"bicubic", app_server.weights_name}  # every method of the scale
     assert all(float(row[1]) > 15 for row in rows)
-    page.wait_for_function("() => { const i = document.querySelector('#compare-figure img');"
-                           " return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#compare-figure img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
     width = page.evaluate("() => document.querySelector('#compare-figure img').naturalWidth")
     assert width >= (len(rows) + 1) * (64 + 4) - 4  # each method and HR, 32 px crops at zoom 2
     screenshot(page, "compare")
@@ -178,8 +193,10 @@ def test_bad_uploads_show_an_error_toast_and_the_app_keeps_serving(browser_page,
     page.locator("input[type=file]").first.set_input_files(str(corrupt))
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Upscale", exact=True).click()
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
-                           ".some((t) => t.innerText.includes('broken.png is not a readable image'))")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.toast-body.error'))"
+        ".some((t) => t.innerText.includes('broken.png is not a readable image'))"
+    )
 
     page.reload()  # the server is still fine: a real image goes through
     page.wait_for_selector("#sr-slider", state="attached")
@@ -200,8 +217,10 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     fill_form(page, patch=17, batch=4, iterations=30, **{"val-interval": 10, "lr": -1})
 
     page.locator("#train-launch").click()  # invalid: the reason shows, nothing is queued
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.error'))"
-                           ".some((t) => t.innerText.includes('lr must be > 0'))")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.toast-body.error'))"
+        ".some((t) => t.innerText.includes('lr must be > 0'))"
+    )
     runs_before = len(views.runs_frame(url=db))
 
     fill_form(page, lr=0.001, ema=0.9)  # with a moving average, distilled from a shipped model
@@ -215,8 +234,9 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     config = views.run_details(run_id, url=db)["config"]
     assert (config["ema"], config["teacher"], config["teacher_weight"]) == (0.9, app_server.weights_name, 0.5)
 
-    page.wait_for_function("() => document.querySelectorAll('#train-plot .scatterlayer .trace').length > 0",
-                           timeout=TRAIN_TIMEOUT_MS)  # live curve while it trains
+    page.wait_for_function(
+        "() => document.querySelectorAll('#train-plot .scatterlayer .trace').length > 0", timeout=TRAIN_TIMEOUT_MS
+    )  # live curve while it trains
     wait_for_row(page, "train-jobs", run_id, "finished")
     page.wait_for_function("() => document.querySelectorAll('#train-plot .scatterlayer .trace').length >= 2")
     assert "30/30" in [row[3] for row in table_rows(page, "train-jobs") if row[0] == str(run_id)]
@@ -224,8 +244,10 @@ def test_train_job_in_the_browser_then_runs_tab(browser_page, app_server, screen
     screenshot(page, "train")
 
     page.locator("#train-cancel").click()  # cancelling a finished run: a warning, nothing changes
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.toast-body.warning'))"
-                           ".some((t) => t.innerText.includes('already finished'))")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.toast-body.warning'))"
+        ".some((t) => t.innerText.includes('already finished'))"
+    )
     assert views.run_details(run_id, url=db)["status"] == "finished"
 
     page.get_by_role("tab", name="Runs").click()

@@ -27,8 +27,7 @@ def _hr(path, width: int = 101, height: int = 83):
 
 def test_the_table_follows_the_protocol_and_the_figure_holds_every_crop(tmp_path):
     path = _hr(tmp_path / "hr.png")
-    table, figure, report = run_compare(path, 3, ["nearest-x3", "bicubic-x3"], None, None, 40, 2,
-                                        progress=_no_progress)
+    table, figure, report = run_compare(path, 3, ["nearest-x3", "bicubic-x3"], None, None, 40, 2, progress=_no_progress)
     hr = mod_crop(np.asarray(Image.open(path)), 3)  # 99x81
     bicubic = imresize_np(make_lr(hr, 3), 3)
     assert list(table["method"]) == ["bicubic", "nearest"]  # best PSNR first
@@ -39,8 +38,10 @@ def test_the_table_follows_the_protocol_and_the_figure_holds_every_crop(tmp_path
         assert img.height == 80 + 22 and 3 * (80 + 4) - 4 <= img.width < 3 * (200 + 4)
         # the HR crop, enlarged with square pixels, starts the last column
         pixels = np.asarray(img)[22:]
-        assert any(np.array_equal(pixels[:, left : left + 80][::2, ::2], hr[20:60, 29:69])
-                   for left in range(img.width // 2, img.width - 79))
+        assert any(
+            np.array_equal(pixels[:, left : left + 80][::2, ::2], hr[20:60, 29:69])
+            for left in range(img.width // 2, img.width - 79)
+        )
 
 
 def test_self_ensembles_join_each_model(tmp_path):
@@ -49,8 +50,17 @@ def test_self_ensembles_join_each_model(tmp_path):
     x2 = min((c for c in list_weights() if c.scale == 2), key=lambda c: c.num_params, default=None)
     if x2 is None:
         pytest.skip("no x2 weights shipped")
-    table, figure, report = run_compare(_hr(tmp_path / "hr.png"), 2, [x2.name, "bicubic-x2"], None, None, 32, 1,
-                                        self_ensemble=True, progress=_no_progress)
+    table, figure, report = run_compare(
+        _hr(tmp_path / "hr.png"),
+        2,
+        [x2.name, "bicubic-x2"],
+        None,
+        None,
+        32,
+        1,
+        self_ensemble=True,
+        progress=_no_progress,
+    )
     assert sorted(table["method"]) == sorted([x2.name, f"{x2.name}+", "bicubic"])  # no bicubic+
     psnr = dict(zip(table["method"], table["PSNR (Y)"]))
     assert psnr[f"{x2.name}+"] != psnr[x2.name]
@@ -81,8 +91,16 @@ def test_the_method_list_follows_the_scale():
     ],
 )
 def test_bad_requests_get_a_clear_message(tmp_path, kwargs, message):
-    args = {"image_path": _hr(tmp_path / "hr.png"), "scale": 3, "methods": ["bicubic-x3"], "crop_x": None,
-            "crop_y": None, "crop_size": 40, "zoom": 2, **kwargs}
+    args = {
+        "image_path": _hr(tmp_path / "hr.png"),
+        "scale": 3,
+        "methods": ["bicubic-x3"],
+        "crop_x": None,
+        "crop_y": None,
+        "crop_size": 40,
+        "zoom": 2,
+        **kwargs,
+    }
     with pytest.raises(gr.Error, match=message):
         run_compare(**args, progress=_no_progress)
 

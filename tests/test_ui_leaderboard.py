@@ -29,8 +29,12 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("SRWEB_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.delenv("SRWEB_DATABASE_URL", raising=False)
     get_settings.cache_clear()
-    save_weights(srweb.create_model("espcn", 2), NAME, metrics=[SET5],
-                 inference={"speed": {"ms_per_mpix": 31.5, "fast_path": True, "device": "cpu", "host": "Card CPU"}})
+    save_weights(
+        srweb.create_model("espcn", 2),
+        NAME,
+        metrics=[SET5],
+        inference={"speed": {"ms_per_mpix": 31.5, "fast_path": True, "device": "cpu", "host": "Card CPU"}},
+    )
     prepare_database()  # what the app does at start: schema + card seeding
     yield tmp_path
     dispose_engine()
@@ -46,13 +50,33 @@ def seed_ratings() -> None:
             rater = get_or_create_rater(session, f"rater-{r:04d}").id
             votes = [("model", a, 3), ("model", b, 3), ("model", 3, 3), ("hr", 5, 3), ("nearest", 2, 3)]
             for i, (kind, sr, ref) in enumerate(votes):
-                trial = create_trial(session, image_id=f"crop{i}", scale=2, kind=kind,
-                                     weights_name=NAME if kind == "model" else None, rater_id=rater)
+                trial = create_trial(
+                    session,
+                    image_id=f"crop{i}",
+                    scale=2,
+                    kind=kind,
+                    weights_name=NAME if kind == "model" else None,
+                    rater_id=rater,
+                )
                 preferred = "sr" if sr > ref else "bicubic" if sr < ref else "tie"
-                submit_vote(session, trial_id=trial.id, rater_id=rater, score_sr=sr, score_ref=ref,
-                            preferred=preferred, rate_limit=None)
-        record_evaluation(session, weights_name="bicubic", scale=2, dataset="Set5", psnr=33.66, ssim=0.9299,
-                          protocol={"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic"})
+                submit_vote(
+                    session,
+                    trial_id=trial.id,
+                    rater_id=rater,
+                    score_sr=sr,
+                    score_ref=ref,
+                    preferred=preferred,
+                    rate_limit=None,
+                )
+        record_evaluation(
+            session,
+            weights_name="bicubic",
+            scale=2,
+            dataset="Set5",
+            psnr=33.66,
+            ssim=0.9299,
+            protocol={"channel": "y", "crop_border": 2, "degradation": "matlab-bicubic"},
+        )
         record_speed(session, weights_name=NAME, device="cpu", ms_per_mpix=123.4)
 
     write_transaction(seed)
@@ -60,7 +84,7 @@ def seed_ratings() -> None:
 
 def test_fresh_database_is_filled_from_the_cards(env):
     save_weights(srweb.create_model("espcn", 3), "espcn-x3.bare")  # no metrics on its card
-    shown, note, *_ , bench = lb.refresh()
+    shown, note, *_, bench = lb.refresh()
     table = shown.data
     bare = table.set_index("weights").loc["espcn-x3.bare"]
     assert bare["scale"] == 3 and bare["params (K)"] > 0 and bare["PSNR Set5"] is None and bare["ratings"] == 0
@@ -76,7 +100,9 @@ def test_fresh_database_is_filled_from_the_cards(env):
     # Shown at each column's decimals: the paper's 33.00 must not read "33", an empty cell reads "".
     cells = gr.Dataframe(interactive=False).postprocess(shown)
     display = dict(zip(cells.headers, cells.metadata["display_value"][list(table["weights"]).index("espcn-x3.bare")]))
-    assert display["paper PSNR Set5"] == "33.00" and display["PSNR Set5"] == "" and display["weights"] == "espcn-x3.bare"
+    assert (
+        display["paper PSNR Set5"] == "33.00" and display["PSNR Set5"] == "" and display["weights"] == "espcn-x3.bare"
+    )
     assert "Set5**: Y, crop 2, matlab-bicubic" in note
     assert [value for _, value in bench.choices] == [lb.ALL, "Set5"]
 
@@ -86,9 +112,27 @@ def test_table_columns_rows_and_filters(env):
     table, note, pd_fig, params_fig, csv_path, _ = lb.refresh(lb.ALL, lb.ALL)
     table = table.data
     assert list(table.columns) == [
-        "weights", "type", "arch", "scale", "params (K)", "PSNR Set5", "JPEG-75 Set5", "SSIM Set5", "paper PSNR Set5",
-        "ms/MP", "speed on", "MOS", "MOS 95% CI", "MOS clean", "MOS JPEG-75",
-        "ratings", "raters", "win % vs bicubic", "win 95% CI", "BT", "BT 95% CI",
+        "weights",
+        "type",
+        "arch",
+        "scale",
+        "params (K)",
+        "PSNR Set5",
+        "JPEG-75 Set5",
+        "SSIM Set5",
+        "paper PSNR Set5",
+        "ms/MP",
+        "speed on",
+        "MOS",
+        "MOS 95% CI",
+        "MOS clean",
+        "MOS JPEG-75",
+        "ratings",
+        "raters",
+        "win % vs bicubic",
+        "win 95% CI",
+        "BT",
+        "BT 95% CI",
     ]
     rows = table.set_index("weights")
     assert set(rows.index) == {NAME, "bicubic", "hr", "nearest"}
@@ -182,8 +226,16 @@ def test_self_ensemble_results_are_their_own_rows_of_the_served_checkpoint(env):
 
     def seed(session):
         for psnr, checkpoint in ((36.62, sha), (36.9, "0" * 64)):  # the second: an older checkpoint's result
-            record_evaluation(session, weights_name=NAME + "+", scale=2, dataset="Set5", psnr=psnr, ssim=0.951,
-                              protocol=protocol, weights_sha256=checkpoint)
+            record_evaluation(
+                session,
+                weights_name=NAME + "+",
+                scale=2,
+                dataset="Set5",
+                psnr=psnr,
+                ssim=0.951,
+                protocol=protocol,
+                weights_sha256=checkpoint,
+            )
 
     write_transaction(seed)
     table, note, *_ = lb.refresh(2, lb.ALL)

@@ -75,7 +75,10 @@ def test_the_same_crop_never_has_the_same_bytes_or_url_twice(tmp_path):
 
     crop = Image.new("RGB", (8, 8), (40, 90, 200))
     (tmp_path / "1").mkdir(), (tmp_path / "2").mkdir()
-    first, second = image_file(crop, "a", tmp_path / "1", unique=True), image_file(crop, "a", tmp_path / "2", unique=True)
+    first, second = (
+        image_file(crop, "a", tmp_path / "1", unique=True),
+        image_file(crop, "a", tmp_path / "2", unique=True),
+    )
     assert Path(first).read_bytes() != Path(second).read_bytes()  # Gradio's cache URL is a hash of the bytes
     with Image.open(first) as a, Image.open(second) as b:
         assert a.tobytes() == b.tobytes()  # the same pixels
@@ -89,8 +92,13 @@ def test_rater_tokens_survive_an_app_restart(tmp_path, monkeypatch):
     get_settings.cache_clear()
     try:
         key = rate.browser_secret()
-        restarted = subprocess.run([sys.executable, "-c", "from srweb.ui.rate import browser_secret; print(browser_secret())"],
-                                   capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        restarted = subprocess.run(
+            [sys.executable, "-c", "from srweb.ui.rate import browser_secret; print(browser_secret())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.strip()
         assert len(key) >= 32 and restarted == key  # the browser's stored token still decrypts
         path = tmp_path / "state" / "db" / "browser-state.key"  # with the rest of the app's state
         assert path.stat().st_mode & 0o777 == 0o600 and path.read_text() == key

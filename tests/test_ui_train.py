@@ -44,38 +44,65 @@ def env(tmp_path, monkeypatch):
 
 def form(**changes):
     """Form values in train.FIELDS order: a tiny valid espcn x2 job on the tiny folder."""
-    values = dict(model="espcn", scale=2, data="sample", data_path="", val_data="none", patch_size=8,
-                  batch_size=2, iterations=20, lr=1e-3, optimizer="adam", schedule="constant", loss="l2",
-                  precision="auto", device="auto", val_interval=10, pretrained="none", freeze_bn=False,
-                  ema=0.0, teacher="none", teacher_weight=0.5, teacher_unlabelled=False, degradation="bicubic",
-                  degradation_config="")
+    values = dict(
+        model="espcn",
+        scale=2,
+        data="sample",
+        data_path="",
+        val_data="none",
+        patch_size=8,
+        batch_size=2,
+        iterations=20,
+        lr=1e-3,
+        optimizer="adam",
+        schedule="constant",
+        loss="l2",
+        precision="auto",
+        device="auto",
+        val_interval=10,
+        pretrained="none",
+        freeze_bn=False,
+        ema=0.0,
+        teacher="none",
+        teacher_weight=0.5,
+        teacher_unlabelled=False,
+        degradation="bicubic",
+        degradation_config="",
+    )
     values.update(changes)
     return [values[name] for name in train.FIELDS]
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"lr": -0.1}, "lr must be > 0"),
-    ({"lr": None}, "lr is required"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"iterations": 2.5}, "iterations must be a whole number"),
-    ({"patch_size": 24}, "patch_size 24 at x2 needs 48x48 HR pixels"),
-    ({"scale": 8}, "espcn supports scales (2, 3, 4), not 8"),
-    ({"data_path": "/no/such/folder"}, "data: dataset '/no/such/folder' not found"),
-    ({"val_data": "NoSuchSet"}, "val_data: dataset 'NoSuchSet' not found"),
-    ({"device": "cuda:7"}, "device 'cuda:7' is not available"),
-    ({"pretrained": "srcnn-x2.general100"}, "'srcnn-x2.general100' is not a checkpoint of espcn"),
-    ({"teacher": "/etc/passwd"}, "'/etc/passwd' is not a trained model to distil from"),
-    ({"teacher_weight": 0}, "teacher_weight must be in (0, 1]"),
-    ({"teacher_unlabelled": True}, "teacher_unlabelled needs a teacher"),
-    ({"ema": None}, "ema is required"),
-    ({"ema": 1}, "ema must be in [0, 1)"),
-    ({"degradation": "jpeg", "degradation_config": '{"final": {"jpeg": {"quality": [0, 90]}}}'},
-     "final.jpeg.quality must be within 1-100"),
-    ({"degradation": "realistic", "degradation_config": '{"first": {"noise": {"sigma": [-3, 5]}}}'},
-     "first.noise.sigma must be within 0-255"),
-    ({"degradation": "realistic"}, "21x21 kernel is larger than the 16x16 HR patch"),
-    ({"degradation": "jpeg", "degradation_config": "{not json"}, "degradation config is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"lr": -0.1}, "lr must be > 0"),
+        ({"lr": None}, "lr is required"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"iterations": 2.5}, "iterations must be a whole number"),
+        ({"patch_size": 24}, "patch_size 24 at x2 needs 48x48 HR pixels"),
+        ({"scale": 8}, "espcn supports scales (2, 3, 4), not 8"),
+        ({"data_path": "/no/such/folder"}, "data: dataset '/no/such/folder' not found"),
+        ({"val_data": "NoSuchSet"}, "val_data: dataset 'NoSuchSet' not found"),
+        ({"device": "cuda:7"}, "device 'cuda:7' is not available"),
+        ({"pretrained": "srcnn-x2.general100"}, "'srcnn-x2.general100' is not a checkpoint of espcn"),
+        ({"teacher": "/etc/passwd"}, "'/etc/passwd' is not a trained model to distil from"),
+        ({"teacher_weight": 0}, "teacher_weight must be in (0, 1]"),
+        ({"teacher_unlabelled": True}, "teacher_unlabelled needs a teacher"),
+        ({"ema": None}, "ema is required"),
+        ({"ema": 1}, "ema must be in [0, 1)"),
+        (
+            {"degradation": "jpeg", "degradation_config": '{"final": {"jpeg": {"quality": [0, 90]}}}'},
+            "final.jpeg.quality must be within 1-100",
+        ),
+        (
+            {"degradation": "realistic", "degradation_config": '{"first": {"noise": {"sigma": [-3, 5]}}}'},
+            "first.noise.sigma must be within 0-255",
+        ),
+        ({"degradation": "realistic"}, "21x21 kernel is larger than the 16x16 HR patch"),
+        ({"degradation": "jpeg", "degradation_config": "{not json"}, "degradation config is not valid JSON"),
+    ],
+)
 def test_launch_rejects_bad_hyperparameters_with_the_reason(env, changes, reason):
     values = form(data_path=str(env / "tiny"), **changes) if "data_path" not in changes else form(**changes)
     with pytest.raises(gr.Error) as caught:
@@ -123,11 +150,18 @@ def test_launch_fine_tunes_from_a_checkpoint_of_the_model(env):
 def test_launch_averages_and_distils_from_any_trained_model(env):
     save_weights(create_model("srcnn", 4), "srcnn-x4.mine", weights_dir=get_settings().weights_dir)
     assert train.teacher_choices() == ["none", "srcnn-x4.mine"]
-    train.launch_job(*form(data_path=str(env / "tiny"), ema=0.99, teacher="srcnn-x4.mine", teacher_weight=0.3,
-                           teacher_unlabelled=True))
+    train.launch_job(
+        *form(
+            data_path=str(env / "tiny"), ema=0.99, teacher="srcnn-x4.mine", teacher_weight=0.3, teacher_unlabelled=True
+        )
+    )
     config = views.run_details(views.runs_frame()["id"][0])["config"]
-    assert (config["ema"], config["teacher"], config["teacher_weight"], config["teacher_unlabelled"]) == \
-        (0.99, "srcnn-x4.mine", 0.3, True)
+    assert (config["ema"], config["teacher"], config["teacher_weight"], config["teacher_unlabelled"]) == (
+        0.99,
+        "srcnn-x4.mine",
+        0.3,
+        True,
+    )
 
 
 def test_double_launch_queues_one_run(env):
@@ -142,8 +176,9 @@ def test_double_launch_queues_one_run(env):
 
 
 def test_concurrent_identical_submissions_queue_one_run(env):
-    cfg = TrainConfig(model="espcn", scale=2, data=str(env / "tiny"), val_data=None, patch_size=8, batch_size=2,
-                      iterations=20)
+    cfg = TrainConfig(
+        model="espcn", scale=2, data=str(env / "tiny"), val_data=None, patch_size=8, batch_size=2, iterations=20
+    )
     outcomes = []
 
     def submit():
@@ -165,8 +200,14 @@ def _finished_run(env, *, export: bool = True, name: str = "espcn-x2.custom") ->
     run_dir = env / "state" / "runs" / "r1"
 
     def make(session):
-        run = create_run(session, name="espcn-x2_p8_b2_lr1e-3_l2", arch="espcn", scale=2,
-                         config={"model": "espcn", "scale": 2, "device": "cpu"}, total_steps=20)
+        run = create_run(
+            session,
+            name="espcn-x2_p8_b2_lr1e-3_l2",
+            arch="espcn",
+            scale=2,
+            config={"model": "espcn", "scale": 2, "device": "cpu"},
+            total_steps=20,
+        )
         run.run_dir = str(run_dir)
         set_status(session, run.id, "running")
         log_metrics(session, run.id, 10, {"loss": 0.05, "val_psnr": 20.5})
@@ -178,8 +219,12 @@ def _finished_run(env, *, export: bool = True, name: str = "espcn-x2.custom") ->
         return run.id
 
     if export:
-        save_weights(create_model("espcn", 2), name, weights_dir=run_dir / "export",
-                     metrics=[{"dataset": "Set5", "psnr": 21.0, "ssim": 0.6}])
+        save_weights(
+            create_model("espcn", 2),
+            name,
+            weights_dir=run_dir / "export",
+            metrics=[{"dataset": "Set5", "psnr": 21.0, "ssim": 0.6}],
+        )
     return write_transaction(make)
 
 
@@ -313,8 +358,14 @@ def test_runs_table_filters_sorts_and_overlays(env):
 def test_curves_figure_one_trace_per_run_per_metric():
     import pandas as pd
 
-    frame = pd.DataFrame({"run": ["#1 a"] * 3 + ["#2 b"] * 2, "step": [10, 20, 10, 10, 20],
-                          "name": ["loss", "loss", "val_psnr", "loss", "loss"], "value": [0.5, 0.3, 20, 0.6, 0.4]})
+    frame = pd.DataFrame(
+        {
+            "run": ["#1 a"] * 3 + ["#2 b"] * 2,
+            "step": [10, 20, 10, 10, 20],
+            "name": ["loss", "loss", "val_psnr", "loss", "loss"],
+            "value": [0.5, 0.3, 20, 0.6, 0.4],
+        }
+    )
     figure = charts.curves_figure(frame)
     assert [(t.name, len(t.x)) for t in figure.data] == [("#1 a", 2), ("#1 a", 1), ("#2 b", 2)]
     assert sum(t.showlegend for t in figure.data) == 2
@@ -343,12 +394,25 @@ def test_refresh_skips_unchanged_outputs(env):
 
 def test_run_picker_values_parse_as_ids():
     assert [train.as_run_id(v) for v in (3, "3", "#12 espcn-x2_p17 (running)", " 7 ", None, "", "abc", True)] == [
-        3, 3, 12, 7, None, None, None, None]
+        3,
+        3,
+        12,
+        7,
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_launch_with_a_degradation_records_its_whole_chain(env):
-    train.launch_job(*form(data_path=str(env / "tiny"), degradation="jpeg",
-                           degradation_config='{"final": {"jpeg": {"quality": [60, 90]}}}'))
+    train.launch_job(
+        *form(
+            data_path=str(env / "tiny"),
+            degradation="jpeg",
+            degradation_config='{"final": {"jpeg": {"quality": [60, 90]}}}',
+        )
+    )
     config = views.run_details(views.runs_frame()["id"][0])["config"]
     assert config["degradation"] == "jpeg" and config["degradation_config"]["final"]["jpeg"]["quality"] == [60, 90]
     assert config["degradation_config"]["clean_prob"] == 0.5  # the preset's, spelled out

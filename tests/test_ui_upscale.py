@@ -26,8 +26,9 @@ def test_reference_figures_follow_the_protocol_border_equals_scale(tmp_path):
     hr = _photo()
     lr = Image.fromarray(imresize_np(np.asarray(hr), scale=1 / 3))
     hr.save(tmp_path / "hr.png"), lr.save(tmp_path / "lr.png")
-    sr_file, (bicubic_view, sr_view), report = run_upscale(str(tmp_path / "lr.png"), "bicubic-x3",
-                                                           str(tmp_path / "hr.png"))
+    sr_file, (bicubic_view, sr_view), report = run_upscale(
+        str(tmp_path / "lr.png"), "bicubic-x3", str(tmp_path / "hr.png")
+    )
     with Image.open(sr_file) as sr:
         expected_psnr = psnr(sr.convert("RGB"), hr, crop_border=3, y_channel=True)
         expected_ssim = ssim(sr.convert("RGB"), hr, crop_border=3, y_channel=True)
@@ -40,8 +41,11 @@ def test_reference_figures_follow_the_protocol_border_equals_scale(tmp_path):
 
 @pytest.mark.parametrize("mode", ["LA", "I;16"])
 def test_the_baselines_download_keeps_the_input_mode(tmp_path, mode):
-    source = _photo(16).convert("LA") if mode == "LA" else Image.fromarray(
-        (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 200))
+    source = (
+        _photo(16).convert("LA")
+        if mode == "LA"
+        else Image.fromarray((np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 200))
+    )
     source.save(tmp_path / "in.png")
     sr_file, (bicubic_view, sr_view), _ = run_upscale(str(tmp_path / "in.png"), "bicubic-x2")
     with Image.open(sr_file) as sr:
@@ -52,8 +56,9 @@ def test_the_baselines_download_keeps_the_input_mode(tmp_path, mode):
 def test_an_output_scale_sizes_both_sides_of_the_slider(tmp_path):
     _photo(20).save(tmp_path / "lr.png")
     Image.fromarray(imresize_np(np.asarray(_photo(20)), scale=2.5)).save(tmp_path / "hr.png")
-    sr_file, (left, right), report = run_upscale(str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"),
-                                                 output_scale=2.5)
+    sr_file, (left, right), report = run_upscale(
+        str(tmp_path / "lr.png"), "bicubic-x2", str(tmp_path / "hr.png"), output_scale=2.5
+    )
     assert "20x20 RGB → 50x50" in report and "x2 resized to x2.5" in report and "| SR |" in report
     for path in (sr_file, left, right):
         with Image.open(path) as img:
@@ -100,9 +105,13 @@ def test_the_slider_can_compare_two_weights_entries(tmp_path):
     model, other = pair
     scale = next(s for s, names in by_scale.items() if model in names)
     hr = _photo(12 * scale)
-    hr.save(tmp_path / "hr.png"), Image.fromarray(imresize_np(np.asarray(hr), scale=1 / scale)).save(tmp_path / "lr.png")
-    sr_file, (left, right), report = run_upscale(str(tmp_path / "lr.png"), model, str(tmp_path / "hr.png"),
-                                                 False, other)
+    (
+        hr.save(tmp_path / "hr.png"),
+        Image.fromarray(imresize_np(np.asarray(hr), scale=1 / scale)).save(tmp_path / "lr.png"),
+    )
+    sr_file, (left, right), report = run_upscale(
+        str(tmp_path / "lr.png"), model, str(tmp_path / "hr.png"), False, other
+    )
     assert f"Slider: {other} ◀ ▶ {model}" in report
     assert re.search(rf"\| {re.escape(other)} \| [\d.]+ dB \|", report) and "| bicubic |" not in report
     assert Path(left).name.startswith(other) and Path(right) == Path(sr_file)
@@ -207,8 +216,9 @@ def test_a_batch_of_only_bad_files_reports_each_and_offers_no_zip(tmp_path):
 
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "empty.png").write_bytes(b"")
-    archive, report = run_batch([str(tmp_path / "notes.txt"), str(tmp_path / "empty.png")], "bicubic-x3",
-                                progress=_no_progress)
+    archive, report = run_batch(
+        [str(tmp_path / "notes.txt"), str(tmp_path / "empty.png")], "bicubic-x3", progress=_no_progress
+    )
     assert archive is None and report.startswith("**0 of 2 images upscaled**")
     assert report.count("failed: ") == 2
 

@@ -139,8 +139,24 @@ def test_srweb_eval_reproduces_each_shipped_card(card, capsys):
     # fp32 figures (the fast path's own delta is checked against its guard in test_bench.py).
     from srweb.cli import main
 
-    assert main(["eval", "--weights", card.name, "--scale", str(card.scale), "--dataset", "Set5", "--json",
-                 "--no-store", "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--weights",
+                card.name,
+                "--scale",
+                str(card.scale),
+                "--dataset",
+                "Set5",
+                "--json",
+                "--no-store",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     measured = json.loads(capsys.readouterr().out)
     assert abs(measured["psnr"] - card.metric("Set5")["psnr"]) <= 0.01, (measured["psnr"], card.metric("Set5"))
 
@@ -150,26 +166,61 @@ def test_markdown_table_shows_each_stage_with_its_data_and_the_paper_figure():
     from srweb.weights.table import card_markdown, markdown_table
 
     def training(iterations, data, seconds, loss="l2", parent=None):
-        return {"config": {"data": data, "loss": loss, "iterations": iterations}, "iterations": iterations,
-                "data": data, "wall_seconds": seconds, **({"parent": {"training": parent}} if parent else {})}
+        return {
+            "config": {"data": data, "loss": loss, "iterations": iterations},
+            "iterations": iterations,
+            "data": data,
+            "wall_seconds": seconds,
+            **({"parent": {"training": parent}} if parent else {}),
+        }
 
-    fsrcnn = WeightsCard(name="fsrcnn-x3.a", arch="fsrcnn", scale=3, config={}, input_kind="y", upsampling="post",
-                         num_params=1, training=training(2000, "General-100", 600, parent=training(4000, "sample", 300)),
-                         metrics=[{"dataset": "Set5", "scale": 3, "psnr": 32.514, "ssim": 0.9061}])
-    srgan = WeightsCard(name="srgan-x4.b", arch="srresnet", scale=4, config={}, input_kind="rgb", upsampling="post",
-                        num_params=1, training=training(10, "General-100", 60, loss="srgan-mse"))
-    espcn = WeightsCard(name="espcn-x3.c", arch="espcn", scale=3, config={}, input_kind="y", upsampling="post",
-                        num_params=1, training={**training(50, "General-100", 120, parent=training(20, "sample", 60)),
-                                                "teacher": {"name": "edsr-baseline-x4.d", "sha256": "ab"}})
+    fsrcnn = WeightsCard(
+        name="fsrcnn-x3.a",
+        arch="fsrcnn",
+        scale=3,
+        config={},
+        input_kind="y",
+        upsampling="post",
+        num_params=1,
+        training=training(2000, "General-100", 600, parent=training(4000, "sample", 300)),
+        metrics=[{"dataset": "Set5", "scale": 3, "psnr": 32.514, "ssim": 0.9061}],
+    )
+    srgan = WeightsCard(
+        name="srgan-x4.b",
+        arch="srresnet",
+        scale=4,
+        config={},
+        input_kind="rgb",
+        upsampling="post",
+        num_params=1,
+        training=training(10, "General-100", 60, loss="srgan-mse"),
+    )
+    espcn = WeightsCard(
+        name="espcn-x3.c",
+        arch="espcn",
+        scale=3,
+        config={},
+        input_kind="y",
+        upsampling="post",
+        num_params=1,
+        training={
+            **training(50, "General-100", 120, parent=training(20, "sample", 60)),
+            "teacher": {"name": "edsr-baseline-x4.d", "sha256": "ab"},
+        },
+    )
     espcn.training["config"].update(teacher="edsr-baseline-x4.d", teacher_weight=0.25, ema=0.999)
     lines = markdown_table([fsrcnn, srgan, espcn], {3: 30.38}).splitlines()
-    assert lines[2] == ("| fsrcnn-x3.a | paper | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | - | 33.06 "
-                        "| 30.38 / - |")
+    assert lines[2] == (
+        "| fsrcnn-x3.a | paper | 4,000 sample + 2,000 General-100 | 15 min | 32.51 / 0.9061 | - | 33.06 | 30.38 / - |"
+    )
     assert lines[3] == "| srgan-x4.b | paper | 10 General-100 | 1 min | - | - | 30.64 | - / - |"  # SRGAN-MSE, not 32.05
-    assert lines[4] == ("| espcn-x3.c | paper | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | - "
-                        "| 33.00 | 30.38 / - |")
-    assert card_markdown(espcn).endswith("2. 50 iterations on General-100 (loss l2, EMA 0.999, teacher edsr-baseline-x4.d "
-                                         "weighted 0.25), 2 min")
+    assert lines[4] == (
+        "| espcn-x3.c | paper | 20 sample + 50 General-100 (teacher edsr-baseline-x4.d) | 3 min | - | - "
+        "| 33.00 | 30.38 / - |"
+    )
+    assert card_markdown(espcn).endswith(
+        "2. 50 iterations on General-100 (loss l2, EMA 0.999, teacher edsr-baseline-x4.d weighted 0.25), 2 min"
+    )
 
 
 def test_equal_tensors_save_to_equal_bytes(wdir):

@@ -35,10 +35,17 @@ def cluster(pg_server, tmp_path, monkeypatch):
     url = pg_server.create_database()
     artifacts = tmp_path / "artifacts"
     data = _images(tmp_path / "data", 6, 64)
-    env = child_env(tmp_path / "control", SRWEB_DATABASE_URL=url, SRWEB_ARTIFACTS_URL=str(artifacts),
-                    SRWEB_DEVICE="cpu")
-    for name in ("SRWEB_STATE_DIR", "SRWEB_WEIGHTS_DIR", "SRWEB_RUNS_DIR", "SRWEB_DATABASE_URL",
-                 "SRWEB_ARTIFACTS_URL", "SRWEB_DEVICE"):
+    env = child_env(
+        tmp_path / "control", SRWEB_DATABASE_URL=url, SRWEB_ARTIFACTS_URL=str(artifacts), SRWEB_DEVICE="cpu"
+    )
+    for name in (
+        "SRWEB_STATE_DIR",
+        "SRWEB_WEIGHTS_DIR",
+        "SRWEB_RUNS_DIR",
+        "SRWEB_DATABASE_URL",
+        "SRWEB_ARTIFACTS_URL",
+        "SRWEB_DEVICE",
+    ):
         monkeypatch.setenv(name, env[name])
     get_settings.cache_clear()
     init_db()
@@ -66,11 +73,22 @@ def _images(folder: Path, count: int, size: int) -> str:
 def _start_worker(cluster, name: str) -> subprocess.Popen:
     """``srweb worker --name NAME`` with its own state folders (its own "machine")."""
     root = cluster["root"] / name
-    env = child_env(root, SRWEB_DATABASE_URL=cluster["url"], SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
-                    SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
+    env = child_env(
+        root,
+        SRWEB_DATABASE_URL=cluster["url"],
+        SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
+        SRWEB_DEVICE="cpu",
+        PYTHONPATH=str(REPO),
+    )
     log = open(cluster["root"] / f"{name}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", name], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "srweb.cli", "worker", "--name", name],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     cluster["workers"].append(proc)
     return proc
@@ -83,8 +101,18 @@ def _log(cluster, name: str) -> str:
 def _cfg(data: str, **kw):
     from srweb.train.config import TrainConfig
 
-    values = dict(model="espcn", scale=2, data=data, val_data=data, patch_size=8, batch_size=4, iterations=40,
-                  val_interval=20, ckpt_interval=10, precision="fp32")
+    values = dict(
+        model="espcn",
+        scale=2,
+        data=data,
+        val_data=data,
+        patch_size=8,
+        batch_size=4,
+        iterations=40,
+        val_interval=20,
+        ckpt_interval=10,
+        precision="fp32",
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -126,8 +154,9 @@ def _checkpoint_step(path: Path) -> int:
 
 def test_srweb_worker_refuses_sqlite(tmp_path):
     env = child_env(tmp_path, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-m", "srweb.cli", "worker"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "srweb.cli", "worker"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2 and "needs a PostgreSQL database" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
@@ -158,14 +187,24 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
     killed = time.monotonic()
     a.wait(30)
 
-    _wait(lambda: _runs([long_id])[long_id].status == "queued" or _runs([long_id])[long_id].worker == "machine-b",
-          "the killed run back in the queue", timeout=60)
+    _wait(
+        lambda: _runs([long_id])[long_id].status == "queued" or _runs([long_id])[long_id].worker == "machine-b",
+        "the killed run back in the queue",
+        timeout=60,
+    )
     back = time.monotonic() - killed
-    _wait(lambda: (r := _runs([long_id])[long_id]).worker == "machine-b" and r.status == "running",
-          "machine-b to resume the killed run", timeout=TIMEOUT)
+    _wait(
+        lambda: (r := _runs([long_id])[long_id]).worker == "machine-b" and r.status == "running",
+        "machine-b to resume the killed run",
+        timeout=TIMEOUT,
+    )
     resumed = time.monotonic() - killed
-    runs = _wait(lambda: (rs := _runs([long_id, *others])) and all(r.status == "finished" for r in rs.values()) and rs,
-                 "every run to finish", timeout=600, poll=1)
+    runs = _wait(
+        lambda: (rs := _runs([long_id, *others])) and all(r.status == "finished" for r in rs.values()) and rs,
+        "every run to finish",
+        timeout=600,
+        poll=1,
+    )
 
     # A worker says "finished" once it has pushed the run's folder, just after the run's row says so.
     def logs() -> str:
@@ -178,15 +217,22 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
         assert run.step == run.total_steps and run.weights_name
         assert logs().count(f"run {run_id}: finished") == 1, f"run {run_id} did not finish exactly once"
         assert logs().count(f"run {run_id}: training in") + logs().count(f"run {run_id}: resuming") == (
-            2 if run_id == long_id else 1)
+            2 if run_id == long_id else 1
+        )
         assert (Path(run.run_dir) / "export" / f"{run.weights_name}.safetensors").is_file()  # pushed to the store
     from srweb.track.db import session_scope
 
     with session_scope(write=False) as session:
-        twice = session.execute(text("SELECT run_id, name, step FROM metrics GROUP BY run_id, name, step "
-                                     "HAVING count(*) > 1")).all()
-        loss_steps = session.execute(text("SELECT step FROM metrics WHERE run_id = :id AND name = 'loss' "
-                                          "ORDER BY step"), {"id": long_id}).scalars().all()
+        twice = session.execute(
+            text("SELECT run_id, name, step FROM metrics GROUP BY run_id, name, step HAVING count(*) > 1")
+        ).all()
+        loss_steps = (
+            session.execute(
+                text("SELECT step FROM metrics WHERE run_id = :id AND name = 'loss' ORDER BY step"), {"id": long_id}
+            )
+            .scalars()
+            .all()
+        )
     assert twice == []
     assert loss_steps and loss_steps[-1] >= 3000 - 50 and any(s > killed_at_step for s in loss_steps)
     from srweb.weights.exports import export_run_weights
@@ -194,18 +240,27 @@ def test_two_workers_four_runs_one_worker_killed(cluster, artifacts):
 
     card = export_run_weights(long_id)  # the Runs tab's Export, on the control plane
     assert card.name in [c.name for c in list_weights()] and card.training["run_id"] == long_id
-    figures = {"queue_latency_s": round(latency, 2), "kill_to_queued_s": round(back, 2),
-               "kill_to_resumed_s": round(resumed, 2), "killed_at_checkpoint_step": killed_at_step}
+    figures = {
+        "queue_latency_s": round(latency, 2),
+        "kill_to_queued_s": round(back, 2),
+        "kill_to_resumed_s": round(resumed, 2),
+        "killed_at_checkpoint_step": killed_at_step,
+    }
     (artifacts / "workers-faults.json").write_text(json.dumps(figures, indent=2))
     print(f"\nworkers: {figures}")
     assert back < 60
 
 
 def _cli(cluster, *args: str) -> str:
-    env = child_env(cluster["root"] / "control", SRWEB_DATABASE_URL=cluster["url"],
-                    SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]), PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-m", "srweb.cli", *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = child_env(
+        cluster["root"] / "control",
+        SRWEB_DATABASE_URL=cluster["url"],
+        SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
+        PYTHONPATH=str(REPO),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "srweb.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -259,8 +314,12 @@ def test_postgresql_restarted_during_a_run(cluster, pg_server):
     time.sleep(5)
     pg_server.start()
     dispose_engine(cluster["url"])  # this process's pooled connections died with the server
-    run = _wait(lambda: (r := _runs([run_id])[run_id]).status in ("finished", "failed") and r, "the run to end",
-                timeout=400, poll=1)
+    run = _wait(
+        lambda: (r := _runs([run_id])[run_id]).status in ("finished", "failed") and r,
+        "the run to end",
+        timeout=400,
+        poll=1,
+    )
     assert run.status == "finished" and run.step == 2500, run.error
     _wait(lambda: f"run {run_id}: finished" in _log(cluster, "machine-d"), "the worker to settle", timeout=60)
     log = _log(cluster, "machine-d")
@@ -268,8 +327,9 @@ def test_postgresql_restarted_during_a_run(cluster, pg_server):
     from srweb.track.db import session_scope
 
     with session_scope(write=False) as session:
-        twice = session.execute(text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step "
-                                     "HAVING count(*) > 1"), {"id": run_id}).all()
+        twice = session.execute(
+            text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step HAVING count(*) > 1"), {"id": run_id}
+        ).all()
     assert twice == []
     assert log.count(f"run {run_id}: training") + log.count(f"run {run_id}: resuming") == 1
 
@@ -318,8 +378,11 @@ def test_the_app_runs_its_local_workers_and_stops_them(cluster, tmp_path):
 
     from srweb.train import jobs
 
-    env = {"SRWEB_DATABASE_URL": cluster["url"], "SRWEB_ARTIFACTS_URL": str(cluster["artifacts"]),
-           "SRWEB_LOCAL_WORKERS": "1"}
+    env = {
+        "SRWEB_DATABASE_URL": cluster["url"],
+        "SRWEB_ARTIFACTS_URL": str(cluster["artifacts"]),
+        "SRWEB_LOCAL_WORKERS": "1",
+    }
     name = f"{socket.gethostname()}-app-1"
     with running_app(tmp_path / "app", env, artifact="app-local-workers.log") as server:
         server.database_url = cluster["url"]
@@ -339,11 +402,22 @@ def test_a_worker_with_two_processes_trains_under_torchrun(cluster):
     from srweb.train import jobs
 
     root = cluster["root"] / "machine-ddp"
-    env = child_env(root, SRWEB_DATABASE_URL=cluster["url"], SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
-                    SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
+    env = child_env(
+        root,
+        SRWEB_DATABASE_URL=cluster["url"],
+        SRWEB_ARTIFACTS_URL=str(cluster["artifacts"]),
+        SRWEB_DEVICE="cpu",
+        PYTHONPATH=str(REPO),
+    )
     with open(cluster["root"] / "machine-ddp.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", "machine-ddp", "--gpus", "2"],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "srweb.cli", "worker", "--name", "machine-ddp", "--gpus", "2"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     cluster["workers"].append(proc)
     run_id = jobs.submit(_cfg(cluster["data"], iterations=40, tag="ddp"))
     run = _wait(lambda: (r := _runs([run_id])[run_id]).status in ("finished", "failed") and r, "the DDP run")
@@ -352,8 +426,9 @@ def test_a_worker_with_two_processes_trains_under_torchrun(cluster):
     assert "rank 0 of 2 processes" in (Path(run.run_dir) / "train.log").read_text(errors="replace")
     assert (Path(run.run_dir) / "export" / f"{run.weights_name}.safetensors").is_file()
     with session_scope(write=False) as session:
-        twice = session.execute(text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step "
-                                     "HAVING count(*) > 1"), {"id": run_id}).all()
+        twice = session.execute(
+            text("SELECT step FROM metrics WHERE run_id = :id GROUP BY name, step HAVING count(*) > 1"), {"id": run_id}
+        ).all()
     assert twice == []
 
 
@@ -366,8 +441,13 @@ def test_a_worker_without_its_database_says_so_and_retries(tmp_path):
     env = child_env(tmp_path, SRWEB_DATABASE_URL=url, SRWEB_DEVICE="cpu", PYTHONPATH=str(REPO))
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "srweb.cli", "worker", "--name", "offline"], cwd=REPO,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "srweb.cli", "worker", "--name", "offline"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait(lambda: log_path.read_text().count("cannot reach the database") >= 2, "two tries", timeout=90)
         assert proc.poll() is None  # still trying

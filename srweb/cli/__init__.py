@@ -14,8 +14,21 @@ from typing import Sequence
 from srweb.cli.common import EXIT_BAD_INPUT, CLIError
 
 # The modules of srweb.cli (or a full module path), in the order `srweb --help` lists their commands.
-COMMAND_GROUPS = ("models", "upscale", "evaluate", "prepare", "data", "train", "jobs", "workers", "bench", "compare",
-                  "hub", "onnx", "importer")
+COMMAND_GROUPS = (
+    "models",
+    "upscale",
+    "evaluate",
+    "prepare",
+    "data",
+    "train",
+    "jobs",
+    "workers",
+    "bench",
+    "compare",
+    "hub",
+    "onnx",
+    "importer",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,8 +22,11 @@ def _parts_present(entry: Entry, folder: Path) -> list[str]:
     """DIV2K's parts found in ``folder`` ("valid HR", "train x2", ...); [] for single-archive sets."""
     if len(entry.archives) == 1:
         return []
-    return [f"{a.split} {'HR' if a.scale is None else f'x{a.scale}' + ('' if a.track == 'bicubic' else ' ' + a.track)}"
-            for a in entry.archives if (folder / a.target).is_dir() and any((folder / a.target).iterdir())]
+    return [
+        f"{a.split} {'HR' if a.scale is None else f'x{a.scale}' + ('' if a.track == 'bicubic' else ' ' + a.track)}"
+        for a in entry.archives
+        if (folder / a.target).is_dir() and any((folder / a.target).iterdir())
+    ]
 
 
 def _default_size(entry: Entry) -> int | None:
@@ -37,29 +40,53 @@ def dataset_rows(root: Path | None = None) -> list[dict]:
     other folder under the data root; each says where it is (built in / downloaded / missing)."""
     root = root or get_settings().data_root
     builtin = builtin_datasets()
-    rows = [{"name": "sample", "status": "built in", "path": str(get_settings().cache_dir / "samples"),
-             "summary": "photos shipped with scikit-image, copied here on first use", "source": "scikit-image"}]
+    rows = [
+        {
+            "name": "sample",
+            "status": "built in",
+            "path": str(get_settings().cache_dir / "samples"),
+            "summary": "photos shipped with scikit-image, copied here on first use",
+            "source": "scikit-image",
+        }
+    ]
     for name, path in builtin.items():
         found = locate_dataset(name, root)
         status = "built in" if found == path else "downloaded"
         note = "" if found == path else f" (used instead of the built-in copy at {path})"
-        rows.append({"name": name, "status": status, "path": str(found), "summary": _builtin_summary(path) + note,
-                     "source": "package data"})
+        rows.append(
+            {
+                "name": name,
+                "status": status,
+                "path": str(found),
+                "summary": _builtin_summary(path) + note,
+                "source": "package data",
+            }
+        )
     for entry in CATALOG.values():
         found = locate_dataset(entry.name, root)
-        row = {"name": entry.name, "status": "downloaded" if found else "missing",
-               "path": str(found or root / entry.name),
-               "summary": entry.summary, "source": entry.homepage, "pinned": entry.pinned,
-               "size_bytes": _default_size(entry)}
+        row = {
+            "name": entry.name,
+            "status": "downloaded" if found else "missing",
+            "path": str(found or root / entry.name),
+            "summary": entry.summary,
+            "source": entry.homepage,
+            "pinned": entry.pinned,
+            "size_bytes": _default_size(entry),
+        }
         if found and len(entry.archives) > 1:
             row["parts"] = _parts_present(entry, found)
         rows.append(row)
     known = {r["name"].lower() for r in rows}
     if root.is_dir():
-        own = [p for p in sorted(root.iterdir())
-               if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in known]
-        rows += [{"name": p.name, "status": "downloaded", "path": str(p), "summary": "your folder", "source": "-"}
-                 for p in own]
+        own = [
+            p
+            for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in known
+        ]
+        rows += [
+            {"name": p.name, "status": "downloaded", "path": str(p), "summary": "your folder", "source": "-"}
+            for p in own
+        ]
     return rows
 
 
@@ -94,8 +121,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from srweb.data.download import DownloadError, fetch_dataset
 
     try:
-        folder = fetch_dataset(args.name, args.root, splits=args.split, scales=tuple(args.scale or ()),
-                               progress=not args.quiet)
+        folder = fetch_dataset(
+            args.name, args.root, splits=args.split, scales=tuple(args.scale or ()), progress=not args.quiet
+        )
     except DownloadError as exc:
         print(f"srweb: error: {exc}", file=sys.stderr)
         return 1
@@ -110,14 +138,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--root", help="data root to look in (default: SRWEB_DATA_ROOT, else data/ under the state dir)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_list)
-    q = data.add_parser("fetch", help="download, verify and unpack a dataset into the data root (resumable)",
-                        description="Downloads are resumed when run again; a dataset folder appears only once "
-                                    "its archive is verified and unpacked.")
+    q = data.add_parser(
+        "fetch",
+        help="download, verify and unpack a dataset into the data root (resumable)",
+        description="Downloads are resumed when run again; a dataset folder appears only once "
+        "its archive is verified and unpacked.",
+    )
     q.add_argument("name", help=f"one of {', '.join(CATALOG)}")
     q.add_argument("--root", help="data root to fill (default: SRWEB_DATA_ROOT, else data/ under the state dir)")
-    q.add_argument("--split", nargs="+", choices=["train", "valid"],
-                   help="DIV2K: which splits' HR images (default: both)")
-    q.add_argument("--scale", type=int, nargs="+", choices=[2, 3, 4],
-                   help="DIV2K: also the bicubic LR images of these scales")
+    q.add_argument(
+        "--split", nargs="+", choices=["train", "valid"], help="DIV2K: which splits' HR images (default: both)"
+    )
+    q.add_argument(
+        "--scale", type=int, nargs="+", choices=[2, 3, 4], help="DIV2K: also the bicubic LR images of these scales"
+    )
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_fetch)

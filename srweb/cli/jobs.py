@@ -13,14 +13,27 @@ from srweb.cli.train import add_config_flags, config_from_args
 
 def run_json(run) -> dict:
     """One run for ``srweb jobs list --json``."""
+
     def stamp(moment):
         return moment.isoformat(timespec="seconds") if moment else None
 
-    return {"id": run.id, "name": run.name, "status": run.status, "worker": run.worker, "host": run.host,
-            "device": run.device, "step": run.step, "iterations": run.total_steps, "best_psnr": run.best_psnr,
-            "created_at": stamp(run.created_at), "started_at": stamp(run.started_at),
-            "finished_at": stamp(run.finished_at), "heartbeat_at": stamp(run.heartbeat_at),
-            "weights": run.weights_name, "error": run.error}
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "worker": run.worker,
+        "host": run.host,
+        "device": run.device,
+        "step": run.step,
+        "iterations": run.total_steps,
+        "best_psnr": run.best_psnr,
+        "created_at": stamp(run.created_at),
+        "started_at": stamp(run.started_at),
+        "finished_at": stamp(run.finished_at),
+        "heartbeat_at": stamp(run.heartbeat_at),
+        "weights": run.weights_name,
+        "error": run.error,
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -72,6 +85,7 @@ def _with_database(handler):
 
         init_db()
         return handler(args)
+
     return run
 
 
@@ -84,8 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("submit", help="queue a training run (the flags of srweb train)")
     add_config_flags(p)
     p.set_defaults(func=_with_database(cmd_submit))
-    for action, about in (("cancel", "stop a queued or running run"), ("resume", "queue a stopped run again"),
-                          ("logs", "the end of a run's log"), ("delete", "delete a run that is not running")):
+    for action, about in (
+        ("cancel", "stop a queued or running run"),
+        ("resume", "queue a stopped run again"),
+        ("logs", "the end of a run's log"),
+        ("delete", "delete a run that is not running"),
+    ):
         p = actions.add_parser(action, help=about)
         p.add_argument("run_id", nargs="?", type=int, metavar="RUN_ID")
         if action == "logs":

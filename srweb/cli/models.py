@@ -16,12 +16,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     archs = []
     for name in list_models():
         info = get_model_info(name)
-        params = {str(s): count_params(create_model(name, s)) for s in info.scales} if args.json or info.trainable else {}
-        archs.append({
-            "name": name, "paper": info.paper, "year": info.year, "input_kind": info.input_kind,
-            "upsampling": info.upsampling, "scales": list(info.scales), "trainable": info.trainable,
-            "params": params, "defaults": info.defaults, "paper_set5": info.paper_set5,
-        })
+        params = (
+            {str(s): count_params(create_model(name, s)) for s in info.scales} if args.json or info.trainable else {}
+        )
+        archs.append(
+            {
+                "name": name,
+                "paper": info.paper,
+                "year": info.year,
+                "input_kind": info.input_kind,
+                "upsampling": info.upsampling,
+                "scales": list(info.scales),
+                "trainable": info.trainable,
+                "params": params,
+                "defaults": info.defaults,
+                "paper_set5": info.paper_set5,
+            }
+        )
     found = [(card, weights_source(card.name)) for card in list_weights()]
     if args.markdown:
         print(_weights_markdown([card for card, source in found if source == "shipped"]))
@@ -59,13 +70,19 @@ def _weights_markdown(cards: list) -> str:
     except ValueError:
         return markdown_table(cards)
     scales = sorted({c.scale for c in cards})
-    return markdown_table(cards, {s: evaluate(bicubic_sr(s), set5, s).psnr for s in scales},
-                          {s: evaluate(bicubic_sr(s), set5, s, degradation="jpeg75").psnr for s in scales})
+    return markdown_table(
+        cards,
+        {s: evaluate(bicubic_sr(s), set5, s).psnr for s in scales},
+        {s: evaluate(bicubic_sr(s), set5, s, degradation="jpeg75").psnr for s in scales},
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list architectures and weights (shipped, and exported from runs)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--markdown", action="store_true",
-                   help="the shipped weights as a Markdown table (training chain, Set5, paper, bicubic)")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the shipped weights as a Markdown table (training chain, Set5, paper, bicubic)",
+    )
     p.set_defaults(func=cmd_models)

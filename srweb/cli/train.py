@@ -15,26 +15,56 @@ from srweb.weights.files import training_chain
 
 # CLI flag -> TrainConfig field, for every hyperparameter a user sets on the command line.
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_FLAGS = ("scale", "data", "val_data", "patch_size", "batch_size", "iterations", "optimizer", "lr",
-          "momentum", "weight_decay", "schedule", "lr_step", "lr_gamma", "min_lr", "grad_clip", "clip_mode",
-          "loss", "adv_weight", "ema", "teacher", "teacher_weight", "pretrained", "vgg_weights", "val_interval",
-          "ckpt_interval", "seed", "device", "precision", "num_workers", "tag", "name", "degradation",
-          "val_degradation")
+_FLAGS = (
+    "scale",
+    "data",
+    "val_data",
+    "patch_size",
+    "batch_size",
+    "iterations",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "lr_step",
+    "lr_gamma",
+    "min_lr",
+    "grad_clip",
+    "clip_mode",
+    "loss",
+    "adv_weight",
+    "ema",
+    "teacher",
+    "teacher_weight",
+    "pretrained",
+    "vgg_weights",
+    "val_interval",
+    "ckpt_interval",
+    "seed",
+    "device",
+    "precision",
+    "num_workers",
+    "tag",
+    "name",
+    "degradation",
+    "val_degradation",
+)
 _HELP = {
     "data": "training images: a folder, or a name under the data root (default: General-100 when the "
-            "data root has it, else the built-in sample set)",
+    "data root has it, else the built-in sample set)",
     "val_data": "validation images, as --data (default: Set5; '' for none)",
     "ema": "keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
-           "validation, the best checkpoint and the export use the average",
+    "validation, the best checkpoint and the export use the average",
     "teacher": "distil from these weights (a name, NAME+ for its self-ensemble, or a card; any scale): "
-               "the pixel loss also pulls towards the teacher's output, computed once per training image",
+    "the pixel loss also pulls towards the teacher's output, computed once per training image",
     "teacher_weight": "the teacher's share of the pixel loss, in (0, 1] (default 0.5; HR gets the rest)",
     "degradation": "how training LR is made from HR: bicubic (the classic LR, default), jpeg (photos: half clean, half "
-                   "JPEG quality 40-95) or realistic (Real-ESRGAN's second-order blur/resize/noise/JPEG)",
+    "JPEG quality 40-95) or realistic (Real-ESRGAN's second-order blur/resize/noise/JPEG)",
     "val_degradation": "the `srweb eval --degradation` validation and the best checkpoint use (default auto: "
-                       "jpeg75 for --degradation jpeg, realistic for realistic, else the classic LR)",
+    "jpeg75 for --degradation jpeg, realistic for realistic, else the classic LR)",
     "pretrained": "initialise from these weights (a card or .safetensors; shape-matching tensors); "
-                  "the data still comes from --data",
+    "the data still comes from --data",
 }
 
 
@@ -45,20 +75,39 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     for name in _FLAGS:
         kind = {int: int, float: float}.get(_type_of(name), str)
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=_HELP.get(name))
-    p.add_argument("--degradation-config", dest="degradation_config", metavar="JSON",
-                   help='overrides of the --degradation preset, e.g. \'{"final": {"jpeg": {"quality": [50, 95]}}}\' '
-                        "(keys: clean_prob, first, second, final; docs/degradations.md)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="architecture override, e.g. num_blocks=8 (JSON values)")
+    p.add_argument(
+        "--degradation-config",
+        dest="degradation_config",
+        metavar="JSON",
+        help='overrides of the --degradation preset, e.g. \'{"final": {"jpeg": {"quality": [50, 95]}}}\' '
+        "(keys: clean_prob, first, second, final; docs/degradations.md)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture override, e.g. num_blocks=8 (JSON values)",
+    )
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--scale-augment", dest="scale_augment", action="store_true", default=None)
-    p.add_argument("--teacher-unlabelled", dest="teacher_unlabelled", action="store_true", default=None,
-                   help="with --teacher: also train on the training images as they are, as LR inputs (scale x "
-                        "the pixels of their LR), with the teacher's output as the only target")
-    p.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
-                   help="BatchNorm layers normalise with their running statistics and keep them (training "
-                        "then optimises the network inference runs; for fine-tuning BatchNorm models such as "
-                        "SRResNet)")
+    p.add_argument(
+        "--teacher-unlabelled",
+        dest="teacher_unlabelled",
+        action="store_true",
+        default=None,
+        help="with --teacher: also train on the training images as they are, as LR inputs (scale x "
+        "the pixels of their LR), with the teacher's output as the only target",
+    )
+    p.add_argument(
+        "--freeze-bn",
+        dest="freeze_bn",
+        action="store_true",
+        default=None,
+        help="BatchNorm layers normalise with their running statistics and keep them (training "
+        "then optimises the network inference runs; for fine-tuning BatchNorm models such as "
+        "SRResNet)",
+    )
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
 
 
@@ -79,8 +128,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             base["degradation_config"] = {}  # the card's chain is its own preset's, spelled out
     if args.config:
         base.update(json.loads(Path(args.config).read_text()))
-    for name in (*_FLAGS, "augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last",
-                 "degradation_config"):
+    for name in (
+        *_FLAGS,
+        "augment",
+        "scale_augment",
+        "teacher_unlabelled",
+        "freeze_bn",
+        "channels_last",
+        "degradation_config",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             base[name] = value
@@ -124,8 +180,14 @@ def replay_parents(card_path: str, run_dir: Path, precision: str | None = None) 
 
     parents, pretrained = card_stages(json.loads(Path(card_path).read_text()))[:-1], None
     for i, stage in enumerate(parents):
-        cfg = TrainConfig.from_dict({**stage, "name": None, "precision": precision or stage.get("precision", "auto"),
-                                     "pretrained": str(pretrained) if pretrained else stage.get("pretrained")})
+        cfg = TrainConfig.from_dict(
+            {
+                **stage,
+                "name": None,
+                "precision": precision or stage.get("precision", "auto"),
+                "pretrained": str(pretrained) if pretrained else stage.get("pretrained"),
+            }
+        )
         stage_dir = run_dir / f"stage-{i + 1}"
         print(f"stage {i + 1}/{len(parents) + 1}: {cfg.resolved().name}")
         card = Trainer(cfg, stage_dir).train().card
@@ -143,8 +205,11 @@ def warn_slow_replay(card_path: str, stages: list[dict], cfg: TrainConfig, preci
 
     pinned = precision or ("bf16" if any(s.get("precision") == "bf16" for s in stages) else None)
     if pinned == "bf16" and resolve_device(cfg.device) == "cpu" and not cpu_supports_bf16():
-        print(f"note: {card_path} was trained in bf16, which this CPU emulates (slow); "
-              f"--precision fp32 replays it in fp32 instead", file=sys.stderr)
+        print(
+            f"note: {card_path} was trained in bf16, which this CPU emulates (slow); "
+            f"--precision fp32 replays it in fp32 instead",
+            file=sys.stderr,
+        )
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -188,18 +253,25 @@ def start_tracked_run(session, cfg: TrainConfig, run_dir: Path | None) -> tuple[
         mark_orphans(session)  # a run killed with its terminal is not taken for a live one
         previous = latest_run_in(session, str(folder))
     if previous is not None and previous.status in ("queued", "running"):
-        raise ValueError(f"{run_dir} belongs to run {previous.id}, which is {previous.status}; "
-                         f"wait for it or cancel it (srweb jobs cancel {previous.id})")
+        raise ValueError(
+            f"{run_dir} belongs to run {previous.id}, which is {previous.status}; "
+            f"wait for it or cancel it (srweb jobs cancel {previous.id})"
+        )
     if previous is not None and previous.status == "finished":
-        raise ValueError(f"{run_dir} holds run {previous.id}, which finished; to train it further, copy the "
-                         f"folder and pass the copy as --run-dir, or start from its weights with --pretrained; "
-                         f"to train anew, pass a new --run-dir")
+        raise ValueError(
+            f"{run_dir} holds run {previous.id}, which finished; to train it further, copy the "
+            f"folder and pass the copy as --run-dir, or start from its weights with --pretrained; "
+            f"to train anew, pass a new --run-dir"
+        )
     saved = read_saved_run(folder) if folder is not None else None
     if saved is not None:
         refuse_finished(saved, run_dir, cfg)  # finished without a record here (untracked, or a deleted run)
         hint = ""
-        if previous is not None and not differences(saved.config, previous.config) and (
-                previous.config.get("iterations") == saved.iterations):  # the checkpoint is that run's
+        if (
+            previous is not None
+            and not differences(saved.config, previous.config)
+            and (previous.config.get("iterations") == saved.iterations)
+        ):  # the checkpoint is that run's
             hint = f"continue run {previous.id} as it was with `srweb jobs resume {previous.id}`"
         check_resume(saved, cfg, run_dir, hint)
     if previous is not None and previous.config == json.loads(json.dumps(cfg.to_dict())):
@@ -241,9 +313,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"queued run {run_id} ({cfg.name}); follow it with `srweb jobs logs {run_id}`")
         return 0
     result, run_id, run_dir = _train_in_foreground(cfg, args)
-    summary = {"run_id": run_id, "status": result.status, "step": result.step, "best_psnr": result.best_psnr,
-               "wall_seconds": round(result.wall_seconds, 1), "weights": result.card.name if result.card else None,
-               "run_dir": str(run_dir)}
+    summary = {
+        "run_id": run_id,
+        "status": result.status,
+        "step": result.step,
+        "best_psnr": result.best_psnr,
+        "wall_seconds": round(result.wall_seconds, 1),
+        "weights": result.card.name if result.card else None,
+        "run_dir": str(run_dir),
+    }
     print(json.dumps(summary))
     return 0 if result.status == "finished" else 3
 

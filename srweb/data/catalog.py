@@ -65,12 +65,16 @@ class Entry:
         """Whether every archive has a published size and SHA-256."""
         return all(a.size is not None and a.sha256 for a in self.archives)
 
-    def select(self, splits: tuple[str, ...] | None = None, scales: tuple[int, ...] = (),
-               track: str = "bicubic") -> list[Archive]:
+    def select(
+        self, splits: tuple[str, ...] | None = None, scales: tuple[int, ...] = (), track: str = "bicubic"
+    ) -> list[Archive]:
         """The archives for ``splits`` (None: all): the HR ones, plus LR ``track`` ones of ``scales``."""
-        return [a for a in self.archives
-                if (splits is None or a.split is None or a.split in splits)
-                and (a.scale is None or (a.scale in scales and a.track == track))]
+        return [
+            a
+            for a in self.archives
+            if (splits is None or a.split is None or a.split in splits)
+            and (a.scale is None or (a.scale in scales and a.track == track))
+        ]
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -107,35 +111,78 @@ def _div2k_archive(file: str, size: int, sha256: str) -> Archive:
     if parts[2] == "HR":
         return Archive(file, DIV2K_URL + file, size, sha256, f"DIV2K_{split}_HR", images=images, split=split)
     track, scale = parts[3], int(parts[4][1:])
-    return Archive(file, DIV2K_URL + file, size, sha256, f"DIV2K_{split}_LR_{track}/X{scale}", images=images,
-                   split=split, scale=scale, track=track)
+    return Archive(
+        file,
+        DIV2K_URL + file,
+        size,
+        sha256,
+        f"DIV2K_{split}_LR_{track}/X{scale}",
+        images=images,
+        split=split,
+        scale=scale,
+        track=track,
+    )
 
 
 def _hf_hr(name: str, images: int) -> Archive:
     file = f"{name}_HR.tar.gz"
-    return Archive(file, f"{HF_DATASETS}eugenesiow/{name}/resolve/main/data/{file}", None, None,
-                   member=f"{name}_HR", images=images)
+    return Archive(
+        file, f"{HF_DATASETS}eugenesiow/{name}/resolve/main/data/{file}", None, None, member=f"{name}_HR", images=images
+    )
 
 
-CATALOG: dict[str, Entry] = {e.name: e for e in (
-    Entry("General-100", "100 BMP training images (FSRCNN's training set)",
-          "C. Dong, C. C. Loy, X. Tang. Accelerating the Super-Resolution Convolutional Neural Network. ECCV 2016.",
-          "http://mmlab.ie.cuhk.edu.hk/projects/FSRCNN.html",
-          (Archive("General-100.zip", "https://drive.google.com/uc?export=download&id=0B7tU5Pj1dfCMVVdJelZqV0prWnM",
-                   None, None, member="General-100", images=100),)),
-    Entry("DIV2K", "800 train + 100 valid 2K images, bicubic LR x2/x3/x4 (NTIRE 2017)",
-          "E. Agustsson, R. Timofte. NTIRE 2017 Challenge on Single Image Super-Resolution: Dataset and Study. "
-          "CVPRW 2017.", DIV2K_URL, tuple(_div2k_archive(*pin) for pin in _DIV2K_PINS)),
-    Entry("Set14", "14 test images", "R. Zeyde, M. Elad, M. Protter. On Single Image Scale-Up Using "
-          "Sparse-Representations. Curves and Surfaces 2010.", HF_DATASETS + "eugenesiow/Set14",
-          (_hf_hr("Set14", 14),)),
-    Entry("BSD100", "100 test images of the Berkeley segmentation set", "D. Martin, C. Fowlkes, D. Tal, J. Malik. "
-          "A Database of Human Segmented Natural Images. ICCV 2001.", HF_DATASETS + "eugenesiow/BSD100",
-          (_hf_hr("BSD100", 100),)),
-    Entry("Urban100", "100 test images of buildings (regular structures)", "J.-B. Huang, A. Singh, N. Ahuja. "
-          "Single Image Super-Resolution from Transformed Self-Exemplars. CVPR 2015.",
-          HF_DATASETS + "eugenesiow/Urban100", (_hf_hr("Urban100", 100),)),
-)}
+CATALOG: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry(
+            "General-100",
+            "100 BMP training images (FSRCNN's training set)",
+            "C. Dong, C. C. Loy, X. Tang. Accelerating the Super-Resolution Convolutional Neural Network. ECCV 2016.",
+            "http://mmlab.ie.cuhk.edu.hk/projects/FSRCNN.html",
+            (
+                Archive(
+                    "General-100.zip",
+                    "https://drive.google.com/uc?export=download&id=0B7tU5Pj1dfCMVVdJelZqV0prWnM",
+                    None,
+                    None,
+                    member="General-100",
+                    images=100,
+                ),
+            ),
+        ),
+        Entry(
+            "DIV2K",
+            "800 train + 100 valid 2K images, bicubic LR x2/x3/x4 (NTIRE 2017)",
+            "E. Agustsson, R. Timofte. NTIRE 2017 Challenge on Single Image Super-Resolution: Dataset and Study. "
+            "CVPRW 2017.",
+            DIV2K_URL,
+            tuple(_div2k_archive(*pin) for pin in _DIV2K_PINS),
+        ),
+        Entry(
+            "Set14",
+            "14 test images",
+            "R. Zeyde, M. Elad, M. Protter. On Single Image Scale-Up Using "
+            "Sparse-Representations. Curves and Surfaces 2010.",
+            HF_DATASETS + "eugenesiow/Set14",
+            (_hf_hr("Set14", 14),),
+        ),
+        Entry(
+            "BSD100",
+            "100 test images of the Berkeley segmentation set",
+            "D. Martin, C. Fowlkes, D. Tal, J. Malik. A Database of Human Segmented Natural Images. ICCV 2001.",
+            HF_DATASETS + "eugenesiow/BSD100",
+            (_hf_hr("BSD100", 100),),
+        ),
+        Entry(
+            "Urban100",
+            "100 test images of buildings (regular structures)",
+            "J.-B. Huang, A. Singh, N. Ahuja. "
+            "Single Image Super-Resolution from Transformed Self-Exemplars. CVPR 2015.",
+            HF_DATASETS + "eugenesiow/Urban100",
+            (_hf_hr("Urban100", 100),),
+        ),
+    )
+}
 
 
 def find_entry(name: str) -> Entry | None:

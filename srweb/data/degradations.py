@@ -44,17 +44,38 @@ BLUR_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_i
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 FINAL_RESIZES = ("matlab-bicubic", "random")
 
-BLUR = {"prob": 1.0, "kernel_size": [7, 21], "sigma": [0.2, 3.0],
-        "kinds": {"iso": 0.45, "aniso": 0.25, "generalized_iso": 0.12, "generalized_aniso": 0.03,
-                  "plateau_iso": 0.12, "plateau_aniso": 0.03},
-        "sinc_prob": 0.1, "beta_gaussian": [0.5, 4.0], "beta_plateau": [1.0, 2.0]}
-RESIZE = {"probs": {"up": 0.2, "down": 0.7, "keep": 0.1}, "range": [0.15, 1.5],
-          "modes": ["area", "bilinear", "bicubic"]}
+BLUR = {
+    "prob": 1.0,
+    "kernel_size": [7, 21],
+    "sigma": [0.2, 3.0],
+    "kinds": {
+        "iso": 0.45,
+        "aniso": 0.25,
+        "generalized_iso": 0.12,
+        "generalized_aniso": 0.03,
+        "plateau_iso": 0.12,
+        "plateau_aniso": 0.03,
+    },
+    "sinc_prob": 0.1,
+    "beta_gaussian": [0.5, 4.0],
+    "beta_plateau": [1.0, 2.0],
+}
+RESIZE = {
+    "probs": {"up": 0.2, "down": 0.7, "keep": 0.1},
+    "range": [0.15, 1.5],
+    "modes": ["area", "bilinear", "bicubic"],
+}
 NOISE = {"prob": 1.0, "gaussian_prob": 0.5, "sigma": [1.0, 30.0], "poisson_scale": [0.05, 3.0], "gray_prob": 0.4}
 JPEG = {"prob": 1.0, "quality": [30, 95]}
 STAGE = {"prob": 1.0, "blur": None, "resize": None, "noise": None, "jpeg": None}
-FINAL = {"resize": "matlab-bicubic", "sinc_prob": 0.0, "sinc_kernel_size": [7, 21], "noise": None, "jpeg": None,
-         "jpeg_first_prob": 0.0}
+FINAL = {
+    "resize": "matlab-bicubic",
+    "sinc_prob": 0.0,
+    "sinc_kernel_size": [7, 21],
+    "noise": None,
+    "jpeg": None,
+    "jpeg_first_prob": 0.0,
+}
 DEFAULT = {"clean_prob": 0.0, "first": None, "second": None, "final": FINAL}
 _PARTS = {"blur": BLUR, "resize": RESIZE, "noise": NOISE, "jpeg": JPEG}
 
@@ -63,9 +84,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "jpeg": {"clean_prob": 0.5, "final": {"jpeg": {"quality": [40, 95]}}},
     "realistic": {
         "first": {"blur": {}, "resize": {}, "noise": {}, "jpeg": {}},
-        "second": {"prob": 1.0, "blur": {"prob": 0.8, "sigma": [0.2, 1.5]},
-                   "resize": {"probs": {"up": 0.3, "down": 0.4, "keep": 0.3}, "range": [0.3, 1.2]},
-                   "noise": {"sigma": [1.0, 25.0], "poisson_scale": [0.05, 2.5]}, "jpeg": {}},
+        "second": {
+            "prob": 1.0,
+            "blur": {"prob": 0.8, "sigma": [0.2, 1.5]},
+            "resize": {"probs": {"up": 0.3, "down": 0.4, "keep": 0.3}, "range": [0.3, 1.2]},
+            "noise": {"sigma": [1.0, 25.0], "poisson_scale": [0.05, 2.5]},
+            "jpeg": {},
+        },
         "final": {"resize": "random", "sinc_prob": 0.8, "jpeg": {}, "jpeg_first_prob": 0.5},
     },
 }
@@ -79,9 +104,11 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
 }
 """``srweb eval --degradation`` chains: MATLAB bicubic LR, then the named damage (fixed seed)."""
 EVAL_SEED = 0
-PRESET_LABELS = {"bicubic": "clean MATLAB bicubic (paper reproductions)",
-                 "jpeg": "photos/JPEG: half clean, half JPEG quality 40-95",
-                 "realistic": "Real-ESRGAN second-order blur/resize/noise/JPEG"}
+PRESET_LABELS = {
+    "bicubic": "clean MATLAB bicubic (paper reproductions)",
+    "jpeg": "photos/JPEG: half clean, half JPEG quality 40-95",
+    "realistic": "Real-ESRGAN second-order blur/resize/noise/JPEG",
+}
 
 
 class DegradationError(ValueError):
@@ -134,10 +161,13 @@ def resolve(name: str = "bicubic", overrides: dict | str | None = None, *, prese
         try:
             overrides = json.loads(overrides) if overrides.strip() else {}
         except json.JSONDecodeError as exc:
-            raise DegradationError(f"degradation config is not valid JSON: {exc.msg} (at character {exc.pos})") from None
+            raise DegradationError(
+                f"degradation config is not valid JSON: {exc.msg} (at character {exc.pos})"
+            ) from None
     if overrides is not None and not isinstance(overrides, dict):
-        raise DegradationError("degradation config must be a JSON object, e.g. "
-                               '{"final": {"jpeg": {"quality": [50, 95]}}}')
+        raise DegradationError(
+            'degradation config must be a JSON object, e.g. {"final": {"jpeg": {"quality": [50, 95]}}}'
+        )
     if not presets[name] and not overrides:
         return {}
     config = _merge(_merge(DEFAULT, presets[name]), overrides or {})
@@ -146,8 +176,11 @@ def resolve(name: str = "bicubic", overrides: dict | str | None = None, *, prese
 
 
 def _pair(value: Any, where: str, low: float, high: float = math.inf, integer: bool = False) -> tuple:
-    ok = (isinstance(value, (list, tuple)) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
     if ok and integer:
         ok = all(float(v).is_integer() for v in value)
     if not ok:
@@ -180,7 +213,9 @@ def _weights(value: Any, names: tuple[str, ...] | list[str], where: str) -> None
 def _check_kernel(value: Any, where: str) -> tuple[int, int]:
     lo, hi = _pair(value, where, 3, 101, integer=True)
     if lo % 2 == 0 or hi % 2 == 0:
-        raise DegradationError(f"degradation: {where} must be odd sizes (a kernel has a centre), got {json.dumps(value)}")
+        raise DegradationError(
+            f"degradation: {where} must be odd sizes (a kernel has a centre), got {json.dumps(value)}"
+        )
     return int(lo), int(hi)
 
 
@@ -194,8 +229,9 @@ def _check_stage(stage: dict, where: str) -> int:
         _prob(blur["sinc_prob"], f"{at}.sinc_prob")
         largest = _check_kernel(blur["kernel_size"], f"{at}.kernel_size")[1]
         if _pair(blur["sigma"], f"{at}.sigma", 0)[0] <= 0:
-            raise DegradationError(f"degradation: {at}.sigma must be > 0 (a blur kernel's width), got "
-                                   f"{json.dumps(blur['sigma'])}")
+            raise DegradationError(
+                f"degradation: {at}.sigma must be > 0 (a blur kernel's width), got {json.dumps(blur['sigma'])}"
+            )
         _pair(blur["beta_gaussian"], f"{at}.beta_gaussian", 1e-3)
         _pair(blur["beta_plateau"], f"{at}.beta_plateau", 1e-3)
         _weights(blur["kinds"], BLUR_KINDS, f"{at}.kinds")
@@ -203,8 +239,11 @@ def _check_stage(stage: dict, where: str) -> int:
         resize, at = stage["resize"], f"{where}.resize"
         _weights(resize["probs"], ("up", "down", "keep"), f"{at}.probs")
         _pair(resize["range"], f"{at}.range", 0.05, 4.0)
-        if not isinstance(resize["modes"], list) or not resize["modes"] or any(
-                m not in RESIZE_MODES for m in resize["modes"]):
+        if (
+            not isinstance(resize["modes"], list)
+            or not resize["modes"]
+            or any(m not in RESIZE_MODES for m in resize["modes"])
+        ):
             raise DegradationError(f"degradation: {at}.modes must be a list of {', '.join(RESIZE_MODES)}")
     if stage["noise"] is not None:
         _check_noise(stage["noise"], f"{where}.noise")
@@ -240,8 +279,9 @@ def check(config: dict, hr_patch: int | None = None) -> dict:
             largest = max(largest, _check_stage(config[name], name))
     final = config["final"]
     if final["resize"] not in FINAL_RESIZES:
-        raise DegradationError(f"degradation: final.resize must be one of {', '.join(FINAL_RESIZES)}, "
-                               f"got {json.dumps(final['resize'])}")
+        raise DegradationError(
+            f"degradation: final.resize must be one of {', '.join(FINAL_RESIZES)}, got {json.dumps(final['resize'])}"
+        )
     _prob(final["sinc_prob"], "final.sinc_prob")
     _prob(final["jpeg_first_prob"], "final.jpeg_first_prob")
     if final["sinc_prob"] > 0:
@@ -251,9 +291,11 @@ def check(config: dict, hr_patch: int | None = None) -> dict:
     if final["jpeg"] is not None:
         _check_jpeg(final["jpeg"], "final.jpeg")
     if hr_patch is not None and largest > hr_patch:
-        raise DegradationError(f"degradation: a {largest}x{largest} kernel is larger than the {hr_patch}x{hr_patch} "
-                               f"HR patch it would blur (patch_size x scale); use a larger patch_size or smaller "
-                               f"kernel_size")
+        raise DegradationError(
+            f"degradation: a {largest}x{largest} kernel is larger than the {hr_patch}x{hr_patch} "
+            f"HR patch it would blur (patch_size x scale); use a larger patch_size or smaller "
+            f"kernel_size"
+        )
     return config
 
 
@@ -280,8 +322,14 @@ def _inverse_covariance(sigma_x: float, sigma_y: float, angle: float) -> np.ndar
     return np.linalg.inv(cov)
 
 
-def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, angle: float = 0.0,
-                    beta: float = 1.0, plateau: bool = False) -> np.ndarray:
+def gaussian_kernel(
+    size: int,
+    sigma_x: float,
+    sigma_y: float | None = None,
+    angle: float = 0.0,
+    beta: float = 1.0,
+    plateau: bool = False,
+) -> np.ndarray:
     """A normalised ``size x size`` kernel: Gaussian (``beta`` = 1), generalized Gaussian
     ``exp(-0.5 d^beta)`` or plateau ``1 / (1 + d^beta)``, ``d`` the squared Mahalanobis distance."""
     x, y = _grid(size)
@@ -312,8 +360,9 @@ def random_kernel(blur: dict, rng: np.random.Generator) -> np.ndarray:
     weights = np.array([blur["kinds"][k] for k in kinds], dtype=np.float64)
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
     sigma_x = rng.uniform(*blur["sigma"])
-    sigma_y, angle = (rng.uniform(*blur["sigma"]), rng.uniform(-math.pi, math.pi)) if kind.endswith("aniso") else (
-        sigma_x, 0.0)
+    sigma_y, angle = (
+        (rng.uniform(*blur["sigma"]), rng.uniform(-math.pi, math.pi)) if kind.endswith("aniso") else (sigma_x, 0.0)
+    )
     beta, plateau = 1.0, kind.startswith("plateau")
     if kind.startswith("generalized"):
         beta = rng.uniform(*blur["beta_gaussian"])
@@ -332,7 +381,7 @@ def filter2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     out = cv2.filter2D(padded, -1, kernel.astype(np.float32), borderType=cv2.BORDER_CONSTANT)
     out = out.reshape(padded.shape)  # cv2 drops a single channel's axis
-    return out[pad: pad + img.shape[0], pad: pad + img.shape[1]]
+    return out[pad : pad + img.shape[0], pad : pad + img.shape[1]]
 
 
 def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -383,8 +432,11 @@ def _random_resize(img: np.ndarray, resize_cfg: dict, base: tuple[int, int], rng
     weights = np.array([probs[k] for k in names], dtype=np.float64)
     way = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     lo, hi = resize_cfg["range"]
-    factor = {"up": lambda: rng.uniform(1.0, max(1.0, hi)), "down": lambda: rng.uniform(lo, min(1.0, hi)),
-              "keep": lambda: 1.0}[way]()
+    factor = {
+        "up": lambda: rng.uniform(1.0, max(1.0, hi)),
+        "down": lambda: rng.uniform(lo, min(1.0, hi)),
+        "keep": lambda: 1.0,
+    }[way]()
     mode = resize_cfg["modes"][int(rng.integers(len(resize_cfg["modes"])))]
     size = (max(1, int(base[0] * factor)), max(1, int(base[1] * factor)))
     return resize(img, size, mode)
@@ -419,8 +471,9 @@ def _final_resize(img: np.ndarray, final: dict, size: tuple[int, int], rng: np.r
         img = resize(_to_float(img), size, list(RESIZE_MODES)[int(rng.integers(len(RESIZE_MODES)))])
     if rng.random() < final["sinc_prob"]:
         lo, hi = final["sinc_kernel_size"]
-        img = filter2d(_to_float(img), sinc_kernel(int(rng.choice(np.arange(lo, hi + 1, 2))),
-                                                   rng.uniform(math.pi / 3, math.pi)))
+        img = filter2d(
+            _to_float(img), sinc_kernel(int(rng.choice(np.arange(lo, hi + 1, 2))), rng.uniform(math.pi / 3, math.pi))
+        )
     return img
 
 

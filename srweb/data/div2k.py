@@ -46,7 +46,14 @@ def lr_dir(root: Path, split: str, track: str, scale: int) -> Path:
     return root / f"DIV2K_{split}_LR_{track}" / f"X{scale}"
 
 
-def download_div2k(root: str | os.PathLike, split: str = "train", scale: int | None = None, track: str = "bicubic", *, progress: bool = True) -> None:
+def download_div2k(
+    root: str | os.PathLike,
+    split: str = "train",
+    scale: int | None = None,
+    track: str = "bicubic",
+    *,
+    progress: bool = True,
+) -> None:
     """Fetch, verify and extract the official HR archive of ``split`` and, with ``scale``, its LR
     archive (sizes and SHA-256 pinned in :data:`srweb.data.catalog.CATALOG`) into ``root``.
 

@@ -36,8 +36,16 @@ class DownloadError(OSError):
     """A download or archive that failed; the message says what to do."""
 
 
-def fetch(url: str, dest: Path, size: int | None = None, sha256: str | None = None, *, timeout: float = 60,
-          progress: bool = True, manual: str | None = None) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    *,
+    timeout: float = 60,
+    progress: bool = True,
+    manual: str | None = None,
+) -> Path:
     """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an interrupted run.
 
     The file is verified (size and SHA-256 when known, else archive integrity) before it is
@@ -61,8 +69,9 @@ def fetch(url: str, dest: Path, size: int | None = None, sha256: str | None = No
     return dest
 
 
-def _download(url: str, part: Path, start: int, size: int | None, manual: str, *, timeout: float,
-              progress: bool) -> None:
+def _download(
+    url: str, part: Path, start: int, size: int | None, manual: str, *, timeout: float, progress: bool
+) -> None:
     headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={start}-"} if start else {})}
     try:
         response = urlopen(Request(url, headers=headers), timeout=timeout)
@@ -72,28 +81,39 @@ def _download(url: str, part: Path, start: int, size: int | None, manual: str, *
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {manual}") from None
     except (URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot download {url} ({reason}); are you offline? "
-                            f"{manual[:1].upper()}{manual[1:]}") from None
+        raise DownloadError(
+            f"cannot download {url} ({reason}); are you offline? {manual[:1].upper()}{manual[1:]}"
+        ) from None
     with response:
         if start and getattr(response, "status", 200) != 206:
             start = 0  # the server ignored the range: start over
         total = size or (start + int(response.headers.get("Content-Length") or 0)) or None
         expected = int(response.headers.get("Content-Length") or 0)
         received = 0
-        with open(part, "ab" if start else "wb") as f, tqdm(
-                total=total, initial=start, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"),
-                disable=not progress) as bar:
+        with (
+            open(part, "ab" if start else "wb") as f,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                desc=part.name.removesuffix(".part"),
+                disable=not progress,
+            ) as bar,
+        ):
             try:
                 while chunk := response.read(1 << 20):
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:
-                raise DownloadError(f"download of {url} cut after {start + received} bytes ({exc}); "
-                                    "run again to resume") from None
+                raise DownloadError(
+                    f"download of {url} cut after {start + received} bytes ({exc}); run again to resume"
+                ) from None
         if expected and received < expected:
-            raise DownloadError(f"download of {url} cut after {start + received} of {start + expected} bytes; "
-                                "run again to resume")
+            raise DownloadError(
+                f"download of {url} cut after {start + received} of {start + expected} bytes; run again to resume"
+            )
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, url: str) -> None:
@@ -164,8 +184,9 @@ def extract(archive: Path, dst: Path, member: str | None = None, *, images: int 
         src = _image_folder(Path(tmp), member, archive)
         found = sum(1 for p in src.iterdir() if p.is_file() and is_image_file(p))
         if images is not None and found != images:
-            raise DownloadError(f"{archive.name}: {found} images in {src.relative_to(tmp).as_posix()}/, "
-                                f"expected {images}; refused")
+            raise DownloadError(
+                f"{archive.name}: {found} images in {src.relative_to(tmp).as_posix()}/, expected {images}; refused"
+            )
         if dst.is_dir() and not any(dst.iterdir()):
             dst.rmdir()
         os.replace(src, dst)
@@ -189,10 +210,13 @@ def install(archives: Sequence[Archive], folder: Path, downloads: Path, *, progr
             if dst.is_dir() and any(not p.name.startswith(".") for p in dst.iterdir()):
                 continue
             member = archive.member or archive.target or None
-            manual = (f"download it by hand and unpack {f'its {member} folder' if member else 'its images'} into "
-                      f"{dst}, or put the archive at {downloads / archive.file} and run again")
-            path = fetch(archive.url, downloads / archive.file, archive.size, archive.sha256, progress=progress,
-                         manual=manual)
+            manual = (
+                f"download it by hand and unpack {f'its {member} folder' if member else 'its images'} into "
+                f"{dst}, or put the archive at {downloads / archive.file} and run again"
+            )
+            path = fetch(
+                archive.url, downloads / archive.file, archive.size, archive.sha256, progress=progress, manual=manual
+            )
             try:
                 extract(path, dst, member, images=archive.images)
             finally:
@@ -223,12 +247,22 @@ def _image_folder(tmp: Path, member: str | None, archive: Path) -> Path:
     if len(holders) == 1:
         return holders[0]
     wanted = f"{member}/" if member else "one folder of images"
-    raise DownloadError(f"{archive.name}: does not contain {wanted}"
-                        + (f" (images in {len(holders)} folders)" if holders else " (no images)") + "; refused")
+    raise DownloadError(
+        f"{archive.name}: does not contain {wanted}"
+        + (f" (images in {len(holders)} folders)" if holders else " (no images)")
+        + "; refused"
+    )
 
 
-def fetch_dataset(name: str, root: str | os.PathLike | None = None, *, splits: Sequence[str] | None = None,
-                  scales: Sequence[int] = (), track: str = "bicubic", progress: bool = True) -> Path:
+def fetch_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    splits: Sequence[str] | None = None,
+    scales: Sequence[int] = (),
+    track: str = "bicubic",
+    progress: bool = True,
+) -> Path:
     """Download catalogue dataset ``name`` into ``root/NAME`` (default root: ``settings.data_root``).
 
     ``splits`` and ``scales`` pick DIV2K's parts: the HR images of each split (default: all),
@@ -244,11 +278,18 @@ def fetch_dataset(name: str, root: str | os.PathLike | None = None, *, splits: S
     bad_split = [s for s in splits or () if s not in entry.splits]
     bad_scale = [s for s in scales if s not in entry.scales]
     if bad_split or bad_scale:
-        offered = (f"splits {', '.join(entry.splits)}; scales {', '.join(map(str, entry.scales))}" if entry.splits
-                   else "no parts")
+        offered = (
+            f"splits {', '.join(entry.splits)}; scales {', '.join(map(str, entry.scales))}"
+            if entry.splits
+            else "no parts"
+        )
         raise ValueError(f"{entry.name} has {offered} (got {', '.join(map(str, bad_split + bad_scale))})")
     root = Path(root).expanduser() if root else get_settings().data_root
     folder = root / entry.name
-    install(entry.select(tuple(splits) if splits else None, tuple(scales), track), folder, root / ".downloads",
-            progress=progress)
+    install(
+        entry.select(tuple(splits) if splits else None, tuple(scales), track),
+        folder,
+        root / ".downloads",
+        progress=progress,
+    )
     return folder

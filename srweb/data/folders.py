@@ -142,7 +142,12 @@ def make_item(
     """The dataset item dict shared by all srweb datasets (see :class:`HRFolderDataset`)."""
     if pre_upsample:
         lr = imresize_np(lr, scale)
-    return {"lr": to_tensor(lr, channels), "hr": to_tensor(hr, channels), "lr_path": str(lr_path), "hr_path": str(hr_path)}
+    return {
+        "lr": to_tensor(lr, channels),
+        "hr": to_tensor(hr, channels),
+        "lr_path": str(lr_path),
+        "hr_path": str(hr_path),
+    }
 
 
 class HRFolderDataset(Dataset):

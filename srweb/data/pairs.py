@@ -134,11 +134,15 @@ class PatchPairs(Dataset):
                 unusable += 1
         if not self.entries:
             if unusable == len(pairs):
-                raise ValueError(f"no usable training image: all {unusable} image files failed to decode (corrupt or "
-                                 f"truncated; each is named in a line above)")
+                raise ValueError(
+                    f"no usable training image: all {unusable} image files failed to decode (corrupt or "
+                    f"truncated; each is named in a line above)"
+                )
             unreadable = f"; {unusable} more failed to decode" if unusable else ""
-            raise ValueError(f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at "
-                             f"x{self.scale}{unreadable}")
+            raise ValueError(
+                f"no training image is at least {self.patch_size}x{self.patch_size} pixels in LR at "
+                f"x{self.scale}{unreadable}"
+            )
         self._maps: dict[str, np.ndarray] = {}
 
     def _estimate_bytes(self, pairs: list[tuple[Path, Path | None]]) -> int:
@@ -269,15 +273,19 @@ class PatchPairs(Dataset):
         if self.degradation:
             crops = self._degraded_crops(self._array(entry, "hr")[hr_area])
         else:
-            crops = {"lr": self._array(entry, "ilr")[hr_area] if self.pre_upsample else lr_img[y : y + p, x : x + p],
-                     "hr": self._array(entry, "hr")[hr_area]}
+            crops = {
+                "lr": self._array(entry, "ilr")[hr_area] if self.pre_upsample else lr_img[y : y + p, x : x + p],
+                "hr": self._array(entry, "hr")[hr_area],
+            }
         if self.teacher is not None:
             crops["teacher"] = self._array(entry, "teacher")[hr_area]
         if self.augment:
             crops = dict(zip(crops, augment_pair(*crops.values())))
-        return {**{k: to_tensor(v, self.channels) for k, v in crops.items()},
-                "lr_path": entry["lr_path"], "hr_path": entry["hr_path"]}
-
+        return {
+            **{k: to_tensor(v, self.channels) for k, v in crops.items()},
+            "lr_path": entry["lr_path"],
+            "hr_path": entry["hr_path"],
+        }
 
     def _degraded_crops(self, hr: np.ndarray) -> dict[str, np.ndarray]:
         from srweb.data.degradations import degrade  # OpenCV/scipy only for runs that degrade
@@ -323,8 +331,15 @@ def _benchmark() -> None:  # pragma: no cover - measurement helper quoted in the
     parser.add_argument("--batches", type=int, default=300)
     args = parser.parse_args()
     t0 = time.perf_counter()
-    ds = PatchPairs(benchmark_path(args.dataset), args.scale, args.patch, channels=args.channels,
-                    pre_upsample=args.pre_upsample, repeat=1000, cache=args.cache)
+    ds = PatchPairs(
+        benchmark_path(args.dataset),
+        args.scale,
+        args.patch,
+        channels=args.channels,
+        pre_upsample=args.pre_upsample,
+        repeat=1000,
+        cache=args.cache,
+    )
     print(f"setup {time.perf_counter() - t0:.1f}s, {len(ds.entries)} images, cache={ds.cache}")
     loader = DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers)
     it = iter(loader)

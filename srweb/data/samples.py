@@ -12,7 +12,16 @@ from PIL import Image
 from srweb.config import get_settings
 
 # Natural photos among the files scikit-image installs (skimage/data), no fetch needed.
-SAMPLE_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "rocket.jpg", "ihc.png", "coins.png", "moon.png")
+SAMPLE_FILES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "camera.png",
+    "rocket.jpg",
+    "ihc.png",
+    "coins.png",
+    "moon.png",
+)
 
 
 def _skimage_data_dir() -> Path:
@@ -113,5 +122,7 @@ def benchmark_path(name: str | os.PathLike) -> Path:
 
     entry = find_entry(text)
     hint = f"; download it with `srweb data fetch {entry.name}`" if entry else ""
-    raise ValueError(f"dataset {text!r} not found: not a folder, and not a dataset under {get_settings().data_root}"
-                     f" nor built in{hint}")
+    raise ValueError(
+        f"dataset {text!r} not found: not a folder, and not a dataset under {get_settings().data_root}"
+        f" nor built in{hint}"
+    )

@@ -17,8 +17,9 @@ class StepBatches(Sampler[list[int]]):
     torchrun process trains on its own draws.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, steps: int, *, seed: int, rank: int = 0,
-                 start: int = 0) -> None:
+    def __init__(
+        self, num_samples: int, batch_size: int, steps: int, *, seed: int, rank: int = 0, start: int = 0
+    ) -> None:
         if num_samples < 1:
             raise ValueError("no training samples")
         self.num_samples, self.batch_size, self.steps = num_samples, batch_size, steps

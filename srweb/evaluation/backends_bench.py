@@ -62,8 +62,12 @@ def openvino_matmul_gflops(precision: str = "bf16", n: int = 2048, repeats: int 
     a = ops.parameter([n, n], ov.Type.f32)
     b = ops.constant(np.random.default_rng(0).random((n, n), dtype=np.float32))
     graph = ov.Model([ops.matmul(a, b, False, False)], [a])
-    config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "NUM_STREAMS": 1,
-              "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    config = {
+        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
     request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
     x = np.random.default_rng(1).random((n, n), dtype=np.float32)
     ms = _median_ms(lambda: request.infer({0: x}), repeats)
@@ -84,8 +88,12 @@ def time_candidate(name: str, choice: BackendChoice, x: torch.Tensor, repeats: i
     up._forward(x)
     first_ms = (time.perf_counter() - start) * 1000
     compile_s = up.runtime.compile_seconds if up.runtime is not None else 0.0
-    return {"ms": round(_median_ms(lambda: up._forward(x), repeats), 1), "first_call_ms": round(first_ms, 1),
-            "compile_s": round(compile_s, 3), "upscaler": up}
+    return {
+        "ms": round(_median_ms(lambda: up._forward(x), repeats), 1),
+        "first_call_ms": round(first_ms, 1),
+        "compile_s": round(compile_s, 3),
+        "upscaler": up,
+    }
 
 
 def _set5_psnr(upscale, name: str, dataset: str) -> float:
@@ -93,8 +101,15 @@ def _set5_psnr(upscale, name: str, dataset: str) -> float:
     return evaluate(upscale, benchmark_path(dataset), load_cached(name)[1].scale).psnr
 
 
-def bench_entry(name: str, width: int, height: int, repeats: int = 3, quality: bool = True,
-                guard_db: float = QUALITY_GUARD_DB, dataset: str = "Set5") -> dict:
+def bench_entry(
+    name: str,
+    width: int,
+    height: int,
+    repeats: int = 3,
+    quality: bool = True,
+    guard_db: float = QUALITY_GUARD_DB,
+    dataset: str = "Set5",
+) -> dict:
     """One weights entry's contest on a ``width`` x ``height`` input (see the module's text)."""
     card = load_cached(name)[1]
     x = _model_input(card, width, height)
@@ -114,10 +129,18 @@ def bench_entry(name: str, width: int, height: int, repeats: int = 3, quality: b
         results[choice.label] = timed
     passed = [(r["ms"], label) for label, r in results.items() if r.get("ok")]
     winner = min(passed)[1] if passed else None
-    return {"weights": name, "scale": card.scale, "input": f"{width}x{height}",
-            "output": f"{width * card.scale}x{height * card.scale}", "plain_ms": round(plain_ms, 1),
-            "results": results, "winner": winner, "guard_db": guard_db, "dataset": dataset,
-            "speedup": round(plain_ms / results[winner]["ms"], 2) if winner else None}
+    return {
+        "weights": name,
+        "scale": card.scale,
+        "input": f"{width}x{height}",
+        "output": f"{width * card.scale}x{height * card.scale}",
+        "plain_ms": round(plain_ms, 1),
+        "results": results,
+        "winner": winner,
+        "guard_db": guard_db,
+        "dataset": dataset,
+        "speedup": round(plain_ms / results[winner]["ms"], 2) if winner else None,
+    }
 
 
 def bench_backends(cases: tuple, repeats: int = 3, quality: bool = True, names: list[str] | None = None) -> list[dict]:
@@ -133,20 +156,34 @@ def bench_backends(cases: tuple, repeats: int = 3, quality: bool = True, names: 
     return rows
 
 
-def run_with_backends(cases: tuple, repeats: int = 3, training: bool = True, quality: bool = True,
-                      compile: bool = False, backends: bool = True) -> dict:
+def run_with_backends(
+    cases: tuple,
+    repeats: int = 3,
+    training: bool = True,
+    quality: bool = True,
+    compile: bool = False,
+    backends: bool = True,
+) -> dict:
     """:func:`srweb.evaluation.bench.run_bench` with the backend contest (``report["backends"]``): its
     guards stand in for the torch ones it measured already, the tiling case runs on edsr-baseline x4's
     winner, and the host line gets OpenVINO's roof."""
     contest = bench_backends(cases, repeats, quality) if backends else []
     winner = next((row["winner"] for row in contest if row["weights"] == TILING_WEIGHTS and row["winner"]), None)
-    report = run_bench(cases, repeats, training, quality, compile,
-                       guards=torch_guards(contest, pick_precision("cpu", "auto")),
-                       tiling_on=(TILING_WEIGHTS, *winner.split("/")) if winner else None)
+    report = run_bench(
+        cases,
+        repeats,
+        training,
+        quality,
+        compile,
+        guards=torch_guards(contest, pick_precision("cpu", "auto")),
+        tiling_on=(TILING_WEIGHTS, *winner.split("/")) if winner else None,
+    )
     report["backends"] = contest
     if backends:
         report["host"]["openvino_matmul_gflops"] = {
-            "fp32": openvino_matmul_gflops("fp32"), "bf16": openvino_matmul_gflops("bf16") if cpu_supports_bf16() else None}
+            "fp32": openvino_matmul_gflops("fp32"),
+            "bf16": openvino_matmul_gflops("bf16") if cpu_supports_bf16() else None,
+        }
     return report
 
 
@@ -157,8 +194,12 @@ def torch_guards(rows: list[dict], precision: str) -> dict[str, dict]:
     for row in rows:
         r = row["results"].get(f"torch/{precision}", {})
         if "psnr_delta_db" in r:
-            guards[row["weights"]] = {"weights": row["weights"], "precision": precision,
-                                      "psnr_delta_db": r["psnr_delta_db"], "guard_db": row["guard_db"]}
+            guards[row["weights"]] = {
+                "weights": row["weights"],
+                "precision": precision,
+                "psnr_delta_db": r["psnr_delta_db"],
+                "guard_db": row["guard_db"],
+            }
     return guards
 
 
@@ -174,17 +215,23 @@ def goal_lines(rows: list[dict], tiling: dict | None) -> list[str]:
     edsr = by_name.get(SPEEDUP_GOAL[0])
     if edsr and edsr["speedup"]:
         met = "met" if edsr["speedup"] >= SPEEDUP_GOAL[1] else "NOT met"
-        lines.append(f"goal {SPEEDUP_GOAL[0]} {edsr['input']}: {edsr['speedup']}x plain fp32 on {edsr['winner']} "
-                     f"(>= {SPEEDUP_GOAL[1]}x: {met})")
+        lines.append(
+            f"goal {SPEEDUP_GOAL[0]} {edsr['input']}: {edsr['speedup']}x plain fp32 on {edsr['winner']} "
+            f"(>= {SPEEDUP_GOAL[1]}x: {met})"
+        )
     espcn = by_name.get(MS_GOAL[0])
     if espcn and espcn["winner"] and espcn["output"] == MS_GOAL[1]:
         ms = espcn["results"][espcn["winner"]]["ms"]
-        lines.append(f"goal {MS_GOAL[0]} -> {MS_GOAL[1]}: {ms} ms on {espcn['winner']} "
-                     f"(<= {MS_GOAL[2]:g} ms: {'met' if ms <= MS_GOAL[2] else 'NOT met'})")
+        lines.append(
+            f"goal {MS_GOAL[0]} -> {MS_GOAL[1]}: {ms} ms on {espcn['winner']} "
+            f"(<= {MS_GOAL[2]:g} ms: {'met' if ms <= MS_GOAL[2] else 'NOT met'})"
+        )
     if tiling:
         peak = tiling["tiled_peak_rss_mb"]
-        lines.append(f"goal tiled {tiling['output']} from {tiling['model']} on {tiling.get('tiled_backend', 'torch')}: "
-                     f"{peak} MB peak RSS (< {RSS_GOAL_MB} MB: {'met' if peak < RSS_GOAL_MB else 'NOT met'})")
+        lines.append(
+            f"goal tiled {tiling['output']} from {tiling['model']} on {tiling.get('tiled_backend', 'torch')}: "
+            f"{peak} MB peak RSS (< {RSS_GOAL_MB} MB: {'met' if peak < RSS_GOAL_MB else 'NOT met'})"
+        )
     return lines
 
 

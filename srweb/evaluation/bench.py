@@ -21,8 +21,14 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from srweb.inference.upscaler import (Upscaler, cpu_supports_bf16, device_name, guard_verdict, load_cached,
-                                      pick_precision)
+from srweb.inference.upscaler import (
+    Upscaler,
+    cpu_supports_bf16,
+    device_name,
+    guard_verdict,
+    load_cached,
+    pick_precision,
+)
 from srweb.config import resolve_device
 from srweb.data.samples import benchmark_path
 from srweb.evaluation.evaluate import evaluate
@@ -36,8 +42,12 @@ from srweb.train.config import TrainConfig
 from srweb.train.trainer import Trainer
 from srweb.weights.files import list_weights, load_weights, read_card, resolve_weights, write_card
 
-DEFAULT_CASES = (("espcn", 4, 480, 270), ("fsrcnn", 3, 360, 240), ("edsr-baseline", 4, 256, 256),
-                 ("srcnn", 3, 240, 160))
+DEFAULT_CASES = (
+    ("espcn", 4, 480, 270),
+    ("fsrcnn", 3, 360, 240),
+    ("edsr-baseline", 4, 256, 256),
+    ("srcnn", 3, 240, 160),
+)
 QUALITY_GUARD_DB = 0.01
 
 
@@ -60,8 +70,14 @@ class InferenceResult:
 
 
 def host_info() -> dict:
-    return {"cpu": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "bf16": cpu_supports_bf16(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+    return {
+        "cpu": device_name("cpu"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bf16": cpu_supports_bf16(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+    }
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -106,7 +122,9 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3, compile: bool = False) -> InferenceResult:
+def bench_inference(
+    model: nn.Module, width: int, height: int, repeats: int = 3, compile: bool = False
+) -> InferenceResult:
     """Time plain fp32 NCHW eager against the Upscaler's fast path on one input size."""
     model = model.eval()
     scale = model.scale
@@ -131,11 +149,19 @@ def bench_inference(model: nn.Module, width: int, height: int, repeats: int = 3,
         compiled_ms = round(_median_ms(lambda: compiled._forward(x), repeats), 1)
     model.to(memory_format=torch.contiguous_format)
     return InferenceResult(
-        model=getattr(model, "arch", "?"), scale=scale, input=f"{width}x{height}", plain_ms=round(plain_ms, 1),
-        fast_ms=round(fast_ms, 1), speedup=round(plain_ms / fast_ms, 2),
-        fast_mpix_per_s=round(out_mpix / fast_ms * 1000, 2), plain_mpix_per_s=round(out_mpix / plain_ms * 1000, 2),
-        fast_gflops=round(flops / fast_ms / 1e6, 1), plain_gflops=round(flops / plain_ms / 1e6, 1),
-        peak_rss_mb=round(peak, 0), precision=fast.precision, compiled_ms=compiled_ms,
+        model=getattr(model, "arch", "?"),
+        scale=scale,
+        input=f"{width}x{height}",
+        plain_ms=round(plain_ms, 1),
+        fast_ms=round(fast_ms, 1),
+        speedup=round(plain_ms / fast_ms, 2),
+        fast_mpix_per_s=round(out_mpix / fast_ms * 1000, 2),
+        plain_mpix_per_s=round(out_mpix / plain_ms * 1000, 2),
+        fast_gflops=round(flops / fast_ms / 1e6, 1),
+        plain_gflops=round(flops / plain_ms / 1e6, 1),
+        peak_rss_mb=round(peak, 0),
+        precision=fast.precision,
+        compiled_ms=compiled_ms,
     )
 
 
@@ -152,8 +178,17 @@ def _scale_of(weights_name: str) -> int:
     return load_cached(weights_name)[1].scale
 
 
-def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | None, repeats: int,
-                   weights: str | None = None, backend: str = "torch", precision: str = "auto") -> dict:
+def _upscale_timed(
+    arch: str,
+    scale: int,
+    width: int,
+    height: int,
+    tile: int | None,
+    repeats: int,
+    weights: str | None = None,
+    backend: str = "torch",
+    precision: str = "auto",
+) -> dict:
     """One tiling case (run in a fresh process): best time of ``repeats`` after a warm-up, peak RSS;
     ``weights`` (a name) runs on ``backend``, else a fresh ``arch`` model on torch."""
     img = Image.effect_noise((width, height), 64).convert("RGB")
@@ -167,23 +202,40 @@ def _upscale_timed(arch: str, scale: int, width: int, height: int, tile: int | N
         start = time.perf_counter()
         up.upscale(img)
         times.append(time.perf_counter() - start)
-    return {"s": round(min(times), 2), "peak_rss_mb": round(_peak_rss_mb()),
-            "grid": "x".join(map(str, up.tile_grid(height, width))), "backend": f"{up.backend}/{up.precision}"}
+    return {
+        "s": round(min(times), 2),
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "grid": "x".join(map(str, up.tile_grid(height, width))),
+        "backend": f"{up.backend}/{up.precision}",
+    }
 
 
-def bench_tiling(arch: str = "edsr-baseline", scale: int = 4, width: int = 960, height: int = 540,
-                 repeats: int = 2, *, weights: str | None = None, backend: str = "torch",
-                 precision: str = "auto") -> dict:
+def bench_tiling(
+    arch: str = "edsr-baseline",
+    scale: int = 4,
+    width: int = 960,
+    height: int = 540,
+    repeats: int = 2,
+    *,
+    weights: str | None = None,
+    backend: str = "torch",
+    precision: str = "auto",
+) -> dict:
     """Auto-tiled vs untiled upscale of a 4K-output image: wall time (best of ``repeats``, after a
     warm-up) and peak RSS of each, each in a fresh process (so the peak is the upscale's own).
     ``weights``: a weights name, run on ``backend`` in ``precision`` (``auto``: what its card chose here)."""
     import multiprocessing  # only the isolated-process measurement needs it
-    result = {"model": weights or f"{arch}-x{scale}", "input": f"{width}x{height}",
-              "output": f"{width * scale}x{height * scale}"}
+
+    result = {
+        "model": weights or f"{arch}-x{scale}",
+        "input": f"{width}x{height}",
+        "output": f"{width * scale}x{height * scale}",
+    }
     for label, tile in (("tiled", None), ("untiled", 100_000)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            case = pool.submit(_upscale_timed, arch, scale, width, height, tile, repeats, weights, backend,
-                               precision).result()
+            case = pool.submit(
+                _upscale_timed, arch, scale, width, height, tile, repeats, weights, backend, precision
+            ).result()
         result.update({f"{label}_{key}": value for key, value in case.items()})
     result["tiling_overhead"] = round(result["tiled_s"] / result["untiled_s"] - 1, 3)
     return result
@@ -246,7 +298,6 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
     """The real trainer (edsr-baseline x2, real patches, tracked into a scratch SQLite database):
     the share of loop time spent waiting for the data loader and in metrics tracking."""
 
-
     try:
         benchmark_path(data)
     except (FileNotFoundError, ValueError):
@@ -254,32 +305,66 @@ def bench_pipeline(steps: int = 40, data: str = "General-100", batch: int = 16, 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         init_db(url)
-        run_id = write_transaction(lambda s: create_run(s, name="bench", arch="edsr-baseline", scale=2, config={},
-                                                        total_steps=steps).id, url=url)
-        cfg = TrainConfig(model="edsr-baseline", scale=2, data=data, val_data=None, batch_size=batch,
-                          patch_size=patch, iterations=steps, val_interval=10**9, ckpt_interval=10**9)
+        run_id = write_transaction(
+            lambda s: create_run(s, name="bench", arch="edsr-baseline", scale=2, config={}, total_steps=steps).id,
+            url=url,
+        )
+        cfg = TrainConfig(
+            model="edsr-baseline",
+            scale=2,
+            data=data,
+            val_data=None,
+            batch_size=batch,
+            patch_size=patch,
+            iterations=steps,
+            val_interval=10**9,
+            ckpt_interval=10**9,
+        )
         logger = _TimedLogger(MetricsBuffer(run_id, url=url))
         result = Trainer(cfg, Path(tmp) / "run", logger=logger, progress=False).train()
         dispose_engine(url)
     waits = logger.loader_wait[1:] or logger.loader_wait  # the first window includes warm-up
-    return {"model": "edsr-baseline", "scale": 2, "batch": batch, "patch": patch, "data": data, "steps": steps,
-            "it_per_s": round(steps / result.wall_seconds, 3),
-            "loader_wait_share": round(statistics.mean(waits), 4),
-            "tracking_share": round(logger.seconds / result.wall_seconds, 5)}
+    return {
+        "model": "edsr-baseline",
+        "scale": 2,
+        "batch": batch,
+        "patch": patch,
+        "data": data,
+        "steps": steps,
+        "it_per_s": round(steps / result.wall_seconds, 3),
+        "loader_wait_share": round(statistics.mean(waits), 4),
+        "tracking_share": round(logger.seconds / result.wall_seconds, 5),
+    }
 
 
-def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, quality: bool = True,
-              compile: bool = False, *, guards: dict[str, dict] | None = None,
-              tiling_on: tuple[str, str, str] | None = None) -> dict:
+def run_bench(
+    cases=DEFAULT_CASES,
+    repeats: int = 3,
+    training: bool = True,
+    quality: bool = True,
+    compile: bool = False,
+    *,
+    guards: dict[str, dict] | None = None,
+    tiling_on: tuple[str, str, str] | None = None,
+) -> dict:
     """The bench's report; ``guards``: quality entries measured already (by the backend contest, see
     :mod:`srweb.evaluation.backends_bench`), by weights name; ``tiling_on``: (weights, backend, precision)
     the tiling case runs, instead of a fresh edsr-baseline x4 on torch."""
     torch.manual_seed(0)
-    report: dict = {"host": host_info(), "inference": [], "quality": [], "backends": [], "training": None,
-                    "pipeline": None, "tiling": None}
+    report: dict = {
+        "host": host_info(),
+        "inference": [],
+        "quality": [],
+        "backends": [],
+        "training": None,
+        "pipeline": None,
+        "tiling": None,
+    }
     # The roofline: what a large matrix product reaches on this host, fp32 and (where fast) bf16.
-    report["host"]["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32),
-                                       "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None}
+    report["host"]["matmul_gflops"] = {
+        "fp32": matmul_gflops(torch.float32),
+        "bf16": matmul_gflops(torch.bfloat16) if cpu_supports_bf16() else None,
+    }
     for arch, scale, w, h in cases:
         model = create_model(arch, scale) if arch in list_models() else load_weights(arch)[0]  # else an imported entry
         report["inference"].append({**asdict(bench_inference(model, w, h, repeats, compile)), "model": arch})
@@ -289,8 +374,14 @@ def run_bench(cases=DEFAULT_CASES, repeats: int = 3, training: bool = True, qual
                 report["quality"].append(guards[card.name])
                 continue
             precision, delta = psnr_delta(card.name)
-            report["quality"].append({"weights": card.name, "precision": precision,
-                                      "psnr_delta_db": round(delta, 4), "guard_db": QUALITY_GUARD_DB})
+            report["quality"].append(
+                {
+                    "weights": card.name,
+                    "precision": precision,
+                    "psnr_delta_db": round(delta, 4),
+                    "guard_db": QUALITY_GUARD_DB,
+                }
+            )
     if training:
         report["training"] = bench_training()
         report["pipeline"] = bench_pipeline()
@@ -317,15 +408,25 @@ def record(report: dict) -> None:
         q, contest = guards.get(card.name), contests.get(card.name)
         r = by_arch.get((card.name, card.scale)) or by_arch.get((card.arch, card.scale))
         if q:  # the guard first: it decides which path is timed
-            card.inference.update(guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"]))
+            card.inference.update(
+                guard_verdict(q["precision"], q["psnr_delta_db"], "Set5", resolve_device(), q["guard_db"])
+            )
         if contest:
             card.inference.update(card_backends(contest, host))
         if r or (contest and contest["winner"]):
             ms, fast, backend = _stored_speed(card.inference, r, contest)
-            write_transaction(lambda s, c=card, ms=ms, fast=fast, b=backend: record_speed(
-                s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host, backend=b))
-            card.inference["speed"] = {"ms_per_mpix": ms, "fast_path": fast, "device": "cpu", "host": host,
-                                       "backend": backend}
+            write_transaction(
+                lambda s, c=card, ms=ms, fast=fast, b=backend: record_speed(
+                    s, weights_name=c.name, device="cpu", ms_per_mpix=ms, fast_path=fast, host=host, backend=b
+                )
+            )
+            card.inference["speed"] = {
+                "ms_per_mpix": ms,
+                "fast_path": fast,
+                "device": "cpu",
+                "host": host,
+                "backend": backend,
+            }
         if q or r or contest:
             write_card(card, resolve_weights(card.name)[1])
 
@@ -352,8 +453,9 @@ def leaderboard_cases(cases: tuple = DEFAULT_CASES) -> tuple:
     ``--store`` gives every shipped entry its Leaderboard speed."""
     have = {(arch, scale) for arch, scale, _, _ in cases}
     # An imported community model is timed as itself: one architecture spans sizes (ESRGAN 6 or 23 blocks).
-    missing = sorted({(card.arch if card.arch in list_models() else card.name, card.scale)
-                      for card in list_weights()} - have)
+    missing = sorted(
+        {(card.arch if card.arch in list_models() else card.name, card.scale) for card in list_weights()} - have
+    )
     return tuple(cases) + tuple((arch, scale, 960 // scale, 540 // scale) for arch, scale in missing)
 
 

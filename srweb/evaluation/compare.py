@@ -36,8 +36,9 @@ class MethodResult:
     seconds: float
 
 
-def compare_methods(hr: np.ndarray, scale: int, methods: list[str],
-                    upscaler: Callable[[str, int], Upscaler] | None = None) -> tuple[np.ndarray, list[MethodResult]]:
+def compare_methods(
+    hr: np.ndarray, scale: int, methods: list[str], upscaler: Callable[[str, int], Upscaler] | None = None
+) -> tuple[np.ndarray, list[MethodResult]]:
     """Mod-crop ``hr`` ((H, W, 3) uint8 RGB), degrade it with MATLAB bicubic, and upscale the LR with
     each method (weights name or path, ``bicubic``, ``nearest``; ``upscaler(name, scale)`` makes its
     Upscaler, fp32 by default). Returns the cropped HR and one result per method, in order."""
@@ -50,8 +51,15 @@ def compare_methods(hr: np.ndarray, scale: int, methods: list[str],
         start = time.perf_counter()
         sr = np.asarray(up.upscale(lr).convert("RGB"))
         seconds = time.perf_counter() - start
-        results.append(MethodResult(up.name, sr, psnr(sr, hr, crop_border=scale, y_channel=True),
-                                    ssim(sr, hr, crop_border=scale, y_channel=True), seconds))
+        results.append(
+            MethodResult(
+                up.name,
+                sr,
+                psnr(sr, hr, crop_border=scale, y_channel=True),
+                ssim(sr, hr, crop_border=scale, y_channel=True),
+                seconds,
+            )
+        )
     return hr, results
 
 
@@ -79,8 +87,9 @@ def crops_figure(hr: np.ndarray, results: list[MethodResult], box: tuple[int, in
     return figure
 
 
-def side_by_side(image: str | Path, scale: int, methods: list[str], box: tuple[int, int, int],
-                 zoom: int = 2) -> Image.Image:
+def side_by_side(
+    image: str | Path, scale: int, methods: list[str], box: tuple[int, int, int], zoom: int = 2
+) -> Image.Image:
     """Figure of crop ``box`` = (x, y, size) in HR pixels for each method and for HR."""
     hr = mod_crop(read_rgb8(image), scale)
     crops_figure(hr, [], box, zoom)  # a crop outside the image or a bad zoom fails before any model runs

@@ -80,8 +80,28 @@ def bicubic_sr(scale: int) -> SRFn:
     return upscale
 
 
-def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: str = "", progress: bool = False,
-             degradation: str = "") -> EvalResult:
+def _score_image(sr_fn: SRFn, image: str, hr: np.ndarray, lr: np.ndarray, scale: int) -> dict:
+    """PSNR/SSIM (Y, ``scale`` px shaved) of ``sr_fn``'s output for one LR against its HR."""
+    sr = sr_fn(Image.fromarray(lr))
+    if sr.size != (hr.shape[1], hr.shape[0]):
+        raise ValueError(f"{image}: sr_fn returned {sr.size[0]}x{sr.size[1]}, expected {hr.shape[1]}x{hr.shape[0]}")
+    out = np.asarray(to_rgb8(sr))
+    return {
+        "image": image,
+        "psnr": psnr(hr, out, crop_border=scale, y_channel=True),
+        "ssim": ssim(hr, out, crop_border=scale, y_channel=True),
+    }
+
+
+def evaluate(
+    sr_fn: SRFn,
+    dataset_dir: str | os.PathLike,
+    scale: int,
+    *,
+    name: str = "",
+    progress: bool = False,
+    degradation: str = "",
+) -> EvalResult:
     """Run ``sr_fn`` on every image of a benchmark folder under the classic protocol.
 
     Each HR image (8-bit RGB) is mod-cropped to a multiple of ``scale``; its LR (MATLAB
@@ -125,20 +145,11 @@ def evaluate(sr_fn: SRFn, dataset_dir: str | os.PathLike, scale: int, *, name: s
             skip_file(exc, path, skipped)
             continue
         lr = degrade(hr, scale, chain, eval_rng(index)) if chain else make_lr(hr, scale)
-        sr = sr_fn(Image.fromarray(lr))
-        if sr.size != (hr.shape[1], hr.shape[0]):
-            raise ValueError(f"{path.name}: sr_fn returned {sr.size[0]}x{sr.size[1]}, expected {hr.shape[1]}x{hr.shape[0]}")
-        out = np.asarray(to_rgb8(sr))
-        images.append(
-            {
-                "image": path.name,
-                "psnr": psnr(hr, out, crop_border=scale, y_channel=True),
-                "ssim": ssim(hr, out, crop_border=scale, y_channel=True),
-            }
-        )
+        images.append(_score_image(sr_fn, path.name, hr, lr, scale))
     if not images:
-        raise ValueError(f"{root}: no image could be evaluated at x{scale} (all {len(skipped)} skipped: "
-                         f"{skipped_reasons(skipped)})")
+        raise ValueError(
+            f"{root}: no image could be evaluated at x{scale} (all {len(skipped)} skipped: {skipped_reasons(skipped)})"
+        )
     skipped.sort(key=lambda r: r["image"])  # file order, as list_images sorts
     if skipped:  # also in the protocol, which the database keeps with the score
         name = f"{name} ({len(images)} of {len(images) + len(skipped)} images scored)"

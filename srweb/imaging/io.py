@@ -28,9 +28,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 
 # MATLAB rgb2ycbcr on [0,1] input: offsets and matrix (rows Y, Cb, Cr), output in [0,255].
 _YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0])
-_YCBCR_MATRIX = torch.tensor(
-    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
-)
+_YCBCR_MATRIX = torch.tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
 
 
 class ImageError(ValueError):
@@ -115,8 +113,9 @@ def _open(source: str | os.PathLike | BinaryIO | Image.Image, name: str, max_pix
         if width == 0 or height == 0:
             raise ImageError(f"{name}: image has zero size ({width}x{height})")
         if max_pixels is not None and width * height > max_pixels:
-            raise ImageTooLarge(f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-                                f"{_limit(max_pixels)}")
+            raise ImageTooLarge(
+                f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {_limit(max_pixels)}"
+            )
     except ImageError:
         if isinstance(source, (str, os.PathLike)):
             img.close()
@@ -140,12 +139,14 @@ def _bomb(name: str, exc: Exception, max_pixels: int | None) -> ImageTooLarge:
         limit = _limit(max_pixels)
     else:
         limit = f"{Image.MAX_IMAGE_PIXELS:,} (the most srweb decodes)"
-    return ImageTooLarge(f"{name}: too large, its header declares a decompression bomb: {declared} exceeds "
-                         f"the limit of {limit}")
+    return ImageTooLarge(
+        f"{name}: too large, its header declares a decompression bomb: {declared} exceeds the limit of {limit}"
+    )
 
 
-def load_pixels(source: str | os.PathLike | BinaryIO | Image.Image, *,
-                max_pixels: int | None = None) -> Image.Image | np.ndarray:
+def load_pixels(
+    source: str | os.PathLike | BinaryIO | Image.Image, *, max_pixels: int | None = None
+) -> Image.Image | np.ndarray:
     """:func:`load_image`, except that a 16-bit-per-channel RGB, RGBA or grey+alpha file (PNG, TIFF)
     comes as an (H, W, 3|4|2) ``uint16`` array in RGB(A) or grey+alpha order, EXIF orientation applied,
     with all its bits (Pillow keeps only the high byte of each)."""
@@ -184,8 +185,12 @@ def read_deep_colour(path: str | os.PathLike) -> np.ndarray | None:
 
 # EXIF orientation -> the turn that makes an (H, W, C) array upright (as ImageOps.exif_transpose).
 _ORIENT = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
 
@@ -202,8 +207,11 @@ def encode_png(img: Image.Image | np.ndarray, icc_profile: bytes | None = None) 
     if img.ndim == 3 and img.shape[2] == 2:
         img = img[..., [0, 0, 0, 1]]
 
-    arr = img if img.ndim == 2 or img.shape[2] == 1 else \
-        cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    arr = (
+        img
+        if img.ndim == 2 or img.shape[2] == 1
+        else cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    )
     ok, data = cv2.imencode(".png", np.ascontiguousarray(arr))
     if not ok:
         raise ValueError(f"cannot encode a {img.dtype} array of shape {img.shape} as PNG")

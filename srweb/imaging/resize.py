@@ -21,9 +21,7 @@ def cubic(x: np.ndarray) -> np.ndarray:
     """Keys cubic kernel with a = -0.5 (MATLAB's ``cubic``)."""
     ax = np.abs(x)
     ax2, ax3 = ax**2, ax**3
-    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
-        (ax > 1) & (ax <= 2)
-    )
+    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
 
 
 @lru_cache(maxsize=64)
@@ -69,10 +67,7 @@ def _resize_dim(x: torch.Tensor, dim: int, out_length: int, scale: float, antial
 
 
 def imresize(
-    x: torch.Tensor,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    antialias: bool = True,
+    x: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None, antialias: bool = True
 ) -> torch.Tensor:
     """MATLAB ``imresize(x, scale, 'bicubic')`` on a float tensor.
 
@@ -119,10 +114,7 @@ def _imresize(
 
 
 def imresize_np(
-    img: np.ndarray,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    antialias: bool = True,
+    img: np.ndarray, scale: float | None = None, size: tuple[int, int] | None = None, antialias: bool = True
 ) -> np.ndarray:
     """:func:`imresize` for ``HxW`` or ``HxWxC`` numpy images.
 

@@ -82,8 +82,9 @@ def recorded_choice(inference: dict, processor: str) -> BackendChoice | None:
     return BackendChoice(entry["name"], entry["precision"])
 
 
-def recorded_best(inference: dict, processor: str, *, backend: str | None = None,
-                  precision: str | None = None) -> BackendChoice | None:
+def recorded_best(
+    inference: dict, processor: str, *, backend: str | None = None, precision: str | None = None
+) -> BackendChoice | None:
     """The fastest candidate that passed the guard on ``processor`` in the bench's table
     (``inference.backends``), among those of ``backend`` and ``precision`` when given."""
     table = inference.get("backends")
@@ -92,14 +93,21 @@ def recorded_best(inference: dict, processor: str, *, backend: str | None = None
     passed = []
     for label, row in (table.get("results") or {}).items():
         name, _, prec = str(label).partition("/")
-        if (isinstance(row, dict) and row.get("ok") and isinstance(row.get("ms_per_mpix"), (int, float))
-                and backend in (None, name) and precision in (None, prec) and name in BACKENDS):
+        if (
+            isinstance(row, dict)
+            and row.get("ok")
+            and isinstance(row.get("ms_per_mpix"), (int, float))
+            and backend in (None, name)
+            and precision in (None, prec)
+            and name in BACKENDS
+        ):
             passed.append((row["ms_per_mpix"], name, prec))
     return BackendChoice(*min(passed)[1:]) if passed else None
 
 
-def choose_backend(requested: str, precision: str, inference: dict, device: str, torch_precision: str,
-                   processor: str) -> BackendChoice:
+def choose_backend(
+    requested: str, precision: str, inference: dict, device: str, torch_precision: str, processor: str
+) -> BackendChoice:
     """The backend and precision an Upscaler runs: ``requested`` (``auto``, or a name from
     :data:`BACKENDS`) with ``precision`` (``auto`` or a name) for weights whose card holds
     ``inference``; ``torch_precision`` is what torch would run (the card's quality guard).
@@ -142,14 +150,27 @@ def fallback(backend: str, reason: str) -> None:
 def card_backends(row: dict, processor: str) -> dict:
     """The ``inference`` entries ``--store`` writes from one contest: ``backends`` (every candidate's
     speed and guard on ``processor``) and, when one passed, ``backend`` (the winner)."""
-    results = {label: {k: r[k] for k in ("ms_per_mpix", "first_call_ms", "psnr_delta_db", "ok") if k in r}
-               for label, r in row["results"].items() if "ms" in r}
-    entries: dict = {"backends": {"host": processor, "input": row["input"], "guard": f"{row['dataset']} PSNR within "
-                                  f"{row['guard_db']} dB of torch fp32", "results": results}}
+    results = {
+        label: {k: r[k] for k in ("ms_per_mpix", "first_call_ms", "psnr_delta_db", "ok") if k in r}
+        for label, r in row["results"].items()
+        if "ms" in r
+    }
+    entries: dict = {
+        "backends": {
+            "host": processor,
+            "input": row["input"],
+            "guard": f"{row['dataset']} PSNR within {row['guard_db']} dB of torch fp32",
+            "results": results,
+        }
+    }
     if row["winner"]:
         name, precision = row["winner"].split("/")
-        entries["backend"] = {"name": name, "precision": precision, "host": processor,
-                              "ms_per_mpix": results[row["winner"]]["ms_per_mpix"]}
+        entries["backend"] = {
+            "name": name,
+            "precision": precision,
+            "host": processor,
+            "ms_per_mpix": results[row["winner"]]["ms_per_mpix"],
+        }
     return entries
 
 
@@ -245,8 +266,12 @@ def _openvino_builder(path: Path, shape: tuple[int, ...], precision: str, thread
         core = ov.Core()
         graph = core.read_model(str(path))
         graph.reshape({graph.inputs[0].any_name: list(shape)})  # static shapes: the fastest kernels
-        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "INFERENCE_NUM_THREADS": threads,
-                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         request = core.compile_model(graph, "CPU", config).create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:

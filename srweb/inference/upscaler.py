@@ -25,13 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srweb.inference.backends import (
-    GraphRuntime,
-    choose_backend,
-    fallback,
-    first_line,
-    make_runtime,
-)
+from srweb.inference.backends import GraphRuntime, choose_backend, fallback, first_line, make_runtime
 from srweb.config import get_settings, resolve_device
 from srweb.imaging.io import encode_png, icc_profile_of, load_pixels, rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
@@ -70,17 +64,24 @@ def device_name(device: str = "cpu") -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
     try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
+        return next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         return platform.processor() or device
 
 
 def guard_verdict(precision: str, delta_db: float, dataset: str, device: str, tolerance_db: float = 0.01) -> dict:
     """The quality guard's entry in a card: is the fast path within ``tolerance_db`` of fp32?"""
-    return {"fast_precision": precision, "fast_psnr_delta_db": round(delta_db, 4),
-            "fast_path_ok": delta_db >= -tolerance_db, "guard": f"{dataset} PSNR within {tolerance_db} dB of fp32",
-            "measured_on": device_name(device)}
+    return {
+        "fast_precision": precision,
+        "fast_psnr_delta_db": round(delta_db, 4),
+        "fast_path_ok": delta_db >= -tolerance_db,
+        "guard": f"{dataset} PSNR within {tolerance_db} dB of fp32",
+        "measured_on": device_name(device),
+    }
 
 
 def pick_precision(device: str, requested: str = "auto") -> str:
@@ -134,8 +135,11 @@ def profile_model(model: nn.Module, in_channels: int, upsampling: str) -> ModelP
         for h in handles:
             h.remove()
     # Bicubic resampling (baselines, pre-upsampling) reaches 2 pixels further.
-    return ModelProfile(receptive_radius=math.ceil(radius) + 2, elements_per_pixel=math.ceil(peak),
-                        conv_inputs_per_pixel=conv_inputs / size**2)
+    return ModelProfile(
+        receptive_radius=math.ceil(radius) + 2,
+        elements_per_pixel=math.ceil(peak),
+        conv_inputs_per_pixel=conv_inputs / size**2,
+    )
 
 
 class _FP32(nn.Module):
@@ -266,12 +270,17 @@ class Upscaler:
         self.tile_size = tile_size
         if tile_size and tile_size < self.tile_overlap:
             work = ((tile_size + 2 * self.tile_overlap) / tile_size) ** 2
-            warnings.warn(f"tile size {tile_size} is below the {self.tile_overlap}-pixel overlap "
-                          f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
-                          f"{work:.0f}x its own pixels (0 picks tiles automatically)", stacklevel=2)
+            warnings.warn(
+                f"tile size {tile_size} is below the {self.tile_overlap}-pixel overlap "
+                f"{getattr(model, 'arch', 'this model')} needs on each side: every tile computes about "
+                f"{work:.0f}x its own pixels (0 picks tiles automatically)",
+                stacklevel=2,
+            )
         element_bytes = BYTES_PER_ELEMENT[self.precision]
         settings = get_settings()
-        budget_bytes = settings.tile_budget_mb * 1e6 * (self.runtime.tile_budget_share if self.runtime is not None else 1)
+        budget_bytes = (
+            settings.tile_budget_mb * 1e6 * (self.runtime.tile_budget_share if self.runtime is not None else 1)
+        )
         self.max_tile_pixels = max(32 * 32, int(budget_bytes // (element_bytes * self.profile.elements_per_pixel)))
         self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
@@ -492,8 +501,9 @@ def _resize_channel(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return imresize(t, size=size)[0, 0].clamp(0, 1).numpy()
 
 
-def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | None,
-                    progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _upscale_planes(
+    upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | None, progress: ProgressFn | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Colour (H, W, 1|3) and alpha (H, W) or None, in [0, 1], upscaled; the SR model sees the colour
     premultiplied, so invisible pixels do not bleed into the edges of visible ones."""
     if alpha is not None:
@@ -509,9 +519,15 @@ def _upscale_planes(upscaler: Upscaler, colour: np.ndarray, alpha: np.ndarray | 
 def _upscale_array(upscaler: Upscaler, img: np.ndarray, progress: ProgressFn | None) -> np.ndarray:
     """An (H, W) or (H, W, 1|2|3|4) uint8/uint16 array (grey, grey+alpha, RGB, RGBA) upscaled into the
     same kind of array."""
-    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or img.ndim == 3 and img.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"an image array must be (H, W) or (H, W, 1|2|3|4) of uint8 or uint16, "
-                         f"not {img.dtype} {img.shape}")
+    if (
+        img.dtype not in (np.uint8, np.uint16)
+        or img.ndim not in (2, 3)
+        or img.ndim == 3
+        and img.shape[2] not in (1, 2, 3, 4)
+    ):
+        raise ValueError(
+            f"an image array must be (H, W) or (H, W, 1|2|3|4) of uint8 or uint16, not {img.dtype} {img.shape}"
+        )
     peak = float(np.iinfo(img.dtype).max)
     planes = img.reshape(*img.shape[:2], -1).astype(np.float64) / peak
     colours = planes.shape[2] - (planes.shape[2] in (2, 4))  # the last of 2 or 4 planes is alpha
@@ -575,8 +591,14 @@ def output_paths(inputs: list[Path], out_dir: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def upscale_file(path: str | os.PathLike, upscaler: Upscaler, out_dir: str | os.PathLike, *,
-                 max_pixels: int | None = None, target: str | os.PathLike | None = None) -> Path:
+def upscale_file(
+    path: str | os.PathLike,
+    upscaler: Upscaler,
+    out_dir: str | os.PathLike,
+    *,
+    max_pixels: int | None = None,
+    target: str | os.PathLike | None = None,
+) -> Path:
     """Load, upscale and write ``target`` (default ``out_dir/<stem>.png``) in one rename; returns it.
 
     Raises:
@@ -601,8 +623,9 @@ class FileOutcome:
     error: str | None = None
 
 
-def upscale_files(paths: Sequence[str | os.PathLike], upscaler: Upscaler, out_dir: str | os.PathLike, *,
-                  max_pixels: int | None = None) -> Iterator[FileOutcome]:
+def upscale_files(
+    paths: Sequence[str | os.PathLike], upscaler: Upscaler, out_dir: str | os.PathLike, *, max_pixels: int | None = None
+) -> Iterator[FileOutcome]:
     """:func:`upscale_file` for each of ``paths`` into ``out_dir`` (``<stem>.png``; a repeated stem gets
     ``-2``, ...), yielding one outcome per file as it is done: a bad file (corrupt, too large, not an
     image) gets its message and the batch goes on."""

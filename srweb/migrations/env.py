@@ -24,9 +24,7 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 def _database_url() -> str:
     return (
-        config.attributes.get("database_url")
-        or config.get_main_option("sqlalchemy.url")
-        or get_settings().database_url
+        config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") or get_settings().database_url
     )
 
 

@@ -38,8 +38,7 @@ class Nearest(nn.Module):
 
 @register_model(
     "bicubic",
-    paper="Keys: Cubic Convolution Interpolation for Digital Image Processing (IEEE TASSP 1981); "
-    "MATLAB imresize",
+    paper="Keys: Cubic Convolution Interpolation for Digital Image Processing (IEEE TASSP 1981); MATLAB imresize",
     year=1981,
     input_kind="rgb",
     upsampling="post",
@@ -51,12 +50,7 @@ def bicubic(scale: int) -> nn.Module:
 
 
 @register_model(
-    "nearest",
-    paper="Nearest-neighbour interpolation",
-    year=0,
-    input_kind="rgb",
-    upsampling="post",
-    trainable=False,
+    "nearest", paper="Nearest-neighbour interpolation", year=0, input_kind="rgb", upsampling="post", trainable=False
 )
 def nearest(scale: int) -> nn.Module:
     """Nearest-neighbour interpolation (pixel replication)."""

@@ -26,14 +26,22 @@ COMMUNITY_LOADER = "spandrel"
 
 # spandrel_extra_arches (not used): architecture -> (keys its state dicts hold, licence).
 EXTRA_ARCHES: dict[str, tuple[tuple[str, ...], str]] = {
-    "SRFormer": (("conv_first.weight", "layers.0.residual_group.blocks.0.attn.aligned_relative_position_index"),
-                 "CC BY-NC 4.0"),
-    "CodeFormer": (("quantize.embedding.weight", "position_emb", "ft_layers.0.self_attn.in_proj_weight"),
-                   "S-Lab License 1.0"),
-    "FeMaSR": (("multiscale_encoder.in_conv.weight", "before_quant_group.0.weight", "out_conv.weight"),
-               "CC BY-NC-SA 4.0"),
-    "Restormer": (("patch_embed.proj.weight", "encoder_level1.0.attn.temperature",
-                   "encoder_level1.0.attn.qkv_dwconv.weight"), "Academic Public License"),
+    "SRFormer": (
+        ("conv_first.weight", "layers.0.residual_group.blocks.0.attn.aligned_relative_position_index"),
+        "CC BY-NC 4.0",
+    ),
+    "CodeFormer": (
+        ("quantize.embedding.weight", "position_emb", "ft_layers.0.self_attn.in_proj_weight"),
+        "S-Lab License 1.0",
+    ),
+    "FeMaSR": (
+        ("multiscale_encoder.in_conv.weight", "before_quant_group.0.weight", "out_conv.weight"),
+        "CC BY-NC-SA 4.0",
+    ),
+    "Restormer": (
+        ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "encoder_level1.0.attn.qkv_dwconv.weight"),
+        "Academic Public License",
+    ),
 }
 
 
@@ -86,23 +94,32 @@ def describe(state_dict: dict[str, torch.Tensor]):
     except UnsupportedModelError as exc:
         extra = extra_arch(state_dict)
         if extra:
-            raise CommunityModelError(f"is a {extra[0]} model, an architecture of spandrel_extra_arches under the "
-                                      f"{extra[1]} licence (non-commercial/copyleft): srweb does not load it") from None
+            raise CommunityModelError(
+                f"is a {extra[0]} model, an architecture of spandrel_extra_arches under the "
+                f"{extra[1]} licence (non-commercial/copyleft): srweb does not load it"
+            ) from None
         keys = ", ".join(list(state_dict)[:3]) + (", ..." if len(state_dict) > 3 else "")
         said = f"{type(exc).__name__}: {str(exc).strip()}" if str(exc).strip() else type(exc).__name__
-        raise CommunityModelError(f"spandrel does not recognise this state dict ({said}; no architecture of its "
-                                  f"core matches its {len(state_dict)} tensors: {keys})") from None
+        raise CommunityModelError(
+            f"spandrel does not recognise this state dict ({said}; no architecture of its "
+            f"core matches its {len(state_dict)} tensors: {keys})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a recognised architecture whose loader fails on odd shapes
         raise CommunityModelError(f"spandrel could not build it ({type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(descriptor, ImageModelDescriptor):
-        raise CommunityModelError(f"is a {descriptor.architecture.name} {descriptor.purpose} model, not image "
-                                  f"super-resolution")
+        raise CommunityModelError(
+            f"is a {descriptor.architecture.name} {descriptor.purpose} model, not image super-resolution"
+        )
     if descriptor.scale < 2:
-        raise CommunityModelError(f"is a x{descriptor.scale} {descriptor.architecture.name} "
-                                  f"{descriptor.purpose} model; srweb runs super-resolution (x2 and up)")
+        raise CommunityModelError(
+            f"is a x{descriptor.scale} {descriptor.architecture.name} "
+            f"{descriptor.purpose} model; srweb runs super-resolution (x2 and up)"
+        )
     if descriptor.input_channels not in (1, 3) or descriptor.output_channels != descriptor.input_channels:
-        raise CommunityModelError(f"takes {descriptor.input_channels} channels and gives {descriptor.output_channels}; "
-                                  f"srweb runs RGB (3 -> 3) or grey (1 -> 1) models")
+        raise CommunityModelError(
+            f"takes {descriptor.input_channels} channels and gives {descriptor.output_channels}; "
+            f"srweb runs RGB (3 -> 3) or grey (1 -> 1) models"
+        )
     return descriptor
 
 
@@ -132,7 +149,8 @@ def has_global_operations(net: nn.Module) -> bool:
     for module in net.modules():
         name = type(module).__name__.lower()
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or (
-                "channel" in name and ("attn" in name or "attention" in name)):
+            "channel" in name and ("attn" in name or "attention" in name)
+        ):
             return True
     return False
 
@@ -150,8 +168,9 @@ class CommunityModel(nn.Module):
         super().__init__()
         self.net = descriptor.model
         # spandrel's per-architecture call (some models return a tuple); private, so with a fallback.
-        self._call: Callable[[nn.Module, torch.Tensor], torch.Tensor] = (
-            getattr(descriptor, "_call_fn", None) or (lambda model, image: model(image)))
+        self._call: Callable[[nn.Module, torch.Tensor], torch.Tensor] = getattr(descriptor, "_call_fn", None) or (
+            lambda model, image: model(image)
+        )
         self.requirements = descriptor.size_requirements
         self.arch = descriptor.architecture.id
         self.scale = int(descriptor.scale)
@@ -174,8 +193,10 @@ class CommunityModel(nn.Module):
         expected = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
         if not isinstance(y, torch.Tensor) or tuple(y.shape[-2:]) != expected or y.shape[1] != self.in_channels:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise CommunityModelError(f"{self.arch} gave {got} for a {tuple(x.shape)} input, not "
-                                      f"{self.in_channels} x {expected[0]} x {expected[1]} (x{self.scale})")
+            raise CommunityModelError(
+                f"{self.arch} gave {got} for a {tuple(x.shape)} input, not "
+                f"{self.in_channels} x {expected[0]} x {expected[1]} (x{self.scale})"
+            )
         return y[..., : h * self.scale, : w * self.scale]
 
 

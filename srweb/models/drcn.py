@@ -33,8 +33,10 @@ class DRCN(nn.Module):
         super().__init__()
         self.num_recursions = num_recursions
         self.head = nn.Sequential(
-            conv(in_channels, num_features), nn.ReLU(inplace=True),
-            conv(num_features, num_features), nn.ReLU(inplace=True),
+            conv(in_channels, num_features),
+            nn.ReLU(inplace=True),
+            conv(num_features, num_features),
+            nn.ReLU(inplace=True),
         )
         self.body = conv(num_features, num_features)
         self.tail = nn.Sequential(

@@ -55,9 +55,7 @@ class DRRN(nn.Module):
         num_units: U, residual units per block (sharing that block's weights).
     """
 
-    def __init__(
-        self, in_channels: int = 1, num_features: int = 128, num_blocks: int = 1, num_units: int = 25
-    ) -> None:
+    def __init__(self, in_channels: int = 1, num_features: int = 128, num_blocks: int = 1, num_units: int = 25) -> None:
         super().__init__()
         self.body = nn.Sequential(
             *(

@@ -79,9 +79,7 @@ class EDSR(nn.Module):
         return self.add_mean(self.tail(self.upsample(h)))
 
 
-_PAPER = (
-    "Lim, Son, Kim, Nah, Lee: Enhanced Deep Residual Networks for Single Image Super-Resolution (CVPRW 2017)"
-)
+_PAPER = "Lim, Son, Kim, Nah, Lee: Enhanced Deep Residual Networks for Single Image Super-Resolution (CVPRW 2017)"
 
 
 @register_model(
@@ -91,9 +89,7 @@ _PAPER = (
     year=2017,
     input_kind="rgb",
     upsampling="post",
-    defaults={
-        "in_channels": 3, "num_features": 64, "num_blocks": 16, "res_scale": 1.0, "rgb_mean": DIV2K_RGB_MEAN
-    },
+    defaults={"in_channels": 3, "num_features": 64, "num_blocks": 16, "res_scale": 1.0, "rgb_mean": DIV2K_RGB_MEAN},
 )
 def edsr_baseline(scale: int, **config) -> nn.Module:
     """EDSR-baseline: 16 residual blocks, 64 features."""
@@ -107,9 +103,7 @@ def edsr_baseline(scale: int, **config) -> nn.Module:
     year=2017,
     input_kind="rgb",
     upsampling="post",
-    defaults={
-        "in_channels": 3, "num_features": 256, "num_blocks": 32, "res_scale": 0.1, "rgb_mean": DIV2K_RGB_MEAN
-    },
+    defaults={"in_channels": 3, "num_features": 256, "num_blocks": 32, "res_scale": 0.1, "rgb_mean": DIV2K_RGB_MEAN},
 )
 def edsr(scale: int, **config) -> nn.Module:
     """EDSR: 32 residual blocks, 256 features, residual scaling 0.1."""

@@ -45,9 +45,7 @@ class FSRCNN(nn.Module):
             body += [conv(s, s, 3), nn.PReLU(s)]
         body += [conv(s, d, 1), nn.PReLU(d)]
         self.body = nn.Sequential(*body)
-        self.upsample = nn.ConvTranspose2d(
-            d, in_channels, 9, stride=scale, padding=4, output_padding=scale - 1
-        )
+        self.upsample = nn.ConvTranspose2d(d, in_channels, 9, stride=scale, padding=4, output_padding=scale - 1)
         # Paper: He init for the PReLU layers, N(0, 0.001) for the deconvolution.
         init_he(self, negative_slope=0.25)
         nn.init.normal_(self.upsample.weight, std=0.001)

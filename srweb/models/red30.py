@@ -30,9 +30,7 @@ class RED30(nn.Module):
         skip_every: a skip leaves every ``skip_every``-th conv layer (2 in the paper).
     """
 
-    def __init__(
-        self, in_channels: int = 1, num_features: int = 64, num_layers: int = 15, skip_every: int = 2
-    ) -> None:
+    def __init__(self, in_channels: int = 1, num_features: int = 64, num_layers: int = 15, skip_every: int = 2) -> None:
         super().__init__()
         self.num_layers, self.skip_every = num_layers, skip_every
         self.head = conv(in_channels, num_features)

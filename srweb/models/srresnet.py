@@ -30,8 +30,11 @@ class ResidualBlock(nn.Module):
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            conv(num_features, num_features), nn.BatchNorm2d(num_features), nn.PReLU(),
-            conv(num_features, num_features), nn.BatchNorm2d(num_features),
+            conv(num_features, num_features),
+            nn.BatchNorm2d(num_features),
+            nn.PReLU(),
+            conv(num_features, num_features),
+            nn.BatchNorm2d(num_features),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +56,8 @@ class SRResNet(nn.Module):
         self.head = nn.Sequential(conv(in_channels, num_features, 9), nn.PReLU())
         self.body = nn.Sequential(
             *(ResidualBlock(num_features) for _ in range(num_blocks)),
-            conv(num_features, num_features), nn.BatchNorm2d(num_features),
+            conv(num_features, num_features),
+            nn.BatchNorm2d(num_features),
         )
         self.upsample = PixelShuffleUpsampler(scale, num_features, act=nn.PReLU)
         self.tail = conv(num_features, in_channels, 9)

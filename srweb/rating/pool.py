@@ -46,8 +46,21 @@ from PIL import Image
 from srweb.config import get_settings
 from srweb.imaging.fileio import atomic_save_png, atomic_write_bytes
 from srweb.track.db import init_db, session_scope, write_transaction
-from srweb.track.ratings import (ANCHOR_KINDS, INPUT_SEPARATOR, VoteRejected, trial_image_id, assess_rater, create_trial, get_or_create_rater, get_trial,
-                                 is_flagged, new_rater_token, submit_vote, trials_shown, vote_count)
+from srweb.track.ratings import (
+    ANCHOR_KINDS,
+    INPUT_SEPARATOR,
+    VoteRejected,
+    trial_image_id,
+    assess_rater,
+    create_trial,
+    get_or_create_rater,
+    get_trial,
+    is_flagged,
+    new_rater_token,
+    submit_vote,
+    trials_shown,
+    vote_count,
+)
 from srweb.data.degradations import jpeg
 from srweb.data.folders import list_images, make_lr, mod_crop, read_rgb8
 from srweb.data.samples import benchmark_path
@@ -161,8 +174,10 @@ class VoteOutcome:
 
 REJECTION_MESSAGES = {
     "invalid": ("Score both images from 1 (Bad) to 5 (Excellent).", False),
-    "rate limited": ("Slow down a little (at most 10 ratings per 10 seconds); your scores are kept, "
-                     "submit again in a moment.", False),
+    "rate limited": (
+        "Slow down a little (at most 10 ratings per 10 seconds); your scores are kept, submit again in a moment.",
+        False,
+    ),
     "duplicate": ("You already rated this pair; here is the next one.", True),
     "stale trial": ("This pair expired; here is a fresh one.", True),
     "unknown trial": ("This pair is no longer available; here is a fresh one.", True),
@@ -252,11 +267,15 @@ def _make_crops(root: Path, dataset: str) -> dict[str, Any]:
             continue
         for x, y in _texture_boxes(hr, min(CROPS_PER_IMAGE, MAX_CROPS - len(crops))):
             crop_id = f"{path.stem}-{x}-{y}"
-            region = [max(0, x - MARGIN), max(0, y - MARGIN),
-                      min(hr.shape[1], x + CROP + MARGIN), min(hr.shape[0], y + CROP + MARGIN)]
+            region = [
+                max(0, x - MARGIN),
+                max(0, y - MARGIN),
+                min(hr.shape[1], x + CROP + MARGIN),
+                min(hr.shape[0], y + CROP + MARGIN),
+            ]
             folder = root / "crops" / crop_id
-            atomic_save_png(hr[region[1]:region[3], region[0]:region[2]], folder / "region.png")
-            atomic_save_png(hr[y:y + CROP, x:x + CROP], folder / "hr.png")
+            atomic_save_png(hr[region[1] : region[3], region[0] : region[2]], folder / "region.png")
+            atomic_save_png(hr[y : y + CROP, x : x + CROP], folder / "hr.png")
             crops[crop_id] = {"source": path.name, "box": [x, y], "region": region}
     if not crops:
         raise PoolUnavailable(f"no image in {name} is at least {CROP}x{CROP} pixels")
@@ -267,11 +286,12 @@ def _inner(img: np.ndarray, crop: dict[str, Any]) -> np.ndarray:
     """Cut the crop out of an image covering its region."""
     x, y = crop["box"]
     ox, oy = x - crop["region"][0], y - crop["region"][1]
-    return img[oy:oy + CROP, ox:ox + CROP]
+    return img[oy : oy + CROP, ox : ox + CROP]
 
 
-def _region_lr(root: Path, crop_id: str, scale: int, cache: dict[tuple, np.ndarray],
-               trial_input: str = "clean") -> np.ndarray:
+def _region_lr(
+    root: Path, crop_id: str, scale: int, cache: dict[tuple, np.ndarray], trial_input: str = "clean"
+) -> np.ndarray:
     """The LR model input of a crop's region, or that LR saved as JPEG-75 (memoised for one build)."""
     key = (crop_id, scale, trial_input)
     if key not in cache:
@@ -290,7 +310,9 @@ def _add_scale(pool: Pool, index: dict[str, Any], scale: int, lrs: dict) -> None
         nearest = lr.repeat(scale, axis=0).repeat(scale, axis=1)
         atomic_save_png(_inner(nearest, crop), pool.image_path(crop_id, scale, "nearest"))
         jpeg_lr = _region_lr(pool.root, crop_id, scale, lrs, JPEG_INPUT)
-        atomic_save_png(_inner(imresize_np(jpeg_lr, scale), crop), pool.image_path(crop_id, scale, "bicubic", JPEG_INPUT))
+        atomic_save_png(
+            _inner(imresize_np(jpeg_lr, scale), crop), pool.image_path(crop_id, scale, "bicubic", JPEG_INPUT)
+        )
     index["scales"] = sorted({*index["scales"], scale})
     index["jpeg_scales"] = sorted({*index.get("jpeg_scales", []), scale})
 
@@ -301,10 +323,16 @@ def _add_entry(pool: Pool, index: dict[str, Any], card: Any, lrs: dict) -> None:
         for trial_input in ("clean", JPEG_INPUT):
             lr = _region_lr(pool.root, crop_id, card.scale, lrs, trial_input)
             sr = upscaler.upscale(Image.fromarray(lr))
-            atomic_save_png(_inner(np.asarray(sr.convert("RGB")), crop),
-                            pool.image_path(crop_id, card.scale, card.name, trial_input))
-    index["entries"][card.name] = {"scale": int(card.scale), "sha256": _fingerprint(card), "arch": card.arch,
-                                   "inputs": ["clean", JPEG_INPUT]}
+            atomic_save_png(
+                _inner(np.asarray(sr.convert("RGB")), crop),
+                pool.image_path(crop_id, card.scale, card.name, trial_input),
+            )
+    index["entries"][card.name] = {
+        "scale": int(card.scale),
+        "sha256": _fingerprint(card),
+        "arch": card.arch,
+        "inputs": ["clean", JPEG_INPUT],
+    }
 
 
 def _fingerprint(card: Any) -> str:
@@ -330,9 +358,15 @@ def _pending(index: dict[str, Any], cards: list[Any]) -> tuple[list[int], list[A
     """(scales to add, cards to compute, entries to drop?) for an index against the current weights."""
     wanted = {int(c.scale) for c in cards} or (set() if index["scales"] else set(DEFAULT_SCALES))
     entries, failed = index["entries"], index.get("failed", {})
-    todo = [c for c in cards if (entries.get(c.name, {}).get("sha256") != _fingerprint(c)
-                                 or JPEG_INPUT not in entries.get(c.name, {}).get("inputs", ()))
-            and failed.get(c.name) != _fingerprint(c)]
+    todo = [
+        c
+        for c in cards
+        if (
+            entries.get(c.name, {}).get("sha256") != _fingerprint(c)
+            or JPEG_INPUT not in entries.get(c.name, {}).get("inputs", ())
+        )
+        and failed.get(c.name) != _fingerprint(c)
+    ]
     ready = set(index["scales"]) & set(index.get("jpeg_scales", []))  # pools made before JPEG trials lack those
     return sorted(wanted - ready), todo, bool(set(entries) - {c.name for c in cards})
 
@@ -372,9 +406,15 @@ def build_pool(*, dataset: str = "Set5", models: bool = True) -> Pool:
 
 
 def _as_pool(root: Path, index: dict[str, Any]) -> Pool:
-    return Pool(root=root, dataset=index["dataset"], crops=dict(index["crops"]),
-                scales=tuple(int(s) for s in index["scales"]), entries=dict(index["entries"]),
-                failed=dict(index.get("failed", {})), jpeg_scales=tuple(int(s) for s in index.get("jpeg_scales", [])))
+    return Pool(
+        root=root,
+        dataset=index["dataset"],
+        crops=dict(index["crops"]),
+        scales=tuple(int(s) for s in index["scales"]),
+        entries=dict(index["entries"]),
+        failed=dict(index.get("failed", {})),
+        jpeg_scales=tuple(int(s) for s in index.get("jpeg_scales", [])),
+    )
 
 
 @lru_cache(maxsize=4)
@@ -397,8 +437,12 @@ def is_current(pool: Pool | None) -> bool:
     """True when ``pool`` holds every usable weights entry at its current checkpoint."""
     if pool is None:
         return False
-    index = {"scales": list(pool.scales), "entries": pool.entries, "failed": pool.failed,
-             "jpeg_scales": list(pool.jpeg_scales)}
+    index = {
+        "scales": list(pool.scales),
+        "entries": pool.entries,
+        "failed": pool.failed,
+        "jpeg_scales": list(pool.jpeg_scales),
+    }
     scales, todo, stale = _pending(index, _usable_cards())
     return not (scales or todo or stale)
 
@@ -461,7 +505,9 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     shown = trials_shown(session, rater_id)
     seen_candidates = Counter((kind, name, scale) for kind, name, scale, _ in shown)
     # a crop seen upscaled from its JPEG counts as seen (image ids "<crop>@jpeg75")
-    seen_crops = Counter((kind, name, scale, str(image).split(INPUT_SEPARATOR)[0]) for kind, name, scale, image in shown)
+    seen_crops = Counter(
+        (kind, name, scale, str(image).split(INPUT_SEPARATOR)[0]) for kind, name, scale, image in shown
+    )
     entries = {n: e for n, e in pool.entries.items() if int(e["scale"]) in pool.scales}
     if entries and rng.random() >= ANCHOR_SHARE:
         options = [("model", name, int(e["scale"])) for name, e in sorted(entries.items())]
@@ -473,8 +519,16 @@ def draw_trial(session: Any, rater_id: str, rng: random.Random | None = None, po
     jpeg_trial = kind == "model" and pool.has_jpeg(name) and rng.random() < JPEG_SHARE
     trial_input = JPEG_INPUT if jpeg_trial else "clean"
     checkpoint = _checkpoint_sha(entries[name]["sha256"]) if kind == "model" else None  # the images' checkpoint
-    trial = create_trial(session, image_id=trial_image_id(crop_id, trial_input), scale=scale, kind=kind,
-                         weights_name=name, weights_sha256=checkpoint, left_is_sr=left_is_sr, rater_id=rater_id)
+    trial = create_trial(
+        session,
+        image_id=trial_image_id(crop_id, trial_input),
+        scale=scale,
+        kind=kind,
+        weights_name=name,
+        weights_sha256=checkpoint,
+        left_is_sr=left_is_sr,
+        rater_id=rater_id,
+    )
     candidate = pool.image_path(crop_id, scale, name if kind == "model" else kind, trial_input)
     reference = pool.image_path(crop_id, scale, "bicubic", trial_input)
     left, right = (candidate, reference) if left_is_sr else (reference, candidate)
@@ -525,8 +579,9 @@ def submit_rating(token: str, trial_id: Any, left_score: Any, right_score: Any) 
         preferred = "tie" if not comparable or sr == ref else ("sr" if sr > ref else "bicubic")
         submit_vote(session, trial_id=tid, rater_id=token, score_sr=sr, score_ref=ref, preferred=preferred)
         assess_rater(session, token)
-        return VoteOutcome(True, None, "Thanks! Here is the next pair.", True, vote_count(session, token),
-                           is_flagged(session, token))
+        return VoteOutcome(
+            True, None, "Thanks! Here is the next pair.", True, vote_count(session, token), is_flagged(session, token)
+        )
 
     try:
         return write_transaction(vote)

@@ -156,8 +156,17 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(orig, sqlite3.Error):  # a file, not a server: only a folder that cannot be opened
         return "unable to open" in str(orig)
     # PostgreSQL: connection exceptions (class 08), the server shutting down (57P0x); no code: no server
-    return getattr(orig, "sqlstate", None) in (None, "08000", "08001", "08003", "08004", "08006", "57P01", "57P02",
-                                               "57P03")
+    return getattr(orig, "sqlstate", None) in (
+        None,
+        "08000",
+        "08001",
+        "08003",
+        "08004",
+        "08006",
+        "57P01",
+        "57P02",
+        "57P03",
+    )
 
 
 def until_reachable(fn: Callable[[], T], *, say: Callable[[str], None] = print, max_delay: float = 30.0) -> T:

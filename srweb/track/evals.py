@@ -65,8 +65,11 @@ def record_evaluation(
         ssim = result.ssim if ssim is None else ssim
         protocol = result.protocol if protocol is None else protocol
         per_image = getattr(result, "images", None) if per_image is None else per_image
-    missing = [key for key, value in (("scale", scale), ("dataset", dataset), ("psnr", psnr),
-                                      ("protocol", protocol)) if value is None]
+    missing = [
+        key
+        for key, value in (("scale", scale), ("dataset", dataset), ("psnr", psnr), ("protocol", protocol))
+        if value is None
+    ]
     if missing:
         raise TypeError(f"record_evaluation needs {', '.join(missing)} (as keywords or from result)")
     if source not in EVAL_SOURCES:
@@ -208,8 +211,14 @@ def seed_from_cards(session: Session, cards: Iterable[Mapping[str, Any] | Any]) 
             key = (card["name"], dataset, scale, degradation_of(protocol))
             row = existing.get(key)
             if row is None:
-                row = Evaluation(weights_name=card["name"], scale=scale, dataset=dataset, source="card",
-                                 created_at=utcnow(), **values)
+                row = Evaluation(
+                    weights_name=card["name"],
+                    scale=scale,
+                    dataset=dataset,
+                    source="card",
+                    created_at=utcnow(),
+                    **values,
+                )
                 session.add(row)
                 existing[key] = row
                 changed += 1
@@ -225,8 +234,11 @@ def forget_missing_cards(session: Session, names: Iterable[str]) -> int:
     """Delete the card rows (``source="card"``) of weights not in ``names``: their card is gone,
     so the figure it held is no longer anyone's. Measured evaluations stay. Returns rows deleted."""
     keep = set(names)
-    rows = [row for row in session.scalars(select(Evaluation).where(Evaluation.source == "card"))
-            if row.weights_name not in keep]
+    rows = [
+        row
+        for row in session.scalars(select(Evaluation).where(Evaluation.source == "card"))
+        if row.weights_name not in keep
+    ]
     for row in rows:
         session.delete(row)
     session.flush()
@@ -243,12 +255,23 @@ def seed_speeds_from_cards(session: Session, cards: Iterable[Mapping[str, Any] |
         card = _card_dict(raw)
         speed = (card.get("inference") or {}).get("speed")
         # a hand-edited card's malformed speed is skipped: it must not stop the app's start
-        usable = (isinstance(speed, Mapping) and isinstance(speed.get("device"), str)
-                  and isinstance(speed.get("ms_per_mpix"), (int, float)) and speed["ms_per_mpix"] > 0)
+        usable = (
+            isinstance(speed, Mapping)
+            and isinstance(speed.get("device"), str)
+            and isinstance(speed.get("ms_per_mpix"), (int, float))
+            and speed["ms_per_mpix"] > 0
+        )
         if not usable or (card["name"], speed["device"]) in known:
             continue
-        record_speed(session, weights_name=card["name"], device=speed["device"], ms_per_mpix=speed["ms_per_mpix"],
-                     fast_path=speed.get("fast_path", False), host=speed.get("host"), backend=speed.get("backend"))
+        record_speed(
+            session,
+            weights_name=card["name"],
+            device=speed["device"],
+            ms_per_mpix=speed["ms_per_mpix"],
+            fast_path=speed.get("fast_path", False),
+            host=speed.get("host"),
+            backend=speed.get("backend"),
+        )
         known.add((card["name"], speed["device"]))
         added += 1
     return added

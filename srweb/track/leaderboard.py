@@ -20,8 +20,19 @@ from srweb.track.ratings import REFERENCE_ENTRIES, TRIAL_INPUTS, rating_stats
 from srweb.track.schema import Evaluation, SpeedResult
 from srweb.weights.names import arch_and_scale
 
-RATING_COLUMNS = ["mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "win_rate", "win_lo", "win_hi",
-                  "bt", "bt_lo", "bt_hi"]
+RATING_COLUMNS = [
+    "mos",
+    "mos_lo",
+    "mos_hi",
+    "n_ratings",
+    "n_raters",
+    "win_rate",
+    "win_lo",
+    "win_hi",
+    "bt",
+    "bt_lo",
+    "bt_hi",
+]
 INPUT_MOS_COLUMNS = [f"{kind}_{trial_input}" for trial_input in TRIAL_INPUTS for kind in ("mos", "n")]
 """MOS and vote count per trial kind: trials upscaled from the clean LR, and from it saved as JPEG-75."""
 JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eval_config("jpeg75"))
@@ -30,8 +41,10 @@ JPEG75 = f"{DEFAULT_DEGRADATION}+jpeg75"  # srweb.data.degradations.describe(eva
 def protocol_label(protocol: dict[str, Any]) -> str:
     """Short text for a protocol, e.g. ``"Y, crop 4, matlab-bicubic"`` (``", x8 self-ensemble"`` after it)."""
     channel = str(protocol.get("channel", "?"))
-    return f"{channel.upper() if len(channel) == 1 else channel}, crop {protocol.get('crop_border', '?')}, " \
-           f"{protocol.get('degradation', '?')}" + (", x8 self-ensemble" if protocol.get("self_ensemble") else "")
+    return (
+        f"{channel.upper() if len(channel) == 1 else channel}, crop {protocol.get('crop_border', '?')}, "
+        f"{protocol.get('degradation', '?')}" + (", x8 self-ensemble" if protocol.get("self_ensemble") else "")
+    )
 
 
 def _parse_name(name: str) -> tuple[str, int | None]:
@@ -102,8 +115,9 @@ def leaderboard(
         entry[f"protocol_{evaluation.dataset}"] = protocol_label(evaluation.protocol)
     for record in ratings.to_dict("records"):
         row(record["entry"], record["scale"]).update({column: record[column] for column in RATING_COLUMNS})
-    degraded = best_evaluations(session, scale=scale, dataset=dataset, channel=channel, versions=versions,
-                                degradation=JPEG75)
+    degraded = best_evaluations(
+        session, scale=scale, dataset=dataset, channel=channel, versions=versions, degradation=JPEG75
+    )
     _add_photo_columns(session, row, degraded, scale=scale, seed=seed, versions=versions)
     for name in speeds:
         parsed_scale = _parse_name(name)[1]
@@ -122,17 +136,27 @@ def leaderboard(
     return _as_frame(list(rows.values()), [dataset] if dataset is not None else datasets)
 
 
-def _add_photo_columns(session: Session, row: Callable[..., dict[str, Any]], degraded: list[Evaluation], *,
-                       scale: int | None, seed: int, versions: Mapping[str, str | None] | None) -> None:
+def _add_photo_columns(
+    session: Session,
+    row: Callable[..., dict[str, Any]],
+    degraded: list[Evaluation],
+    *,
+    scale: int | None,
+    seed: int,
+    versions: Mapping[str, str | None] | None,
+) -> None:
     """``jpeg75_D`` (PSNR on JPEG-75 LR, beside the clean one) and the MOS per trial kind
     (``mos_clean``/``n_clean``, ``mos_jpeg75``/``n_jpeg75``) into the rows ``row`` makes."""
     for evaluation in degraded:
-        row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = evaluation.psnr
+        row(evaluation.weights_name, evaluation.scale, evaluation.arch)[f"jpeg75_{evaluation.dataset}"] = (
+            evaluation.psnr
+        )
     for trial_input in TRIAL_INPUTS:  # MOS only: no Bradley-Terry bootstrap needed
         per_input = rating_stats(session, scale=scale, n_boot=1, seed=seed, versions=versions, trial_input=trial_input)
         for record in per_input.to_dict("records"):
-            row(record["entry"], record["scale"]).update({f"mos_{trial_input}": record["mos"],
-                                                          f"n_{trial_input}": record["n_ratings"]})
+            row(record["entry"], record["scale"]).update(
+                {f"mos_{trial_input}": record["mos"], f"n_{trial_input}": record["n_ratings"]}
+            )
 
 
 def _recorded_params(session: Session) -> dict[str, int]:
@@ -148,8 +172,20 @@ def _recorded_params(session: Session) -> dict[str, int]:
 def _as_frame(rows: list[dict[str, Any]], datasets: list[str]) -> pd.DataFrame:
     """The leaderboard's typed columns, sorted by scale, then PSNR on ``datasets[0]``, then Bradley-Terry."""
     metric_columns = [f"{kind}_{d}" for d in datasets for kind in ("psnr", "jpeg75", "ssim", "protocol")]
-    columns = ["weights", "kind", "arch", "scale", "params", *metric_columns, "ms_per_mpix", "speed_device",
-               "fast_path", "speed_backend", *RATING_COLUMNS, *INPUT_MOS_COLUMNS]
+    columns = [
+        "weights",
+        "kind",
+        "arch",
+        "scale",
+        "params",
+        *metric_columns,
+        "ms_per_mpix",
+        "speed_device",
+        "fast_path",
+        "speed_backend",
+        *RATING_COLUMNS,
+        *INPUT_MOS_COLUMNS,
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     for column in RATING_COLUMNS + INPUT_MOS_COLUMNS + [c for c in metric_columns if not c.startswith("protocol_")]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)

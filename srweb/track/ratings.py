@@ -319,9 +319,7 @@ def wilson_interval(successes: float, n: float, confidence: float = 0.95, df: in
     return float(max(0.0, center - half)), float(min(1.0, center + half))
 
 
-def bradley_terry(
-    wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 10_000, tol: float = 1e-10
-) -> np.ndarray:
+def bradley_terry(wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 10_000, tol: float = 1e-10) -> np.ndarray:
     """Bradley-Terry strengths by the MM algorithm (Hunter 2004).
 
     Args:
@@ -358,8 +356,13 @@ def bradley_terry(
     return np.where(active, p, np.nan)
 
 
-def votes_frame(session: Session, *, scale: int | None = None, include_flagged: bool = False,
-                versions: Mapping[str, str | None] | None = None) -> pd.DataFrame:
+def votes_frame(
+    session: Session,
+    *,
+    scale: int | None = None,
+    include_flagged: bool = False,
+    versions: Mapping[str, str | None] | None = None,
+) -> pd.DataFrame:
     """All votes joined with their trial and rater, one row per vote.
 
     Columns: ``vote_id, rater_id, flagged, kind, entry, image_id, scale, score_sr, score_ref,
@@ -370,8 +373,17 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
     """
     query = (
         select(
-            Vote.id, Vote.rater_id, Rater.flagged, Trial.kind, Trial.weights_name, Trial.image_id,
-            Trial.scale, Vote.score_sr, Vote.score_ref, Vote.preferred, Trial.weights_sha256,
+            Vote.id,
+            Vote.rater_id,
+            Rater.flagged,
+            Trial.kind,
+            Trial.weights_name,
+            Trial.image_id,
+            Trial.scale,
+            Vote.score_sr,
+            Vote.score_ref,
+            Vote.preferred,
+            Trial.weights_sha256,
         )
         .join(Trial, Vote.trial_id == Trial.id)
         .join(Rater, Vote.rater_id == Rater.id)
@@ -381,8 +393,19 @@ def votes_frame(session: Session, *, scale: int | None = None, include_flagged: 
         query = query.where(Trial.scale == scale)
     if not include_flagged:
         query = query.where(Rater.flagged.is_(False))
-    columns = ["vote_id", "rater_id", "flagged", "kind", "entry", "image_id", "scale", "score_sr", "score_ref",
-               "preferred", "sha256"]
+    columns = [
+        "vote_id",
+        "rater_id",
+        "flagged",
+        "kind",
+        "entry",
+        "image_id",
+        "scale",
+        "score_sr",
+        "score_ref",
+        "preferred",
+        "sha256",
+    ]
     frame = pd.DataFrame(session.execute(query).all(), columns=columns)
     if versions:
         shas = frame["sha256"].astype(object).where(frame["sha256"].notna(), None)  # pandas reads NULL as NaN
@@ -410,8 +433,23 @@ def trial_input_of(image_id: str) -> str:
 
 
 STATS_COLUMNS = [
-    "entry", "kind", "scale", "mos", "mos_lo", "mos_hi", "n_ratings", "n_raters", "wins", "ties", "losses",
-    "win_rate", "win_lo", "win_hi", "bt", "bt_lo", "bt_hi",
+    "entry",
+    "kind",
+    "scale",
+    "mos",
+    "mos_lo",
+    "mos_hi",
+    "n_ratings",
+    "n_raters",
+    "wins",
+    "ties",
+    "losses",
+    "win_rate",
+    "win_lo",
+    "win_hi",
+    "bt",
+    "bt_lo",
+    "bt_hi",
 ]
 
 
@@ -497,12 +535,24 @@ def rating_stats(
                 "entry": entry,
                 "kind": "model" if entry not in REFERENCE_ENTRIES else "reference",
                 "scale": int(s),
-                "mos": mos, "mos_lo": mos_lo, "mos_hi": mos_hi,
-                "n_ratings": len(part), "n_raters": part["rater_id"].nunique(),
+                "mos": mos,
+                "mos_lo": mos_lo,
+                "mos_hi": mos_hi,
+                "n_ratings": len(part),
+                "n_raters": part["rater_id"].nunique(),
             }
             if entry == "bicubic":
-                row.update(wins=0, ties=0, losses=0, win_rate=np.nan, win_lo=np.nan, win_hi=np.nan,
-                           bt=0.0, bt_lo=0.0, bt_hi=0.0)
+                row.update(
+                    wins=0,
+                    ties=0,
+                    losses=0,
+                    win_rate=np.nan,
+                    win_lo=np.nan,
+                    win_hi=np.nan,
+                    bt=0.0,
+                    bt_lo=0.0,
+                    bt_hi=0.0,
+                )
             else:
                 counts = part["preferred"].value_counts()
                 wins, ties, losses = (int(counts.get(key, 0)) for key in ("sr", "tie", "bicubic"))

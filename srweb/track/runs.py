@@ -168,8 +168,14 @@ def set_status(
     return run
 
 
-def heartbeat(session: Session, run_id: int, *, step: int | None = None, train_seconds: float | None = None,
-              now: datetime | None = None) -> None:
+def heartbeat(
+    session: Session,
+    run_id: int,
+    *,
+    step: int | None = None,
+    train_seconds: float | None = None,
+    now: datetime | None = None,
+) -> None:
     """Stamp ``heartbeat_at`` (and the current ``step`` and ``train_seconds``) with one UPDATE."""
     values: dict[str, Any] = {"heartbeat_at": now or utcnow()}
     if step is not None:

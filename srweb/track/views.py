@@ -16,8 +16,19 @@ from srweb.track.db import session_scope
 from srweb.track.runs import get_run, list_runs, metric_series
 from srweb.track.schema import RUN_STATUSES, Run, utcnow
 
-RUN_COLUMNS = ("id", "name", "model", "scale", "status", "best PSNR", "steps", "duration", "device", "worker",
-               "created")
+RUN_COLUMNS = (
+    "id",
+    "name",
+    "model",
+    "scale",
+    "status",
+    "best PSNR",
+    "steps",
+    "duration",
+    "device",
+    "worker",
+    "created",
+)
 SORT_KEYS = ("created", "id", "name", "model", "scale", "status", "best PSNR", "steps", "duration")
 ACTIVE_STATUSES = ("queued", "running")
 CURVE_METRICS = ("loss", "val_psnr")
@@ -149,11 +160,24 @@ def run_details(run_id: int, *, url: str | None = None) -> dict[str, Any]:
             raise KeyError(f"no run with id {run_id}")
         stamp = lambda t: t.isoformat(timespec="seconds") if t else None  # noqa: E731
         return {
-            "id": run.id, "name": run.name, "model": run.arch, "scale": run.scale, "status": run.status,
-            "step": run.step, "total_steps": run.total_steps, "best_psnr": run.best_psnr, "error": run.error,
-            "device": run.device, "weights_name": run.weights_name, "run_dir": run.run_dir,
-            "created": stamp(run.created_at), "started": stamp(run.started_at), "finished": stamp(run.finished_at),
-            "git_commit": run.git_commit, "resumed_from": run.resumed_from, "parent_run": run.parent_id,
+            "id": run.id,
+            "name": run.name,
+            "model": run.arch,
+            "scale": run.scale,
+            "status": run.status,
+            "step": run.step,
+            "total_steps": run.total_steps,
+            "best_psnr": run.best_psnr,
+            "error": run.error,
+            "device": run.device,
+            "weights_name": run.weights_name,
+            "run_dir": run.run_dir,
+            "created": stamp(run.created_at),
+            "started": stamp(run.started_at),
+            "finished": stamp(run.finished_at),
+            "git_commit": run.git_commit,
+            "resumed_from": run.resumed_from,
+            "parent_run": run.parent_id,
             "config": dict(run.config or {}),
         }
 
@@ -168,10 +192,14 @@ def workers_markdown(*, url: str | None = None) -> str:
         return "**Workers:** this machine trains queued runs itself (SQLite database)."
     now = utcnow()
     with session_scope(url, write=False) as session:
-        alive = [(w.name, w.host, w.device or "?", w.run_id, (now - w.heartbeat_at).total_seconds())
-                 for w in alive_workers(session)]
+        alive = [
+            (w.name, w.host, w.device or "?", w.run_id, (now - w.heartbeat_at).total_seconds())
+            for w in alive_workers(session)
+        ]
     if not alive:
         return "**Workers:** none alive; queued runs wait for a `srweb worker` to start."
-    parts = [f"`{name}` ({host}, {device}) {f'training run {run}' if run else 'idle'}, seen {age:.0f} s ago"
-             for name, host, device, run, age in alive]
+    parts = [
+        f"`{name}` ({host}, {device}) {f'training run {run}' if run else 'idle'}, seen {age:.0f} s ago"
+        for name, host, device, run, age in alive
+    ]
     return f"**Workers alive ({len(alive)}):** " + "; ".join(parts)

@@ -47,6 +47,15 @@ def alive_workers(session: Session, *, within: float = ALIVE_SECONDS) -> list[Wo
 
 def worker_rows(session: Session) -> list[dict]:
     """:func:`alive_workers` as plain dicts (JSON, tables): name, host, device, gpus, run, heartbeat."""
-    return [{"name": w.name, "host": w.host, "device": w.device, "gpus": w.gpus, "run_id": w.run_id,
-             "heartbeat_at": w.heartbeat_at.isoformat(timespec="seconds"),
-             "started_at": w.started_at.isoformat(timespec="seconds")} for w in alive_workers(session)]
+    return [
+        {
+            "name": w.name,
+            "host": w.host,
+            "device": w.device,
+            "gpus": w.gpus,
+            "run_id": w.run_id,
+            "heartbeat_at": w.heartbeat_at.isoformat(timespec="seconds"),
+            "started_at": w.started_at.isoformat(timespec="seconds"),
+        }
+        for w in alive_workers(session)
+    ]

@@ -21,24 +21,56 @@ LOSSES = ("l1", "l2", "srgan-mse", "srgan-vgg54")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_MODES = ("norm", "adjustable")
 VAL_DEGRADATIONS = {"jpeg": "jpeg75", "realistic": "realistic"}  # a degraded run is judged on what it learns
-_INTS = ("scale", "patch_size", "batch_size", "iterations", "lr_step", "val_interval", "ckpt_interval", "seed",
-         "num_workers")
-_NUMBERS = ("lr", "momentum", "weight_decay", "lr_gamma", "min_lr", "grad_clip", "adv_weight", "recursive_alpha",
-            "ema", "teacher_weight")
+_INTS = (
+    "scale",
+    "patch_size",
+    "batch_size",
+    "iterations",
+    "lr_step",
+    "val_interval",
+    "ckpt_interval",
+    "seed",
+    "num_workers",
+)
+_NUMBERS = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_gamma",
+    "min_lr",
+    "grad_clip",
+    "adv_weight",
+    "recursive_alpha",
+    "ema",
+    "teacher_weight",
+)
 _BOOLS = ("augment", "scale_augment", "teacher_unlabelled", "freeze_bn", "channels_last")
 # tag ends up in a file name (ARCH-xS.TAG.safetensors), name in a folder name: no path separators.
 _TAG = re.compile(r"[A-Za-z0-9_.-]+")
 _NAME = re.compile(r"[\w.+-]{1,200}")
 
-BASE_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-4, "loss": "l1", "patch_size": 32,
-                                  "clip_mode": "norm", "weight_decay": 0.0}
+BASE_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "loss": "l1",
+    "patch_size": 32,
+    "clip_mode": "norm",
+    "weight_decay": 0.0,
+}
 # Per-architecture defaults taken from the papers (LR patch size, loss, optimiser, lr).
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "srcnn": {"patch_size": 11, "loss": "l2", "lr": 1e-3},
     "fsrcnn": {"patch_size": 10, "loss": "l2", "lr": 1e-3},
     "espcn": {"patch_size": 17, "loss": "l2", "lr": 1e-3},
-    "vdsr": {"patch_size": 14, "loss": "l2", "optimizer": "sgd", "lr": 0.1, "grad_clip": 0.4,
-             "clip_mode": "adjustable", "weight_decay": 1e-4},
+    "vdsr": {
+        "patch_size": 14,
+        "loss": "l2",
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "grad_clip": 0.4,
+        "clip_mode": "adjustable",
+        "weight_decay": 1e-4,
+    },
     "drcn": {"patch_size": 14, "loss": "l2", "lr": 1e-4},
     "red30": {"patch_size": 16, "loss": "l2", "lr": 1e-4},
     "drrn": {"patch_size": 10, "loss": "l2", "lr": 1e-4, "grad_clip": 0.01, "clip_mode": "adjustable"},
@@ -153,8 +185,9 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be true or false, got {value!r}")
         unknown = sorted(set(self.overrides) - set(info.defaults))
         if unknown:
-            raise ConfigError(f"unknown override(s) {', '.join(unknown)} for {self.model}; "
-                              f"valid: {', '.join(sorted(info.defaults))}")
+            raise ConfigError(
+                f"unknown override(s) {', '.join(unknown)} for {self.model}; valid: {', '.join(sorted(info.defaults))}"
+            )
         if self.scale not in info.scales:
             raise ConfigError(f"{self.model} supports scales {info.scales}, not {self.scale}")
         checks = [
@@ -171,18 +204,29 @@ class TrainConfig:
             (self.val_interval >= 1 and self.ckpt_interval >= 1, "val_interval and ckpt_interval must be >= 1"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1) (a decay such as 0.999; 0 = off), got {self.ema}"),
-            (0 < self.teacher_weight <= 1,
-             f"teacher_weight must be in (0, 1] (the teacher's share of the pixel loss), got {self.teacher_weight}"),
-            (bool(self.teacher) or not self.teacher_unlabelled, "teacher_unlabelled needs a teacher to label the images"),
+            (
+                0 < self.teacher_weight <= 1,
+                f"teacher_weight must be in (0, 1] (the teacher's share of the pixel loss), got {self.teacher_weight}",
+            ),
+            (
+                bool(self.teacher) or not self.teacher_unlabelled,
+                "teacher_unlabelled needs a teacher to label the images",
+            ),
             ((self.weight_decay or 0) >= 0 and self.momentum >= 0, "weight_decay and momentum must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (bool(_TAG.fullmatch(str(self.tag))), f"tag may use letters, digits and _ . - only, got {self.tag!r}"),
-            (self.name is None or bool(_NAME.fullmatch(str(self.name))),
-             f"name may use letters, digits and _ . + - only (at most 200), got {self.name!r}"),
-            (self.loss not in ("srgan-mse", "srgan-vgg54") or self.model == "srresnet",
-             "SRGAN losses train the srresnet generator; use --model srresnet"),
-            (self.vgg_weights in ("imagenet", "random") or Path(self.vgg_weights).exists(),
-             "vgg_weights must be imagenet, random or a path to VGG19 weights"),
+            (
+                self.name is None or bool(_NAME.fullmatch(str(self.name))),
+                f"name may use letters, digits and _ . + - only (at most 200), got {self.name!r}",
+            ),
+            (
+                self.loss not in ("srgan-mse", "srgan-vgg54") or self.model == "srresnet",
+                "SRGAN losses train the srresnet generator; use --model srresnet",
+            ),
+            (
+                self.vgg_weights in ("imagenet", "random") or Path(self.vgg_weights).exists(),
+                "vgg_weights must be imagenet, random or a path to VGG19 weights",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -23,8 +23,18 @@ from sqlalchemy.orm import Session
 from srweb.config import get_settings
 from srweb.data.samples import benchmark_path
 from srweb.track.db import init_db, session_scope, write_transaction
-from srweb.track.runs import (create_run, delete_run, get_run, mark_orphans, pid_alive, reopen_run, running_run_of_pid,
-                              runs_with_status, set_status, shares_run_dir)
+from srweb.track.runs import (
+    create_run,
+    delete_run,
+    get_run,
+    mark_orphans,
+    pid_alive,
+    reopen_run,
+    running_run_of_pid,
+    runs_with_status,
+    set_status,
+    shares_run_dir,
+)
 from srweb.track.schema import Run
 from srweb.train.config import ConfigError, TrainConfig
 from srweb.train.queue import abort_run, defer_run, uses_queue
@@ -122,8 +132,13 @@ def _check_patch_fits(cfg: TrainConfig, sides: list[tuple[int, str, int, int]]) 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -131,8 +146,16 @@ def git_commit() -> str | None:
 
 def create_tracked_run(session: Session, cfg: TrainConfig) -> Run:
     """Insert a queued run for ``cfg`` with its run folder and log file."""
-    run = create_run(session, name=cfg.name, arch=cfg.model, scale=cfg.scale, config=cfg.to_dict(),
-                     total_steps=cfg.iterations, git_commit=git_commit(), host=socket.gethostname())
+    run = create_run(
+        session,
+        name=cfg.name,
+        arch=cfg.model,
+        scale=cfg.scale,
+        config=cfg.to_dict(),
+        total_steps=cfg.iterations,
+        git_commit=git_commit(),
+        host=socket.gethostname(),
+    )
     if uses_queue():  # trained on any worker: the folder lives in the artifact store
         from srweb.artifacts import run_location
 
@@ -165,8 +188,14 @@ def _spawn(run: Run) -> int:
     Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(run.log_path, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "srweb.train.worker", str(run.id)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "srweb.train.worker", str(run.id)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     log.close()
     with _children_lock:
         _children[proc.pid] = proc

@@ -91,4 +91,3 @@ def submit_once(cfg: TrainConfig, *, window: float = DUPLICATE_WINDOW_S) -> int:
         if duplicate is not None:
             raise DuplicateLaunch(*duplicate)
         return jobs.submit(cfg)
-

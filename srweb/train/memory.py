@@ -114,6 +114,9 @@ def check_step_fits(cfg: TrainConfig) -> None:
         f"batch_size {cfg.batch_size} does not fit in memory: a training step of {cfg.model} x{cfg.scale} at "
         f"patch_size {cfg.patch_size} needs at least {need / GB:.1f} GB (the {precision} activations kept for the "
         f"backward pass), and {device} has {free / GB:.1f} GB {where}; "
-        + (f"no batch_size above {largest} could fit" if largest
-           else "not even batch_size 1 fits: use a smaller patch_size")
+        + (
+            f"no batch_size above {largest} could fit"
+            if largest
+            else "not even batch_size 1 fits: use a smaller patch_size"
+        )
     )

@@ -36,8 +36,10 @@ from srweb.track.workers import register_worker, unregister_worker, worker_heart
 from srweb.train import queue
 
 HEARTBEAT_S = 2.0
-TORCHRUN = ("import runpy; from srweb.train.worker import die_with_parent; die_with_parent(); "
-            "runpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)")
+TORCHRUN = (
+    "import runpy; from srweb.train.worker import die_with_parent; die_with_parent(); "
+    "runpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)"
+)
 STALLED_AFTER_S = 10.0
 """A procrastinate worker silent this long is taken for dead and its job goes back to the queue."""
 POLL_S = 1.0
@@ -68,7 +70,7 @@ def unreachable(exc: BaseException) -> bool:
 
     from srweb.track.db import is_connection_error
 
-    return (is_connection_error(exc) or isinstance(exc, (psycopg.OperationalError, ConnectorException, OSError)))
+    return is_connection_error(exc) or isinstance(exc, (psycopg.OperationalError, ConnectorException, OSError))
 
 
 def retry_forever(what: str, fn, stop: threading.Event | None = None):
@@ -81,8 +83,10 @@ def retry_forever(what: str, fn, stop: threading.Event | None = None):
         except Exception as exc:  # filtered just below: only "not reachable" is waited out
             if not unreachable(exc):
                 raise
-            say(f"cannot reach {what} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                f"retrying in {delay:.0f} s")
+            say(
+                f"cannot reach {what} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"retrying in {delay:.0f} s"
+            )
             if stop is not None and stop.wait(delay):
                 return None
             if stop is None:
@@ -108,8 +112,17 @@ def _claim(session, run_id: int, worker: str) -> str | None:
 def _spawn(run_id: int, local: Path, gpus: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "srweb.train.worker", str(run_id), str(local)]
     if gpus > 1:  # one process per GPU under DDP (torchrun, made to die with this worker); RANK/WORLD_SIZE
-        command = [sys.executable, "-c", TORCHRUN, "--standalone", f"--nproc-per-node={gpus}",
-                   "-m", "srweb.train.worker", str(run_id), str(local)]
+        command = [
+            sys.executable,
+            "-c",
+            TORCHRUN,
+            "--standalone",
+            f"--nproc-per-node={gpus}",
+            "-m",
+            "srweb.train.worker",
+            str(run_id),
+            str(local),
+        ]
     # SRWEB_PARENT_PID: the trainer dies with this worker (srweb.train.worker.die_with_parent), as
     # both would when the machine goes away.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SRWEB_PARENT_PID": str(os.getpid())}
@@ -152,7 +165,7 @@ def _relocate_checkpoints(session, run_id: int, local: Path, location: str) -> N
 
     for row in session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)):
         if row.path.startswith(str(local)):
-            row.path = location + row.path[len(str(local)):]
+            row.path = location + row.path[len(str(local)) :]
 
 
 def _after(session, run_id: int, code: int, reason: str | None) -> str:
@@ -189,8 +202,14 @@ def train_job(context, run_id: int) -> None:
         state.run_id, state.lost = None, False
         return
     retry_forever("the artifact store", pusher.push)
-    status = retry_forever("the database", lambda: write_transaction(
-        lambda s: (_relocate_checkpoints(s, run_id, local, location), _after(s, run_id, child.returncode, reason))[1]))
+    status = retry_forever(
+        "the database",
+        lambda: write_transaction(
+            lambda s: (_relocate_checkpoints(s, run_id, local, location), _after(s, run_id, child.returncode, reason))[
+                1
+            ]
+        ),
+    )
     state.run_id = None
     say(f"run {run_id}: {status}")
     if status == "queued":
@@ -203,8 +222,9 @@ def train_job(context, run_id: int) -> None:
 async def _stalled_jobs(app) -> list:
     """Jobs of procrastinate workers silent for STALLED_AFTER_S (and those workers forgotten)."""
     async with app.open_async():
-        stalled = list(await app.job_manager.get_stalled_jobs(queue=queue.QUEUE,
-                                                              seconds_since_heartbeat=STALLED_AFTER_S))
+        stalled = list(
+            await app.job_manager.get_stalled_jobs(queue=queue.QUEUE, seconds_since_heartbeat=STALLED_AFTER_S)
+        )
         await app.job_manager.prune_stalled_workers(seconds_since_heartbeat=STALLED_AFTER_S)
     return stalled
 
@@ -275,8 +295,9 @@ def _side_loop(stop: threading.Event) -> None:
 def _startup(name: str, gpus: int) -> None:
     init_db()
     queue.ensure_schema()
-    write_transaction(lambda s: register_worker(s, name, host=socket.gethostname(), device=_state.device,
-                                                gpus=gpus, pid=os.getpid()))
+    write_transaction(
+        lambda s: register_worker(s, name, host=socket.gethostname(), device=_state.device, gpus=gpus, pid=os.getpid())
+    )
 
 
 class _OneLine(logging.Formatter):
@@ -305,8 +326,10 @@ def run(name: str | None = None, gpus: int = 1) -> int:
 
     global _state
     if not queue.uses_queue():
-        raise ValueError("srweb worker needs a PostgreSQL database (SRWEB_DATABASE_URL=postgresql+psycopg://...); "
-                         "with SQLite the app trains queued runs itself")
+        raise ValueError(
+            "srweb worker needs a PostgreSQL database (SRWEB_DATABASE_URL=postgresql+psycopg://...); "
+            "with SQLite the app trains queued runs itself"
+        )
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     _state = WorkerState(name=name, gpus=max(1, gpus), device=resolve_device())
     _quiet_libraries()
@@ -336,13 +359,24 @@ def _serve(stopping: threading.Event) -> None:
         started = time.monotonic()
         try:
             queue.make_app(task_body=train_job).run_worker(
-                queues=[queue.QUEUE], name=_state.name, concurrency=1, wait=True, listen_notify=True,
-                update_heartbeat_interval=HEARTBEAT_S, stalled_worker_timeout=STALLED_AFTER_S,
-                abort_job_polling_interval=POLL_S, fetch_job_polling_interval=POLL_S,
-                shutdown_graceful_timeout=0, delete_jobs="never", install_signal_handlers=True)
+                queues=[queue.QUEUE],
+                name=_state.name,
+                concurrency=1,
+                wait=True,
+                listen_notify=True,
+                update_heartbeat_interval=HEARTBEAT_S,
+                stalled_worker_timeout=STALLED_AFTER_S,
+                abort_job_polling_interval=POLL_S,
+                fetch_job_polling_interval=POLL_S,
+                shutdown_graceful_timeout=0,
+                delete_jobs="never",
+                install_signal_handlers=True,
+            )
             return  # a signal stopped it: the running run was checkpointed and queued again
         except Exception as exc:  # lost the database (e.g. a restart): one line, then again
             delay = 1.0 if time.monotonic() - started > 60 else min(MAX_BACKOFF_S, delay * 2)
-            say(f"lost the queue ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                f"reconnecting in {delay:.0f} s")
+            say(
+                f"lost the queue ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"reconnecting in {delay:.0f} s"
+            )
             stopping.wait(delay)

@@ -67,8 +67,10 @@ def read_saved_run(run_dir: str | Path) -> SavedRun | None:
 
 def _normal(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with every field (defaults for ones an older checkpoint lacks), JSON-normalised."""
-    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                for f in dataclasses.fields(TrainConfig)}
+    defaults = {
+        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(TrainConfig)
+    }
     return json.loads(json.dumps({**defaults, **config}, default=str))
 
 
@@ -76,7 +78,9 @@ def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
         return True
     if key in _PATHS and isinstance(a, str) and isinstance(b, str) and a and b:
-        return _where(key, a) == _where(key, b) is not None  # one folder: a name under the data root, relative, absolute
+        return (
+            _where(key, a) == _where(key, b) is not None
+        )  # one folder: a name under the data root, relative, absolute
     return False
 
 
@@ -95,8 +99,11 @@ def _where(key: str, value: str) -> Path | None:
 def differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``key: saved -> wanted`` for each setting (not operational, not iterations) that differs."""
     saved, wanted = _normal(saved), _normal(wanted)
-    return [f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted))
-            if key not in (*OPERATIONAL, "iterations") and not _same(key, saved.get(key), wanted.get(key))]
+    return [
+        f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}"
+        for key in sorted(set(saved) | set(wanted))
+        if key not in (*OPERATIONAL, "iterations") and not _same(key, saved.get(key), wanted.get(key))
+    ]
 
 
 def _depends_on_iterations(cfg: TrainConfig) -> str | None:
@@ -125,17 +132,23 @@ def check_resume(saved: SavedRun, cfg: TrainConfig, run_dir: str | Path, hint: s
     advice = f"pass a new --run-dir to train these settings{f', or {hint}' if hint else ''}"
     changed = differences(saved.config, cfg.to_dict())
     if changed:
-        raise ConfigError(f"{run_dir} holds a run (step {saved.step} of {saved.iterations}) with other settings: "
-                          f"{', '.join(changed)}; {advice}")
+        raise ConfigError(
+            f"{run_dir} holds a run (step {saved.step} of {saved.iterations}) with other settings: "
+            f"{', '.join(changed)}; {advice}"
+        )
     if cfg.iterations == saved.iterations:
         return
     if cfg.iterations < saved.step:
-        raise ConfigError(f"{run_dir} holds a run already trained for {saved.step} steps, more than iterations "
-                          f"{cfg.iterations}; {advice}")
+        raise ConfigError(
+            f"{run_dir} holds a run already trained for {saved.step} steps, more than iterations "
+            f"{cfg.iterations}; {advice}"
+        )
     reason = _depends_on_iterations(cfg)
     if reason:
-        raise ConfigError(f"{run_dir} holds a run of {saved.iterations} iterations (at step {saved.step}); it cannot "
-                          f"become one of {cfg.iterations}: {reason}; {advice}")
+        raise ConfigError(
+            f"{run_dir} holds a run of {saved.iterations} iterations (at step {saved.step}); it cannot "
+            f"become one of {cfg.iterations}: {reason}; {advice}"
+        )
 
 
 def refuse_finished(saved: SavedRun | None, run_dir: str | Path, cfg: TrainConfig | None = None) -> None:
@@ -147,6 +160,8 @@ def refuse_finished(saved: SavedRun | None, run_dir: str | Path, cfg: TrainConfi
     if cfg is not None and cfg.iterations != saved.iterations:
         changed.append(f"iterations {saved.iterations} -> {cfg.iterations}")
     other = f" with other settings ({', '.join(changed)})" if changed else ""
-    raise ConfigError(f"{run_dir} holds a run that finished ({saved.step} of {saved.iterations} steps){other}; to "
-                      f"train it further, copy the folder and pass the copy as --run-dir, or start from its weights "
-                      f"with --pretrained; to train anew, pass a new --run-dir")
+    raise ConfigError(
+        f"{run_dir} holds a run that finished ({saved.step} of {saved.iterations} steps){other}; to "
+        f"train it further, copy the folder and pass the copy as --run-dir, or start from its weights "
+        f"with --pretrained; to train anew, pass a new --run-dir"
+    )

@@ -49,8 +49,10 @@ class RunLogger:
             if not is_connection_error(exc):
                 raise
             if not self.offline:
-                print(f"cannot reach the database ({first_line(exc.orig)}); metrics are kept and written once it "
-                      "is back", flush=True)
+                print(
+                    f"cannot reach the database ({first_line(exc.orig)}); metrics are kept and written once it is back",
+                    flush=True,
+                )
             self.offline = True
             self.buffer.postpone()
             if "val_psnr" in values:
@@ -101,8 +103,14 @@ def record_result(session, run_id: int, trainer, result) -> None:
     add_checkpoint(session, run_id, step=result.step, path=str((trainer.run_dir / "last.pt").resolve()), kind="last")
     if result.card is not None:
         run.weights_name = result.card.name
-        add_checkpoint(session, run_id, step=result.step, kind="export", psnr=result.best_psnr,
-                       path=str((trainer.export_dir / f"{result.card.name}.safetensors").resolve()))
+        add_checkpoint(
+            session,
+            run_id,
+            step=result.step,
+            kind="export",
+            psnr=result.best_psnr,
+            path=str((trainer.export_dir / f"{result.card.name}.safetensors").resolve()),
+        )
     set_status(session, run_id, result.status)
 
 
@@ -111,8 +119,14 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()[:MAX_ERROR_CHARS] if str(exc).strip() else first_line(exc)
 
 
-def train_tracked(cfg: TrainConfig, run_dir: Path, run_id: int, *, should_stop: Callable[[], bool],
-                  export_dir: str | Path | None = None) -> TrainResult:
+def train_tracked(
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_id: int,
+    *,
+    should_stop: Callable[[], bool],
+    export_dir: str | Path | None = None,
+) -> TrainResult:
     """Train ``cfg`` in ``run_dir`` as run ``run_id`` (already marked running) and record it.
 
     Raises whatever training raised, after marking the run failed with :func:`failure_text`.

@@ -32,8 +32,10 @@ class Teacher:
 def check_teacher(name: str) -> None:
     """Raise :class:`ConfigError` unless ``name`` (or ``NAME+``) finds trained weights; loads nothing."""
     if name.rstrip("+") in list_models():
-        raise ConfigError(f"teacher {name!r} is an architecture, not trained weights; give weights "
-                          "(e.g. edsr-baseline-x4.general100, see `srweb models`)")
+        raise ConfigError(
+            f"teacher {name!r} is an architecture, not trained weights; give weights "
+            "(e.g. edsr-baseline-x4.general100, see `srweb models`)"
+        )
     try:
         resolve_weights(name if Path(name).exists() else name.removesuffix("+"))
     except (WeightsError, ValueError, OSError) as exc:

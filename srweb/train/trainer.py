@@ -73,12 +73,18 @@ def _sweep_temp_files(run_dir: Path) -> None:
 
 def card_metric(result) -> dict[str, Any]:
     """The summary of an :class:`~srweb.evaluation.evaluate.EvalResult` stored in a weights card."""
-    return {"dataset": result.dataset, "scale": result.scale, "psnr": round(result.psnr, 4),
-            "ssim": round(result.ssim, 5), "protocol": result.protocol}
+    return {
+        "dataset": result.dataset,
+        "scale": result.scale,
+        "psnr": round(result.psnr, 4),
+        "ssim": round(result.ssim, 5),
+        "protocol": result.protocol,
+    }
 
 
-def quality_guard(model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01,
-                  degradation: str = "") -> dict[str, Any]:
+def quality_guard(
+    model: nn.Module, exact, val_dir, device: str, tolerance_db: float = 0.01, degradation: str = ""
+) -> dict[str, Any]:
     """Compare the fast inference path with fp32 on the validation set (LR made as ``exact``'s, by
     ``degradation``); the card keeps the verdict."""
     fast = Upscaler(model, device=device, precision="auto")
@@ -111,11 +117,13 @@ class PreparationStopped(Exception):
     """A stop request arrived while the training patches were being prepared."""
 
 
-def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None = None,
-                   should_stop: Callable[[], bool] | None = None):
+def build_datasets(
+    cfg: TrainConfig, model: nn.Module, teacher: Teacher | None = None, should_stop: Callable[[], bool] | None = None
+):
     """Training patches (with the teacher's outputs, if given) and the validation folder for ``model``
     (channels and pre-upsampling). ``should_stop`` is polled before each teacher pass (minutes on a CPU
     for a self-ensemble): when it returns True, :class:`PreparationStopped` is raised."""
+
     def teach(lr: np.ndarray) -> np.ndarray:
         if should_stop is not None and should_stop():
             raise PreparationStopped
@@ -123,11 +131,17 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, teacher: Teacher | None =
 
     channels = "y" if model.in_channels == 1 else "rgb"
     train_set = PatchPairs(
-        benchmark_path(cfg.data), cfg.scale, cfg.patch_size, channels=channels,
-        pre_upsample=model.upsampling == "pre", augment=cfg.augment,
+        benchmark_path(cfg.data),
+        cfg.scale,
+        cfg.patch_size,
+        channels=channels,
+        pre_upsample=model.upsampling == "pre",
+        augment=cfg.augment,
         scales_aug=(1.0, 0.9, 0.8, 0.7, 0.6) if cfg.scale_augment else None,
-        teacher=teach if teacher else None, teacher_id=teacher.cache_id if teacher else "teacher",
-        unlabelled=cfg.teacher_unlabelled, degradation=cfg.degradation_config,
+        teacher=teach if teacher else None,
+        teacher_id=teacher.cache_id if teacher else "teacher",
+        unlabelled=cfg.teacher_unlabelled,
+        degradation=cfg.degradation_config,
     )
     val_dir = benchmark_path(cfg.val_data) if cfg.val_data else None
     return train_set, val_dir
@@ -168,9 +182,17 @@ class Trainer:
         export_dir: where final weights + card go (default: ``run_dir/export``).
     """
 
-    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike, *, logger: MetricLogger | None = None,
-                 should_stop: Callable[[], bool] | None = None, export_dir: str | os.PathLike | None = None,
-                 run_id: int | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | os.PathLike,
+        *,
+        logger: MetricLogger | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        export_dir: str | os.PathLike | None = None,
+        run_id: int | None = None,
+        progress: bool = True,
+    ) -> None:
         self.cfg = config.resolved().validate()
         self.run_dir = Path(run_dir)
         self.wall_before, self._started = 0.0, time.perf_counter()  # training time of earlier (resumed) sessions
@@ -274,10 +296,17 @@ class Trainer:
     def _state(self, step: int, best: float | None) -> dict[str, Any]:
         np_state = np.random.get_state()
         state = {
-            "step": step, "best_psnr": best, "best_step": self.best_step, "config": self.cfg.to_dict(),
-            "wall_seconds": self.wall_seconds(), "run_dir": str(self.run_dir.resolve()), "exported": False,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+            "step": step,
+            "best_psnr": best,
+            "best_step": self.best_step,
+            "config": self.cfg.to_dict(),
+            "wall_seconds": self.wall_seconds(),
+            "run_dir": str(self.run_dir.resolve()),
+            "exported": False,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_python": random.getstate(),
             "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         }
         if torch.cuda.is_available():
@@ -336,8 +365,13 @@ class Trainer:
         judged = model if model is not None else self.eval_model
         upscaler = Upscaler(judged, device=self.device, precision="fp32", channels_last=self.cfg.channels_last)
         try:
-            result = evaluate(upscaler.upscale, self.val_dir, self.cfg.scale, name=Path(self.val_dir).name,
-                              degradation=self.cfg.eval_degradation)
+            result = evaluate(
+                upscaler.upscale,
+                self.val_dir,
+                self.cfg.scale,
+                name=Path(self.val_dir).name,
+                degradation=self.cfg.eval_degradation,
+            )
         finally:
             self._train_mode()
         self.last_eval = result
@@ -360,8 +394,9 @@ class Trainer:
         start_step, best = self.setup()
         try:
             # Polled locally: torchrun processes agree on stopping in the loop, not here.
-            self.train_set, self.val_dir = build_datasets(self.cfg, self.model, self.teacher,
-                                                          self.should_stop if self.world == 1 else None)
+            self.train_set, self.val_dir = build_datasets(
+                self.cfg, self.model, self.teacher, self.should_stop if self.world == 1 else None
+            )
         except PreparationStopped:  # cancelled during the teacher pass: nothing trained, the checkpoint stands
             self._started = time.perf_counter()
             self.save_checkpoint(start_step, best)
@@ -385,8 +420,9 @@ class Trainer:
         self._seed()
         self.model = self._build_model()
         # Polyak/EMA averaging (BasicSR's ema_decay): BatchNorm statistics are averaged too.
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-                    if cfg.ema else None)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+        )
         self.optimizer = self._optimizer(self.model.parameters())
         if cfg.loss.startswith("srgan"):
             self.disc = create_discriminator().to(self.device)
@@ -405,12 +441,18 @@ class Trainer:
 
     def _loader(self, start_step: int) -> DataLoader:
         cfg = self.cfg
-        batches = StepBatches(len(self.train_set), cfg.batch_size, cfg.iterations, seed=cfg.seed, rank=self.rank,
-                              start=start_step)
+        batches = StepBatches(
+            len(self.train_set), cfg.batch_size, cfg.iterations, seed=cfg.seed, rank=self.rank, start=start_step
+        )
         # The loader's own generator (not the global RNG, restored on resume) seeds its workers.
-        return DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
-                          pin_memory=self.device.startswith("cuda"), persistent_workers=cfg.num_workers > 0,
-                          generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step))
+        return DataLoader(
+            self.train_set,
+            batch_sampler=batches,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.startswith("cuda"),
+            persistent_workers=cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step),
+        )
 
     def _network(self) -> nn.Module:
         """The module the loop calls: the model, wrapped in DDP under torchrun."""
@@ -439,15 +481,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", cfg.lr)
         # A resumed run continues its lr curve at start_step (no replay, no optimizer-order warning).
-        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s),
-                                                      last_epoch=start_step - 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg, s), last_epoch=start_step - 1
+        )
         net, data_iter = self._network(), iter(self._loader(start_step))
         criterion = pixel_loss("l2" if cfg.loss.startswith("srgan") else cfg.loss)
         supervised = hasattr(self.model, "forward_with_supervision")
         step, self._started = start_step, time.perf_counter()
         window = _MetricWindow()
-        bar = tqdm(total=cfg.iterations, initial=step, desc=cfg.name, disable=not self.progress or self.rank != 0,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.iterations,
+            initial=step,
+            desc=cfg.name,
+            disable=not self.progress or self.rank != 0,
+            dynamic_ncols=True,
+        )
         status, metrics = "finished", {}
         self._train_mode()
         while step < cfg.iterations:
@@ -507,8 +555,17 @@ class Trainer:
             dist.destroy_process_group()
         return TrainResult(status, step, best, self.wall_seconds(), metrics, card)
 
-    def _step(self, net, lr_img, hr_img, criterion, scaler, supervised: bool, step: int,
-              teacher_img: torch.Tensor | None = None) -> dict[str, float]:
+    def _step(
+        self,
+        net,
+        lr_img,
+        hr_img,
+        criterion,
+        scaler,
+        supervised: bool,
+        step: int,
+        teacher_img: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         cfg = self.cfg
         out: dict[str, float] = {}
         w = cfg.teacher_weight
@@ -584,18 +641,30 @@ class Trainer:
         model.eval()
         val = self.validate(model) if self.val_dir is not None else {}
         metrics = [card_metric(self.last_eval)] if val else []
-        inference = (quality_guard(model, self.last_eval, self.val_dir, self.device,
-                                   degradation=cfg.eval_degradation) if val else {})
+        inference = (
+            quality_guard(model, self.last_eval, self.val_dir, self.device, degradation=cfg.eval_degradation)
+            if val
+            else {}
+        )
         if val and cfg.eval_degradation:  # judged on degraded LR: the classic score too, for the card's table
             metrics.insert(0, card_metric(self._evaluate_clean(model)))
         speed = self.parent_speed
         if inference and speed and speed.get("fast_path") == inference.get("fast_path_ok"):
             inference["speed"] = speed  # the same network timed on the same path (srweb bench --store)
         training = {
-            "config": cfg.to_dict(), "iterations": step, "weights_step": weights_step, "wall_seconds": round(wall, 1),
-            "device": self.device, "precision": self.precision, "host": socket.gethostname(),
-            "run_id": self.run_id, "run_name": cfg.name, "data": cfg.data, "val_data": cfg.val_data,
-            "torch": torch.__version__, "num_params": count_params(model),
+            "config": cfg.to_dict(),
+            "iterations": step,
+            "weights_step": weights_step,
+            "wall_seconds": round(wall, 1),
+            "device": self.device,
+            "precision": self.precision,
+            "host": socket.gethostname(),
+            "run_id": self.run_id,
+            "run_name": cfg.name,
+            "data": cfg.data,
+            "val_data": cfg.val_data,
+            "torch": torch.__version__,
+            "num_params": count_params(model),
         }
         if self.parent is not None:
             training["parent"] = self.parent
@@ -603,5 +672,11 @@ class Trainer:
             training["teacher"] = self.teacher.record
         # SRGAN is the srresnet generator trained adversarially: named as the papers name it.
         prefix = "srgan" if cfg.loss.startswith("srgan") else cfg.model
-        return save_weights(model, f"{prefix}-x{cfg.scale}.{cfg.tag}", weights_dir=self.export_dir,
-                            training=training, metrics=metrics, inference=inference)
+        return save_weights(
+            model,
+            f"{prefix}-x{cfg.scale}.{cfg.tag}",
+            weights_dir=self.export_dir,
+            training=training,
+            metrics=metrics,
+            inference=inference,
+        )

@@ -24,8 +24,16 @@ def admin_box(**kwargs: Any) -> gr.Textbox:
         label, info = "Admin token", "Needed on this public instance for training, evaluation and run actions."
     else:
         label, info = "Admin features are off", "This public instance has no admin token configured."
-    options = dict(label=label, info=info, type="password", value="", visible=public_mode(),
-                   interactive=admin_enabled(), elem_id="admin-token", max_lines=1)
+    options = dict(
+        label=label,
+        info=info,
+        type="password",
+        value="",
+        visible=public_mode(),
+        interactive=admin_enabled(),
+        elem_id="admin-token",
+        max_lines=1,
+    )
     options.update(kwargs)
     return gr.Textbox(**options)
 

@@ -14,8 +14,13 @@ from srweb.ui.common import get_upscaler, parse_choice
 from srweb.weights.files import WeightsError
 
 
-def run_batch(files: list[str] | None, choice: str, self_ensemble: bool = False, output_scale: float | None = None,
-              progress=gr.Progress()) -> tuple[str | None, str]:
+def run_batch(
+    files: list[str] | None,
+    choice: str,
+    self_ensemble: bool = False,
+    output_scale: float | None = None,
+    progress=gr.Progress(),
+) -> tuple[str | None, str]:
     """Gradio handler (API name ``upscale_batch``): returns (ZIP of the PNGs, markdown report). A file
     that cannot be upscaled gets its reason in the report; the others are still done."""
     if not files:
@@ -30,7 +35,9 @@ def run_batch(files: list[str] | None, choice: str, self_ensemble: bool = False,
         raise gr.Error(str(exc)) from None
     folder = output_dir()
     rows, done = [], []
-    for i, outcome in enumerate(upscale_files(files, upscaler, folder / "sr", max_pixels=get_settings().max_input_pixels)):
+    for i, outcome in enumerate(
+        upscale_files(files, upscaler, folder / "sr", max_pixels=get_settings().max_input_pixels)
+    ):
         progress((i + 1) / len(files), desc=f"image {i + 1}/{len(files)}")
         shown = outcome.source.name
         if outcome.error:  # name the upload as the user did, not by its server path
@@ -60,5 +67,10 @@ def build_batch(weights: gr.Dropdown, ensemble: gr.Checkbox, output_scale: gr.Nu
         button = gr.Button("Upscale all", elem_id="batch-button")
         archive = gr.File(label="Download the PNGs (ZIP)", elem_id="batch-download")
         report = gr.Markdown(elem_id="batch-report")
-    button.click(run_batch, inputs=[files, weights, ensemble, output_scale], outputs=[archive, report],
-                 api_name="upscale_batch", concurrency_limit=1)
+    button.click(
+        run_batch,
+        inputs=[files, weights, ensemble, output_scale],
+        outputs=[archive, report],
+        api_name="upscale_batch",
+        concurrency_limit=1,
+    )

@@ -18,16 +18,18 @@ METRIC_LABELS = {
 }
 
 
-def curves_figure(frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_psnr"), *,
-                  height: int = 340) -> go.Figure:
+def curves_figure(
+    frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_psnr"), *, height: int = 340
+) -> go.Figure:
     """Curves from a long frame with columns ``run, step, name, value`` (see ``track.views.curves_frame``).
 
     Each run keeps one colour across the subplots and one legend entry; loss and learning rate
     use a log axis. An empty frame gives empty axes with a "no metrics yet" note.
     """
     metrics = list(metrics) or ["loss"]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics],
-                        horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics], horizontal_spacing=0.1
+    )
     palette = qualitative.Plotly
     runs = list(dict.fromkeys(frame["run"])) if not frame.empty else []
     for i, run in enumerate(runs):
@@ -36,11 +38,20 @@ def curves_figure(frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_ps
             part = frame[(frame["run"] == run) & (frame["name"] == metric)].sort_values("step")
             if part.empty:
                 continue
-            fig.add_trace(go.Scatter(x=part["step"], y=part["value"], name=run, legendgroup=run,
-                                     mode="lines+markers" if len(part) <= 30 else "lines",
-                                     line={"color": color}, marker={"size": 5}, showlegend=col == 1 or
-                                     frame[(frame["run"] == run) & (frame["name"] == metrics[0])].empty),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=part["step"],
+                    y=part["value"],
+                    name=run,
+                    legendgroup=run,
+                    mode="lines+markers" if len(part) <= 30 else "lines",
+                    line={"color": color},
+                    marker={"size": 5},
+                    showlegend=col == 1 or frame[(frame["run"] == run) & (frame["name"] == metrics[0])].empty,
+                ),
+                row=1,
+                col=col,
+            )
     for col, metric in enumerate(metrics, start=1):
         fig.update_xaxes(title_text="step", row=1, col=col)
         values = frame.loc[frame["name"] == metric, "value"] if not frame.empty else pd.Series(dtype=float)
@@ -50,6 +61,10 @@ def curves_figure(frame: pd.DataFrame, metrics: Sequence[str] = ("loss", "val_ps
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
         fig.add_annotation(text="no metrics yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    fig.update_layout(height=height, template="plotly_white", margin={"l": 50, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(
+        height=height,
+        template="plotly_white",
+        margin={"l": 50, "r": 20, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig

@@ -98,8 +98,10 @@ def default_choice(choices: list[tuple[str, str]]) -> str | None:
     before them), else the first weights, else the first entry."""
     shipped = {card.name for card in list_weights(get_settings().weights_dir)}
     values = [v for _, v in choices]
-    return next((v for v in values if v in shipped), next((v for v in values if not v.startswith("bicubic")),
-                                                          values[0] if values else None))
+    return next(
+        (v for v in values if v in shipped),
+        next((v for v in values if not v.startswith("bicubic")), values[0] if values else None),
+    )
 
 
 def parse_choice(value: str) -> tuple[str, int | None]:
@@ -117,8 +119,9 @@ def parse_choice(value: str) -> tuple[str, int | None]:
 
 
 @lru_cache(maxsize=8)
-def get_upscaler(name: str, scale: int | None, self_ensemble: bool = False,
-                 output_scale: float | None = None) -> Upscaler:
+def get_upscaler(
+    name: str, scale: int | None, self_ensemble: bool = False, output_scale: float | None = None
+) -> Upscaler:
     """Cached Upscaler per weights entry, so a model loads once per process."""
     return Upscaler(name, scale, self_ensemble=self_ensemble, output_scale=output_scale)
 

@@ -34,9 +34,17 @@ def on_scale_change(scale: int) -> gr.CheckboxGroup:
     return gr.CheckboxGroup(choices=choices, value=[v for _, v in choices])
 
 
-def run_compare(image_path: str | None, scale: int, methods: list[str] | None, crop_x: float | None,
-                crop_y: float | None, crop_size: float, zoom: float, self_ensemble: bool = False,
-                progress=gr.Progress()):
+def run_compare(
+    image_path: str | None,
+    scale: int,
+    methods: list[str] | None,
+    crop_x: float | None,
+    crop_y: float | None,
+    crop_size: float,
+    zoom: float,
+    self_ensemble: bool = False,
+    progress=gr.Progress(),
+):
     """Gradio handler (API name ``compare``): returns (results table, crops figure file, report).
     ``self_ensemble`` adds each model's x8 self-ensemble (NAME+) beside it."""
     if not image_path:
@@ -78,12 +86,15 @@ def run_compare(image_path: str | None, scale: int, methods: list[str] | None, c
         figure = crops_figure(hr_array, results, (x, y, size), zoom)
     except (ImageError, WeightsError, ValueError) as exc:
         raise gr.Error(str(exc).replace(str(Path(image_path).parent) + "/", "")) from None
-    table = pd.DataFrame([(r.name, round(r.psnr, 2), round(r.ssim, 4), round(r.seconds, 2)) for r in results],
-                         columns=COLUMNS).sort_values("PSNR (Y)", ascending=False, ignore_index=True)
+    table = pd.DataFrame(
+        [(r.name, round(r.psnr, 2), round(r.ssim, 4), round(r.seconds, 2)) for r in results], columns=COLUMNS
+    ).sort_values("PSNR (Y)", ascending=False, ignore_index=True)
     h, w = hr_array.shape[:2]
-    report = (f"**{Path(image_path).name}**: {w}x{h} HR (mod-cropped to x{scale}) → {w // scale}x{h // scale} LR "
-              f"(MATLAB bicubic) → x{scale} by each method; PSNR/SSIM on Y with {scale} border pixels shaved. "
-              f"Crop: {size}x{size} at ({x}, {y}).")
+    report = (
+        f"**{Path(image_path).name}**: {w}x{h} HR (mod-cropped to x{scale}) → {w // scale}x{h // scale} LR "
+        f"(MATLAB bicubic) → x{scale} by each method; PSNR/SSIM on Y with {scale} border pixels shaved. "
+        f"Crop: {size}x{size} at ({x}, {y})."
+    )
     return table, image_file(figure, "compare"), report
 
 
@@ -92,32 +103,52 @@ def build_tab() -> None:
     scale0 = 4
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(label="HR image (degraded here by MATLAB bicubic)", type="filepath", image_mode=None,
-                               format="png", height=260, elem_id="compare-image")
+            image = ImageInput(
+                label="HR image (degraded here by MATLAB bicubic)",
+                type="filepath",
+                image_mode=None,
+                format="png",
+                height=260,
+                elem_id="compare-image",
+            )
             scale = gr.Radio(list(BASELINE_SCALES), value=scale0, label="Scale", elem_id="compare-scale")
             # Every scale's entries at first (API clients pick from these); a page shows its scale's.
-            methods = gr.CheckboxGroup(choices=method_choices(None), value=[v for _, v in method_choices(scale0)],
-                                       label="Methods", elem_id="compare-methods")
+            methods = gr.CheckboxGroup(
+                choices=method_choices(None),
+                value=[v for _, v in method_choices(scale0)],
+                label="Methods",
+                elem_id="compare-methods",
+            )
             with gr.Row():
                 crop_x = gr.Number(-1, label="Crop x, HR pixels (-1: centre)", precision=0, elem_id="compare-x")
                 crop_y = gr.Number(-1, label="Crop y, HR pixels (-1: centre)", precision=0, elem_id="compare-y")
             with gr.Row():
                 crop_size = gr.Number(96, label=f"Crop size (8-{MAX_CROP})", precision=0, elem_id="compare-size")
                 zoom = gr.Slider(1, 4, value=2, step=1, label="Zoom", elem_id="compare-zoom")
-            ensemble = gr.Checkbox(False, label="Also each model's x8 self-ensemble (NAME+; 8x the time)",
-                                   elem_id="compare-ensemble")
+            ensemble = gr.Checkbox(
+                False, label="Also each model's x8 self-ensemble (NAME+; 8x the time)", elem_id="compare-ensemble"
+            )
             button = gr.Button("Compare", variant="primary", elem_id="compare-button")
         with gr.Column(scale=2):
             report = gr.Markdown(elem_id="compare-report")
-            table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="Results (best PSNR first)",
-                                 interactive=False, elem_id="compare-table")
-            figure = gr.Image(label="Crops: each method, then HR", type="filepath", format="png",
-                              elem_id="compare-figure")
+            table = gr.Dataframe(
+                pd.DataFrame(columns=COLUMNS),
+                label="Results (best PSNR first)",
+                interactive=False,
+                elem_id="compare-table",
+            )
+            figure = gr.Image(
+                label="Crops: each method, then HR", type="filepath", format="png", elem_id="compare-figure"
+            )
     gr.on([scale.change], on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")
     gr.on(None, on_scale_change, scale, methods, show_progress="hidden", api_visibility="private")  # page load
-    button.click(run_compare, [image, scale, methods, crop_x, crop_y, crop_size, zoom, ensemble],
-                 [table, figure, report],
-                 api_name="compare", concurrency_limit=1)
+    button.click(
+        run_compare,
+        [image, scale, methods, crop_x, crop_y, crop_size, zoom, ensemble],
+        [table, figure, report],
+        api_name="compare",
+        concurrency_limit=1,
+    )
 
 
 def demo() -> gr.Blocks:

@@ -63,19 +63,24 @@ def load_board(scale: str | int | None = ALL, dataset: str | None = ALL) -> tupl
     with session_scope(write=False) as session:
         names = {e.dataset for e in best_evaluations(session, versions=versions)}
         datasets = sorted(names, key=lambda d: (d.lower() != "set5", d.lower()))
-        frame = leaderboard(session, scale=_scale_arg(scale), dataset=None if dataset in (None, "", ALL) else dataset,
-                            versions=versions)
+        frame = leaderboard(
+            session, scale=_scale_arg(scale), dataset=None if dataset in (None, "", ALL) else dataset, versions=versions
+        )
     frame = _add_unscored_weights(frame, _scale_arg(scale), cards)
     frame["paper_psnr_Set5"] = pd.to_numeric(
         [paper_psnr_of(w, a, s, cards) for w, a, s in zip(frame["weights"], frame["arch"], frame["scale"])],
-        errors="coerce")
+        errors="coerce",
+    )
     return frame, datasets
 
 
 def _add_unscored_weights(frame: pd.DataFrame, scale: int | None, cards: dict[str, WeightsCard]) -> pd.DataFrame:
     """Rows for shipped or exported weights with no result yet, so every entry is listed (and can be evaluated)."""
-    missing = [{"weights": c.name, "kind": "model", "arch": c.arch, "scale": int(c.scale), "params": c.num_params}
-               for c in cards.values() if c.name not in set(frame["weights"]) and scale in (None, int(c.scale))]
+    missing = [
+        {"weights": c.name, "kind": "model", "arch": c.arch, "scale": int(c.scale), "params": c.num_params}
+        for c in cards.values()
+        if c.name not in set(frame["weights"]) and scale in (None, int(c.scale))
+    ]
     if not missing:
         return frame
     extra = pd.DataFrame(missing).reindex(columns=frame.columns)
@@ -99,20 +104,29 @@ def column_digits(column: str) -> int | None:
         return 2
     if column.startswith("SSIM "):
         return 4
-    return {"params (K)": 1, "ms/MP": 1, "MOS": 2, "MOS clean": 2, "MOS JPEG-75": 2, "win % vs bicubic": 1,
-            "BT": 2}.get(column)
+    return {
+        "params (K)": 1,
+        "ms/MP": 1,
+        "MOS": 2,
+        "MOS clean": 2,
+        "MOS JPEG-75": 2,
+        "win % vs bicubic": 1,
+        "BT": 2,
+    }.get(column)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard as shown: rounded numbers, intervals as text, one PSNR/SSIM pair per dataset."""
-    datasets = [c[len("psnr_"):] for c in frame.columns if c.startswith("psnr_")]
-    out = pd.DataFrame({
-        "weights": frame["weights"],
-        "type": frame["kind"],
-        "arch": frame["arch"],
-        "scale": frame["scale"].astype(int),
-        "params (K)": pd.to_numeric(frame["params"], errors="coerce") / 1000,
-    })
+    datasets = [c[len("psnr_") :] for c in frame.columns if c.startswith("psnr_")]
+    out = pd.DataFrame(
+        {
+            "weights": frame["weights"],
+            "type": frame["kind"],
+            "arch": frame["arch"],
+            "scale": frame["scale"].astype(int),
+            "params (K)": pd.to_numeric(frame["params"], errors="coerce") / 1000,
+        }
+    )
     for d in datasets:
         out[f"PSNR {d}"] = frame[f"psnr_{d}"]
         if f"jpeg75_{d}" in frame:  # PSNR when the LR was saved as JPEG quality 75 (photos)
@@ -121,8 +135,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["paper PSNR Set5"] = frame["paper_psnr_Set5"]
     out["ms/MP"] = frame["ms_per_mpix"]
     # a GPU figure beside CPU ones must say so, and which backend ran ("cpu, openvino/bf16")
-    out["speed on"] = [device if not isinstance(backend, str) else f"{device}, {backend}"
-                       for device, backend in zip(frame["speed_device"], frame["speed_backend"])]
+    out["speed on"] = [
+        device if not isinstance(backend, str) else f"{device}, {backend}"
+        for device, backend in zip(frame["speed_device"], frame["speed_backend"])
+    ]
     out["MOS"] = frame["mos"]
     # A t interval over few votes can leave the 1-5 scale; show it clipped to the scale.
     out["MOS 95% CI"] = [_interval(max(lo, 1.0), min(hi, 5.0)) for lo, hi in zip(frame["mos_lo"], frame["mos_hi"])]
@@ -142,8 +158,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def styled(table: pd.DataFrame) -> Styler:
     """``table`` (see :func:`display_frame`) with each number shown at its column's decimals: a bare
     gr.Dataframe drops trailing zeros (a paper's 33.00 would read "33" beside 32.69)."""
-    return table.style.format({c: f"{{:.{d}f}}" for c in table.columns if (d := column_digits(c)) is not None},
-                              na_rep="")
+    return table.style.format(
+        {c: f"{{:.{d}f}}" for c in table.columns if (d := column_digits(c)) is not None}, na_rep=""
+    )
 
 
 def protocol_note(frame: pd.DataFrame) -> str:
@@ -152,17 +169,26 @@ def protocol_note(frame: pd.DataFrame) -> str:
     for column in (c for c in frame.columns if c.startswith("protocol_")):
         labels = sorted({str(v) for v in frame[column].dropna()})
         if labels:
-            lines.append(f"**{column[len('protocol_'):]}**: {'; '.join(labels)}")
-    protocol = ("PSNR/SSIM protocol (channel, border shaved, LR degradation): " + " · ".join(lines)) if lines \
+            lines.append(f"**{column[len('protocol_') :]}**: {'; '.join(labels)}")
+    protocol = (
+        ("PSNR/SSIM protocol (channel, border shaved, LR degradation): " + " · ".join(lines))
+        if lines
         else "No PSNR/SSIM recorded yet."
+    )
     return f"{protocol}  \n{FOOTNOTE}"
 
 
 def write_csv(frame: pd.DataFrame, scale: str | int | None = ALL, dataset: str | None = ALL) -> Path:
     """The full-precision leaderboard as CSV in a fresh request folder (removed after an hour)."""
     folder = output_dir()
-    suffix = "".join(f"_{part}" for part in (f"x{scale}" if scale not in (None, "", ALL) else "",
-                                               dataset if dataset not in (None, "", ALL) else "") if part)
+    suffix = "".join(
+        f"_{part}"
+        for part in (
+            f"x{scale}" if scale not in (None, "", ALL) else "",
+            dataset if dataset not in (None, "", ALL) else "",
+        )
+        if part
+    )
     path = folder / f"leaderboard{suffix}.csv"
     frame.to_csv(path, index=False)
     return path
@@ -172,9 +198,14 @@ def refresh(scale: str | int | None = ALL, dataset: str | None = ALL):
     """Handler: table, footnote, both charts, CSV file and the benchmark choices."""
     frame, datasets = load_board(scale, dataset)
     chart_dataset = dataset if dataset not in (None, "", ALL) else main_dataset(frame)
-    return (styled(display_frame(frame)), protocol_note(frame), perception_distortion_figure(frame, chart_dataset),
-            psnr_params_figure(frame, chart_dataset), str(write_csv(frame, scale, dataset)),
-            gr.Dropdown(choices=[ALL, *datasets]))
+    return (
+        styled(display_frame(frame)),
+        protocol_note(frame),
+        perception_distortion_figure(frame, chart_dataset),
+        psnr_params_figure(frame, chart_dataset),
+        str(write_csv(frame, scale, dataset)),
+        gr.Dropdown(choices=[ALL, *datasets]),
+    )
 
 
 # --- evaluation in the background ---------------------------------------------------------------
@@ -186,8 +217,11 @@ def eval_datasets() -> list[str]:
     root = get_settings().data_root
     if root.is_dir():
         for child in sorted(root.iterdir()):
-            if child.is_dir() and child.name.lower() not in {n.lower() for n in names} and any(
-                    p.suffix.lower() in IMAGE_SUFFIXES for p in child.iterdir()):
+            if (
+                child.is_dir()
+                and child.name.lower() not in {n.lower() for n in names}
+                and any(p.suffix.lower() in IMAGE_SUFFIXES for p in child.iterdir())
+            ):
                 names.append(child.name)
     return names
 
@@ -201,7 +235,9 @@ def refresh_targets(current: str | None) -> gr.Dropdown:
     """The Evaluate list read afresh (weights exported since start-up appear); keeps ``current``, else
     starts where the tab starts (:func:`srweb.ui.common.default_choice`)."""
     choices = eval_choices()
-    return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else default_choice(choices))
+    return gr.Dropdown(
+        choices=choices, value=current if current in {v for _, v in choices} else default_choice(choices)
+    )
 
 
 def eval_target(choice: str) -> tuple[str, int]:
@@ -235,8 +271,20 @@ class EvalRunner:
                 return False
             self.label = f"{weights}{ENSEMBLE_SUFFIX if self_ensemble else ''} x{scale} on {dataset}"
             self.message = f"Evaluating {self.label}…"
-            command = [sys.executable, "-m", "srweb.cli", "eval", "--weights", weights, "--scale", str(scale),
-                       "--dataset", dataset, "--json", *(["--self-ensemble"] if self_ensemble else [])]
+            command = [
+                sys.executable,
+                "-m",
+                "srweb.cli",
+                "eval",
+                "--weights",
+                weights,
+                "--scale",
+                str(scale),
+                "--dataset",
+                dataset,
+                "--json",
+                *(["--self-ensemble"] if self_ensemble else []),
+            ]
             self._thread = threading.Thread(target=self._run, args=(command,), name="srweb-eval", daemon=True)
             self._thread.start()
             return True
@@ -255,8 +303,10 @@ class EvalRunner:
             return
         try:
             result = json.loads(done.stdout)
-            self.message = (f"Done: {result['weights']} x{result['scale']} on {result['dataset']}: "
-                            f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} ({seconds:.0f} s), recorded.")
+            self.message = (
+                f"Done: {result['weights']} x{result['scale']} on {result['dataset']}: "
+                f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} ({seconds:.0f} s), recorded."
+            )
         except (ValueError, KeyError, TypeError):
             self.message = f"Done: {self.label} ({seconds:.0f} s), recorded."
 
@@ -265,8 +315,15 @@ class EvalRunner:
             self._thread.join(timeout)
 
 
-def run_evaluation(runner: EvalRunner, choice: str | None, dataset: str | None, scale: str, bench: str,
-                   self_ensemble: bool = False, poll: float = 1.0):
+def run_evaluation(
+    runner: EvalRunner,
+    choice: str | None,
+    dataset: str | None,
+    scale: str,
+    bench: str,
+    self_ensemble: bool = False,
+    poll: float = 1.0,
+):
     """Generator handler: start the evaluation, report while it runs, then refresh the board."""
     skip_board = (gr.skip(),) * 6
     if not choice or not dataset:
@@ -301,8 +358,9 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
         bench = gr.Dropdown([ALL], value=ALL, label="Benchmark", elem_id="lb-benchmark")
         refresh_button = gr.Button("Refresh", elem_id="lb-refresh", scale=0)
         download = gr.DownloadButton("Download CSV", elem_id="lb-csv", scale=0)
-    table = gr.Dataframe(label="Leaderboard (click a header to sort)", interactive=False, elem_id="lb-table",
-                         max_height=480, wrap=False)
+    table = gr.Dataframe(
+        label="Leaderboard (click a header to sort)", interactive=False, elem_id="lb-table", max_height=480, wrap=False
+    )
     note = gr.Markdown(elem_id="lb-note")
     with gr.Row():
         pd_plot = gr.Plot(label="Perception–distortion", elem_id="lb-pd-plot")
@@ -319,22 +377,33 @@ def build_tab(tab: gr.Tab | None = None, admin: gr.Textbox | None = None) -> Non
         admin = admin if admin is not None else admin_box()
         status = gr.Markdown(runner.message, elem_id="lb-eval-status")
 
-    def on_evaluate(choice: str | None, benchmark: str | None, self_ensemble: bool, scale_filter: str,
-                    bench_filter: str):
+    def on_evaluate(
+        choice: str | None, benchmark: str | None, self_ensemble: bool, scale_filter: str, bench_filter: str
+    ):
         yield from run_evaluation(runner, choice, benchmark, scale_filter, bench_filter, self_ensemble)
 
     outputs = [table, note, pd_plot, params_plot, download, bench]
     filters = [scale, bench]
     # Filter changes leave the benchmark dropdown alone (updating it would re-trigger its change).
-    gr.on([scale.change, bench.change], lambda s, b: refresh(s, b)[:-1], filters, outputs[:-1],
-          show_progress="hidden", api_visibility="private")
+    gr.on(
+        [scale.change, bench.change],
+        lambda s, b: refresh(s, b)[:-1],
+        filters,
+        outputs[:-1],
+        show_progress="hidden",
+        api_visibility="private",
+    )
     gr.on(None, lambda: refresh(ALL, ALL), None, outputs, show_progress="hidden", api_visibility="private")
     refresh_button.click(refresh, filters, outputs, api_name="leaderboard")
     if tab is not None:
         tab.select(refresh, filters, outputs, show_progress="hidden", api_visibility="private")
         tab.select(refresh_targets, target, target, show_progress="hidden", api_visibility="private")
-    evaluate.click(admin_only(on_evaluate, "running an evaluation"), [target, dataset, ensemble, scale, bench, admin],
-                   [status, *outputs], api_visibility="private")
+    evaluate.click(
+        admin_only(on_evaluate, "running an evaluation"),
+        [target, dataset, ensemble, scale, bench, admin],
+        [status, *outputs],
+        api_visibility="private",
+    )
 
 
 def demo() -> gr.Blocks:

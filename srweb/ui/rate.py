@@ -29,8 +29,11 @@ image is hidden and the sides are shuffled. Some pairs are checks.
 
 
 def _status(count: int) -> str:
-    return f"You have rated **{count}** pair{'s' if count != 1 else ''}. Thank you!" if count else \
-        "Rate the pair, then **Submit & next**."
+    return (
+        f"You have rated **{count}** pair{'s' if count != 1 else ''}. Thank you!"
+        if count
+        else "Rate the pair, then **Submit & next**."
+    )
 
 
 def _show(token: str, count: int | None = None):
@@ -104,12 +107,26 @@ def build_tab() -> None:
     side = rating_pool.CROP * rating_pool.ZOOM + 16  # room to show the zoomed crop without rescaling
     with gr.Row(equal_height=True):
         with gr.Column():
-            left = gr.Image(label="A", type="filepath", format="png", interactive=False, buttons=[],
-                            height=side, elem_id="rate-left")
+            left = gr.Image(
+                label="A",
+                type="filepath",
+                format="png",
+                interactive=False,
+                buttons=[],
+                height=side,
+                elem_id="rate-left",
+            )
             left_score = gr.Radio(SCORE_CHOICES, label="Score for A", elem_id="rate-left-score")
         with gr.Column():
-            right = gr.Image(label="B", type="filepath", format="png", interactive=False, buttons=[],
-                             height=side, elem_id="rate-right")
+            right = gr.Image(
+                label="B",
+                type="filepath",
+                format="png",
+                interactive=False,
+                buttons=[],
+                height=side,
+                elem_id="rate-right",
+            )
             right_score = gr.Radio(SCORE_CHOICES, label="Score for B", elem_id="rate-right-score")
     with gr.Row():
         button = gr.Button("Submit & next", variant="primary", elem_id="rate-submit", scale=0, min_width=200)
@@ -117,9 +134,9 @@ def build_tab() -> None:
     shown = [trial, left, right, left_score, right_score, status]
     # Load only (no inputs): the chained step then reads the token from local storage.
     gr.on(None, lambda: None, None, None, api_visibility="private").then(
-        start, token, [token, *shown], api_visibility="private")
-    button.click(submit, [token, trial, left_score, right_score], shown, api_visibility="private",
-                 concurrency_limit=4)
+        start, token, [token, *shown], api_visibility="private"
+    )
+    button.click(submit, [token, trial, left_score, right_score], shown, api_visibility="private", concurrency_limit=4)
 
 
 def demo() -> gr.Blocks:

@@ -26,7 +26,9 @@ def load_runs(status: str, model: str, scale: str | int, text: str, sort_by: str
         status=None if status in (None, ANY) else status,
         model=None if model in (None, ANY) else model,
         scale=None if scale in (None, ANY) else int(scale),
-        text=text, sort_by=sort_by or "created", descending=bool(descending),
+        text=text,
+        sort_by=sort_by or "created",
+        descending=bool(descending),
     )
     choices = views.run_choices(limit=200)
     return table, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
@@ -91,8 +93,10 @@ def delete_run(run: int | str | None, confirmed: bool):
 
 
 # The browser asks before a run and its checkpoints go; the answer is the handler's second input.
-CONFIRM_DELETE_JS = ("(run, confirmed, token) => [run, run !== null && run !== '' && "
-                     "confirm(`Delete run ${run} with its checkpoints and log? Exported weights stay.`), token]")
+CONFIRM_DELETE_JS = (
+    "(run, confirmed, token) => [run, run !== null && run !== '' && "
+    "confirm(`Delete run ${run} with its checkpoints and log? Exported weights stay.`), token]"
+)
 
 
 def refresh_weights():
@@ -101,8 +105,59 @@ def refresh_weights():
     return gr.Dropdown(choices=weights_choices())
 
 
-def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = None,
-              admin: gr.Textbox | None = None) -> None:
+def _filter_row() -> tuple[list, gr.Button]:
+    """The filters (status, model, scale, text, sort key, order) and the Refresh button."""
+    with gr.Row():
+        status = gr.Dropdown([ANY, *RUN_STATUSES], value=ANY, label="Status", elem_id="runs-status")
+        model = gr.Dropdown(
+            [ANY, *list_models(include_baselines=False)], value=ANY, label="Model", elem_id="runs-model"
+        )
+        scale = gr.Dropdown([ANY, *SCALES], value=ANY, label="Scale", elem_id="runs-scale")
+        text = gr.Textbox(label="Name or id contains", elem_id="runs-text")
+        sort_by = gr.Dropdown(list(views.SORT_KEYS), value="created", label="Sort by", elem_id="runs-sort")
+        descending = gr.Checkbox(True, label="Descending", elem_id="runs-desc")
+        refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
+    return [status, model, scale, text, sort_by, descending], refresh
+
+
+def _curves_column() -> tuple[gr.Dropdown, gr.CheckboxGroup, gr.Plot]:
+    """The runs whose curves are overlaid, the metrics shown, and the plot."""
+    with gr.Column(scale=2):
+        compare = gr.Dropdown(
+            [], value=[], multiselect=True, allow_custom_value=True, label="Overlay curves of", elem_id="runs-compare"
+        )
+        metrics = gr.CheckboxGroup(
+            [(METRIC_LABELS[m], m) for m in ("loss", "val_psnr", "val_ssim", "lr")],
+            value=["loss", "val_psnr"],
+            label="Metrics",
+            elem_id="runs-metrics",
+        )
+        plot = gr.Plot(label="Curves", elem_id="runs-plot")
+    return compare, metrics, plot
+
+
+def _wire_export(export: gr.Button, detail, admin, action_msg, weights_dropdown: gr.Dropdown | None) -> None:
+    """Export weights; with the Upscale tab's list given, it is refreshed on load and after an export."""
+    if weights_dropdown is None:
+        export.click(
+            admin_only(lambda run_id: export_weights(run_id)[0], "exporting weights"),
+            [detail, admin],
+            action_msg,
+            api_name="runs_export",
+        )
+        return
+    export.click(
+        admin_only(export_weights, "exporting weights"),
+        [detail, admin],
+        [action_msg, weights_dropdown],
+        api_name="runs_export",
+    )
+    gr.on(None, refresh_weights, None, weights_dropdown, show_progress="hidden", api_visibility="private")
+
+
+def build_tab(
+    tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = None, admin: gr.Textbox | None = None
+) -> None:
     """Lay out the Runs tab inside the current Blocks context.
 
     Args:
@@ -111,28 +166,19 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
             after an export, so exported weights show up without a restart.
         admin: the app's admin token box (public mode); the tab makes its own when None.
     """
-    with gr.Row():
-        status = gr.Dropdown([ANY, *RUN_STATUSES], value=ANY, label="Status", elem_id="runs-status")
-        model = gr.Dropdown([ANY, *list_models(include_baselines=False)], value=ANY, label="Model",
-                            elem_id="runs-model")
-        scale = gr.Dropdown([ANY, *SCALES], value=ANY, label="Scale", elem_id="runs-scale")
-        text = gr.Textbox(label="Name or id contains", elem_id="runs-text")
-        sort_by = gr.Dropdown(list(views.SORT_KEYS), value="created", label="Sort by", elem_id="runs-sort")
-        descending = gr.Checkbox(True, label="Descending", elem_id="runs-desc")
-        refresh = gr.Button("Refresh", elem_id="runs-refresh", scale=0)
-    table = gr.Dataframe(pd.DataFrame(columns=list(views.RUN_COLUMNS)), label="Runs (click rows to compare)",
-                         interactive=False, elem_id="runs-table", max_height=360)
+    filters, refresh = _filter_row()
+    table = gr.Dataframe(
+        pd.DataFrame(columns=list(views.RUN_COLUMNS)),
+        label="Runs (click rows to compare)",
+        interactive=False,
+        elem_id="runs-table",
+        max_height=360,
+    )
     workers = gr.Markdown(elem_id="runs-workers")
     with gr.Row():
-        with gr.Column(scale=2):
-            compare = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
-                                  label="Overlay curves of", elem_id="runs-compare")
-            metrics = gr.CheckboxGroup([(METRIC_LABELS[m], m) for m in ("loss", "val_psnr", "val_ssim", "lr")],
-                                       value=["loss", "val_psnr"], label="Metrics", elem_id="runs-metrics")
-            plot = gr.Plot(label="Curves", elem_id="runs-plot")
+        compare, metrics, plot = _curves_column()
         with gr.Column(scale=1):
-            detail = gr.Dropdown([], value=None, label="Run details", allow_custom_value=True,
-                                 elem_id="runs-detail")
+            detail = gr.Dropdown([], value=None, label="Run details", allow_custom_value=True, elem_id="runs-detail")
             config = gr.JSON(label="Config", elem_id="runs-config")
             admin = admin if admin is not None else admin_box()
             with gr.Row():
@@ -141,28 +187,24 @@ def build_tab(tab: gr.Tab | None = None, weights_dropdown: gr.Dropdown | None = 
             action_msg = gr.Markdown(elem_id="runs-action-status")
             confirmed = gr.Checkbox(False, visible=False)
 
-    filters = [status, model, scale, text, sort_by, descending]
     outputs = [table, compare, detail]
-    gr.on(None, load_runs, filters, outputs, show_progress="hidden", api_visibility="private")  # load + filter changes
+    hidden = {"show_progress": "hidden", "api_visibility": "private"}
+    gr.on(None, load_runs, filters, outputs, **hidden)  # load + filter changes
     refresh.click(load_runs, filters, outputs, api_name="runs_list")
-    gr.on([refresh.click] + ([tab.select] if tab is not None else []), views.workers_markdown, None, workers,
-          show_progress="hidden", api_visibility="private")
+    gr.on([refresh.click] + ([tab.select] if tab is not None else []), views.workers_markdown, None, workers, **hidden)
     if tab is not None:
-        tab.select(load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
+        tab.select(load_runs, filters, outputs, **hidden)
     table.select(pick_from_table, [compare], [compare, detail], api_visibility="private")
-    gr.on([compare.change, metrics.change], overlay, [compare, metrics], plot, show_progress="hidden",
-          api_visibility="private")
+    gr.on([compare.change, metrics.change], overlay, [compare, metrics], plot, **hidden)
     detail.change(show_config, detail, config, api_visibility="private")
-    remove.click(admin_only(delete_run, "deleting a run"), [detail, confirmed, admin], [action_msg, detail],
-                 js=CONFIRM_DELETE_JS, api_name="runs_delete").then(
-        load_runs, filters, outputs, show_progress="hidden", api_visibility="private")
-    if weights_dropdown is not None:
-        export.click(admin_only(export_weights, "exporting weights"), [detail, admin], [action_msg, weights_dropdown],
-                     api_name="runs_export")
-        gr.on(None, refresh_weights, None, weights_dropdown, show_progress="hidden", api_visibility="private")
-    else:
-        export.click(admin_only(lambda run_id: export_weights(run_id)[0], "exporting weights"), [detail, admin],
-                     action_msg, api_name="runs_export")
+    remove.click(
+        admin_only(delete_run, "deleting a run"),
+        [detail, confirmed, admin],
+        [action_msg, detail],
+        js=CONFIRM_DELETE_JS,
+        api_name="runs_delete",
+    ).then(load_runs, filters, outputs, **hidden)
+    _wire_export(export, detail, admin, action_msg, weights_dropdown)
 
 
 def demo() -> gr.Blocks:

@@ -12,13 +12,28 @@ import numpy as np
 from PIL import Image
 
 from srweb.config import get_settings
-from srweb.imaging.io import (ImageError, ImageTooLarge, encode_png, icc_profile_of, load_image, load_pixels, to_pil8,
-                              to_rgb8)
+from srweb.imaging.io import (
+    ImageError,
+    ImageTooLarge,
+    encode_png,
+    icc_profile_of,
+    load_image,
+    load_pixels,
+    to_pil8,
+    to_rgb8,
+)
 from srweb.inference.upscaler import MAX_OUTPUT_SCALE
 from srweb.evaluation.metrics import psnr, ssim
 from srweb.ui.batch import build_batch
-from srweb.ui.common import (JPEG75, ImageInput, default_choice, get_upscaler, is_jpeg_upload, parse_choice,
-                             weights_choices)
+from srweb.ui.common import (
+    JPEG75,
+    ImageInput,
+    default_choice,
+    get_upscaler,
+    is_jpeg_upload,
+    parse_choice,
+    weights_choices,
+)
 from srweb.ui.import_model import build_import
 from srweb.ui.outputs import image_file, output_dir
 from srweb.weights.files import WeightsError, list_weights, weights_source
@@ -48,8 +63,11 @@ def about_weights(choice: str | None) -> str:
     weights get the command that trains them again."""
     card = next((c for c in list_weights() if c.name == choice), None)
     if card is None:
-        return ("Nearest-neighbour: each pixel repeated." if str(choice).startswith("nearest") else
-                "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against.")
+        return (
+            "Nearest-neighbour: each pixel repeated."
+            if str(choice).startswith("nearest")
+            else "Bicubic interpolation (MATLAB `imresize`): the baseline every model is measured against."
+        )
     shipped = weights_source(card.name) == "shipped"
     return card_markdown(card, f"weights/{card.name}.json" if shipped else None)
 
@@ -69,7 +87,7 @@ def onnx_graph(choice: str | None) -> str:
 
 
 def compare_choices(choice: str | None = None) -> list[tuple[str, str]]:
-    """"Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
+    """ "Compare with" entries: bicubic at the model's scale, then the weights entries of the scale of
     ``choice`` (a model-list value; every entry when it is None or unknown). ``choice`` itself stays:
     with the self-ensemble ticked, the slider compares a model against its own ensemble."""
     scales = {card.name: card.scale for card in list_weights()}
@@ -98,11 +116,17 @@ def suggest_for_upload(image_path: str | None, choice: str | None) -> tuple[dict
     if suggestion is None:
         return hidden
     if suggestion == choice or any(c.name == choice and c.for_photos for c in list_weights()):
-        return gr.update(value="JPEG upload: the picked model is made for JPEG photos.", visible=True), \
-            gr.update(visible=False)
-    return (gr.update(value=f"This is a JPEG: its compression artefacts get magnified by models trained on clean "
-                             f"images. **{suggestion}** is trained for JPEG photos.", visible=True),
-            gr.update(visible=True))
+        return gr.update(value="JPEG upload: the picked model is made for JPEG photos.", visible=True), gr.update(
+            visible=False
+        )
+    return (
+        gr.update(
+            value=f"This is a JPEG: its compression artefacts get magnified by models trained on clean "
+            f"images. **{suggestion}** is trained for JPEG photos.",
+            visible=True,
+        ),
+        gr.update(visible=True),
+    )
 
 
 def _baseline_scale(choice: str | None) -> int | None:
@@ -119,9 +143,15 @@ def refresh_compare(choice: str | None, current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in {v for _, v in choices} else BICUBIC)
 
 
-def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, self_ensemble: bool = False,
-                  compare_with: str = BICUBIC, icc_profile: bytes | None = None,
-                  output_scale: float | None = None) -> UpscaleResult:
+def upscale_image(
+    image: Image.Image | np.ndarray,
+    choice: str,
+    progress=None,
+    self_ensemble: bool = False,
+    compare_with: str = BICUBIC,
+    icc_profile: bytes | None = None,
+    output_scale: float | None = None,
+) -> UpscaleResult:
     """Run SR and the slider's other side (``compare_with``: bicubic, or weights of the same scale) on
     ``image`` (a PIL image, or a 16-bit colour array from :func:`load_pixels`, whose colour profile
     ``icc_profile`` is), both resized to ``output_scale`` when given (0 or None: the model's scale);
@@ -134,8 +164,10 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
     else:
         other = get_upscaler(*parse_choice(compare_with), False, output_scale)
         if other.scale != upscaler.scale:
-            raise ValueError(f"{other.name} is a x{other.scale} model and {upscaler.name} x{upscaler.scale}: "
-                             f"compare entries of one scale")
+            raise ValueError(
+                f"{other.name} is a x{other.scale} model and {upscaler.name} x{upscaler.scale}: "
+                f"compare entries of one scale"
+            )
     tiles_seen = [1]
 
     def report(done: int, total: int) -> None:
@@ -150,17 +182,29 @@ def upscale_image(image: Image.Image | np.ndarray, choice: str, progress=None, s
     reference = other.upscale(image)
     sr_path = output_dir() / f"{upscaler.name}.png"
     sr_path.write_bytes(encode_png(sr, icc_profile))
-    return UpscaleResult(to_pil8(sr), to_pil8(reference), other.name, seconds, upscaler.device, upscaler.precision,
-                         tiles_seen[0] // (8 if upscaler.self_ensemble else 1), sr_path,
-                         upscaler.scale, upscaler.backend, compile_seconds)
+    return UpscaleResult(
+        to_pil8(sr),
+        to_pil8(reference),
+        other.name,
+        seconds,
+        upscaler.device,
+        upscaler.precision,
+        tiles_seen[0] // (8 if upscaler.self_ensemble else 1),
+        sr_path,
+        upscaler.scale,
+        upscaler.backend,
+        compile_seconds,
+    )
 
 
 def compile_note(result: UpscaleResult) -> str:
     """The first call's compile time, apart from the run itself (later calls of this size reuse it)."""
     if result.compile_seconds <= 0:
         return ""
-    return (f"; first call for this size: {result.compile_seconds:.2f} s compiling the {result.backend} graph, "
-            f"{result.seconds - result.compile_seconds:.2f} s running")
+    return (
+        f"; first call for this size: {result.compile_seconds:.2f} s compiling the {result.backend} graph, "
+        f"{result.seconds - result.compile_seconds:.2f} s running"
+    )
 
 
 def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str:
@@ -172,8 +216,10 @@ def compare_with_reference(result: UpscaleResult, reference: Image.Image) -> str
     rows = []
     for label, img in (("SR", result.sr), (result.reference_name, result.reference)):
         img = to_rgb8(img)
-        rows.append(f"| {label} | {psnr(img, ref, crop_border=border, y_channel=True):.2f} dB | "
-                    f"{ssim(img, ref, crop_border=border, y_channel=True):.4f} |")
+        rows.append(
+            f"| {label} | {psnr(img, ref, crop_border=border, y_channel=True):.2f} dB | "
+            f"{ssim(img, ref, crop_border=border, y_channel=True):.4f} |"
+        )
     return "| | PSNR (Y) | SSIM (Y) |\n|---|---|---|\n" + "\n".join(rows)
 
 
@@ -185,15 +231,24 @@ def _slider_files(result: UpscaleResult) -> tuple[str, str]:
     """The slider's two images as files beside the SR PNG (files, not PIL images: see
     :mod:`srweb.ui.outputs`); the SR PNG itself when it displays as is."""
     folder = result.sr_path.parent
-    sr = str(result.sr_path) if result.sr.mode in {"RGB", "RGBA", "L"} else \
-        image_file(_slider_view(result.sr), "sr-view", folder)
+    sr = (
+        str(result.sr_path)
+        if result.sr.mode in {"RGB", "RGBA", "L"}
+        else image_file(_slider_view(result.sr), "sr-view", folder)
+    )
     # "-view": the SR file of the bicubic baseline is bicubic.png, which the download must keep
     return image_file(_slider_view(result.reference), f"{result.reference_name}-view", folder), sr
 
 
-def run_upscale(image_path: str | None, choice: str, reference_path: str | None = None,
-                self_ensemble: bool = False, compare_with: str = BICUBIC, output_scale: float | None = None,
-                progress=gr.Progress()):
+def run_upscale(
+    image_path: str | None,
+    choice: str,
+    reference_path: str | None = None,
+    self_ensemble: bool = False,
+    compare_with: str = BICUBIC,
+    output_scale: float | None = None,
+    progress=gr.Progress(),
+):
     """Gradio handler (API name ``upscale``): returns (SR PNG file, slider pair, report markdown)."""
     if not image_path:
         raise gr.Error("Upload an image first.")
@@ -207,19 +262,22 @@ def run_upscale(image_path: str | None, choice: str, reference_path: str | None 
         profile = None if pixels is image else icc_profile_of(image_path)
         result = upscale_image(pixels, choice, progress, self_ensemble, compare_with, profile, output_scale)
         resized = bool(output_scale) and float(output_scale) != result.scale
-        report = (f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
-                  f"in {result.seconds:.2f} s on {result.device} ({result.backend} {result.precision}"
-                  f"{', x8 self-ensemble' if self_ensemble else ''}"
-                  f"{f', x{result.scale} resized to x{float(output_scale):g}' if resized else ''}"
-                  f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})"
-                  f"{compile_note(result)}  \n"
-                  f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}")
+        report = (
+            f"**{image.width}x{image.height} {mode} → {result.sr.width}x{result.sr.height}** "
+            f"in {result.seconds:.2f} s on {result.device} ({result.backend} {result.precision}"
+            f"{', x8 self-ensemble' if self_ensemble else ''}"
+            f"{f', x{result.scale} resized to x{float(output_scale):g}' if resized else ''}"
+            f"{f', {result.tiles} tiles' if result.tiles > 1 else ''})"
+            f"{compile_note(result)}  \n"
+            f"Slider: {result.reference_name} ◀ ▶ {result.sr_path.stem}"
+        )
         if reference_path:
             try:  # never decoded when larger than the output (memory): it could not match anyway
                 reference = load_image(reference_path, max_pixels=result.sr.width * result.sr.height)
             except ImageTooLarge as exc:
-                raise ImageTooLarge(f"{exc}; the HR reference must be the size of the output, "
-                                    f"{result.sr.width}x{result.sr.height}") from None
+                raise ImageTooLarge(
+                    f"{exc}; the HR reference must be the size of the output, {result.sr.width}x{result.sr.height}"
+                ) from None
             report += "\n\n" + compare_with_reference(result, reference)
     except (ImageError, WeightsError, ValueError) as exc:
         message = str(exc)
@@ -239,6 +297,54 @@ def example_images() -> list[str]:
     return [str(data / n) for n in names if (data / n).exists()]
 
 
+def _output_column() -> tuple[gr.ImageSlider, gr.Markdown, gr.File]:
+    """The slider (compared ◀ ▶ SR), the report and the PNG download."""
+    with gr.Column(scale=2):
+        slider = gr.ImageSlider(
+            label="Compared (bicubic unless chosen) ◀ ▶ SR",
+            format="png",
+            type="pil",
+            image_mode=None,
+            max_height=640,
+            elem_id="sr-slider",
+        )
+        report = gr.Markdown(elem_id="upscale-report")
+        download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
+    return slider, report, download
+
+
+def _wire_model_picks(weights, compare, about, onnx_file, image, photo_widgets) -> None:
+    """What a pick of weights (or an upload) updates: comparable entries, the card, the photo hint."""
+    photo_hint, use_photo = photo_widgets
+    # Offers only entries of the picked model's scale, read afresh on each pick (so weights
+    # exported since start-up appear too).
+    gr.on(
+        [weights.change], refresh_compare, [weights, compare], compare, show_progress="hidden", api_visibility="private"
+    )
+    weights.change(
+        lambda choice: (about_weights(choice), None),
+        weights,
+        [about, onnx_file],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    gr.on(
+        [image.change, weights.change],
+        suggest_for_upload,
+        [image, weights],
+        [photo_hint, use_photo],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    use_photo.click(
+        lambda choice: photo_model_for(choice) or choice,
+        weights,
+        weights,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
 def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
     """Lay out the Upscale tab inside the current Blocks context; returns the model dropdown
     (other tabs refresh its choices when they add weights). ``admin`` is the page's admin token box."""
@@ -254,13 +360,26 @@ def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
                 about = gr.Markdown(about_weights(default), elem_id="model-about")
                 onnx_button = gr.Button("Export as ONNX (checked with onnxruntime)", size="sm", elem_id="onnx-button")
                 onnx_file = gr.File(label="ONNX graph: its metadata says how to feed it", elem_id="onnx-file")
-            compare = gr.Dropdown(choices=compare_choices(default), value=BICUBIC, label="Compare with (slider left side)",
-                                  allow_custom_value=True,  # API callers name any entry; run_upscale checks it
-                                  elem_id="compare-with")
-            ensemble = gr.Checkbox(False, label="Self-ensemble: average 8 flips and rotations (8x the time, "
-                                   "+0.04 to +0.18 dB on Set5 for the shipped models)", elem_id="self-ensemble")
-            output_scale = gr.Number(0, label="Output scale (0: the model's; e.g. 3.5 or 8: SR, then bicubic "
-                                     "to that size)", minimum=0, maximum=MAX_OUTPUT_SCALE, elem_id="output-scale")
+            compare = gr.Dropdown(
+                choices=compare_choices(default),
+                value=BICUBIC,
+                label="Compare with (slider left side)",
+                allow_custom_value=True,  # API callers name any entry; run_upscale checks it
+                elem_id="compare-with",
+            )
+            ensemble = gr.Checkbox(
+                False,
+                label="Self-ensemble: average 8 flips and rotations (8x the time, "
+                "+0.04 to +0.18 dB on Set5 for the shipped models)",
+                elem_id="self-ensemble",
+            )
+            output_scale = gr.Number(
+                0,
+                label="Output scale (0: the model's; e.g. 3.5 or 8: SR, then bicubic to that size)",
+                minimum=0,
+                maximum=MAX_OUTPUT_SCALE,
+                elem_id="output-scale",
+            )
             with gr.Accordion("HR reference (optional): PSNR/SSIM of both", open=False):
                 reference = ImageInput(label="HR reference", type="filepath", image_mode=None, format="png")
             button = gr.Button("Upscale", variant="primary")
@@ -269,24 +388,16 @@ def build_tab(admin: gr.Textbox | None = None) -> gr.Dropdown:
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
             build_batch(weights, ensemble, output_scale)
             build_import(weights, admin)
-        with gr.Column(scale=2):
-            slider = gr.ImageSlider(label="Compared (bicubic unless chosen) ◀ ▶ SR", format="png", type="pil",
-                                    image_mode=None, max_height=640, elem_id="sr-slider")
-            report = gr.Markdown(elem_id="upscale-report")
-            download = gr.File(label="Download SR (PNG)", elem_id="sr-download")
-    button.click(run_upscale, inputs=[image, weights, reference, ensemble, compare, output_scale],
-                 outputs=[download, slider, report], api_name="upscale", concurrency_limit=2)
-    # Offers only entries of the picked model's scale, read afresh on each pick (so weights
-    # exported since start-up appear too).
-    gr.on([weights.change], refresh_compare, [weights, compare], compare, show_progress="hidden",
-          api_visibility="private")
-    weights.change(lambda choice: (about_weights(choice), None), weights, [about, onnx_file], show_progress="hidden",
-                   api_visibility="private")
+        slider, report, download = _output_column()
+    button.click(
+        run_upscale,
+        inputs=[image, weights, reference, ensemble, compare, output_scale],
+        outputs=[download, slider, report],
+        api_name="upscale",
+        concurrency_limit=2,
+    )
     onnx_button.click(onnx_graph, weights, onnx_file, api_name="onnx", concurrency_limit=1)
-    gr.on([image.change, weights.change], suggest_for_upload, [image, weights], [photo_hint, use_photo],
-          show_progress="hidden", api_visibility="private")
-    use_photo.click(lambda choice: photo_model_for(choice) or choice, weights, weights, show_progress="hidden",
-                    api_visibility="private")
+    _wire_model_picks(weights, compare, about, onnx_file, image, (photo_hint, use_photo))
     return weights
 
 

@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.Column("weights_name", sa.String(length=200), nullable=True),
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("resumed_from", sa.String(length=1024), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('queued', 'running', 'finished', 'failed', 'cancelled')", name="ck_runs_status"
-        ),
+        sa.CheckConstraint("status IN ('queued', 'running', 'finished', 'failed', 'cancelled')", name="ck_runs_status"),
         sa.ForeignKeyConstraint(["parent_id"], ["runs.id"], name="fk_runs_parent_id_runs", ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
     )
@@ -77,9 +75,7 @@ def upgrade() -> None:
         sa.Column("psnr", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.CheckConstraint("kind IN ('last', 'best', 'export')", name="ck_checkpoints_kind"),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name="fk_checkpoints_run_id_runs", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_checkpoints_run_id_runs", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_checkpoints"),
     )
     op.create_index("ix_checkpoints_run_id", "checkpoints", ["run_id"])
@@ -100,9 +96,7 @@ def upgrade() -> None:
         sa.CheckConstraint("source IN ('card', 'eval')", name="ck_evaluations_source"),
         sa.PrimaryKeyConstraint("id", name="pk_evaluations"),
     )
-    op.create_index(
-        "ix_evaluations_weights_dataset_scale", "evaluations", ["weights_name", "dataset", "scale"]
-    )
+    op.create_index("ix_evaluations_weights_dataset_scale", "evaluations", ["weights_name", "dataset", "scale"])
 
 
 def downgrade() -> None:

@@ -39,13 +39,17 @@ def upgrade() -> None:
         with op.batch_alter_table("runs", recreate="always", table_kwargs={"sqlite_autoincrement": True}):
             pass
         # Start the counter at the largest id there is (a fresh sqlite_sequence row would be 0).
-        op.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'runs', coalesce(max(id), 0) FROM runs "
-                   "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'runs')")
+        op.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'runs', coalesce(max(id), 0) FROM runs "
+            "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'runs')"
+        )
     elif dialect == "postgresql":
         op.execute("SELECT setval(pg_get_serial_sequence('runs', 'id'), coalesce(max(id), 0) + 1, false) FROM runs")
         op.execute(_PG_APPEND_ONLY)
-        op.execute("CREATE TRIGGER votes_append_only BEFORE UPDATE OR DELETE ON votes "
-                   "FOR EACH ROW EXECUTE FUNCTION votes_append_only()")
+        op.execute(
+            "CREATE TRIGGER votes_append_only BEFORE UPDATE OR DELETE ON votes "
+            "FOR EACH ROW EXECUTE FUNCTION votes_append_only()"
+        )
 
 
 def downgrade() -> None:
