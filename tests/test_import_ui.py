@@ -70,7 +70,9 @@ def test_each_tested_architecture_upscales_in_the_app_after_an_upload(env, key):
     _, dropdown = import_upload(str(path), "", "", "", "")
     arch, scale = ARCHES[key]
     assert dropdown.value == f"{arch.lower()}-x{scale}.{key}"
-    assert f"{arch} · x{scale} · {dropdown.value}" in {label for label, _ in upscale.weights_choices()}
+    assert f"{arch} · x{scale} · {dropdown.value} · imported community model" in {
+        label for label, _ in upscale.weights_choices()
+    }
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (18, 21, 3), dtype=np.uint8))
     result = upscale.upscale_image(picture, dropdown.value)
     assert result.sr.size == (21 * scale, 18 * scale) and result.reference_name == "bicubic"

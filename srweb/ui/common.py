@@ -78,12 +78,15 @@ class ImageInput(gr.Image):
 
 def weights_choices() -> list[tuple[str, str]]:
     """Dropdown entries (label, value): shipped weights by architecture, then bicubic baselines. Each
-    says what it is for: photos/JPEG (trained on degraded LR) or the papers' clean-bicubic setting."""
+    says what it is for: photos/JPEG (trained on degraded LR), the papers' clean-bicubic setting, or an
+    imported community model (trained elsewhere, on data its card does not record)."""
     choices = []
     for card in list_weights():
         set5 = card.metric("Set5")
         score = f" · Set5 {set5['psnr']:.2f} dB" if set5 else ""
-        if card.for_photos:
+        if card.imported:
+            purpose = " · imported community model"
+        elif card.for_photos:
             jpeg = card.metric("Set5", JPEG75)
             purpose = " · for photos/JPEG" + (f" · JPEG-75 {jpeg['psnr']:.2f} dB" if jpeg else "")
         else:

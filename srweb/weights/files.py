@@ -78,6 +78,11 @@ class WeightsCard:
         return None
 
     @property
+    def imported(self) -> bool:
+        """A community model brought in by ``srweb import`` (built by spandrel, not trained here)."""
+        return self.config.get("loader") == COMMUNITY_LOADER
+
+    @property
     def for_photos(self) -> bool:
         """Trained on degraded LR (``--degradation jpeg`` or ``realistic``): meant for photos and JPEGs,
         not a reproduction of a paper's clean-bicubic setting."""
@@ -208,7 +213,7 @@ def load_weights(name_or_path: str | os.PathLike, *, weights_dir: Path | None = 
     card = read_card(card_path)
     if verify and card.sha256 and file_sha256(tensors) != card.sha256:
         raise WeightsError(f"{tensors}: sha256 differs from its card (file changed or corrupt)")
-    if card.config.get("loader") == COMMUNITY_LOADER:  # an imported community model, built by spandrel
+    if card.imported:  # a community model, built by spandrel
         try:
             model = load_community(str(tensors), card.arch, card.scale, card.config)
         except CommunityModelError as exc:
