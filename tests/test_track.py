@@ -316,7 +316,8 @@ def session_count(url, run_id):
 
 
 def test_metrics_buffer_cost(url):
-    """The figure quoted in MetricsBuffer's docstring: amortised cost of one log() call."""
+    """Every buffered row lands; the amortised cost of one log() call (the figure MetricsBuffer's
+    docstring quotes) is printed, not asserted: tests never time anything (it flaked on a loaded box)."""
     with session_scope(url) as session:
         run_id = runs.set_status(session, _new_run(session).id, "running").id
     calls = 5000
@@ -327,7 +328,6 @@ def test_metrics_buffer_cost(url):
     per_call = (time.perf_counter() - start) / calls
     print(f"MetricsBuffer.log: {per_call * 1e6:.1f} us per call (3 metrics, flush every 256 rows)")
     assert session_count(url, run_id) == 3 * calls
-    assert per_call < 200e-6  # 2 % of a 10 ms step; the measured figure is far lower
 
 
 # --- evaluations -------------------------------------------------------------------------------
