@@ -156,6 +156,8 @@ def _watch(child: subprocess.Popen, context, pusher: Pusher) -> str | None:
             _push(pusher)
             last_push = time.monotonic()
         time.sleep(POLL_S)
+    if reason is None and context.should_abort():  # the stop arrived as the child ended (SIGTERM to the group)
+        reason = "shutdown" if context.abort_reason() == AbortReason.SHUTDOWN else "cancel"
     return reason
 
 
@@ -171,7 +173,10 @@ def _relocate_checkpoints(session, run_id: int, local: Path, location: str) -> N
 def _after(session, run_id: int, code: int, reason: str | None) -> str:
     """Settle the run once the child has ended; returns its status."""
     run = get_run(session, run_id)
-    if reason == "shutdown" and run.status in ("cancelled", "running"):
+    # A child that stopped as cancelled though no cancel was asked of it got its SIGTERM from outside
+    # (this worker's process group or machine stopping): like a shutdown, another worker continues it.
+    stopped_from_outside = reason is None and run.status == "cancelled"
+    if (reason == "shutdown" or stopped_from_outside) and run.status in ("cancelled", "running"):
         run.status, run.finished_at, run.pid = "queued", None, None  # another worker continues it
     elif run.status == "running":  # the child ended without recording an outcome
         set_status(session, run_id, "failed", error=f"training process ended with code {code}")
