@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 
 from srweb.config import get_settings
 from srweb.track.db import init_db, write_transaction
 from srweb.track.evals import forget_missing_cards, seed_from_cards, seed_speeds_from_cards
 from srweb.train import jobs
+from srweb.train.queue import uses_queue
 from srweb.weights.files import list_weights
 from srweb.weights.sync import fetch_into
 
@@ -68,16 +75,6 @@ def start_local_workers() -> list:
     machine (stopped with SIGTERM when the app exits: each checkpoints and requeues its run).
     0: the app only queues (a control plane, e.g. a CPU Space). SQLite: none (the job watcher
     starts runs itself)."""
-    import atexit
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    from srweb.config import get_settings
-    from srweb.train.queue import uses_queue
-
     if not uses_queue() or _local_workers:
         return _local_workers
     for index in range(get_settings().local_workers):
