@@ -12,6 +12,7 @@ import re
 import httpx
 import numpy as np
 import pytest
+from test_ui_train import form
 from conftest import ADMIN_TOKEN, dependency_index, forged_png, queue_call
 from PIL import Image
 
@@ -41,33 +42,8 @@ def _upscale(client, path, weights):
 
 
 def _form(**changes):
-    values = dict(
-        model="espcn",
-        scale=2,
-        data="sample",
-        data_path="",
-        val_data="none",
-        patch_size=8,
-        batch_size=2,
-        iterations=20,
-        lr=1e-3,
-        optimizer="adam",
-        schedule="constant",
-        loss="l2",
-        precision="auto",
-        device="cpu",
-        val_interval=10,
-        pretrained="none",
-        freeze_bn=False,
-        ema=0.0,
-        teacher="none",
-        teacher_weight=0.5,
-        teacher_unlabelled=False,
-        degradation="bicubic",
-        degradation_config="",
-    )
-    values.update(changes)
-    return list(values.values())
+    """The Train form's values (test_ui_train's tiny espcn x2 job), on the CPU."""
+    return form(**{"device": "cpu", **changes})
 
 
 def _runs(server):
