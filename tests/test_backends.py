@@ -24,6 +24,7 @@ from srweb.weights.files import list_weights, read_card, save_weights, write_car
 SHIPPED = list_weights()
 GRAPH_CHOICES = [c for c in candidates("cpu", cpu_supports_bf16()) if c.name != "torch"]
 HERE = device_name("cpu")
+SHIPPED_RGB = next(c.name for c in SHIPPED if c.arch == "edsr-baseline")
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +327,30 @@ def test_upscale_tab_reports_compile_time_apart(tmp_path):
     assert compile_note(result) == "; first call for this size: 0.25 s compiling the openvino graph, 0.50 s running"
     result.compile_seconds = 0.0  # a later call of that size reuses the compiled model
     assert compile_note(result) == ""
+
+
+@pytest.mark.skipif(not any(c.name == "openvino" for c in GRAPH_CHOICES), reason="OpenVINO is not installed")
+def test_openvino_keeps_a_luma_models_first_and_last_convolution_in_fp32(graph_cache):
+    """The rule torch follows (``wants_fp32_ends``) holds on OpenVINO too: the marked graph keeps the
+    ends' precision, and where this CPU runs bf16 the compiled model runs them in fp32, the middle in bf16."""
+    import openvino as ov
+
+    from srweb.inference.upscaler import load_cached
+
+    model, card = load_cached("espcn-x4.general100")
+    assert backends.wants_fp32_ends(model) and not backends.wants_fp32_ends(load_cached(SHIPPED_RGB)[0])
+    core = ov.Core()
+    graph = core.read_model(str(backends.onnx_graph(model, card)))
+    marked = backends._with_fp32_ends(ov, core, graph)
+    convs = [op for op in marked.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    kept = ["DisablePrecisionConversion_0" in op.get_rt_info() for op in convs]
+    assert len(convs) == 3 and kept == [True, False, True]
+    if cpu_supports_bf16():
+        marked.reshape({marked.inputs[0].any_name: [1, 1, 24, 32]})
+        compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        runtime = [
+            op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in compiled.get_runtime_model().get_ordered_ops()
+            if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+        ]
+        assert runtime == ["f32", "bf16", "f32"]

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srweb.inference.backends import GraphRuntime, choose_backend, fallback, first_line, make_runtime
+from srweb.inference.backends import GraphRuntime, choose_backend, fallback, first_line, make_runtime, wants_fp32_ends
 from srweb.config import get_settings, resolve_device
 from srweb.imaging.io import encode_png, icc_profile_of, load_pixels, rgb_to_ycbcr, upright, ycbcr_to_rgb
 from srweb.models import create_model, get_model_info, list_models
@@ -284,10 +284,7 @@ class Upscaler:
         self.max_tile_pixels = max(32 * 32, int(budget_bytes // (element_bytes * self.profile.elements_per_pixel)))
         self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
-        # Luma models lose most of their bf16 error in the first and last layer, which are cheap
-        # there (1 channel in, 1 out); for RGB models the last layer runs at HR size with 64 input
-        # channels (edsr-baseline x4: +25% time in fp32) and plain bf16 already passes the guard.
-        net = with_fp32_edges(self.model) if self._torch_precision != "fp32" and in_channels == 1 else self.model
+        net = with_fp32_edges(self.model) if self._torch_precision != "fp32" and wants_fp32_ends(model) else self.model
         self._net = torch.compile(net, dynamic=True) if self.compiled else net
         self.self_ensemble = bool(self_ensemble)
         self._lock = threading.Lock()
