@@ -186,11 +186,36 @@ def _record(folder, name: str, host: str, choice: BackendChoice) -> None:
     path = folder / f"{name}.json"
     card = read_card(path)
     card.inference["backend"] = {"name": choice.name, "precision": choice.precision, "host": host, "ms_per_mpix": 1.0}
+    row = {"ms_per_mpix": 1.0, "ok": True} | ({} if choice.fp32_ends is None else {"fp32_ends": choice.fp32_ends})
     card.inference["backends"] = {
         "host": host,
-        "results": {choice.label: {"ms_per_mpix": 1.0, "ok": True}, "torch/fp32": {"ms_per_mpix": 5.0, "ok": True}},
+        "results": {choice.label: row, "torch/fp32": {"ms_per_mpix": 5.0, "ok": True}},
     }
     write_card(card, path)
+
+
+@pytest.mark.skipif(not any(c.name == "openvino" for c in GRAPH_CHOICES), reason="OpenVINO is not installed")
+def test_recorded_fp32_ends_are_followed_and_compiled_apart(own_weights):
+    """What the bench measured for the winner (its first and last convolution in fp32 or not) is what
+    runs on that processor; elsewhere the rule (luma models only) holds, and an argument overrides both."""
+    from srweb.inference.upscaler import load_cached
+
+    name, folder = own_weights
+    rule = backends.wants_fp32_ends(load_cached(name)[0])
+    backends.clear_cache()
+    _record(folder, name, HERE, BackendChoice("openvino", "fp32", fp32_ends=not rule))
+    up = Upscaler(name)
+    assert (up.backend, up.fp32_ends) == ("openvino", not rule)
+    assert up.runtime.fp32_ends is False  # nothing to keep in fp32 when everything is
+    assert Upscaler(name, fp32_ends=rule).fp32_ends is rule
+    _record(folder, name, "Some Other CPU @ 1.0GHz", BackendChoice("openvino", "fp32", fp32_ends=not rule))
+    assert Upscaler(name, backend="openvino").fp32_ends is rule
+    if any(c.label == "openvino/bf16" for c in GRAPH_CHOICES):
+        for ends in (False, True):
+            bf16 = Upscaler(name, backend="openvino", precision="bf16", fp32_ends=ends)
+            assert bf16.runtime.fp32_ends is ends
+            bf16.upscale(crop())
+        assert {key[-1] for key in backends.cache_keys() if key[3] == "bf16"} == {False, True}  # compiled apart
 
 
 @pytest.mark.skipif(not GRAPH_CHOICES, reason="no graph backend on this host")
@@ -229,6 +254,10 @@ def test_choose_backend_rules():
         return choose_backend(req, prec, inference, dev, "bf16", HERE)
 
     assert pick("auto") == BackendChoice("openvino", "bf16")
+    table["results"]["openvino/bf16"]["fp32_ends"] = True  # the bench kept its ends in fp32 to pass the guard
+    assert pick("auto") == pick("openvino", "bf16") == BackendChoice("openvino", "bf16", fp32_ends=True)
+    assert pick("openvino", "fp32").fp32_ends is None  # not measured: the Upscaler applies the rule
+    del table["results"]["openvino/bf16"]["fp32_ends"]
     assert pick("auto", "fp32") == BackendChoice("onnxruntime", "fp32")  # the fastest fp32 that passed
     assert pick("auto", dev="cuda") == BackendChoice("torch", "bf16")  # graph backends run on the CPU
     assert pick("openvino", "fp32") == BackendChoice("openvino", "fp32")
@@ -354,3 +383,19 @@ def test_openvino_keeps_a_luma_models_first_and_last_convolution_in_fp32(graph_c
             if op.get_rt_info()["layerType"].astype(str) == "Convolution"
         ]
         assert runtime == ["f32", "bf16", "f32"]
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="no bf16 candidates on this CPU")
+def test_bench_retries_a_failing_bf16_candidate_with_fp32_ends(graph_cache, monkeypatch):
+    """A bf16 candidate outside the guard runs again with its first and last convolution in fp32, and
+    the row says so (``fp32_ends``); fp32 candidates are not retried. A guard of -1 dB fails them all."""
+    from srweb.evaluation import backends_bench
+
+    name = min((c for c in SHIPPED if c.arch == "espcn"), key=lambda c: c.scale).name
+    monkeypatch.setattr(backends_bench, "wants_fp32_ends", lambda model: False)  # as for an RGB model
+    row = backends_bench.bench_entry(name, 48, 32, repeats=1, guard_db=-1.0)
+    for label, result in row["results"].items():
+        if "error" in result:
+            continue
+        assert result["ok"] is False and row["winner"] is None
+        assert result.get("fp32_ends") is (True if label.endswith("/bf16") else None), label

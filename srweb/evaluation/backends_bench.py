@@ -21,7 +21,7 @@ from srweb.data.samples import benchmark_path
 from srweb.evaluation.bench import QUALITY_GUARD_DB, _median_ms, run_bench
 from srweb.evaluation.evaluate import evaluate
 from srweb.imaging.resize import imresize
-from srweb.inference.backends import OPENVINO_PRECISION, BackendChoice, BackendFallback, candidates
+from srweb.inference.backends import OPENVINO_PRECISION, BackendChoice, BackendFallback, candidates, wants_fp32_ends
 from srweb.inference.upscaler import Upscaler, cpu_supports_bf16, load_cached, pick_precision
 from srweb.weights.files import list_weights
 
@@ -74,13 +74,13 @@ def openvino_matmul_gflops(precision: str = "bf16", n: int = 2048, repeats: int 
     return round(2 * n**3 / ms / 1e6, 1)
 
 
-def time_candidate(name: str, choice: BackendChoice, x: torch.Tensor, repeats: int) -> dict:
+def time_candidate(name: str, choice: BackendChoice, x: torch.Tensor, repeats: int, fp32_ends: bool) -> dict:
     """Steady-state ms (median of ``repeats``), first-call ms and compile seconds of ``choice`` on
     input ``x``; ``{"error": ...}`` when the backend cannot run here."""
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendFallback)
-        up = Upscaler(name, backend=choice.name, precision=choice.precision, tile_size=BENCH_TILE)
+        up = Upscaler(name, backend=choice.name, precision=choice.precision, tile_size=BENCH_TILE, fp32_ends=fp32_ends)
     if up.backend != choice.name or up.precision != choice.precision:
         reason = next((str(w.message) for w in caught if issubclass(w.category, BackendFallback)), "fell back")
         return {"error": reason}
@@ -88,17 +88,33 @@ def time_candidate(name: str, choice: BackendChoice, x: torch.Tensor, repeats: i
     up._forward(x)
     first_ms = (time.perf_counter() - start) * 1000
     compile_s = up.runtime.compile_seconds if up.runtime is not None else 0.0
-    return {
+    timed = {
         "ms": round(_median_ms(lambda: up._forward(x), repeats), 1),
         "first_call_ms": round(first_ms, 1),
         "compile_s": round(compile_s, 3),
         "upscaler": up,
     }
+    return timed | ({"fp32_ends": fp32_ends} if choice.precision != "fp32" else {})
 
 
 def _set5_psnr(upscale, name: str, dataset: str) -> float:
 
     return evaluate(upscale, benchmark_path(dataset), load_cached(name)[1].scale).psnr
+
+
+def _measure(name: str, choice: BackendChoice, x: torch.Tensor, repeats: int, fp32_ends: bool, ref: tuple) -> dict:
+    """One candidate's times and, when ``ref`` holds torch fp32's Set5 PSNR, its guard verdict;
+    ``ref``: (that PSNR or None, guard dB, dataset, output megapixels, plain ms)."""
+    exact, guard_db, dataset, out_mpix, plain_ms = ref
+    timed = time_candidate(name, choice, x, repeats, fp32_ends)
+    up = timed.pop("upscaler", None)
+    if up is not None:
+        timed["ms_per_mpix"] = round(timed["ms"] / out_mpix, 2)
+        timed["speedup"] = round(plain_ms / timed["ms"], 2)
+        if exact is not None:
+            delta = _set5_psnr(up.upscale, name, dataset) - exact
+            timed.update(psnr_delta_db=round(delta, 4), ok=delta >= -guard_db)
+    return timed
 
 
 def bench_entry(
@@ -116,16 +132,13 @@ def bench_entry(
     out_mpix = width * height * card.scale**2 / 1e6
     plain_ms = _plain_ms(name, x, repeats)
     exact = _set5_psnr(Upscaler(name, backend="torch", precision="fp32").upscale, name, dataset) if quality else None
+    ends = wants_fp32_ends(load_cached(name)[0])
     results = {}
     for choice in candidates("cpu", cpu_supports_bf16()):
-        timed = time_candidate(name, choice, x, repeats)
-        up = timed.pop("upscaler", None)
-        if up is not None:
-            timed["ms_per_mpix"] = round(timed["ms"] / out_mpix, 2)
-            timed["speedup"] = round(plain_ms / timed["ms"], 2)
-            if quality:
-                delta = _set5_psnr(up.upscale, name, dataset) - exact
-                timed.update(psnr_delta_db=round(delta, 4), ok=delta >= -guard_db)
+        timed = _measure(name, choice, x, repeats, ends, (exact, guard_db, dataset, out_mpix, plain_ms))
+        if quality and timed.get("ok") is False and choice.precision != "fp32" and not ends:
+            # the first and last convolution in fp32 often bring a failing bf16 candidate inside the guard
+            timed = _measure(name, choice, x, repeats, True, (exact, guard_db, dataset, out_mpix, plain_ms))
         results[choice.label] = timed
     passed = [(r["ms"], label) for label, r in results.items() if r.get("ok")]
     winner = min(passed)[1] if passed else None
@@ -244,7 +257,8 @@ def format_rows(rows: list[dict]) -> list[str]:
         for ms, label, r in timed:
             guard = "" if "ok" not in r else (f" {r['psnr_delta_db']:+.4f} dB" + ("" if r["ok"] else " FAILS"))
             compile_note = f", compile {r['compile_s']:.2f} s" if r["compile_s"] else ""
-            parts.append(f"{label} {ms} ms ({r['speedup']}x{guard}{compile_note})")
+            ends = " fp32 ends" if r.get("fp32_ends") else ""
+            parts.append(f"{label}{ends} {ms} ms ({r['speedup']}x{guard}{compile_note})")
         skipped = [f"{label}: {r['error']}" for label, r in row["results"].items() if "error" in r]
         winner = f"winner {row['winner']} {row['speedup']}x" if row["winner"] else "no winner (no guard run)"
         lines.append(f"{row['weights']} {row['input']}->{row['output']}: plain {row['plain_ms']} ms; {winner}")

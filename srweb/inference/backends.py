@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -52,10 +52,13 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """A backend and the precision it runs in."""
+    """A backend and the precision it runs in; ``fp32_ends``: whether reduced precision keeps the first
+    and last convolution in fp32, as the bench measured it on this processor (None: not measured, see
+    :func:`wants_fp32_ends`)."""
 
     name: str
     precision: str
+    fp32_ends: bool | None = None
 
     @property
     def label(self) -> str:
@@ -108,7 +111,25 @@ def recorded_best(
     return BackendChoice(*min(passed)[1:]) if passed else None
 
 
+def recorded_ends(inference: dict, processor: str, label: str) -> bool | None:
+    """Whether the bench ran candidate ``label`` (``openvino/bf16``) with fp32 ends on ``processor``."""
+    table = inference.get("backends")
+    if not isinstance(table, dict) or table.get("host") != processor:
+        return None
+    row = (table.get("results") or {}).get(label)
+    ends = row.get("fp32_ends") if isinstance(row, dict) else None
+    return ends if isinstance(ends, bool) else None
+
+
 def choose_backend(
+    requested: str, precision: str, inference: dict, device: str, torch_precision: str, processor: str
+) -> BackendChoice:
+    """:func:`pick_backend` with the fp32 ends the bench measured for that choice on ``processor``."""
+    choice = pick_backend(requested, precision, inference, device, torch_precision, processor)
+    return replace(choice, fp32_ends=recorded_ends(inference, processor, choice.label))
+
+
+def pick_backend(
     requested: str, precision: str, inference: dict, device: str, torch_precision: str, processor: str
 ) -> BackendChoice:
     """The backend and precision an Upscaler runs: ``requested`` (``auto``, or a name from
@@ -154,7 +175,7 @@ def card_backends(row: dict, processor: str) -> dict:
     """The ``inference`` entries ``--store`` writes from one contest: ``backends`` (every candidate's
     speed and guard on ``processor``) and, when one passed, ``backend`` (the winner)."""
     results = {
-        label: {k: r[k] for k in ("ms_per_mpix", "first_call_ms", "psnr_delta_db", "ok") if k in r}
+        label: {k: r[k] for k in ("ms_per_mpix", "first_call_ms", "psnr_delta_db", "ok", "fp32_ends") if k in r}
         for label, r in row["results"].items()
         if "ms" in r
     }
@@ -192,7 +213,7 @@ class _Compiled:
 
 
 def cache_keys() -> list[tuple]:
-    """(sha256, backend, shape, precision) of every compiled model held, oldest first."""
+    """(sha256, backend, shape, precision, fp32 ends) of every compiled model held, oldest first."""
     with _cache_lock:
         return list(_cache)
 
@@ -264,10 +285,11 @@ def _import_runtime(name: str):
 
 def wants_fp32_ends(model: nn.Module) -> bool:
     """Whether reduced precision keeps ``model``'s first and last convolution in fp32 (torch and
-    OpenVINO alike): luma models lose most of their bf16 error there, and those layers are cheap
-    in them (1 channel in, 1 out). In RGB models the last layer runs at HR size with 64 input
-    channels (edsr-baseline x4 256x256 on OpenVINO bf16, one core: 316 -> 469 ms, -0.0101 -> +0.0007 dB;
-    on torch +25% time), and plain bf16 passes the guard for most of them."""
+    OpenVINO alike) where the bench has not measured it: luma models lose most of their bf16 error
+    there, and those layers are cheap in them (1 channel in, 1 out). In RGB models the last layer
+    runs at HR size with 64 input channels, so it costs more (OpenVINO bf16, idle, 2 threads:
+    srresnet-x4 107 -> 353 ms, edsr-baseline-x4 186 -> 239 ms) and plain bf16 passes the guard for
+    some of them; ``srweb bench`` retries a failing bf16 candidate with fp32 ends and records it."""
     return int(getattr(model, "in_channels", 0)) == 1
 
 
@@ -300,7 +322,7 @@ def _openvino_builder(path: Path, shape: tuple[int, ...], precision: str, thread
         core = ov.Core()
         graph = core.read_model(str(path))
         graph.reshape({graph.inputs[0].any_name: list(shape)})  # static shapes: the fastest kernels
-        if fp32_ends and precision != "fp32":
+        if fp32_ends:
             graph = _with_fp32_ends(ov, core, graph)
         config = {
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
@@ -340,7 +362,7 @@ class GraphRuntime:
     since it was last reset (the first call of a shape pays it; later ones reuse the model).
     """
 
-    def __init__(self, backend: str, model: nn.Module, card, precision: str) -> None:
+    def __init__(self, backend: str, model: nn.Module, card, precision: str, fp32_ends: bool = False) -> None:
         if backend not in GRAPH_BACKENDS:
             raise BackendError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
         if precision not in GRAPH_PRECISIONS[backend]:
@@ -352,7 +374,7 @@ class GraphRuntime:
         self.fixed_shapes = backend == "openvino"
         self.tile_budget_share = TILE_BUDGET_SHARE
         self.path = onnx_graph(model, card)
-        self.fp32_ends = wants_fp32_ends(model)
+        self.fp32_ends = fp32_ends and precision != "fp32"
         self.compile_seconds = 0.0
         with _cache_lock:
             _evict_changed(card.name, card.sha256)
@@ -365,7 +387,7 @@ class GraphRuntime:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape) if self.fixed_shapes else ()
-        key = (self.card.sha256, self.backend, shape, self.precision)
+        key = (self.card.sha256, self.backend, shape, self.precision, self.fp32_ends)
         entry, seconds = _compiled(key, self._builder(tuple(x.shape)))
         self.compile_seconds += seconds
         data = np.ascontiguousarray(x.detach().float().cpu().numpy())
@@ -374,7 +396,7 @@ class GraphRuntime:
         return torch.from_numpy(y).clamp_(0, 1)
 
 
-def make_runtime(choice: BackendChoice, model: nn.Module, card, device: str) -> GraphRuntime | None:
+def make_runtime(choice: BackendChoice, model: nn.Module, card, device: str, fp32_ends: bool) -> GraphRuntime | None:
     """The runtime for ``choice``: None for torch, a :class:`GraphRuntime` otherwise; a backend
     that cannot run here (not on CPU, not installed, the graph does not load) gives the one
     warning line and None, so the network runs on torch."""
@@ -384,7 +406,7 @@ def make_runtime(choice: BackendChoice, model: nn.Module, card, device: str) -> 
         fallback(choice.name, f"it runs on the CPU, this upscaler on {device}")
         return None
     try:
-        return GraphRuntime(choice.name, model, card, choice.precision)
+        return GraphRuntime(choice.name, model, card, choice.precision, fp32_ends)
     except Exception as exc:  # noqa: BLE001 - a runtime's own errors (compile, graph) vary: any of them falls back
         fallback(choice.name, first_line(exc))
         return None

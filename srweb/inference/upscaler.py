@@ -216,6 +216,9 @@ class Upscaler:
             --store`` recorded in the card for this processor, else torch), ``torch``, ``openvino``
             or ``onnxruntime``; ``None`` follows ``SRWEB_BACKEND``. A backend that cannot run here
             falls back to torch with one warning. ``backend`` and ``precision`` then say what runs.
+        fp32_ends: keep the first and last convolution in fp32 when the rest runs in bf16/fp16;
+            ``None``: as ``srweb bench`` measured for this backend on this processor, else for luma
+            models only (:func:`srweb.inference.backends.wants_fp32_ends`).
     """
 
     def __init__(
@@ -232,6 +235,7 @@ class Upscaler:
         self_ensemble: bool = False,
         output_scale: float | None = None,
         backend: str | None = None,
+        fp32_ends: bool | None = None,
     ) -> None:
         for what, value in (("tile size", tile_size), ("tile overlap", tile_overlap)):
             if value is not None and value < 0:
@@ -253,7 +257,7 @@ class Upscaler:
         self.device = resolve_device(device)
         self.precision = card_precision(self.card.inference if self.card else {}, self.device, precision)
         self._torch_precision = self.precision
-        self.backend, self.runtime = self._pick_backend(model, backend, precision)
+        self.backend, self.runtime = self._pick_backend(model, backend, precision, fp32_ends)
         self.last_compile_seconds = 0.0
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
@@ -284,24 +288,29 @@ class Upscaler:
         self.max_tile_pixels = max(32 * 32, int(budget_bytes // (element_bytes * self.profile.elements_per_pixel)))
         self.compiled = settings.compile if compile is None else compile
         # Dynamic shapes: one compilation serves every image and tile size.
-        net = with_fp32_edges(self.model) if self._torch_precision != "fp32" and wants_fp32_ends(model) else self.model
+        net = with_fp32_edges(self.model) if self._torch_precision != "fp32" and self.fp32_ends else self.model
         self._net = torch.compile(net, dynamic=True) if self.compiled else net
         self.self_ensemble = bool(self_ensemble)
         self._lock = threading.Lock()
         self.last_seconds = 0.0
 
-    def _pick_backend(self, model: nn.Module, requested: str | None, precision: str) -> tuple[str, GraphRuntime | None]:
-        """(backend name, graph runtime or None for torch); sets the precision it runs in."""
+    def _pick_backend(
+        self, model: nn.Module, requested: str | None, precision: str, fp32_ends: bool | None
+    ) -> tuple[str, GraphRuntime | None]:
+        """(backend name, graph runtime or None for torch); sets the precision it runs in and whether
+        its first and last convolution stay fp32 (given, else as measured for the choice, else the rule)."""
         if requested is None:  # SRWEB_BACKEND: for saved weights; a baseline or bare module runs on torch
             requested = get_settings().backend if self.card is not None else "torch"
         inference = self.card.inference if self.card else {}
         choice = choose_backend(requested, precision, inference, self.device, self.precision, device_name("cpu"))
-        runtime = make_runtime(choice, model, self.card, self.device)
+        self.fp32_ends = next(e for e in (fp32_ends, choice.fp32_ends, wants_fp32_ends(model)) if e is not None)
+        runtime = make_runtime(choice, model, self.card, self.device, self.fp32_ends)
         if runtime is not None or choice.name == "torch":
             self.precision = choice.precision
             if choice.name == "torch":
                 self._torch_precision = choice.precision
             return choice.name, runtime
+        self.fp32_ends = wants_fp32_ends(model) if fp32_ends is None else fp32_ends  # torch, not measured
         return "torch", None
 
     def _resolve(self, name: str, scale: int | None) -> nn.Module:
