@@ -136,8 +136,10 @@ def bench_entry(
     results = {}
     for choice in candidates("cpu", cpu_supports_bf16()):
         timed = _measure(name, choice, x, repeats, ends, (exact, guard_db, dataset, out_mpix, plain_ms))
-        if quality and timed.get("ok") is False and choice.precision != "fp32" and not ends:
-            # the first and last convolution in fp32 often bring a failing bf16 candidate inside the guard
+        if quality and timed.get("ok") is False and choice.name != "torch" and choice.precision != "fp32" and not ends:
+            # The first and last convolution in fp32 often bring a failing bf16 graph inside the guard.
+            # Torch keeps the rule: its guard goes into the card for every processor and GPU, where
+            # nothing records the ends.
             timed = _measure(name, choice, x, repeats, True, (exact, guard_db, dataset, out_mpix, plain_ms))
         results[choice.label] = timed
     passed = [(r["ms"], label) for label, r in results.items() if r.get("ok")]

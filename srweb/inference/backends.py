@@ -289,7 +289,7 @@ def wants_fp32_ends(model: nn.Module) -> bool:
     there, and those layers are cheap in them (1 channel in, 1 out). In RGB models the last layer
     runs at HR size with 64 input channels, so it costs more (OpenVINO bf16, idle, 2 threads:
     srresnet-x4 107 -> 353 ms, edsr-baseline-x4 186 -> 239 ms) and plain bf16 passes the guard for
-    some of them; ``srweb bench`` retries a failing bf16 candidate with fp32 ends and records it."""
+    some of them; ``srweb bench`` retries a failing bf16 graph candidate with fp32 ends and records it."""
     return int(getattr(model, "in_channels", 0)) == 1
 
 
