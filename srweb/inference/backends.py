@@ -40,6 +40,9 @@ CACHE_SIZE = 8  # compiled models kept (one per weights x input shape x precisio
 # OpenVINO bf16 with torch's tiles (1x2; torch bf16: 1,828 MB), 1,953 MB with half the budget, and
 # 1,666 MB (1x5 tiles) with a third (OpenVINO fp32: 2,915 MB in 1x3 tiles, 1,846 MB in 3x4).
 TILE_BUDGET_SHARE = 1 / 3
+# With fp32 ends the last convolution's HR buffers are fp32: edsr-baseline x4 to 3840x2160 on OpenVINO bf16
+# peaked at 2,181 MB with a third (1x5 tiles), 1,967 MB with a quarter (2x4), 1,795 MB with a sixth (3x4, +13% time).
+FP32_ENDS_TILE_BUDGET_SHARE = 1 / 6
 
 
 class BackendFallback(UserWarning):
@@ -372,9 +375,9 @@ class GraphRuntime:
         _import_runtime(backend)
         self.backend, self.precision, self.card = backend, precision, card
         self.fixed_shapes = backend == "openvino"
-        self.tile_budget_share = TILE_BUDGET_SHARE
         self.path = onnx_graph(model, card)
         self.fp32_ends = fp32_ends and precision != "fp32"
+        self.tile_budget_share = FP32_ENDS_TILE_BUDGET_SHARE if self.fp32_ends else TILE_BUDGET_SHARE
         self.compile_seconds = 0.0
         with _cache_lock:
             _evict_changed(card.name, card.sha256)
