@@ -34,7 +34,7 @@ GRAPH_BACKENDS = ("openvino", "onnxruntime")
 GRAPH_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",)}
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 CONVOLUTIONS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")  # IR layer types
-CACHE_SIZE = 8  # compiled models kept (one per weights x input shape x precision)
+CACHE_SIZE = 8  # compiled models kept (one per weights x input shape x precision x fp32 ends)
 # Share of the Upscaler's activation budget a graph backend's tile gets: its runtime holds more
 # buffers per tile than eager torch. edsr-baseline x4 960x540 -> 3840x2160 peaked at 2,311 MB on
 # OpenVINO bf16 with torch's tiles (1x2; torch bf16: 1,828 MB), 1,953 MB with half the budget, and
