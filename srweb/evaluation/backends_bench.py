@@ -102,21 +102,6 @@ def _set5_psnr(upscale, name: str, dataset: str) -> float:
     return evaluate(upscale, benchmark_path(dataset), load_cached(name)[1].scale).psnr
 
 
-def _measure(name: str, choice: BackendChoice, x: torch.Tensor, repeats: int, fp32_ends: bool, ref: tuple) -> dict:
-    """One candidate's times and, when ``ref`` holds torch fp32's Set5 PSNR, its guard verdict;
-    ``ref``: (that PSNR or None, guard dB, dataset, output megapixels, plain ms)."""
-    exact, guard_db, dataset, out_mpix, plain_ms = ref
-    timed = time_candidate(name, choice, x, repeats, fp32_ends)
-    up = timed.pop("upscaler", None)
-    if up is not None:
-        timed["ms_per_mpix"] = round(timed["ms"] / out_mpix, 2)
-        timed["speedup"] = round(plain_ms / timed["ms"], 2)
-        if exact is not None:
-            delta = _set5_psnr(up.upscale, name, dataset) - exact
-            timed.update(psnr_delta_db=round(delta, 4), ok=delta >= -guard_db)
-    return timed
-
-
 def bench_entry(
     name: str,
     width: int,
@@ -127,20 +112,33 @@ def bench_entry(
     dataset: str = "Set5",
 ) -> dict:
     """One weights entry's contest on a ``width`` x ``height`` input (see the module's text)."""
-    card = load_cached(name)[1]
+    model, card = load_cached(name)
     x = _model_input(card, width, height)
     out_mpix = width * height * card.scale**2 / 1e6
     plain_ms = _plain_ms(name, x, repeats)
     exact = _set5_psnr(Upscaler(name, backend="torch", precision="fp32").upscale, name, dataset) if quality else None
-    ends = wants_fp32_ends(load_cached(name)[0])
+
+    def measure(choice: BackendChoice, fp32_ends: bool) -> dict:
+        """One candidate's times and, with ``quality``, its guard verdict."""
+        timed = time_candidate(name, choice, x, repeats, fp32_ends)
+        up = timed.pop("upscaler", None)
+        if up is not None:
+            timed["ms_per_mpix"] = round(timed["ms"] / out_mpix, 2)
+            timed["speedup"] = round(plain_ms / timed["ms"], 2)
+            if quality:
+                delta = _set5_psnr(up.upscale, name, dataset) - exact
+                timed.update(psnr_delta_db=round(delta, 4), ok=delta >= -guard_db)
+        return timed
+
+    ends = wants_fp32_ends(model)
     results = {}
     for choice in candidates("cpu", cpu_supports_bf16()):
-        timed = _measure(name, choice, x, repeats, ends, (exact, guard_db, dataset, out_mpix, plain_ms))
+        timed = measure(choice, ends)
         if quality and timed.get("ok") is False and choice.name != "torch" and choice.precision != "fp32" and not ends:
             # The first and last convolution in fp32 often bring a failing bf16 graph inside the guard.
             # Torch keeps the rule: its guard goes into the card for every processor and GPU, where
             # nothing records the ends.
-            timed = _measure(name, choice, x, repeats, True, (exact, guard_db, dataset, out_mpix, plain_ms))
+            timed = measure(choice, True)
         results[choice.label] = timed
     passed = [(r["ms"], label) for label, r in results.items() if r.get("ok")]
     winner = min(passed)[1] if passed else None

@@ -303,14 +303,18 @@ class Upscaler:
             requested = get_settings().backend if self.card is not None else "torch"
         inference = self.card.inference if self.card else {}
         choice = choose_backend(requested, precision, inference, self.device, self.precision, device_name("cpu"))
-        self.fp32_ends = next(e for e in (fp32_ends, choice.fp32_ends, wants_fp32_ends(model)) if e is not None)
+
+        def ends(measured: bool | None) -> bool:
+            return next(e for e in (fp32_ends, measured, wants_fp32_ends(model)) if e is not None)
+
+        self.fp32_ends = ends(choice.fp32_ends)
         runtime = make_runtime(choice, model, self.card, self.device, self.fp32_ends)
         if runtime is not None or choice.name == "torch":
             self.precision = choice.precision
             if choice.name == "torch":
                 self._torch_precision = choice.precision
             return choice.name, runtime
-        self.fp32_ends = wants_fp32_ends(model) if fp32_ends is None else fp32_ends  # torch, not measured
+        self.fp32_ends = ends(None)  # fell back to torch, for which nothing was measured
         return "torch", None
 
     def _resolve(self, name: str, scale: int | None) -> nn.Module:
